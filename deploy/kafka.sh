@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# Fetch, start and stop a real single-node Apache Kafka broker (KRaft, combined mode) on 127.0.0.1.
+#
+#   deploy/kafka.sh start   # idempotent: fetches jars once, formats storage once, waits until ready
+#   deploy/kafka.sh stop
+#   deploy/kafka.sh status
+#
+# Environment: KAFKA_PORT (default 9092), KAFKA_CONTROLLER_PORT (default 9093),
+# KAFKA_DATA_DIR (default deploy/.run/kafka), KAFKA_START_TIMEOUT_S (default 120).
+set -euo pipefail
+
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$here/.." && pwd)"
+port="${KAFKA_PORT:-9092}"
+cport="${KAFKA_CONTROLLER_PORT:-9093}"
+run_dir="${KAFKA_DATA_DIR:-$here/.run/kafka}"
+jars="$here/kafka/.jars"
+pid_file="$run_dir/kafka.pid"
+log_file="$run_dir/kafka.log"
+timeout_s="${KAFKA_START_TIMEOUT_S:-120}"
+cluster_id="Y29ycmlkb3ItY2x1c3Rlcg"   # fixed: a re-format of the same dir is a no-op
+
+fetch() {
+  if [ -f "$jars/.complete" ]; then return; fi
+  echo "kafka: resolving broker jars from Maven Central" >&2
+  rm -rf "$jars"
+  (cd "$here/kafka" && mvn -q -B dependency:copy-dependencies -DoutputDirectory=.jars -DincludeScope=runtime)
+  touch "$jars/.complete"
+}
+
+running() { [ -f "$pid_file" ] && kill -0 "$(cat "$pid_file")" 2>/dev/null; }
+
+ready() {
+  # Ready means a real Kafka client can fetch cluster metadata, not just that the port is open.
+  "$root/.venv/bin/python" - "$port" <<'PY' >/dev/null 2>&1
+import asyncio, sys
+from aiokafka.admin import AIOKafkaAdminClient
+async def main() -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=f"127.0.0.1:{sys.argv[1]}", request_timeout_ms=3000)
+    await admin.start()
+    try:
+        await admin.list_topics()
+    finally:
+        await admin.close()
+asyncio.run(main())
+PY
+}
+
+start() {
+  fetch
+  mkdir -p "$run_dir/data"
+  if running && ready; then echo "kafka: already running on 127.0.0.1:$port"; return; fi
+  cat > "$run_dir/server.properties" <<PROPS
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$cport
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
+advertised.listeners=PLAINTEXT://127.0.0.1:$port
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=PLAINTEXT
+log.dirs=$run_dir/data
+num.partitions=1
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+group.initial.rebalance.delay.ms=0
+auto.create.topics.enable=true
+PROPS
+  cat > "$run_dir/log4j.properties" <<'L4J'
+log4j.rootLogger=WARN, stdout
+log4j.appender.stdout=org.apache.log4j.ConsoleAppender
+log4j.appender.stdout.layout=org.apache.log4j.PatternLayout
+log4j.appender.stdout.layout.ConversionPattern=[%d] %p %m (%c)%n
+log4j.logger.kafka.server.KafkaServer=INFO
+log4j.logger.kafka.server.KafkaRaftServer=INFO
+L4J
+  local cp="$jars/*"
+  local jopts=(-Xms256m -Xmx512m -Dlog4j.configuration="file:$run_dir/log4j.properties")
+  java "${jopts[@]}" -cp "$cp" kafka.tools.StorageTool format -t "$cluster_id" \
+    -c "$run_dir/server.properties" --ignore-formatted >>"$log_file" 2>&1
+  local t0=$SECONDS
+  nohup java "${jopts[@]}" -cp "$cp" kafka.Kafka "$run_dir/server.properties" >>"$log_file" 2>&1 &
+  echo $! > "$pid_file"
+  until ready; do
+    if ! running; then echo "kafka: process exited; see $log_file" >&2; tail -20 "$log_file" >&2; exit 1; fi
+    if (( SECONDS - t0 > timeout_s )); then echo "kafka: not ready after ${timeout_s}s; see $log_file" >&2; exit 1; fi
+    sleep 1
+  done
+  echo "kafka: ready on 127.0.0.1:$port after $((SECONDS - t0))s"
+}
+
+stop() {
+  if running; then
+    local pid; pid="$(cat "$pid_file")"
+    kill "$pid"
+    for _ in $(seq 1 30); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
+    kill -9 "$pid" 2>/dev/null || true
+    echo "kafka: stopped"
+  else
+    echo "kafka: not running"
+  fi
+  rm -f "$pid_file"
+}
+
+case "${1:-}" in
+  start) start ;;
+  stop) stop ;;
+  status) if running && ready; then echo "kafka: running"; else echo "kafka: down"; exit 1; fi ;;
+  fetch) fetch ;;
+  *) echo "usage: $0 start|stop|status|fetch" >&2; exit 2 ;;
+esac
