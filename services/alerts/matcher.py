@@ -1,0 +1,57 @@
+"""The alerts matcher: classified item in → one delivery per matching subscription.
+
+The delivery record is written before the alert message is published: the store's unique id
+(subscription, item, channel) is what makes a redelivered item produce no second alert, and a
+delivery whose message never made it to the bus is picked up by the deliverer's sweep.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from shared.bus import Bus
+from shared.envelope import TOPIC_ALERTS, Envelope
+from shared.errors import PoisonMessage
+from shared.metrics import Metrics
+from shared.models import AlertPayload, ClassifiedItem, Delivery
+from shared.settings import Settings
+from shared.store import Store
+from shared.timeutil import Clock, utcnow
+
+
+class Matcher:
+    """Handles corridor.items.classified.v1."""
+
+    def __init__(self, *, store: Store, bus: Bus, settings: Settings, metrics: Metrics, clock: Clock = utcnow) -> None:
+        self._store = store
+        self._bus = bus
+        self._metrics = metrics
+        self._clock = clock
+        self._out = settings.topic(TOPIC_ALERTS)
+        # The sweep leaves fresh deliveries to the alert consumer for this long.
+        self._handoff = timedelta(seconds=settings.delivery_lease_s)
+
+    async def handle(self, envelope: Envelope) -> None:
+        if envelope.type != "item.classified":
+            raise PoisonMessage(f"unexpected event type {envelope.type!r} on the classified topic")
+        item = envelope.payload_as(ClassifiedItem)
+        for subscription in await self._store.list_subscriptions(active_only=True):
+            if not subscription.matches(item):
+                continue
+            now = self._clock()
+            delivery = Delivery(
+                id=Delivery.make_id(subscription.id, item.id, subscription.channel),
+                subscription_id=subscription.id,
+                item_id=item.id,
+                channel=subscription.channel,
+                created_at=now,
+                next_attempt_at=now + self._handoff,
+            )
+            if await self._store.insert_delivery(delivery):
+                self._metrics.matched.inc()
+            # Published even when the delivery existed: the previous run may have died before
+            # publishing; the deliverer's claim makes a second message harmless.
+            payload = AlertPayload(
+                delivery_id=delivery.id, subscription_id=subscription.id, channel=subscription.channel, item=item
+            )
+            await self._bus.publish(self._out, subscription.id, Envelope.wrap("alert", payload))

@@ -1,0 +1,83 @@
+"""Webhook sender: Standard Webhooks signing, one POST, the outcome classified.
+
+Retried: timeouts, connection errors, 5xx, 408 and 429 (Retry-After honoured, clamped by the
+deliverer). Not retried: other 4xx, and destinations the SSRF guard refuses. Redirects are not
+followed: a receiver must answer at the URL it registered.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from base64 import b64encode
+from datetime import datetime
+from typing import Any
+
+import httpx
+from standardwebhooks.webhooks import Webhook
+
+from services.alerts.outcome import Outcome
+from shared.errors import BlockedAddress, FetchError
+from shared.http import classify_http_error, read_capped
+from shared.models import ClassifiedItem, Subscription
+
+RESPONSE_SNIPPET_BYTES = 1024
+SECRET_BYTES = 24
+
+
+def new_secret() -> str:
+    """A fresh signing secret in the Standard Webhooks format (``whsec_`` + base64)."""
+    return "whsec_" + b64encode(secrets.token_bytes(SECRET_BYTES)).decode()
+
+
+def alert_body(subscription: Subscription, item: ClassifiedItem, *, link: str) -> dict[str, Any]:
+    """The JSON body of an alert webhook."""
+    return {
+        "type": "corridor.alert",
+        "subscription_id": subscription.id,
+        "link": link,
+        "item": item.model_dump(mode="json"),
+    }
+
+
+def _retry_after(value: str | None) -> float | None:
+    if value and value.strip().isdigit():
+        return float(value.strip())
+    return None
+
+
+async def send_webhook(
+    client: httpx.AsyncClient, subscription: Subscription, message_id: str, body: dict[str, Any], now: datetime
+) -> Outcome:
+    """POST ``body`` signed with the subscription's secret; ``message_id`` is the webhook-id."""
+    if not subscription.webhook_url or not subscription.secret:
+        return Outcome.permanent("subscription has no webhook URL or secret")
+    data = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+    signature = Webhook(subscription.secret).sign(message_id, now, data)
+    headers = {
+        "content-type": "application/json",
+        "webhook-id": message_id,
+        "webhook-timestamp": str(int(now.timestamp())),
+        "webhook-signature": signature,
+    }
+    try:
+        async with client.stream("POST", subscription.webhook_url, content=data.encode(), headers=headers) as resp:
+            try:
+                snippet = (await read_capped(resp, RESPONSE_SNIPPET_BYTES)).decode("utf-8", "replace")
+            except FetchError:
+                snippet = "(response body larger than the snippet cap)"
+            code = resp.status_code
+            if 200 <= code < 300:
+                return Outcome.success(code)
+            error = f"HTTP {code}: {snippet[:200]}"
+            if code >= 500 or code in (408, 429):
+                return Outcome.transient(
+                    error, status_code=code, retry_after_s=_retry_after(resp.headers.get("retry-after"))
+                )
+            return Outcome.permanent(error, status_code=code)
+    except BlockedAddress as exc:
+        return Outcome.permanent(str(exc))
+    except FetchError as exc:
+        return Outcome.transient(str(exc))
+    except httpx.HTTPError as exc:
+        return Outcome.transient(str(classify_http_error(exc)))

@@ -1,0 +1,61 @@
+"""The FastAPI application of one Corridor process: the routes of its roles plus the ops routes.
+
+The same paths in every mode: embedded (`corridor run all`) serves them all from one app; in
+compose each service serves its own and the reverse proxy joins them under one base URL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from services.alerts.routes import build_router as alerts_router
+from services.classifier.routes import build_router as events_router
+from services.ingest.routes import build_router as sources_router
+from services.runtime import Runtime
+from shared.api import api_key_dependency, ops_router
+
+
+def create_app(runtime: Runtime) -> FastAPI:
+    """An app whose lifespan starts and stops ``runtime``."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await runtime.start()
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    app = FastAPI(
+        title="Corridor",
+        version="0.1.0",
+        description="Follow-through of the Pakistan–Kazakhstan agreements: events, sources, subscriptions.",
+        lifespan=lifespan,
+    )
+    require_key = api_key_dependency(runtime.settings.api_key)
+    roles = runtime.roles
+    if "ingest" in roles:
+        app.include_router(
+            sources_router(
+                store=runtime.store,
+                policy=runtime.policy,
+                default_interval_s=runtime.settings.poll_interval_s,
+                on_added=runtime.poller.wake,
+                require_key=require_key,
+            )
+        )
+    if "classifier" in roles:
+        app.include_router(events_router(store=runtime.store, sector_ids=runtime.sector_ids))
+    if "alerts" in roles:
+        app.include_router(
+            alerts_router(
+                store=runtime.store, policy=runtime.policy, sector_ids=runtime.sector_ids, require_key=require_key
+            )
+        )
+    app.include_router(
+        ops_router(metrics=runtime.metrics, checks={"store": runtime.store.ping, "bus": runtime.bus.ping})
+    )
+    return app

@@ -1,0 +1,1 @@
+"""Classifier: decide sectors and countries for every raw item, store it, publish it."""

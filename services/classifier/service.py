@@ -1,0 +1,33 @@
+"""The classifier's bus handler: raw item in → classified item stored and published."""
+
+from __future__ import annotations
+
+from services.classifier.classify import Classifier
+from shared.bus import Bus
+from shared.envelope import TOPIC_CLASSIFIED, Envelope
+from shared.errors import PoisonMessage
+from shared.metrics import Metrics
+from shared.models import RawItem
+from shared.settings import Settings
+from shared.store import Store
+
+
+class ClassifierService:
+    """Handles corridor.items.raw.v1. Idempotent: the item is upserted by id."""
+
+    def __init__(self, *, store: Store, bus: Bus, classifier: Classifier, settings: Settings, metrics: Metrics) -> None:
+        self._store = store
+        self._bus = bus
+        self._classifier = classifier
+        self._metrics = metrics
+        self._out = settings.topic(TOPIC_CLASSIFIED)
+
+    async def handle(self, envelope: Envelope) -> None:
+        """Classify, store (durable first), then publish downstream."""
+        if envelope.type != "item.raw":
+            raise PoisonMessage(f"unexpected event type {envelope.type!r} on the raw items topic")
+        item = envelope.payload_as(RawItem)
+        classified = self._classifier.classify(item)
+        await self._store.upsert_item(classified)
+        await self._bus.publish(self._out, classified.id, Envelope.wrap("item.classified", classified))
+        self._metrics.classified.inc()

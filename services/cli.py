@@ -1,0 +1,138 @@
+"""`corridor`: run services and operate Corridor from the command line.
+
+    corridor run ingest|classifier|alerts|all   serve one role (or all) with its HTTP routes
+    corridor init                               create Kafka topics and store indexes
+    corridor sources add URL [--name N]         add a feed source
+    corridor sources list                       sources and their health, as JSON lines
+    corridor config                             the effective settings (secrets masked)
+
+Settings come from the environment (README.md → Configuration), read once here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from typing import cast
+
+import uvicorn
+
+from services.app import create_app
+from services.ingest.sources import InvalidSource, add_source
+from services.runtime import ALL_ROLES, Role, Runtime
+from shared.errors import ConfigError, Conflict
+from shared.logs import configure_logging
+from shared.settings import Settings, load_settings
+
+
+def _run(settings: Settings, role: str) -> int:
+    roles: frozenset[Role] = ALL_ROLES if role == "all" else frozenset({cast(Role, role)})
+    server: uvicorn.Server | None = None
+
+    def on_failure() -> None:
+        if server is not None:
+            server.should_exit = True
+
+    runtime = Runtime(settings, roles, on_failure=on_failure)
+    app = create_app(runtime)
+    config = uvicorn.Config(
+        app,
+        host=settings.http_host,
+        port=settings.http_port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+        limit_concurrency=1000,
+    )
+    server = uvicorn.Server(config)
+    server.run()
+    if runtime.failed or not server.started:
+        return 1
+    return 0
+
+
+async def _init(settings: Settings) -> int:
+    runtime = Runtime(settings, ())
+    await runtime.start()  # creates topics (Kafka) and indexes (store); starts no loops without roles
+    await runtime.stop()
+    print("topics and indexes ready")
+    return 0
+
+
+async def _sources(settings: Settings, args: argparse.Namespace) -> int:
+    runtime = Runtime(settings, ())
+    await runtime.store.start()
+    try:
+        if args.sources_command == "add":
+            try:
+                source = await add_source(
+                    runtime.store,
+                    runtime.policy,
+                    url=args.url,
+                    name=args.name,
+                    interval_s=args.interval or settings.poll_interval_s,
+                )
+            except (InvalidSource, Conflict) as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
+            print(source.model_dump_json())
+        else:
+            for source in await runtime.store.list_sources():
+                print(source.model_dump_json())
+        return 0
+    finally:
+        await runtime.store.close()
+        await runtime.feed_client.aclose()
+        await runtime.webhook_client.aclose()
+
+
+def _config(settings: Settings) -> int:
+    print(json.dumps(settings.model_dump(mode="json"), indent=2, sort_keys=True, default=str))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="corridor", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run a service (or all of them in one process)")
+    run.add_argument("role", choices=["ingest", "classifier", "alerts", "all"])
+    run.add_argument("--host", help="override CORRIDOR_HTTP_HOST")
+    run.add_argument("--port", type=int, help="override CORRIDOR_HTTP_PORT")
+    sub.add_parser("init", help="create Kafka topics and store indexes")
+    sources = sub.add_parser("sources", help="manage feed sources")
+    ssub = sources.add_subparsers(dest="sources_command", required=True)
+    add = ssub.add_parser("add", help="add a feed source")
+    add.add_argument("url")
+    add.add_argument("--name")
+    add.add_argument("--interval", type=float, help="poll interval in seconds")
+    ssub.add_parser("list", help="list sources with their health")
+    sub.add_parser("config", help="print the effective settings, secrets masked")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    overrides: dict[str, object] = {}
+    if getattr(args, "host", None):
+        overrides["http_host"] = args.host
+    if getattr(args, "port", None) is not None:
+        overrides["http_port"] = args.port
+    try:
+        settings = load_settings(**overrides)
+    except ConfigError as exc:
+        print(f"corridor: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level, json_lines=settings.log_json)
+    if args.command == "run":
+        return _run(settings, args.role)
+    if args.command == "init":
+        return asyncio.run(_init(settings))
+    if args.command == "sources":
+        return asyncio.run(_sources(settings, args))
+    return _config(settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,199 @@
+"""The runtime: builds every long-lived client of one process, runs the background loops of its
+roles, and shuts them down in order.
+
+Start: store, bus, seed sources, then the loops. Stop, in four steps: stop intake (the stop
+event), drain in-flight work with a deadline, commit (each consumer commits as it returns),
+close clients in reverse order. A loop that crashes stops the process loudly (``failed`` is set
+and ``on_failure`` is called): uncommitted work is redone by the next process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Literal
+
+import httpx
+
+from services.alerts.deliverer import Deliverer
+from services.alerts.matcher import Matcher
+from services.classifier.classify import Classifier
+from services.classifier.service import ClassifierService
+from services.classifier.taxonomy import load_taxonomy
+from services.ingest.poller import Poller
+from services.ingest.sources import InvalidSource, add_source
+from shared.bus import Bus
+from shared.bus.kafka import KafkaBus
+from shared.bus.memory import MemoryBus
+from shared.envelope import ALL_TOPICS, TOPIC_ALERTS, TOPIC_CLASSIFIED, TOPIC_DEADLETTER, TOPIC_RAW
+from shared.errors import Conflict
+from shared.http import build_client
+from shared.metrics import Metrics
+from shared.netguard import AddressPolicy
+from shared.settings import Settings
+from shared.store import Store
+from shared.store.mongo import MongoStore
+from shared.store.sqlite import SQLiteStore
+
+Role = Literal["ingest", "classifier", "alerts"]
+ALL_ROLES: frozenset[Role] = frozenset({"ingest", "classifier", "alerts"})
+
+log = logging.getLogger(__name__)
+
+STOP_DEADLINE_S = 30.0
+
+
+def build_store(settings: Settings) -> Store:
+    """MongoDB-wire store when MONGODB_URI is set, else the embedded SQLite store."""
+    if settings.mongodb_uri is not None:
+        return MongoStore(settings.mongodb_uri.get_secret_value(), settings.mongodb_database)
+    return SQLiteStore(settings.sqlite_path)
+
+
+def build_bus(settings: Settings) -> Bus:
+    """Kafka when KAFKA_BOOTSTRAP_SERVERS is set, else the in-process bus."""
+    deadletter = settings.topic(TOPIC_DEADLETTER)
+    if settings.kafka_bootstrap_servers:
+        return KafkaBus(
+            settings.kafka_bootstrap_servers,
+            topics=[settings.topic(t) for t in ALL_TOPICS],
+            partitions=settings.topic_partitions,
+            replication_factor=settings.topic_replication_factor,
+            batch_size=settings.bus_batch_size,
+            deadletter_topic=deadletter,
+        )
+    return MemoryBus(
+        max_retained=settings.memory_bus_max_retained, batch_size=settings.bus_batch_size, deadletter_topic=deadletter
+    )
+
+
+class Runtime:
+    """Everything one Corridor process runs. Construct (no I/O), ``start()``, ``stop()``."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        roles: Iterable[Role],
+        *,
+        on_failure: Callable[[], None] | None = None,
+        feed_transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.settings = settings
+        self.roles = frozenset(roles)
+        self.metrics = Metrics()
+        self.policy = AddressPolicy(settings.allow_private_networks)
+        self.store = build_store(settings)
+        self.bus = build_bus(settings)
+        self.taxonomy = load_taxonomy()
+        self.failed = False
+        self._on_failure = on_failure
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.feed_client = build_client(
+            policy=self.policy,
+            timeout_s=settings.fetch_timeout_s,
+            max_redirects=settings.fetch_max_redirects,
+            user_agent=settings.user_agent,
+            max_connections=settings.poll_concurrency * 2,
+            transport=feed_transport,
+        )
+        self.webhook_client = build_client(
+            policy=self.policy,
+            timeout_s=settings.webhook_timeout_s,
+            max_redirects=0,
+            user_agent=settings.user_agent,
+            max_connections=settings.delivery_concurrency * 2,
+        )
+        self.poller = Poller(
+            store=self.store, bus=self.bus, client=self.feed_client, settings=settings, metrics=self.metrics
+        )
+        self.classifier = ClassifierService(
+            store=self.store,
+            bus=self.bus,
+            classifier=Classifier(self.taxonomy),
+            settings=settings,
+            metrics=self.metrics,
+        )
+        self.matcher = Matcher(store=self.store, bus=self.bus, settings=settings, metrics=self.metrics)
+        self.deliverer = Deliverer(
+            store=self.store, bus=self.bus, client=self.webhook_client, settings=settings, metrics=self.metrics
+        )
+
+    @property
+    def sector_ids(self) -> list[str]:
+        return list(self.taxonomy.sectors)
+
+    async def start(self) -> None:
+        """Connect, seed configured feeds, start the loops of this process's roles."""
+        self._stop.clear()
+        await self.store.start()
+        await self.bus.start()
+        s = self.settings
+        if "ingest" in self.roles:
+            await self._seed_feeds()
+            self._spawn("ingest.poller", self.poller.run(self._stop))
+        if "classifier" in self.roles:
+            self._spawn(
+                "classifier.consumer",
+                self.bus.consume([s.topic(TOPIC_RAW)], s.group("classifier"), self.classifier.handle, self._stop),
+            )
+        if "alerts" in self.roles:
+            self._spawn(
+                "alerts.matcher",
+                self.bus.consume(
+                    [s.topic(TOPIC_CLASSIFIED)], s.group("alerts-matcher"), self.matcher.handle, self._stop
+                ),
+            )
+            self._spawn(
+                "alerts.deliverer",
+                self.bus.consume(
+                    [s.topic(TOPIC_ALERTS)], s.group("alerts-deliverer"), self.deliverer.handle, self._stop
+                ),
+            )
+            self._spawn("alerts.sweeper", self.deliverer.sweep(self._stop))
+        log.info(
+            "corridor started: roles=%s bus=%s store=%s",
+            sorted(self.roles),
+            type(self.bus).__name__,
+            type(self.store).__name__,
+        )
+
+    async def _seed_feeds(self) -> None:
+        for url in self.settings.feeds:
+            try:
+                await add_source(self.store, self.policy, url=url, name=None, interval_s=self.settings.poll_interval_s)
+            except Conflict:
+                pass
+            except InvalidSource as exc:
+                log.error("configured feed %s refused: %s", url, exc)
+
+    def _spawn(self, name: str, work: Awaitable[None]) -> None:
+        async def guarded() -> None:
+            try:
+                await work
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("%s crashed; stopping this process", name)
+                self.failed = True
+                self._stop.set()
+                if self._on_failure is not None:
+                    self._on_failure()
+
+        self._tasks.append(asyncio.create_task(guarded(), name=name))
+
+    async def stop(self) -> None:
+        """Stop intake, drain with a deadline, then close clients in reverse order."""
+        self._stop.set()
+        if self._tasks:
+            _, pending = await asyncio.wait(self._tasks, timeout=STOP_DEADLINE_S)
+            for task in pending:
+                log.warning("%s did not stop within %.0fs; cancelling", task.get_name(), STOP_DEADLINE_S)
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        self._tasks.clear()
+        await self.webhook_client.aclose()
+        await self.feed_client.aclose()
+        await self.bus.close()
+        await self.store.close()

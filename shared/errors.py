@@ -1,0 +1,79 @@
+"""Exceptions shared by every Corridor service.
+
+Hierarchy::
+
+    CorridorError
+    ├── ConfigError            impossible configuration, raised at start-up
+    ├── PoisonMessage          a bus message that can never be processed → dead-letter topic
+    ├── StoreError
+    │   └── Conflict           a unique key already exists (e.g. a source URL)
+    └── FetchError             an outbound HTTP request failed; ``kind`` classifies why
+        ├── BlockedAddress     SSRF guard refused the destination
+        └── TooLarge           the response body exceeded the cap
+
+Retry decisions match on these types (and ``FetchError.kind``), never on message text.
+"""
+
+from __future__ import annotations
+
+
+class CorridorError(Exception):
+    """Base class of all Corridor errors."""
+
+
+class ConfigError(CorridorError):
+    """The configuration cannot work; raised once at start-up."""
+
+
+class PoisonMessage(CorridorError):
+    """A message that will never be processable; the consumer dead-letters it with ``reason``."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class StoreError(CorridorError):
+    """A store operation failed."""
+
+
+class Conflict(StoreError):
+    """A record with the same unique key already exists."""
+
+    def __init__(self, what: str, key: str) -> None:
+        super().__init__(f"{what} already exists: {key}")
+        self.what = what
+        self.key = key
+
+
+class FetchError(CorridorError):
+    """An outbound HTTP request failed.
+
+    ``kind`` is one of: ``blocked``, ``dns``, ``connect``, ``timeout``, ``http_status``,
+    ``too_large``, ``protocol``, ``not_a_feed``.
+    """
+
+    def __init__(self, kind: str, message: str, *, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.status_code = status_code
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(kind={self.kind!r}, message={str(self)!r}, status={self.status_code})"
+
+
+class BlockedAddress(FetchError):
+    """The SSRF guard refused the destination address."""
+
+    def __init__(self, host: str, address: str) -> None:
+        super().__init__("blocked", f"destination {host} resolves to {address}, which is not allowed")
+        self.host = host
+        self.address = address
+
+
+class TooLarge(FetchError):
+    """The response body exceeded ``limit`` bytes."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__("too_large", f"response body exceeds {limit} bytes")
+        self.limit = limit

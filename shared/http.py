@@ -1,0 +1,72 @@
+"""The one factory for outbound HTTP clients, and a body reader with a size cap.
+
+Every client Corridor uses to reach feeds or webhooks comes from :func:`build_client`: per-phase
+timeouts, bounded connection pools, redirects followed only up to a limit and each hop re-checked
+by the SSRF guard, only http and https.
+"""
+
+from __future__ import annotations
+
+import httpx
+
+from shared.errors import FetchError, TooLarge
+from shared.netguard import AddressPolicy, GuardedTransport
+
+
+def build_client(
+    *,
+    policy: AddressPolicy,
+    timeout_s: float,
+    max_redirects: int,
+    user_agent: str,
+    max_connections: int = 50,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> httpx.AsyncClient:
+    """An AsyncClient whose every request (and redirect hop) passes ``policy``.
+
+    ``transport`` replaces the network transport (tests pass httpx.MockTransport); the guard
+    still wraps it.
+    """
+    inner = transport or httpx.AsyncHTTPTransport(
+        limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections // 2),
+        retries=0,
+    )
+    return httpx.AsyncClient(
+        transport=GuardedTransport(inner, policy),
+        timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 10.0), pool=timeout_s),
+        follow_redirects=max_redirects > 0,
+        max_redirects=max_redirects,
+        headers={"User-Agent": user_agent},
+        trust_env=False,
+    )
+
+
+async def read_capped(response: httpx.Response, limit: int) -> bytes:
+    """Read a streamed response body, raising :class:`TooLarge` past ``limit`` bytes.
+
+    Never buffers more than ``limit`` plus one chunk, whatever Content-Length claims.
+    """
+    declared = response.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise TooLarge(limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def classify_http_error(exc: httpx.HTTPError) -> FetchError:
+    """Map an httpx exception to a :class:`FetchError` kind (by type, never by message)."""
+    if isinstance(exc, httpx.TimeoutException):
+        return FetchError("timeout", f"timed out: {type(exc).__name__}")
+    if isinstance(exc, httpx.ConnectError):
+        return FetchError("connect", f"cannot connect: {exc}")
+    if isinstance(exc, httpx.TooManyRedirects):
+        return FetchError("protocol", "too many redirects")
+    if isinstance(exc, httpx.UnsupportedProtocol):
+        return FetchError("protocol", f"unsupported URL scheme: {exc}")
+    return FetchError("protocol", f"{type(exc).__name__}: {exc}")

@@ -1,0 +1,32 @@
+"""Prometheus metrics, owned by a per-process registry (no import-time global registry).
+
+The runtime creates one :class:`Metrics` and passes it to every service; /metrics renders it.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+
+class Metrics:
+    """Every metric Corridor exports."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.fetches = Counter("corridor_ingest_fetches", "Feed fetches by outcome", ["outcome"], registry=r)
+        self.fetch_bytes = Counter("corridor_ingest_fetch_bytes", "Feed bytes downloaded", registry=r)
+        self.items_published = Counter("corridor_ingest_items_published", "New items published", registry=r)
+        self.poll_seconds = Histogram("corridor_ingest_poll_seconds", "Poll latency per source", registry=r)
+        self.classified = Counter("corridor_classifier_items", "Items classified", registry=r)
+        self.matched = Counter("corridor_alerts_matched", "Alerts created (subscription × item)", registry=r)
+        self.deliveries = Counter(
+            "corridor_alerts_delivery_attempts",
+            "Delivery attempts by channel and outcome",
+            ["channel", "outcome"],
+            registry=r,
+        )
+
+    def render(self) -> bytes:
+        """The text exposition format."""
+        return generate_latest(self.registry)

@@ -1,0 +1,149 @@
+"""Corridor's settings: read once at the entrypoint, validated, frozen, passed down.
+
+Every field reads the environment variable ``CORRIDOR_<FIELD>``; the two that switch to the
+distributed mode also accept the conventional names ``KAFKA_BOOTSTRAP_SERVERS`` and
+``MONGODB_URI``. Code under shared/ and services/ never reads the environment itself: only
+:func:`load_settings`, called by the CLI, does.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from shared.errors import ConfigError
+
+PLACEHOLDER_API_KEY = "change-me"
+
+CommaList = Annotated[list[str], NoDecode]
+
+
+def _split_commas(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """All of Corridor's configuration. See README.md → Configuration for the table."""
+
+    model_config = SettingsConfigDict(env_prefix="CORRIDOR_", frozen=True, extra="ignore")
+
+    env: Literal["development", "production"] = "development"
+    api_key: SecretStr = SecretStr(PLACEHOLDER_API_KEY)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_json: bool = False
+
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8000, ge=0, le=65535)
+    public_base_url: str = "http://127.0.0.1:8000"
+
+    # Distributed mode switches: unset means the embedded in-process bus and SQLite store.
+    kafka_bootstrap_servers: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("CORRIDOR_KAFKA_BOOTSTRAP_SERVERS", "KAFKA_BOOTSTRAP_SERVERS"),
+    )
+    mongodb_uri: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("CORRIDOR_MONGODB_URI", "MONGODB_URI")
+    )
+    mongodb_database: str = "corridor"
+    sqlite_path: Path = Path("var/corridor.sqlite3")
+
+    topic_prefix: str = ""
+    group_prefix: str = "corridor"
+    topic_partitions: int = Field(default=3, ge=1, le=64)
+    topic_replication_factor: int = Field(default=1, ge=1, le=5)
+    bus_batch_size: int = Field(default=100, ge=1, le=10_000)
+    memory_bus_max_retained: int = Field(default=10_000, ge=10)
+
+    allow_private_networks: CommaList = Field(default_factory=list)
+
+    feeds: CommaList = Field(default_factory=list)
+    poll_interval_s: float = Field(default=900.0, ge=1.0)
+    poll_max_interval_s: float = Field(default=6 * 3600.0, ge=1.0)
+    poll_tick_s: float = Field(default=1.0, gt=0.0, le=60.0)
+    poll_concurrency: int = Field(default=8, ge=1, le=256)
+    poll_lease_s: float = Field(default=120.0, ge=1.0)
+    fetch_timeout_s: float = Field(default=15.0, gt=0.0, le=300.0)
+    fetch_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    fetch_max_redirects: int = Field(default=5, ge=0, le=20)
+    user_agent: str = "Corridor/0.1 (+https://github.com/corridor; feed monitor)"
+
+    webhook_timeout_s: float = Field(default=10.0, gt=0.0, le=120.0)
+    delivery_retry_schedule_s: CommaList = Field(
+        default_factory=lambda: ["5", "30", "120", "600", "1800", "7200", "21600", "43200", "86400"]
+    )
+    delivery_lease_s: float = Field(default=60.0, ge=0.5)
+    delivery_sweep_s: float = Field(default=2.0, gt=0.0, le=600.0)
+    delivery_concurrency: int = Field(default=8, ge=1, le=256)
+
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = Field(default=1025, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = False
+    smtp_tls: bool = False
+    smtp_timeout_s: float = Field(default=15.0, gt=0.0, le=300.0)
+    smtp_from: str = "Corridor <alerts@corridor.local>"
+
+    _split = field_validator("allow_private_networks", "feeds", "delivery_retry_schedule_s", mode="before")(
+        _split_commas
+    )
+
+    @field_validator("allow_private_networks")
+    @classmethod
+    def _check_cidrs(cls, value: list[str]) -> list[str]:
+        for cidr in value:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"not a CIDR network: {cidr!r}") from exc
+        return value
+
+    @field_validator("delivery_retry_schedule_s")
+    @classmethod
+    def _check_schedule(cls, value: list[str]) -> list[str]:
+        for delay in value:
+            try:
+                ok = float(delay) >= 0
+            except ValueError:
+                ok = False
+            if not ok:
+                raise ValueError(f"retry delays must be non-negative seconds, got {delay!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _refuse_placeholders(self) -> Settings:
+        if self.env != "development" and self.api_key.get_secret_value() == PLACEHOLDER_API_KEY:
+            raise ValueError("CORRIDOR_API_KEY must be set to a real secret outside development")
+        return self
+
+    @property
+    def retry_delays_s(self) -> list[float]:
+        """The webhook/email retry schedule as seconds; attempt n+1 waits ``retry_delays_s[n]``."""
+        return [float(d) for d in self.delivery_retry_schedule_s]
+
+    def topic(self, name: str) -> str:
+        """The full topic name for a logical topic (tests give each run its own prefix)."""
+        return f"{self.topic_prefix}{name}"
+
+    def group(self, name: str) -> str:
+        """The consumer group id for a logical consumer."""
+        return f"{self.group_prefix}.{name}"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings from the environment once; raise :class:`ConfigError` with every problem."""
+    from pydantic import ValidationError
+
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"invalid configuration: {problems}") from exc

@@ -1,0 +1,101 @@
+"""The store contract every adapter honours (tests/contract/test_store_contract.py checks it).
+
+Writes are idempotent on natural ids, so a message handled twice has one effect:
+``upsert_item`` replaces by item id, ``insert_delivery`` refuses a second delivery for the same
+(subscription, item, channel). Claims (``claim_due_source``, ``claim_delivery``,
+``claim_due_delivery``) are single atomic find-and-modify operations with a lease, so two
+replicas never work on one record at once and a crashed worker's lease simply runs out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from shared.models import ClassifiedItem, Delivery, DeliveryStatus, Source, Subscription
+
+MAX_PAGE = 200
+
+
+@dataclass(frozen=True)
+class EventQuery:
+    """Filters for listing events, newest first. ``after`` is the (sort_at, id) of the last row seen."""
+
+    sector: str | None = None
+    country: str | None = None
+    limit: int = 50
+    after: tuple[datetime, str] | None = None
+
+
+class Store(Protocol):
+    """Persistent state of Corridor."""
+
+    async def start(self) -> None:
+        """Connect and create indexes (idempotent)."""
+
+    async def close(self) -> None:
+        """Release connections."""
+
+    async def ping(self) -> bool:
+        """True when the store answers (for /readyz)."""
+
+    # sources
+    async def insert_source(self, source: Source) -> None:
+        """Add a source; :class:`~shared.errors.Conflict` if its URL is already known."""
+
+    async def get_source(self, source_id: str) -> Source | None: ...
+
+    async def list_sources(self) -> list[Source]: ...
+
+    async def claim_due_source(self, now: datetime, lease_until: datetime) -> Source | None:
+        """Atomically lease one active source whose next check is due and whose lease expired."""
+
+    async def update_source(self, source_id: str, fields: dict[str, Any]) -> None:
+        """Set the given fields of a source (fetch results, health, next check, lease)."""
+
+    # seen entries (ingest dedupe)
+    async def unseen(self, ids: Iterable[str]) -> set[str]:
+        """The subset of ``ids`` not yet marked seen."""
+
+    async def mark_seen(self, ids: Iterable[str], now: datetime) -> None:
+        """Mark ids as seen (idempotent)."""
+
+    # items (events)
+    async def upsert_item(self, item: ClassifiedItem) -> None:
+        """Insert or replace the item with this id."""
+
+    async def get_item(self, item_id: str) -> ClassifiedItem | None: ...
+
+    async def list_items(self, query: EventQuery) -> list[ClassifiedItem]:
+        """Items matching ``query`` ordered by (sort_at, id) descending, at most ``query.limit``."""
+
+    # subscriptions
+    async def insert_subscription(self, subscription: Subscription) -> None: ...
+
+    async def get_subscription(self, subscription_id: str) -> Subscription | None: ...
+
+    async def list_subscriptions(self, *, active_only: bool = False) -> list[Subscription]: ...
+
+    async def delete_subscription(self, subscription_id: str) -> bool:
+        """Delete; False if there was none."""
+
+    # deliveries
+    async def insert_delivery(self, delivery: Delivery) -> bool:
+        """Insert; False (and no change) when that delivery id already exists."""
+
+    async def get_delivery(self, delivery_id: str) -> Delivery | None: ...
+
+    async def claim_delivery(self, delivery_id: str, now: datetime, lease_until: datetime) -> Delivery | None:
+        """Lease a pending delivery whose lease has expired, whatever its next attempt time."""
+
+    async def claim_due_delivery(self, now: datetime, lease_until: datetime) -> Delivery | None:
+        """Lease one pending delivery whose next attempt is due and whose lease has expired."""
+
+    async def update_delivery(self, delivery_id: str, fields: dict[str, Any]) -> None: ...
+
+    async def list_deliveries(
+        self, *, subscription_id: str | None = None, status: DeliveryStatus | None = None, limit: int = 50
+    ) -> list[Delivery]:
+        """Newest first."""

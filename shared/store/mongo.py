@@ -1,0 +1,206 @@
+"""MongoDB-wire adapter of the store contract, on PyMongo's async API.
+
+Runs on MongoDB (compose) and FerretDB 1.24 (tests), so it uses only what both support: unique
+and compound indexes, find-and-modify, plain finds with $or/$lte and sort. No transactions,
+no change streams, no TTL indexes, no $text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument, UpdateOne
+from pymongo.errors import DuplicateKeyError, PyMongoError
+
+from shared.errors import Conflict
+from shared.models import ClassifiedItem, Delivery, DeliveryStatus, Source, Subscription
+from shared.store.base import MAX_PAGE, EventQuery
+
+SERVER_SELECTION_TIMEOUT_MS = 10_000
+SOCKET_TIMEOUT_MS = 30_000
+
+
+def _doc(model: Source | Subscription | Delivery | ClassifiedItem) -> dict[str, Any]:
+    doc = model.model_dump(mode="python")
+    doc["_id"] = doc.pop("id")
+    return doc
+
+
+def _undoc(doc: dict[str, Any]) -> dict[str, Any]:
+    doc = dict(doc)
+    doc["id"] = doc.pop("_id")
+    doc.pop("sort_at", None)
+    return doc
+
+
+def _lease_free(now: datetime) -> dict[str, Any]:
+    return {"$or": [{"lease_until": None}, {"lease_until": {"$lte": now}}]}
+
+
+class MongoStore:
+    """The :class:`~shared.store.base.Store` contract on a MongoDB-wire server."""
+
+    def __init__(self, uri: str, database: str) -> None:
+        self._client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+            uri,
+            tz_aware=True,
+            serverSelectionTimeoutMS=SERVER_SELECTION_TIMEOUT_MS,
+            socketTimeoutMS=SOCKET_TIMEOUT_MS,
+            connectTimeoutMS=SERVER_SELECTION_TIMEOUT_MS,
+        )
+        db = self._client[database]
+        self._sources = db["sources"]
+        self._seen = db["seen"]
+        self._items = db["items"]
+        self._subscriptions = db["subscriptions"]
+        self._deliveries = db["deliveries"]
+
+    async def start(self) -> None:
+        await self._sources.create_index([("url", ASCENDING)], unique=True, name="url_unique")
+        await self._sources.create_index([("next_check_at", ASCENDING)], name="next_check")
+        await self._items.create_index([("sort_at", DESCENDING), ("_id", DESCENDING)], name="recent")
+        await self._items.create_index([("sectors", ASCENDING), ("sort_at", DESCENDING)], name="sector_recent")
+        await self._items.create_index([("countries", ASCENDING), ("sort_at", DESCENDING)], name="country_recent")
+        await self._deliveries.create_index([("status", ASCENDING), ("next_attempt_at", ASCENDING)], name="due")
+        await self._deliveries.create_index(
+            [("subscription_id", ASCENDING), ("created_at", DESCENDING)], name="by_subscription"
+        )
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def ping(self) -> bool:
+        try:
+            await self._client.admin.command("ping")
+        except PyMongoError:
+            return False
+        return True
+
+    # sources
+    async def insert_source(self, source: Source) -> None:
+        try:
+            await self._sources.insert_one(_doc(source))
+        except DuplicateKeyError as exc:
+            raise Conflict("source", source.url) from exc
+
+    async def get_source(self, source_id: str) -> Source | None:
+        doc = await self._sources.find_one({"_id": source_id})
+        return Source.model_validate(_undoc(doc)) if doc else None
+
+    async def list_sources(self) -> list[Source]:
+        return [Source.model_validate(_undoc(d)) async for d in self._sources.find().sort("created_at", ASCENDING)]
+
+    async def claim_due_source(self, now: datetime, lease_until: datetime) -> Source | None:
+        doc = await self._sources.find_one_and_update(
+            {"$and": [{"active": True, "next_check_at": {"$lte": now}}, _lease_free(now)]},
+            {"$set": {"lease_until": lease_until}},
+            sort=[("next_check_at", ASCENDING)],
+            return_document=ReturnDocument.AFTER,
+        )
+        return Source.model_validate(_undoc(doc)) if doc else None
+
+    async def update_source(self, source_id: str, fields: dict[str, Any]) -> None:
+        await self._sources.update_one({"_id": source_id}, {"$set": fields})
+
+    # seen
+    async def unseen(self, ids: Iterable[str]) -> set[str]:
+        wanted = set(ids)
+        if not wanted:
+            return set()
+        found = {d["_id"] async for d in self._seen.find({"_id": {"$in": list(wanted)}}, {"_id": 1})}
+        return wanted - found
+
+    async def mark_seen(self, ids: Iterable[str], now: datetime) -> None:
+        ops = [UpdateOne({"_id": i}, {"$setOnInsert": {"seen_at": now}}, upsert=True) for i in set(ids)]
+        if ops:
+            await self._seen.bulk_write(ops, ordered=False)
+
+    # items
+    async def upsert_item(self, item: ClassifiedItem) -> None:
+        doc = _doc(item)
+        doc["sort_at"] = item.sort_at
+        await self._items.replace_one({"_id": item.id}, doc, upsert=True)
+
+    async def get_item(self, item_id: str) -> ClassifiedItem | None:
+        doc = await self._items.find_one({"_id": item_id})
+        return ClassifiedItem.model_validate(_undoc(doc)) if doc else None
+
+    async def list_items(self, query: EventQuery) -> list[ClassifiedItem]:
+        clauses: list[dict[str, Any]] = []
+        if query.sector:
+            clauses.append({"sectors": query.sector})
+        if query.country:
+            clauses.append({"countries": query.country})
+        if query.after:
+            at, last_id = query.after
+            clauses.append({"$or": [{"sort_at": {"$lt": at}}, {"sort_at": at, "_id": {"$lt": last_id}}]})
+        flt: dict[str, Any] = {"$and": clauses} if clauses else {}
+        cursor = self._items.find(flt).sort([("sort_at", DESCENDING), ("_id", DESCENDING)])
+        cursor = cursor.limit(max(1, min(query.limit, MAX_PAGE)))
+        return [ClassifiedItem.model_validate(_undoc(d)) async for d in cursor]
+
+    # subscriptions
+    async def insert_subscription(self, subscription: Subscription) -> None:
+        try:
+            await self._subscriptions.insert_one(_doc(subscription))
+        except DuplicateKeyError as exc:
+            raise Conflict("subscription", subscription.id) from exc
+
+    async def get_subscription(self, subscription_id: str) -> Subscription | None:
+        doc = await self._subscriptions.find_one({"_id": subscription_id})
+        return Subscription.model_validate(_undoc(doc)) if doc else None
+
+    async def list_subscriptions(self, *, active_only: bool = False) -> list[Subscription]:
+        flt = {"active": True} if active_only else {}
+        cursor = self._subscriptions.find(flt).sort("created_at", ASCENDING)
+        return [Subscription.model_validate(_undoc(d)) async for d in cursor]
+
+    async def delete_subscription(self, subscription_id: str) -> bool:
+        result = await self._subscriptions.delete_one({"_id": subscription_id})
+        return result.deleted_count > 0
+
+    # deliveries
+    async def insert_delivery(self, delivery: Delivery) -> bool:
+        try:
+            await self._deliveries.insert_one(_doc(delivery))
+        except DuplicateKeyError:
+            return False
+        return True
+
+    async def get_delivery(self, delivery_id: str) -> Delivery | None:
+        doc = await self._deliveries.find_one({"_id": delivery_id})
+        return Delivery.model_validate(_undoc(doc)) if doc else None
+
+    async def claim_delivery(self, delivery_id: str, now: datetime, lease_until: datetime) -> Delivery | None:
+        doc = await self._deliveries.find_one_and_update(
+            {"$and": [{"_id": delivery_id, "status": "pending"}, _lease_free(now)]},
+            {"$set": {"lease_until": lease_until}},
+            return_document=ReturnDocument.AFTER,
+        )
+        return Delivery.model_validate(_undoc(doc)) if doc else None
+
+    async def claim_due_delivery(self, now: datetime, lease_until: datetime) -> Delivery | None:
+        doc = await self._deliveries.find_one_and_update(
+            {"$and": [{"status": "pending", "next_attempt_at": {"$lte": now}}, _lease_free(now)]},
+            {"$set": {"lease_until": lease_until}},
+            sort=[("next_attempt_at", ASCENDING)],
+            return_document=ReturnDocument.AFTER,
+        )
+        return Delivery.model_validate(_undoc(doc)) if doc else None
+
+    async def update_delivery(self, delivery_id: str, fields: dict[str, Any]) -> None:
+        await self._deliveries.update_one({"_id": delivery_id}, {"$set": fields})
+
+    async def list_deliveries(
+        self, *, subscription_id: str | None = None, status: DeliveryStatus | None = None, limit: int = 50
+    ) -> list[Delivery]:
+        flt: dict[str, Any] = {}
+        if subscription_id:
+            flt["subscription_id"] = subscription_id
+        if status:
+            flt["status"] = status
+        cursor = self._deliveries.find(flt).sort([("created_at", DESCENDING), ("_id", DESCENDING)])
+        cursor = cursor.limit(max(1, min(limit, MAX_PAGE)))
+        return [Delivery.model_validate(_undoc(d)) async for d in cursor]

@@ -1,0 +1,300 @@
+"""SQLite adapter of the store contract, for the embedded mode (one process, no servers).
+
+Each record is stored as its JSON document plus the columns we filter and sort on. Timestamps
+are fixed-width ISO strings (``%Y-%m-%dT%H:%M:%S.%fZ``) so text order is time order. One
+connection and one lock: SQLite has a single writer anyway, and the lock makes every
+read-modify-write (claims, partial updates) atomic with respect to other coroutines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiosqlite
+from pydantic import BaseModel
+
+from shared.errors import Conflict
+from shared.models import ClassifiedItem, Delivery, DeliveryStatus, Source, Subscription
+from shared.store.base import MAX_PAGE, EventQuery
+
+M = TypeVar("M", bound=BaseModel)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sources (
+  id TEXT PRIMARY KEY, url TEXT NOT NULL UNIQUE, active INTEGER NOT NULL,
+  next_check_at TEXT NOT NULL, lease_until TEXT, created_at TEXT NOT NULL, doc TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS sources_due ON sources (next_check_at);
+CREATE TABLE IF NOT EXISTS seen (id TEXT PRIMARY KEY, seen_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS items (id TEXT PRIMARY KEY, sort_at TEXT NOT NULL, doc TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS items_recent ON items (sort_at DESC, id DESC);
+CREATE TABLE IF NOT EXISTS subscriptions (
+  id TEXT PRIMARY KEY, active INTEGER NOT NULL, created_at TEXT NOT NULL, doc TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS deliveries (
+  id TEXT PRIMARY KEY, subscription_id TEXT NOT NULL, status TEXT NOT NULL,
+  next_attempt_at TEXT NOT NULL, lease_until TEXT, created_at TEXT NOT NULL, doc TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (status, next_attempt_at);
+CREATE INDEX IF NOT EXISTS deliveries_sub ON deliveries (subscription_id, created_at DESC);
+"""
+
+
+def _ts(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class SQLiteStore:
+    """The :class:`~shared.store.base.Store` contract on a local SQLite file."""
+
+    def __init__(self, path: Path | str) -> None:
+        self._path = str(path)
+        self._db: aiosqlite.Connection | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise RuntimeError("SQLiteStore used before start()")
+        return self._db
+
+    async def start(self) -> None:
+        if self._path != ":memory:":
+            Path(self._path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = await aiosqlite.connect(self._path)
+        await self._db.execute("PRAGMA journal_mode=WAL")
+        await self._db.execute("PRAGMA busy_timeout=5000")
+        await self._db.executescript(_SCHEMA)
+        await self._db.commit()
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+
+    async def ping(self) -> bool:
+        try:
+            await self.db.execute("SELECT 1")
+        except Exception:  # any failure means "not ready"
+            return False
+        return True
+
+    async def _one(self, model: type[M], sql: str, args: Iterable[Any] = ()) -> M | None:
+        async with self.db.execute(sql, tuple(args)) as cur:
+            row = await cur.fetchone()
+        return model.model_validate_json(row[0]) if row else None
+
+    async def _many(self, model: type[M], sql: str, args: Iterable[Any] = ()) -> list[M]:
+        async with self.db.execute(sql, tuple(args)) as cur:
+            rows = await cur.fetchall()
+        return [model.model_validate_json(r[0]) for r in rows]
+
+    # sources
+    def _source_row(self, s: Source) -> tuple[Any, ...]:
+        return (
+            s.id,
+            s.url,
+            int(s.active),
+            _ts(s.next_check_at),
+            _ts(s.lease_until),
+            _ts(s.created_at),
+            s.model_dump_json(),
+        )
+
+    async def insert_source(self, source: Source) -> None:
+        async with self._lock:
+            try:
+                await self.db.execute("INSERT INTO sources VALUES (?,?,?,?,?,?,?)", self._source_row(source))
+            except aiosqlite.IntegrityError as exc:
+                raise Conflict("source", source.url) from exc
+            await self.db.commit()
+
+    async def get_source(self, source_id: str) -> Source | None:
+        return await self._one(Source, "SELECT doc FROM sources WHERE id=?", (source_id,))
+
+    async def list_sources(self) -> list[Source]:
+        return await self._many(Source, "SELECT doc FROM sources ORDER BY created_at, id")
+
+    async def _write_source(self, source: Source) -> None:
+        await self.db.execute("REPLACE INTO sources VALUES (?,?,?,?,?,?,?)", self._source_row(source))
+        await self.db.commit()
+
+    async def claim_due_source(self, now: datetime, lease_until: datetime) -> Source | None:
+        async with self._lock:
+            source = await self._one(
+                Source,
+                "SELECT doc FROM sources WHERE active=1 AND next_check_at<=? AND "
+                "(lease_until IS NULL OR lease_until<=?) ORDER BY next_check_at LIMIT 1",
+                (_ts(now), _ts(now)),
+            )
+            if source is None:
+                return None
+            source = source.model_copy(update={"lease_until": lease_until})
+            await self._write_source(source)
+            return source
+
+    async def update_source(self, source_id: str, fields: dict[str, Any]) -> None:
+        async with self._lock:
+            current = await self.get_source(source_id)
+            if current is not None:
+                await self._write_source(Source.model_validate({**current.model_dump(), **fields}))
+
+    # seen
+    async def unseen(self, ids: Iterable[str]) -> set[str]:
+        wanted = set(ids)
+        found: set[str] = set()
+        chunk = list(wanted)
+        for i in range(0, len(chunk), 500):
+            part = chunk[i : i + 500]
+            marks = ",".join("?" * len(part))
+            async with self.db.execute(f"SELECT id FROM seen WHERE id IN ({marks})", part) as cur:
+                found.update(r[0] for r in await cur.fetchall())
+        return wanted - found
+
+    async def mark_seen(self, ids: Iterable[str], now: datetime) -> None:
+        async with self._lock:
+            await self.db.executemany("INSERT OR IGNORE INTO seen VALUES (?,?)", [(i, _ts(now)) for i in set(ids)])
+            await self.db.commit()
+
+    # items
+    async def upsert_item(self, item: ClassifiedItem) -> None:
+        async with self._lock:
+            await self.db.execute(
+                "REPLACE INTO items VALUES (?,?,?)", (item.id, _ts(item.sort_at), item.model_dump_json())
+            )
+            await self.db.commit()
+
+    async def get_item(self, item_id: str) -> ClassifiedItem | None:
+        return await self._one(ClassifiedItem, "SELECT doc FROM items WHERE id=?", (item_id,))
+
+    async def list_items(self, query: EventQuery) -> list[ClassifiedItem]:
+        where: list[str] = []
+        args: list[Any] = []
+        if query.sector:
+            where.append("EXISTS (SELECT 1 FROM json_each(items.doc, '$.sectors') WHERE value=?)")
+            args.append(query.sector)
+        if query.country:
+            where.append("EXISTS (SELECT 1 FROM json_each(items.doc, '$.countries') WHERE value=?)")
+            args.append(query.country)
+        if query.after:
+            at, last_id = query.after
+            where.append("(sort_at < ? OR (sort_at = ? AND id < ?))")
+            args += [_ts(at), _ts(at), last_id]
+        sql = "SELECT doc FROM items"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY sort_at DESC, id DESC LIMIT ?"
+        args.append(max(1, min(query.limit, MAX_PAGE)))
+        return await self._many(ClassifiedItem, sql, args)
+
+    # subscriptions
+    async def insert_subscription(self, subscription: Subscription) -> None:
+        async with self._lock:
+            try:
+                await self.db.execute(
+                    "INSERT INTO subscriptions VALUES (?,?,?,?)",
+                    (
+                        subscription.id,
+                        int(subscription.active),
+                        _ts(subscription.created_at),
+                        subscription.model_dump_json(),
+                    ),
+                )
+            except aiosqlite.IntegrityError as exc:
+                raise Conflict("subscription", subscription.id) from exc
+            await self.db.commit()
+
+    async def get_subscription(self, subscription_id: str) -> Subscription | None:
+        return await self._one(Subscription, "SELECT doc FROM subscriptions WHERE id=?", (subscription_id,))
+
+    async def list_subscriptions(self, *, active_only: bool = False) -> list[Subscription]:
+        sql = "SELECT doc FROM subscriptions"
+        if active_only:
+            sql += " WHERE active=1"
+        return await self._many(Subscription, sql + " ORDER BY created_at, id")
+
+    async def delete_subscription(self, subscription_id: str) -> bool:
+        async with self._lock:
+            cur = await self.db.execute("DELETE FROM subscriptions WHERE id=?", (subscription_id,))
+            await self.db.commit()
+            return cur.rowcount > 0
+
+    # deliveries
+    def _delivery_row(self, d: Delivery) -> tuple[Any, ...]:
+        return (
+            d.id,
+            d.subscription_id,
+            d.status,
+            _ts(d.next_attempt_at),
+            _ts(d.lease_until),
+            _ts(d.created_at),
+            d.model_dump_json(),
+        )
+
+    async def insert_delivery(self, delivery: Delivery) -> bool:
+        async with self._lock:
+            cur = await self.db.execute(
+                "INSERT OR IGNORE INTO deliveries VALUES (?,?,?,?,?,?,?)", self._delivery_row(delivery)
+            )
+            await self.db.commit()
+            return cur.rowcount > 0
+
+    async def get_delivery(self, delivery_id: str) -> Delivery | None:
+        return await self._one(Delivery, "SELECT doc FROM deliveries WHERE id=?", (delivery_id,))
+
+    async def _lease_delivery(self, sql: str, args: tuple[Any, ...], lease_until: datetime) -> Delivery | None:
+        delivery = await self._one(Delivery, sql, args)
+        if delivery is None:
+            return None
+        delivery = delivery.model_copy(update={"lease_until": lease_until})
+        await self.db.execute("REPLACE INTO deliveries VALUES (?,?,?,?,?,?,?)", self._delivery_row(delivery))
+        await self.db.commit()
+        return delivery
+
+    async def claim_delivery(self, delivery_id: str, now: datetime, lease_until: datetime) -> Delivery | None:
+        async with self._lock:
+            return await self._lease_delivery(
+                "SELECT doc FROM deliveries WHERE id=? AND status='pending' AND "
+                "(lease_until IS NULL OR lease_until<=?)",
+                (delivery_id, _ts(now)),
+                lease_until,
+            )
+
+    async def claim_due_delivery(self, now: datetime, lease_until: datetime) -> Delivery | None:
+        async with self._lock:
+            return await self._lease_delivery(
+                "SELECT doc FROM deliveries WHERE status='pending' AND next_attempt_at<=? AND "
+                "(lease_until IS NULL OR lease_until<=?) ORDER BY next_attempt_at LIMIT 1",
+                (_ts(now), _ts(now)),
+                lease_until,
+            )
+
+    async def update_delivery(self, delivery_id: str, fields: dict[str, Any]) -> None:
+        async with self._lock:
+            current = await self.get_delivery(delivery_id)
+            if current is None:
+                return
+            updated = Delivery.model_validate({**current.model_dump(), **fields})
+            await self.db.execute("REPLACE INTO deliveries VALUES (?,?,?,?,?,?,?)", self._delivery_row(updated))
+            await self.db.commit()
+
+    async def list_deliveries(
+        self, *, subscription_id: str | None = None, status: DeliveryStatus | None = None, limit: int = 50
+    ) -> list[Delivery]:
+        where: list[str] = []
+        args: list[Any] = []
+        if subscription_id:
+            where.append("subscription_id=?")
+            args.append(subscription_id)
+        if status:
+            where.append("status=?")
+            args.append(status)
+        sql = "SELECT doc FROM deliveries"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
+        args.append(max(1, min(limit, MAX_PAGE)))
+        return await self._many(Delivery, sql, args)
