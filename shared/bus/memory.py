@@ -101,13 +101,18 @@ class MemoryBus:
             for topic, log_ in logs:
                 start = log_.committed[group]
                 batch = log_.messages[start - log_.base : start - log_.base + self._batch]
-                for i, (key, data) in enumerate(batch):
-                    await self._handle(topic, key, data, handler, start + i)
-                if batch:
-                    async with self._changed:
-                        log_.committed[group] = start + len(batch)
-                        log_.trim()
-                        self._changed.notify_all()
+                done = start
+                try:
+                    for key, data in batch:
+                        await self._handle(topic, key, data, handler, done)
+                        done += 1
+                finally:
+                    # Commit the finished prefix, also when a handler crashed (as the Kafka adapter does).
+                    if done > start:
+                        async with self._changed:
+                            log_.committed[group] = done
+                            log_.trim()
+                            self._changed.notify_all()
             async with self._changed:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._changed.wait_for(pending), self.IDLE_CHECK_S)

@@ -1,0 +1,48 @@
+# Corridor: `make run` (embedded mode) and `make test` (everything, on real servers).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum | cut -d' ' -f1)
+
+.PHONY: install run test unit lint servers stop-servers compose-schema bench clean
+
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -r requirements.lock
+	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e . 2>/dev/null \
+	  || $(BIN)/python -m pip install -q --disable-pip-version-check --no-deps -e .
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Corridor on embedded defaults: one process, in-process bus, SQLite store, http://127.0.0.1:8000
+run: install
+	$(BIN)/corridor run all
+
+## Start the real servers the tests need (idempotent): Kafka 3.9 (KRaft) and FerretDB 1.24 (SQLite)
+servers: install
+	deploy/kafka.sh start
+	deploy/ferretdb.sh start
+
+stop-servers:
+	-deploy/kafka.sh stop
+	-deploy/ferretdb.sh stop
+
+compose-schema:
+	deploy/compose-schema.sh
+
+lint: install
+	$(BIN)/ruff check shared services tests
+	$(BIN)/ruff format --check shared services tests
+	$(BIN)/mypy
+
+## The whole suite: lint, types, then every test against the real servers
+test: install servers compose-schema lint
+	$(BIN)/pytest
+
+unit: install
+	$(BIN)/pytest -m "not kafka and not mongo and not e2e"
+
+clean:
+	rm -rf var deploy/.run .pytest_cache .mypy_cache .ruff_cache test-artifacts

@@ -1,0 +1,85 @@
+"""Shared fixtures. Tests that need Kafka or FerretDB use the servers `make servers` started; with
+CI=true a missing server fails the test instead of skipping it."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from helpers import REPO, SmtpSink, WebhookReceiver
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+KAFKA = os.environ.get("CORRIDOR_TEST_KAFKA", "127.0.0.1:9092")
+MONGO = os.environ.get("CORRIDOR_TEST_MONGODB_URI", "mongodb://127.0.0.1:27017/")
+
+
+def _missing(what: str, why: str) -> None:
+    message = f"{what} is not available ({why}); start it with `make servers`"
+    if IN_CI:
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
+async def _kafka_answers() -> None:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA, request_timeout_ms=5000)
+    await admin.start()
+    try:
+        await admin.list_topics()
+    finally:
+        await admin.close()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> str:
+    try:
+        # In a thread: the fixture may be requested from inside a running event loop.
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pool.submit(asyncio.run, _kafka_answers()).result(timeout=30)
+    except Exception as exc:
+        _missing(f"Kafka at {KAFKA}", repr(exc))
+    return KAFKA
+
+
+@pytest.fixture(scope="session")
+def mongo_uri() -> str:
+    from pymongo import MongoClient
+
+    try:
+        client: MongoClient[dict[str, object]] = MongoClient(MONGO, serverSelectionTimeoutMS=3000)
+        client.admin.command("ping")
+        client.close()
+    except Exception as exc:
+        _missing(f"FerretDB at {MONGO}", repr(exc))
+    return MONGO
+
+
+@pytest.fixture
+def unique() -> str:
+    """A short unique name for topics, groups and databases of one test."""
+    return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+def artifacts(request: pytest.FixtureRequest) -> Path:
+    path = REPO / "test-artifacts" / request.node.name.replace("/", "_")[:100]
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture
+def receiver() -> Iterator[WebhookReceiver]:
+    with WebhookReceiver() as r:
+        yield r
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpSink]:
+    with SmtpSink() as s:
+        yield s

@@ -1,0 +1,177 @@
+"""One contract, two adapters: the in-process bus and Kafka (real broker) behave the same."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+from pydantic import BaseModel
+
+from shared.bus import Bus
+from shared.bus.kafka import KafkaBus
+from shared.bus.memory import MemoryBus
+from shared.envelope import DeadLetter, Envelope
+from shared.errors import PoisonMessage
+
+WAIT_S = 45.0
+
+
+class Note(BaseModel):
+    n: int
+
+
+@pytest.fixture(params=["memory", pytest.param("kafka", marks=pytest.mark.kafka)])
+async def bus_and_topics(request: pytest.FixtureRequest, unique: str) -> AsyncIterator[tuple[Bus, str, str]]:
+    topic, dead = f"t-{unique}", f"dlq-{unique}"
+    bus: Bus
+    if request.param == "kafka":
+        bootstrap = request.getfixturevalue("kafka_bootstrap")
+        bus = KafkaBus(bootstrap, topics=[topic, dead], partitions=2, deadletter_topic=dead)
+    else:
+        bus = MemoryBus(deadletter_topic=dead)
+    await bus.start()
+    yield bus, topic, dead
+    await bus.close()
+
+
+async def publish_raw(bus: Bus, topic: str, key: str, data: bytes) -> None:
+    assert isinstance(bus, KafkaBus | MemoryBus)
+    await bus.publish_raw(topic, key, data)
+
+
+async def consume_until(
+    bus: Bus, topic: str, group: str, handler: Callable[[Envelope], Awaitable[None]], done: Callable[[], bool],
+    timeout_s: float = WAIT_S,
+) -> None:
+    """Run a consumer until ``done()`` (checked often) then stop it gracefully; re-raise its errors."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(bus.consume([topic], group, handler, stop))
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    try:
+        while not done():
+            if task.done():
+                await task  # raises the consumer's error
+                return
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError("consumer did not get the expected messages in time")
+            await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(task, WAIT_S)
+
+
+def note(n: int) -> Envelope:
+    return Envelope.wrap("note", Note(n=n))
+
+
+async def test_every_message_arrives_in_key_order(bus_and_topics: tuple[Bus, str, str], unique: str) -> None:
+    bus, topic, _ = bus_and_topics
+    for n in range(20):
+        await bus.publish(topic, f"k{n % 3}", note(n))
+    seen: list[tuple[int, int]] = []
+
+    async def handler(env: Envelope) -> None:
+        seen.append((env.payload_as(Note).n % 3, env.payload_as(Note).n))
+
+    await consume_until(bus, topic, f"g-{unique}", handler, lambda: len(seen) >= 20)
+    assert sorted(n for _, n in seen) == list(range(20))
+    for key in range(3):
+        per_key = [n for k, n in seen if k == key]
+        assert per_key == sorted(per_key), f"key k{key} out of order: {per_key}"
+
+
+async def test_committed_messages_are_not_redelivered_to_the_group(
+    bus_and_topics: tuple[Bus, str, str], unique: str
+) -> None:
+    bus, topic, _ = bus_and_topics
+    group = f"g-{unique}"
+    for n in range(3):
+        await bus.publish(topic, "k", note(n))
+    first: list[int] = []
+
+    async def collect_first(env: Envelope) -> None:
+        first.append(env.payload_as(Note).n)
+
+    await consume_until(bus, topic, group, collect_first, lambda: len(first) >= 3)
+    await bus.publish(topic, "k", note(3))
+    second: list[int] = []
+
+    async def collect_second(env: Envelope) -> None:
+        second.append(env.payload_as(Note).n)
+
+    await consume_until(bus, topic, group, collect_second, lambda: 3 in second)
+    assert first == [0, 1, 2]
+    assert second == [3]
+
+
+async def test_handler_crash_leaves_the_message_uncommitted(bus_and_topics: tuple[Bus, str, str], unique: str) -> None:
+    bus, topic, _ = bus_and_topics
+    group = f"g-{unique}"
+    for n in range(4):
+        await bus.publish(topic, "k", note(n))
+    handled: list[int] = []
+
+    async def crash_on_two(env: Envelope) -> None:
+        n = env.payload_as(Note).n
+        if n == 2:
+            raise RuntimeError("store unavailable")
+        handled.append(n)
+
+    with pytest.raises(RuntimeError, match="store unavailable"):
+        await consume_until(bus, topic, group, crash_on_two, lambda: False)
+    assert handled == [0, 1]
+    again: list[int] = []
+
+    async def collect(env: Envelope) -> None:
+        again.append(env.payload_as(Note).n)
+
+    await consume_until(bus, topic, group, collect, lambda: len(again) >= 2)
+    assert again == [2, 3], "the crashed message and those after it are redone; earlier ones are not"
+
+
+async def test_poison_goes_to_the_dead_letter_topic_and_does_not_block(
+    bus_and_topics: tuple[Bus, str, str], unique: str
+) -> None:
+    bus, topic, dead = bus_and_topics
+    await publish_raw(bus, topic, "k", b"{not json")
+    await bus.publish(topic, "k", Envelope(type="note", payload={"n": "not a number"}))
+    await bus.publish(topic, "k", note(7))
+    good: list[int] = []
+
+    async def handler(env: Envelope) -> None:
+        good.append(env.payload_as(Note).n)  # payload_as raises PoisonMessage on the invalid one
+
+    await consume_until(bus, topic, f"g-{unique}", handler, lambda: good == [7])
+    letters: list[DeadLetter] = []
+
+    async def collect_dead(env: Envelope) -> None:
+        letters.append(env.payload_as(DeadLetter))
+
+    await consume_until(bus, dead, f"d-{unique}", collect_dead, lambda: len(letters) >= 2)
+    assert [d.topic for d in letters] == [topic, topic]
+    assert "not a Corridor envelope" in letters[0].reason
+    assert letters[0].original == "{not json"
+    assert "invalid note payload" in letters[1].reason
+
+
+async def test_poison_raised_by_handler_is_dead_lettered(bus_and_topics: tuple[Bus, str, str], unique: str) -> None:
+    bus, topic, dead = bus_and_topics
+    await bus.publish(topic, "k", note(1))
+
+    refused: list[Envelope] = []
+
+    async def refuse(env: Envelope) -> None:
+        refused.append(env)
+        raise PoisonMessage("refused by handler")
+
+    letters: list[DeadLetter] = []
+
+    async def collect_dead(env: Envelope) -> None:
+        letters.append(env.payload_as(DeadLetter))
+
+    await consume_until(bus, topic, f"g-{unique}", refuse, lambda: bool(refused))
+    await consume_until(bus, dead, f"d-{unique}", collect_dead, lambda: len(letters) >= 1)
+    assert letters[0].reason == "refused by handler"
