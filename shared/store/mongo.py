@@ -1,8 +1,13 @@
 """MongoDB-wire adapter of the store contract, on PyMongo's async API.
 
 Runs on MongoDB (compose) and FerretDB 1.24 (tests), so it uses only what both support: unique
-and compound indexes, find-and-modify, plain finds with $or/$lte and sort. No transactions,
-no change streams, no TTL indexes, no $text.
+and compound indexes, plain finds with $or/$lte and sort, bulk writes. No transactions, no change
+streams, no TTL indexes, no $text.
+
+Claims do not use findAndModify: on FerretDB 1.24 (SQLite) a filtered update is not an atomic
+compare-and-set (measured: 8 concurrent conditional updates of one document all "won"), while a
+unique-key insert is. So a claim reads a candidate, then inserts ``{kind}:{id}:{lease_seq+1}``
+into the ``claims`` collection; only the one insert that succeeds owns the lease.
 """
 
 from __future__ import annotations
@@ -11,7 +16,8 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument, UpdateOne
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, UpdateOne
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from shared.errors import Conflict
@@ -35,6 +41,9 @@ def _undoc(doc: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
+MAX_CLAIM_CANDIDATES = 8
+
+
 def _lease_free(now: datetime) -> dict[str, Any]:
     return {"$or": [{"lease_until": None}, {"lease_until": {"$lte": now}}]}
 
@@ -56,6 +65,7 @@ class MongoStore:
         self._items = db["items"]
         self._subscriptions = db["subscriptions"]
         self._deliveries = db["deliveries"]
+        self._claims = db["claims"]
 
     async def start(self) -> None:
         await self._sources.create_index([("url", ASCENDING)], unique=True, name="url_unique")
@@ -78,6 +88,35 @@ class MongoStore:
             return False
         return True
 
+    async def _claim(
+        self,
+        collection: AsyncCollection[dict[str, Any]],
+        kind: str,
+        flt: dict[str, Any],
+        now: datetime,
+        lease_until: datetime,
+        *,
+        sort: list[tuple[str, int]] | None = None,
+    ) -> dict[str, Any] | None:
+        """Lease one document matching ``flt`` (see the module docstring for why this way)."""
+        lost: list[Any] = []
+        for _ in range(MAX_CLAIM_CANDIDATES):
+            query = {"$and": [flt, {"_id": {"$nin": lost}}]} if lost else flt
+            doc = await collection.find_one(query, sort=sort)
+            if doc is None:
+                return None
+            seq = int(doc.get("lease_seq", 0)) + 1
+            try:
+                await self._claims.insert_one({"_id": f"{kind}:{doc['_id']}:{seq}", "claimed_at": now})
+            except DuplicateKeyError:
+                lost.append(doc["_id"])  # another worker won this one; try the next candidate
+                continue
+            await collection.update_one({"_id": doc["_id"]}, {"$set": {"lease_until": lease_until, "lease_seq": seq}})
+            await self._claims.delete_one({"_id": f"{kind}:{doc['_id']}:{seq - 1}"})  # keep claims bounded
+            doc["lease_until"] = lease_until
+            return doc
+        return None
+
     # sources
     async def insert_source(self, source: Source) -> None:
         try:
@@ -93,11 +132,13 @@ class MongoStore:
         return [Source.model_validate(_undoc(d)) async for d in self._sources.find().sort("created_at", ASCENDING)]
 
     async def claim_due_source(self, now: datetime, lease_until: datetime) -> Source | None:
-        doc = await self._sources.find_one_and_update(
+        doc = await self._claim(
+            self._sources,
+            "source",
             {"$and": [{"active": True, "next_check_at": {"$lte": now}}, _lease_free(now)]},
-            {"$set": {"lease_until": lease_until}},
+            now,
+            lease_until,
             sort=[("next_check_at", ASCENDING)],
-            return_document=ReturnDocument.AFTER,
         )
         return Source.model_validate(_undoc(doc)) if doc else None
 
@@ -174,19 +215,23 @@ class MongoStore:
         return Delivery.model_validate(_undoc(doc)) if doc else None
 
     async def claim_delivery(self, delivery_id: str, now: datetime, lease_until: datetime) -> Delivery | None:
-        doc = await self._deliveries.find_one_and_update(
+        doc = await self._claim(
+            self._deliveries,
+            "delivery",
             {"$and": [{"_id": delivery_id, "status": "pending"}, _lease_free(now)]},
-            {"$set": {"lease_until": lease_until}},
-            return_document=ReturnDocument.AFTER,
+            now,
+            lease_until,
         )
         return Delivery.model_validate(_undoc(doc)) if doc else None
 
     async def claim_due_delivery(self, now: datetime, lease_until: datetime) -> Delivery | None:
-        doc = await self._deliveries.find_one_and_update(
+        doc = await self._claim(
+            self._deliveries,
+            "delivery",
             {"$and": [{"status": "pending", "next_attempt_at": {"$lte": now}}, _lease_free(now)]},
-            {"$set": {"lease_until": lease_until}},
+            now,
+            lease_until,
             sort=[("next_attempt_at", ASCENDING)],
-            return_document=ReturnDocument.AFTER,
         )
         return Delivery.model_validate(_undoc(doc)) if doc else None
 

@@ -1,0 +1,133 @@
+"""One contract, two adapters: SQLite (embedded) and the MongoDB wire protocol (real FerretDB)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from shared.errors import Conflict
+from shared.models import ClassifiedItem, Delivery, Source, Subscription
+from shared.store import EventQuery, Store
+from shared.store.mongo import MongoStore
+from shared.store.sqlite import SQLiteStore
+
+T0 = datetime(2026, 3, 1, 12, 0, 0, 123000, tzinfo=UTC)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("mongo", marks=pytest.mark.mongo)])
+async def store(request: pytest.FixtureRequest, tmp_path: Path, unique: str) -> AsyncIterator[Store]:
+    s: Store
+    if request.param == "mongo":
+        s = MongoStore(request.getfixturevalue("mongo_uri"), f"test_{unique}")
+    else:
+        s = SQLiteStore(tmp_path / "store.sqlite3")
+    await s.start()
+    yield s
+    await s.close()
+
+
+def item(n: int, *, sectors: list[str], countries: list[str], at: datetime | None = None) -> ClassifiedItem:
+    return ClassifiedItem(
+        id=f"itm_{n:03d}", source_id="src_1", source_url="http://feeds.example/rss", url=f"http://example/{n}",
+        title=f"Item {n}", summary="text", published_at=at or T0 + timedelta(minutes=n), fetched_at=T0,
+        sectors=sectors, countries=countries,  # type: ignore[arg-type]
+        classifier_version="test",
+    )
+
+
+async def test_source_url_is_unique_and_claims_are_exclusive(store: Store) -> None:
+    src = Source(id="src_a", url="http://a.example/feed", interval_s=60, next_check_at=T0)
+    await store.insert_source(src)
+    with pytest.raises(Conflict):
+        await store.insert_source(src.model_copy(update={"id": "src_b"}))
+    claimed = await store.claim_due_source(T0, T0 + timedelta(seconds=30))
+    assert claimed is not None and claimed.id == "src_a"
+    assert await store.claim_due_source(T0 + timedelta(seconds=10), T0 + timedelta(seconds=40)) is None, "leased"
+    again = await store.claim_due_source(T0 + timedelta(seconds=31), T0 + timedelta(seconds=90))
+    assert again is not None, "an expired lease can be claimed again"
+    await store.update_source("src_a", {"lease_until": None, "next_check_at": T0 + timedelta(hours=1),
+                                        "consecutive_errors": 2, "last_error": "HTTP 500"})
+    assert await store.claim_due_source(T0 + timedelta(minutes=5), T0 + timedelta(minutes=6)) is None, "not due"
+    got = await store.get_source("src_a")
+    assert got is not None and got.consecutive_errors == 2 and got.last_error == "HTTP 500"
+    assert [s.id for s in await store.list_sources()] == ["src_a"]
+
+
+async def test_concurrent_claims_give_one_winner(store: Store) -> None:
+    await store.insert_source(Source(id="src_a", url="http://a.example/feed", interval_s=60, next_check_at=T0))
+    results = await asyncio.gather(*(store.claim_due_source(T0, T0 + timedelta(seconds=30)) for _ in range(8)))
+    assert sum(r is not None for r in results) == 1
+
+
+async def test_seen_marks(store: Store) -> None:
+    assert await store.unseen(["a", "b"]) == {"a", "b"}
+    await store.mark_seen(["a"], T0)
+    await store.mark_seen(["a"], T0)  # idempotent
+    assert await store.unseen(["a", "b", "c"]) == {"b", "c"}
+
+
+async def test_items_upsert_filter_and_paginate(store: Store) -> None:
+    for n in range(10):
+        await store.upsert_item(item(n, sectors=["energy"] if n % 2 else ["transport"], countries=["PK"]))
+    await store.upsert_item(item(3, sectors=["energy", "maritime"], countries=["PK", "KZ"]))  # replace
+    got = await store.get_item("itm_003")
+    assert got is not None and got.sectors == ["energy", "maritime"] and got.published_at == item(3, sectors=[],
+                                                                                                   countries=[]).published_at
+    energy = await store.list_items(EventQuery(sector="energy", limit=50))
+    assert [i.id for i in energy] == ["itm_009", "itm_007", "itm_005", "itm_003", "itm_001"]
+    assert [i.id for i in await store.list_items(EventQuery(country="KZ"))] == ["itm_003"]
+    page1 = await store.list_items(EventQuery(limit=4))
+    last = page1[-1]
+    page2 = await store.list_items(EventQuery(limit=4, after=(last.sort_at, last.id)))
+    page3 = await store.list_items(EventQuery(limit=4, after=(page2[-1].sort_at, page2[-1].id)))
+    ids = [i.id for i in page1 + page2 + page3]
+    assert ids == [f"itm_{n:03d}" for n in range(9, -1, -1)]
+
+
+async def test_same_time_items_paginate_by_id(store: Store) -> None:
+    for n in range(5):
+        await store.upsert_item(item(n, sectors=[], countries=[], at=T0))
+    page1 = await store.list_items(EventQuery(limit=2))
+    page2 = await store.list_items(EventQuery(limit=10, after=(page1[-1].sort_at, page1[-1].id)))
+    assert [i.id for i in page1 + page2] == ["itm_004", "itm_003", "itm_002", "itm_001", "itm_000"]
+
+
+async def test_subscriptions(store: Store) -> None:
+    sub = Subscription(id="sub_1", channel="webhook", webhook_url="http://h/x", secret="whsec_x", sectors=["energy"])
+    await store.insert_subscription(sub)
+    await store.insert_subscription(Subscription(id="sub_2", channel="email", email="a@b.c", active=False))
+    assert [s.id for s in await store.list_subscriptions()] == ["sub_1", "sub_2"]
+    assert [s.id for s in await store.list_subscriptions(active_only=True)] == ["sub_1"]
+    got = await store.get_subscription("sub_1")
+    assert got is not None and got.secret == "whsec_x"
+    assert await store.delete_subscription("sub_1") is True
+    assert await store.delete_subscription("sub_1") is False
+
+
+async def test_deliveries_are_unique_and_claimed_once(store: Store) -> None:
+    d = Delivery(id="msg_1", subscription_id="sub_1", item_id="itm_1", channel="webhook", created_at=T0,
+                 next_attempt_at=T0 + timedelta(seconds=60))
+    assert await store.insert_delivery(d) is True
+    assert await store.insert_delivery(d.model_copy(update={"attempts": 5})) is False
+    assert (await store.get_delivery("msg_1")).attempts == 0  # type: ignore[union-attr]
+    assert await store.claim_due_delivery(T0, T0 + timedelta(seconds=10)) is None, "not due yet"
+    claimed = await store.claim_delivery("msg_1", T0, T0 + timedelta(seconds=10))
+    assert claimed is not None
+    assert await store.claim_delivery("msg_1", T0 + timedelta(seconds=5), T0 + timedelta(seconds=20)) is None
+    await store.update_delivery("msg_1", {"attempts": 1, "lease_until": None, "next_attempt_at": T0,
+                                          "last_error": "HTTP 500"})
+    due = await store.claim_due_delivery(T0 + timedelta(seconds=1), T0 + timedelta(seconds=30))
+    assert due is not None and due.attempts == 1 and due.last_error == "HTTP 500"
+    await store.update_delivery("msg_1", {"status": "delivered", "lease_until": None})
+    assert await store.claim_delivery("msg_1", T0 + timedelta(hours=1), T0 + timedelta(hours=2)) is None
+    assert await store.claim_due_delivery(T0 + timedelta(hours=1), T0 + timedelta(hours=2)) is None
+    assert [x.id for x in await store.list_deliveries(subscription_id="sub_1", status="delivered")] == ["msg_1"]
+    assert await store.list_deliveries(status="pending") == []
+
+
+async def test_ping(store: Store) -> None:
+    assert await store.ping() is True
