@@ -206,7 +206,8 @@ class CorridorProcess:
     def __init__(self, role: str, env: dict[str, str], log_path: Path) -> None:
         self.role = role
         self.port = free_port()
-        self.env = {**os.environ, **env, "CORRIDOR_HTTP_PORT": str(self.port), "CORRIDOR_HTTP_HOST": "127.0.0.1"}
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith(("CORRIDOR_", "KAFKA_", "MONGODB_"))}
+        self.env = {**inherited, **env, "CORRIDOR_HTTP_PORT": str(self.port), "CORRIDOR_HTTP_HOST": "127.0.0.1"}
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -215,8 +216,8 @@ class CorridorProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout_s: float = 60) -> CorridorProcess:
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen([CORRIDOR, "run", self.role], env=self.env, stdout=log, stderr=log)
+        with self.log_path.open("ab") as log:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen([CORRIDOR, "run", self.role], env=self.env, stdout=log, stderr=log)
 
         def ready() -> bool:
             assert self.proc is not None
