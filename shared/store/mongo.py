@@ -42,6 +42,7 @@ def _undoc(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 MAX_CLAIM_CANDIDATES = 8
+MAX_STALE_CLAIMS = 4
 
 
 def _lease_free(now: datetime) -> dict[str, Any]:
@@ -105,16 +106,35 @@ class MongoStore:
             doc = await collection.find_one(query, sort=sort)
             if doc is None:
                 return None
-            seq = int(doc.get("lease_seq", 0)) + 1
-            try:
-                await self._claims.insert_one({"_id": f"{kind}:{doc['_id']}:{seq}", "claimed_at": now})
-            except DuplicateKeyError:
+            seq = await self._take_claim(kind, doc["_id"], int(doc.get("lease_seq", 0)) + 1, now, lease_until)
+            if seq is None:
                 lost.append(doc["_id"])  # another worker won this one; try the next candidate
                 continue
             await collection.update_one({"_id": doc["_id"]}, {"$set": {"lease_until": lease_until, "lease_seq": seq}})
-            await self._claims.delete_one({"_id": f"{kind}:{doc['_id']}:{seq - 1}"})  # keep claims bounded
+            # Keep the claims collection bounded: older claims of this record are spent.
+            await self._claims.delete_many({"_id": {"$in": [f"{kind}:{doc['_id']}:{k}" for k in range(seq - 3, seq)]}})
             doc["lease_until"] = lease_until
             return doc
+        return None
+
+    async def _take_claim(
+        self, kind: str, record_id: Any, seq: int, now: datetime, lease_until: datetime
+    ) -> int | None:
+        """Insert claim ``seq`` (or a later one); the sequence number won, or None if another worker won.
+
+        A claim whose lease ran out before its holder recorded it on the document (the holder died
+        between the two writes) is skipped: the next sequence number is free to take, and only one
+        worker can insert it.
+        """
+        for _ in range(MAX_STALE_CLAIMS):
+            try:
+                await self._claims.insert_one({"_id": f"{kind}:{record_id}:{seq}", "lease_until": lease_until})
+                return seq
+            except DuplicateKeyError:
+                existing = await self._claims.find_one({"_id": f"{kind}:{record_id}:{seq}"})
+                if existing is None or existing["lease_until"] > now:
+                    return None
+                seq += 1
         return None
 
     # sources

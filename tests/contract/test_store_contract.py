@@ -131,3 +131,25 @@ async def test_deliveries_are_unique_and_claimed_once(store: Store) -> None:
 
 async def test_ping(store: Store) -> None:
     assert await store.ping() is True
+
+
+@pytest.mark.mongo
+async def test_mongo_claim_recovers_when_holder_died_between_writes(mongo_uri: str, unique: str) -> None:
+    """A worker killed after inserting its claim but before recording it must not block the record."""
+    s = MongoStore(mongo_uri, f"test_{unique}")
+    await s.start()
+    try:
+        d = Delivery(id="msg_1", subscription_id="sub_1", item_id="itm_1", channel="webhook", created_at=T0,
+                     next_attempt_at=T0)
+        await s.insert_delivery(d)
+        # What the dead worker left: claim #1 taken with a 10 s lease, the delivery itself untouched.
+        await s._claims.insert_one({"_id": "delivery:msg_1:1", "lease_until": T0 + timedelta(seconds=10)})
+        assert await s.claim_due_delivery(T0 + timedelta(seconds=5), T0 + timedelta(seconds=30)) is None
+        claimed = await s.claim_due_delivery(T0 + timedelta(seconds=11), T0 + timedelta(seconds=40))
+        assert claimed is not None and claimed.id == "msg_1"
+        results = await asyncio.gather(
+            *(s.claim_due_delivery(T0 + timedelta(seconds=41), T0 + timedelta(seconds=70)) for _ in range(6))
+        )
+        assert sum(r is not None for r in results) == 1
+    finally:
+        await s.close()
