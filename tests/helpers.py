@@ -146,9 +146,7 @@ class WebhookReceiver:
                     time.sleep(outer.delay_s)
                 with outer._lock:
                     status = outer.statuses.pop(0) if outer.statuses else 200
-                    outer.received.append(
-                        Received({k.lower(): v for k, v in self.headers.items()}, body, self.path)
-                    )
+                    outer.received.append(Received({k.lower(): v for k, v in self.headers.items()}, body, self.path))
                 self.send_response(status)
                 self.send_header("Content-Length", "2")
                 self.end_headers()

@@ -12,6 +12,7 @@ the title; the sector is assigned at or above the taxonomy threshold.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -54,14 +55,29 @@ class Classifier:
     def __init__(self, taxonomy: Taxonomy) -> None:
         self.taxonomy = taxonomy
         self.version = f"keywords/{taxonomy.version}"
-        self._terms: list[_Term] = []
+        terms: list[_Term] = []
         for sector, spec in taxonomy.sectors.items():
-            self._terms += [_Term("sector", sector, t, w) for t, w in spec.terms.items()]
+            terms += [_Term("sector", sector, t, w) for t, w in spec.terms.items()]
         for country, names in taxonomy.countries.items():
-            self._terms += [_Term("country", country, n, 1.0) for n in names]
-        # Longer terms first so "Pakistan Railways" wins over "Pakistan" at the same position.
-        order = sorted(range(len(self._terms)), key=lambda i: -len(self._terms[i].term))
-        self._regex = re.compile("|".join(f"(?P<t{i}>{_pattern(self._terms[i].term)})" for i in order))
+            terms += [_Term("country", country, n, 1.0) for n in names]
+        # One regex per kind, so a country name inside a sector phrase ("Karachi" in "Karachi Port")
+        # still counts; terms with the same pattern share a group ("KTZ" is transport and KZ).
+        self._scanners: list[tuple[re.Pattern[str], list[list[_Term]]]] = []
+        for kind in ("sector", "country"):
+            groups: dict[str, list[_Term]] = {}
+            for term in terms:
+                if term.kind == kind:
+                    groups.setdefault(_pattern(term.term), []).append(term)
+            # Longer terms first so "Pakistan Railways" wins over "Pakistan" at the same position.
+            patterns = sorted(groups, key=lambda p: -len(groups[p][0].term))
+            regex = re.compile("|".join(f"(?P<t{i}>{p})" for i, p in enumerate(patterns)))
+            self._scanners.append((regex, [groups[p] for p in patterns]))
+
+    def _matches(self, text: str) -> Iterator[tuple[_Term, re.Match[str]]]:
+        for regex, groups in self._scanners:
+            for match in regex.finditer(text):
+                for term in groups[int(match.lastgroup[1:])]:  # type: ignore[index]
+                    yield term, match
 
     def classify(self, item: RawItem) -> ClassifiedItem:
         """Return the item with sectors, scores, countries and evidence."""
@@ -73,8 +89,7 @@ class Classifier:
         seen: set[tuple[str, str, str]] = set()
         per_label: dict[tuple[str, str], int] = {}
         for text, boost in ((title, TITLE_BOOST), (body, 1.0)):
-            for match in self._regex.finditer(text):
-                term = self._terms[int(match.lastgroup[1:])]  # type: ignore[index]
+            for term, match in self._matches(text):
                 key = (term.kind, term.label, term.term)
                 if key in seen:
                     continue

@@ -10,7 +10,9 @@ from __future__ import annotations
 import calendar
 import html
 import io
+import json
 import re
+import time
 from datetime import UTC, datetime
 from html.parser import HTMLParser
 from typing import Any
@@ -23,6 +25,7 @@ from shared.models import RawItem, stable_id
 MAX_TITLE_CHARS = 1_000
 MAX_SUMMARY_CHARS = 20_000
 _SPACES = re.compile(r"\s+")
+_BLOCKS = frozenset({"p", "br", "div", "li", "ul", "ol", "h1", "h2", "h3", "h4", "tr", "td", "blockquote"})
 
 
 class _TextExtractor(HTMLParser):
@@ -36,12 +39,14 @@ class _TextExtractor(HTMLParser):
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag in ("script", "style"):
             self._skip += 1
-        elif tag in ("p", "br", "div", "li"):
+        elif tag in _BLOCKS:
             self.parts.append(" ")
 
     def handle_endtag(self, tag: str) -> None:
         if tag in ("script", "style") and self._skip:
             self._skip -= 1
+        elif tag in _BLOCKS:
+            self.parts.append(" ")
 
     def handle_data(self, data: str) -> None:
         if not self._skip:
@@ -60,7 +65,7 @@ def html_to_text(fragment: str) -> str:
 
 def _entry_time(entry: Any) -> datetime | None:
     for key in ("published_parsed", "updated_parsed", "created_parsed"):
-        value = entry.get(key)
+        value = dict.get(entry, key)  # plain dict access: skips feedparser's deprecated key aliasing
         if value:
             try:
                 return datetime.fromtimestamp(calendar.timegm(value), UTC)
@@ -69,16 +74,61 @@ def _entry_time(entry: Any) -> datetime | None:
     return None
 
 
+def _json_time(value: object) -> time.struct_time | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC).timetuple()
+
+
+def _json_feed_entries(data: bytes) -> list[dict[str, Any]]:
+    """Entries of a JSON Feed (1.0/1.1) in feedparser's entry shape."""
+    try:
+        doc = json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        raise FetchError("not_a_feed", f"not a feed: invalid JSON ({exc})") from exc
+    if not isinstance(doc, dict) or not str(doc.get("version", "")).startswith("https://jsonfeed.org/version/"):
+        raise FetchError("not_a_feed", "not a feed: JSON without a jsonfeed.org version")
+    entries: list[dict[str, Any]] = []
+    for raw in doc.get("items") or []:
+        if not isinstance(raw, dict):
+            continue
+        authors = raw.get("authors") or ([raw["author"]] if isinstance(raw.get("author"), dict) else [])
+        author = authors[0].get("name") if authors and isinstance(authors[0], dict) else None
+        entries.append(
+            {
+                "id": str(raw["id"]) if raw.get("id") is not None else None,
+                "link": raw.get("url") if isinstance(raw.get("url"), str) else None,
+                "title": raw.get("title") if isinstance(raw.get("title"), str) else "",
+                "summary": next(
+                    (raw[k] for k in ("content_html", "content_text", "summary") if isinstance(raw.get(k), str)), ""
+                ),
+                "author": author if isinstance(author, str) else None,
+                "published_parsed": _json_time(raw.get("date_published")),
+                "updated_parsed": _json_time(raw.get("date_modified")),
+            }
+        )
+    return entries
+
+
 def parse_feed(data: bytes, *, source_id: str, source_url: str, fetched_at: datetime) -> list[RawItem]:
     """Normalise every entry of the feed in ``data``.
 
     Raises :class:`FetchError` with kind ``not_a_feed`` when ``data`` is not a feed at all.
     """
-    parsed = feedparser.parse(io.BytesIO(data), sanitize_html=True, resolve_relative_uris=True)
-    entries = parsed.get("entries") or []
-    if not parsed.get("version") and not entries:
-        reason = parsed.get("bozo_exception")
-        raise FetchError("not_a_feed", f"not a feed: {reason or 'no feed elements found'}")
+    if data.lstrip()[:1] == b"{":
+        entries = _json_feed_entries(data)  # feedparser 6.0 has no JSON Feed support
+    else:
+        parsed = feedparser.parse(io.BytesIO(data), sanitize_html=True, resolve_relative_uris=True)
+        entries = parsed.get("entries") or []
+        if not parsed.get("version") and not entries:
+            reason = parsed.get("bozo_exception")
+            raise FetchError("not_a_feed", f"not a feed: {reason or 'no feed elements found'}")
     items: list[RawItem] = []
     for entry in entries:
         link = entry.get("link") or None

@@ -42,7 +42,11 @@ async def publish_raw(bus: Bus, topic: str, key: str, data: bytes) -> None:
 
 
 async def consume_until(
-    bus: Bus, topic: str, group: str, handler: Callable[[Envelope], Awaitable[None]], done: Callable[[], bool],
+    bus: Bus,
+    topic: str,
+    group: str,
+    handler: Callable[[Envelope], Awaitable[None]],
+    done: Callable[[], bool],
     timeout_s: float = WAIT_S,
 ) -> None:
     """Run a consumer until ``done()`` (checked often) then stop it gracefully; re-raise its errors."""

@@ -32,9 +32,16 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path, unique: str) -> 
 
 def item(n: int, *, sectors: list[str], countries: list[str], at: datetime | None = None) -> ClassifiedItem:
     return ClassifiedItem(
-        id=f"itm_{n:03d}", source_id="src_1", source_url="http://feeds.example/rss", url=f"http://example/{n}",
-        title=f"Item {n}", summary="text", published_at=at or T0 + timedelta(minutes=n), fetched_at=T0,
-        sectors=sectors, countries=countries,  # type: ignore[arg-type]
+        id=f"itm_{n:03d}",
+        source_id="src_1",
+        source_url="http://feeds.example/rss",
+        url=f"http://example/{n}",
+        title=f"Item {n}",
+        summary="text",
+        published_at=at or T0 + timedelta(minutes=n),
+        fetched_at=T0,
+        sectors=sectors,
+        countries=countries,  # type: ignore[arg-type]
         classifier_version="test",
     )
 
@@ -49,8 +56,15 @@ async def test_source_url_is_unique_and_claims_are_exclusive(store: Store) -> No
     assert await store.claim_due_source(T0 + timedelta(seconds=10), T0 + timedelta(seconds=40)) is None, "leased"
     again = await store.claim_due_source(T0 + timedelta(seconds=31), T0 + timedelta(seconds=90))
     assert again is not None, "an expired lease can be claimed again"
-    await store.update_source("src_a", {"lease_until": None, "next_check_at": T0 + timedelta(hours=1),
-                                        "consecutive_errors": 2, "last_error": "HTTP 500"})
+    await store.update_source(
+        "src_a",
+        {
+            "lease_until": None,
+            "next_check_at": T0 + timedelta(hours=1),
+            "consecutive_errors": 2,
+            "last_error": "HTTP 500",
+        },
+    )
     assert await store.claim_due_source(T0 + timedelta(minutes=5), T0 + timedelta(minutes=6)) is None, "not due"
     got = await store.get_source("src_a")
     assert got is not None and got.consecutive_errors == 2 and got.last_error == "HTTP 500"
@@ -75,8 +89,11 @@ async def test_items_upsert_filter_and_paginate(store: Store) -> None:
         await store.upsert_item(item(n, sectors=["energy"] if n % 2 else ["transport"], countries=["PK"]))
     await store.upsert_item(item(3, sectors=["energy", "maritime"], countries=["PK", "KZ"]))  # replace
     got = await store.get_item("itm_003")
-    assert got is not None and got.sectors == ["energy", "maritime"] and got.published_at == item(3, sectors=[],
-                                                                                                   countries=[]).published_at
+    assert (
+        got is not None
+        and got.sectors == ["energy", "maritime"]
+        and got.published_at == item(3, sectors=[], countries=[]).published_at
+    )
     energy = await store.list_items(EventQuery(sector="energy", limit=50))
     assert [i.id for i in energy] == ["itm_009", "itm_007", "itm_005", "itm_003", "itm_001"]
     assert [i.id for i in await store.list_items(EventQuery(country="KZ"))] == ["itm_003"]
@@ -109,8 +126,14 @@ async def test_subscriptions(store: Store) -> None:
 
 
 async def test_deliveries_are_unique_and_claimed_once(store: Store) -> None:
-    d = Delivery(id="msg_1", subscription_id="sub_1", item_id="itm_1", channel="webhook", created_at=T0,
-                 next_attempt_at=T0 + timedelta(seconds=60))
+    d = Delivery(
+        id="msg_1",
+        subscription_id="sub_1",
+        item_id="itm_1",
+        channel="webhook",
+        created_at=T0,
+        next_attempt_at=T0 + timedelta(seconds=60),
+    )
     assert await store.insert_delivery(d) is True
     assert await store.insert_delivery(d.model_copy(update={"attempts": 5})) is False
     assert (await store.get_delivery("msg_1")).attempts == 0  # type: ignore[union-attr]
@@ -118,8 +141,9 @@ async def test_deliveries_are_unique_and_claimed_once(store: Store) -> None:
     claimed = await store.claim_delivery("msg_1", T0, T0 + timedelta(seconds=10))
     assert claimed is not None
     assert await store.claim_delivery("msg_1", T0 + timedelta(seconds=5), T0 + timedelta(seconds=20)) is None
-    await store.update_delivery("msg_1", {"attempts": 1, "lease_until": None, "next_attempt_at": T0,
-                                          "last_error": "HTTP 500"})
+    await store.update_delivery(
+        "msg_1", {"attempts": 1, "lease_until": None, "next_attempt_at": T0, "last_error": "HTTP 500"}
+    )
     due = await store.claim_due_delivery(T0 + timedelta(seconds=1), T0 + timedelta(seconds=30))
     assert due is not None and due.attempts == 1 and due.last_error == "HTTP 500"
     await store.update_delivery("msg_1", {"status": "delivered", "lease_until": None})
@@ -139,8 +163,9 @@ async def test_mongo_claim_recovers_when_holder_died_between_writes(mongo_uri: s
     s = MongoStore(mongo_uri, f"test_{unique}")
     await s.start()
     try:
-        d = Delivery(id="msg_1", subscription_id="sub_1", item_id="itm_1", channel="webhook", created_at=T0,
-                     next_attempt_at=T0)
+        d = Delivery(
+            id="msg_1", subscription_id="sub_1", item_id="itm_1", channel="webhook", created_at=T0, next_attempt_at=T0
+        )
         await s.insert_delivery(d)
         # What the dead worker left: claim #1 taken with a 10 s lease, the delivery itself untouched.
         await s._claims.insert_one({"_id": "delivery:msg_1:1", "lease_until": T0 + timedelta(seconds=10)})

@@ -20,7 +20,9 @@ def feed_server() -> Iterator[FeedServer]:
         yield server
 
 
-def corridor_env(mode: str, request: pytest.FixtureRequest, unique: str, tmp_path: Path, smtp: SmtpSink) -> dict[str, str]:
+def corridor_env(
+    mode: str, request: pytest.FixtureRequest, unique: str, tmp_path: Path, smtp: SmtpSink
+) -> dict[str, str]:
     env = {
         "CORRIDOR_API_KEY": API_KEY,
         "CORRIDOR_ALLOW_PRIVATE_NETWORKS": "127.0.0.0/8",

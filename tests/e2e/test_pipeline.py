@@ -51,26 +51,41 @@ def all_events(events_base: str, **params: str) -> list[dict[str, Any]]:
     "mode", [pytest.param("distributed", marks=[pytest.mark.kafka, pytest.mark.mongo]), "embedded"]
 )
 def test_feed_item_reaches_subscribers(
-    mode: str, request: pytest.FixtureRequest, unique: str, tmp_path: Path, launch: Any,
-    feed_server: FeedServer, receiver: WebhookReceiver, smtp: SmtpSink,
+    mode: str,
+    request: pytest.FixtureRequest,
+    unique: str,
+    tmp_path: Path,
+    launch: Any,
+    feed_server: FeedServer,
+    receiver: WebhookReceiver,
+    smtp: SmtpSink,
 ) -> None:
     env = corridor_env(mode, request, unique, tmp_path, smtp)
     sources_base, events_base, subs_base = start_corridor(mode, launch, env)
     feed_server.routes["/urdu.xml"] = Route(body=URDU_FEED.read_bytes())
 
-    hook = httpx.post(f"{subs_base}/api/v1/subscriptions", headers=AUTH, timeout=10,
-                      json={"webhook_url": receiver.url, "sectors": [SECTOR], "countries": ["PK"]})
+    hook = httpx.post(
+        f"{subs_base}/api/v1/subscriptions",
+        headers=AUTH,
+        timeout=10,
+        json={"webhook_url": receiver.url, "sectors": [SECTOR], "countries": ["PK"]},
+    )
     assert hook.status_code == 201, hook.text
     secret = hook.json()["secret"]
     assert secret.startswith("whsec_")
-    mail = httpx.post(f"{subs_base}/api/v1/subscriptions", headers=AUTH, timeout=10,
-                      json={"email": "analyst@example.org", "sectors": [SECTOR]})
+    mail = httpx.post(
+        f"{subs_base}/api/v1/subscriptions",
+        headers=AUTH,
+        timeout=10,
+        json={"email": "analyst@example.org", "sectors": [SECTOR]},
+    )
     assert mail.status_code == 201, mail.text
     listed: Any = get_json(f"{subs_base}/api/v1/subscriptions")
     assert all("secret" not in s for s in listed), "the secret is shown only once"
 
-    created = httpx.post(f"{sources_base}/api/v1/sources", headers=AUTH, json={"url": feed_server.url("/urdu.xml")},
-                         timeout=10)
+    created = httpx.post(
+        f"{sources_base}/api/v1/sources", headers=AUTH, json={"url": feed_server.url("/urdu.xml")}, timeout=10
+    )
     assert created.status_code == 201, created.text
 
     wait_until(lambda: len(all_events(events_base)) == 26, 90, "all 26 feed items to be classified and stored")
@@ -80,8 +95,11 @@ def test_feed_item_reaches_subscribers(
     assert 0 < len(matching) < len(events), "the feed must have items in and out of the sector"
     assert all("PK" in e["countries"] for e in events if e["id"] in matching)
 
-    wait_until(lambda: len(receiver.snapshot()) >= len(matching) and len(smtp.messages) >= len(matching), 60,
-               "webhooks and emails for every matching item")
+    wait_until(
+        lambda: len(receiver.snapshot()) >= len(matching) and len(smtp.messages) >= len(matching),
+        60,
+        "webhooks and emails for every matching item",
+    )
     time.sleep(2)  # anything extra (a duplicate, an item of another sector) would arrive now
     received = receiver.snapshot()
     assert len(received) == len(matching), "exactly one webhook per matching item"

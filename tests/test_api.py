@@ -1,0 +1,132 @@
+"""The HTTP API in embedded mode: auth, validation (422 with a message), secrets shown once."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from services.app import create_app
+from services.runtime import ALL_ROLES, Runtime
+from shared.settings import load_settings
+
+KEY = {"Authorization": "Bearer api-test-key"}
+
+
+@pytest.fixture
+async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+    settings = load_settings(
+        sqlite_path=tmp_path / "c.sqlite3",
+        api_key="api-test-key",
+        poll_interval_s=60,
+        allow_private_networks=["127.0.0.0/8"],
+    )
+    runtime = Runtime(settings, ALL_ROLES)
+    app = create_app(runtime)
+    await runtime.start()  # what the app's lifespan does under uvicorn
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://corridor") as c:
+            yield c
+    finally:
+        await runtime.stop()
+
+
+async def test_ops_routes(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/healthz")).json() == {"status": "ok"}
+    ready = await client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["checks"] == {"store": True, "bus": True}
+    metrics = await client.get("/metrics")
+    assert metrics.status_code == 200 and "corridor_ingest_fetches" in metrics.text
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("post", "/api/v1/sources", {"url": "https://example.org/feed"}),
+        ("post", "/api/v1/subscriptions", {"email": "a@example.org"}),
+        ("get", "/api/v1/subscriptions", None),
+        ("delete", "/api/v1/subscriptions/sub_x", None),
+        ("get", "/api/v1/deliveries", None),
+    ],
+)
+async def test_key_required(client: httpx.AsyncClient, method: str, path: str, body: dict[str, object] | None) -> None:
+    kwargs = {"json": body} if body is not None else {}
+    assert (await client.request(method, path, **kwargs)).status_code == 401  # type: ignore[arg-type]
+    wrong = {"Authorization": "Bearer nope"}
+    assert (await client.request(method, path, headers=wrong, **kwargs)).status_code == 401  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/api/v1/sources", {}, "url"),
+        ("/api/v1/sources", {"url": "ftp://example.org/feed"}, "url"),
+        ("/api/v1/sources", {"url": "http://10.0.0.1/feed"}, "url"),
+        ("/api/v1/sources", {"url": "http://169.254.169.254/latest"}, "url"),
+        ("/api/v1/sources", {"url": "https://example.org/f", "interval_s": "soon"}, "interval_s"),
+        ("/api/v1/subscriptions", {}, None),
+        ("/api/v1/subscriptions", {"email": "not-an-email"}, "email"),
+        ("/api/v1/subscriptions", {"email": "a@example.org", "webhook_url": "https://x.example/h"}, None),
+        ("/api/v1/subscriptions", {"webhook_url": "javascript:alert(1)"}, None),
+        ("/api/v1/subscriptions", {"email": "a@example.org", "sectors": ["cheese"]}, "sectors"),
+        ("/api/v1/subscriptions", {"email": "a@example.org", "countries": ["FR"]}, "countries"),
+        ("/api/v1/subscriptions", {"webhook_url": "http://192.168.1.10/hook"}, "webhook_url"),
+    ],
+)
+async def test_invalid_payloads_get_422_with_a_message(
+    client: httpx.AsyncClient, path: str, body: dict[str, object], field: str | None
+) -> None:
+    response = await client.post(path, json=body, headers=KEY)
+    assert response.status_code == 422, response.text
+    detail = response.json()["detail"]
+    assert detail and all(d["msg"] for d in detail)
+    if field:
+        assert any(field in d["loc"] for d in detail), detail
+
+
+async def test_invalid_json_gets_422(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/api/v1/sources", content=b"{nope", headers={**KEY, "content-type": "application/json"}
+    )
+    assert response.status_code == 422
+
+
+@pytest.mark.parametrize("query", ["sector=cheese", "country=FR", "limit=0", "limit=100000", "cursor=%%%"])
+async def test_invalid_event_filters_get_422(client: httpx.AsyncClient, query: str) -> None:
+    assert (await client.get(f"/api/v1/events?{query}")).status_code == 422
+
+
+async def test_subscription_lifecycle_and_secret_shown_once(client: httpx.AsyncClient) -> None:
+    created = await client.post(
+        "/api/v1/subscriptions",
+        headers=KEY,
+        json={"webhook_url": "http://127.0.0.1:9/hook", "sectors": ["energy"], "countries": ["KZ"], "extra": "ignored"},
+    )
+    assert created.status_code == 201, created.text
+    body = created.json()
+    assert body["secret"].startswith("whsec_") and body["channel"] == "webhook"
+    sub_id = body["id"]
+    listed = (await client.get("/api/v1/subscriptions", headers=KEY)).json()
+    assert [s["id"] for s in listed] == [sub_id] and "secret" not in listed[0]
+    one = (await client.get(f"/api/v1/subscriptions/{sub_id}", headers=KEY)).json()
+    assert "secret" not in one and one["sectors"] == ["energy"]
+    assert (await client.delete(f"/api/v1/subscriptions/{sub_id}", headers=KEY)).status_code == 204
+    assert (await client.delete(f"/api/v1/subscriptions/{sub_id}", headers=KEY)).status_code == 404
+
+
+async def test_sources_create_list_conflict(client: httpx.AsyncClient) -> None:
+    created = await client.post("/api/v1/sources", headers=KEY, json={"url": "http://127.0.0.1:9/feed.xml"})
+    assert created.status_code == 201
+    assert created.json()["next_check_at"]
+    again = await client.post("/api/v1/sources", headers=KEY, json={"url": "http://127.0.0.1:9/feed.xml"})
+    assert again.status_code == 409
+    listed = (await client.get("/api/v1/sources")).json()
+    assert [s["url"] for s in listed] == ["http://127.0.0.1:9/feed.xml"]
+    assert (await client.get("/api/v1/sources/src_nope")).status_code == 404
+
+
+async def test_events_empty_and_missing(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/api/v1/events?sector=energy&country=PK")).json() == {"items": [], "next_cursor": None}
+    assert (await client.get("/api/v1/events/itm_nope")).status_code == 404

@@ -1,0 +1,72 @@
+"""The first keyword taxonomy: sectors with evidence, countries in English, Russian and Urdu."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from services.classifier.classify import Classifier
+from services.classifier.taxonomy import load_taxonomy
+from shared.errors import ConfigError
+from shared.models import RawItem
+
+NOW = datetime(2026, 3, 1, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def classifier() -> Classifier:
+    return Classifier(load_taxonomy())
+
+
+def raw(title: str, summary: str = "") -> RawItem:
+    return RawItem(id="itm_1", source_id="s", source_url="http://s", title=title, summary=summary, fetched_at=NOW)
+
+
+def test_bilateral_rail_item(classifier: Classifier) -> None:
+    item = classifier.classify(
+        raw(
+            "Pakistan and Kazakhstan agree on rail freight corridor via Afghanistan",
+            "KTZ and Pakistan Railways signed a roadmap for transit cargo to Gwadar port.",
+        )
+    )
+    assert "transport" in item.sectors
+    assert item.countries == ["PK", "KZ"] and item.bilateral
+    assert any(e.kind == "sector" and e.label == "transport" and e.snippet for e in item.evidence)
+    assert item.classifier_version.startswith("keywords/")
+
+
+def test_russian_and_urdu_country_detection(classifier: Classifier) -> None:
+    ru = classifier.classify(raw("Казахстан и Пакистан обсудили поставки нефти и зерна"))
+    assert ru.countries == ["PK", "KZ"]
+    assert {"petroleum", "agriculture"} <= set(ru.sectors)
+    ur = classifier.classify(raw("پاکستان اور قازقستان کے درمیان تجارت میں اضافہ"))
+    assert ur.countries == ["PK", "KZ"] and "trade_investment" in ur.sectors
+
+
+def test_unrelated_item_has_no_sector_or_country(classifier: Classifier) -> None:
+    item = classifier.classify(raw("Local bakery wins award", "The app helps you find bread nearby."))
+    assert item.sectors == [] and item.countries == [] and not item.bilateral
+
+
+def test_acronyms_match_only_in_capitals(classifier: Classifier) -> None:
+    assert "KZ" not in classifier.classify(raw("the ktz of it")).countries
+    assert "KZ" in classifier.classify(raw("KTZ cargo")).countries
+
+
+def test_invalid_taxonomy_is_refused(tmp_path: Path) -> None:
+    bad = tmp_path / "t.json"
+    bad.write_text(
+        json.dumps(
+            {
+                "version": "x",
+                "threshold": 1,
+                "sectors": {"energy": {"terms": {"oil": 0}}},
+                "countries": {"PK": [], "KZ": []},
+            }
+        )
+    )
+    with pytest.raises(ConfigError, match="weight"):
+        load_taxonomy(bad)
