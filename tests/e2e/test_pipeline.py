@@ -13,10 +13,9 @@ from typing import Any
 
 import httpx
 import pytest
+from e2e.conftest import AUTH, URDU_FEED, corridor_env, get_json
 from helpers import CorridorProcess, FeedServer, Route, SmtpSink, WebhookReceiver, wait_until
 from standardwebhooks.webhooks import Webhook
-
-from e2e.conftest import AUTH, URDU_FEED, corridor_env, get_json
 
 SECTOR = "defence_security"
 

@@ -9,9 +9,9 @@ from typing import Any
 
 import httpx
 import pytest
+from e2e.conftest import AUTH, URDU_FEED, corridor_env, get_json
 from helpers import FeedServer, Route, SmtpSink, WebhookReceiver, wait_until
 
-from e2e.conftest import AUTH, URDU_FEED, corridor_env, get_json
 from shared.models import Delivery
 
 
