@@ -71,7 +71,7 @@ class Settings(BaseSettings):
     fetch_timeout_s: float = Field(default=15.0, gt=0.0, le=300.0)
     fetch_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     fetch_max_redirects: int = Field(default=5, ge=0, le=20)
-    user_agent: str = "Corridor/0.1 (+https://github.com/corridor; feed monitor)"
+    user_agent: str = "Corridor/0.1 (feed monitor)"
 
     webhook_timeout_s: float = Field(default=10.0, gt=0.0, le=120.0)
     delivery_retry_schedule_s: CommaList = Field(
