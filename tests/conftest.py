@@ -11,9 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import REPO, SmtpSink, WebhookReceiver
+from helpers import IN_CI, REPO, SmtpSink, WebhookReceiver
 
-IN_CI = os.environ.get("CI", "").lower() == "true"
 KAFKA = os.environ.get("CORRIDOR_TEST_KAFKA", "127.0.0.1:9092")
 MONGO = os.environ.get("CORRIDOR_TEST_MONGODB_URI", "mongodb://127.0.0.1:27017/")
 

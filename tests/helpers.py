@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 
+IN_CI = os.environ.get("CI", "").lower() == "true"
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 CORRIDOR = str(Path(sys.executable).parent / "corridor")

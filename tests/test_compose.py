@@ -11,8 +11,7 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
-from conftest import IN_CI
-from helpers import REPO
+from helpers import IN_CI, REPO
 
 SCHEMA = REPO / "deploy/.run/compose-spec.json"
 
