@@ -3,6 +3,7 @@ they expose subscribers' addresses)."""
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -13,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, EmailStr, Field, model_validator
 
 from services.alerts.webhook import new_secret
 from shared.errors import BlockedAddress, FetchError
-from shared.models import Country, Delivery, DeliveryStatus, Subscription, stable_id
+from shared.models import Country, Delivery, DeliveryStatus, Subscription
 from shared.netguard import AddressPolicy
 from shared.store import Store
 from shared.store.base import MAX_PAGE
@@ -89,7 +90,7 @@ def build_router(
                 pass  # unresolvable now: attempts will record the DNS error and retry
         now = utcnow()
         subscription = Subscription(
-            id=stable_id("sub", new_secret()),  # random: two identical subscriptions are two subscriptions
+            id=f"sub_{secrets.token_hex(12)}",  # random: two identical subscriptions are two subscriptions
             channel="webhook" if body.webhook_url else "email",
             webhook_url=body.webhook_url,
             email=str(body.email) if body.email else None,
