@@ -5,6 +5,7 @@
     corridor sources add URL [--name N]         add a feed source
     corridor sources list                       sources and their health, as JSON lines
     corridor config                             the effective settings (secrets masked)
+    corridor eval PATH... [--taxonomy FILE]     score the classifier on labelled JSONL
 
 Settings come from the environment (README.md → Configuration), read once here.
 """
@@ -15,11 +16,15 @@ import argparse
 import asyncio
 import json
 import sys
+from pathlib import Path
 from typing import cast
 
 import uvicorn
 
 from services.app import create_app
+from services.classifier.classify import Classifier
+from services.classifier.evaluate import evaluate, format_report, load_records
+from services.classifier.taxonomy import load_taxonomy
 from services.ingest.sources import InvalidSource, add_source
 from services.runtime import ALL_ROLES, Role, Runtime
 from shared.errors import ConfigError, Conflict
@@ -88,6 +93,17 @@ async def _sources(settings: Settings, args: argparse.Namespace) -> int:
         await runtime.webhook_client.aclose()
 
 
+def _eval(paths: list[Path], taxonomy_path: Path | None) -> int:
+    classifier = Classifier(load_taxonomy(taxonomy_path))
+    summaries = []
+    for path in paths:
+        summary = evaluate(classifier, load_records(path), path=str(path)).summary()
+        summaries.append(summary)
+        print(format_report(summary))
+    print(json.dumps({"classifier_version": classifier.version, "results": summaries}, separators=(",", ":")))
+    return 0
+
+
 def _config(settings: Settings) -> int:
     print(json.dumps(settings.model_dump(mode="json"), indent=2, sort_keys=True, default=str))
     return 0
@@ -109,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--interval", type=float, help="poll interval in seconds")
     ssub.add_parser("list", help="list sources with their health")
     sub.add_parser("config", help="print the effective settings, secrets masked")
+    ev = sub.add_parser("eval", help="score the classifier on labelled JSONL files")
+    ev.add_argument("paths", nargs="+", type=Path)
+    ev.add_argument("--taxonomy", type=Path, help="taxonomy file (default: the built-in one)")
     return parser
 
 
@@ -131,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_init(settings))
     if args.command == "sources":
         return asyncio.run(_sources(settings, args))
+    if args.command == "eval":
+        return _eval(args.paths, args.taxonomy)
     return _config(settings)
 
 

@@ -1,0 +1,168 @@
+"""Scoring the classifier on labelled JSONL: per-sector precision/recall/F1, micro and macro
+averages, country detection, throughput.
+
+Accepted records: Corridor's labelled news (``title``, ``text``, ``sectors``, ``about_pakistan``,
+``about_kazakhstan``) and the Reuters mapping (``title``, ``body``, ``sectors``; no country labels).
+Macro-F1 is averaged over the sectors that occur in the labels of the file, so a sector no label
+uses neither helps nor hurts it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from services.classifier.classify import Classifier
+from shared.models import RawItem
+
+_EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@dataclass
+class Counts:
+    """True positives, false positives and false negatives of one label."""
+
+    tp: int = 0
+    fp: int = 0
+    fn: int = 0
+
+    def add(self, predicted: bool, actual: bool) -> None:
+        if predicted and actual:
+            self.tp += 1
+        elif predicted:
+            self.fp += 1
+        elif actual:
+            self.fn += 1
+
+    @property
+    def precision(self) -> float:
+        return self.tp / (self.tp + self.fp) if self.tp + self.fp else 0.0
+
+    @property
+    def recall(self) -> float:
+        return self.tp / (self.tp + self.fn) if self.tp + self.fn else 0.0
+
+    @property
+    def f1(self) -> float:
+        p, r = self.precision, self.recall
+        return 2 * p * r / (p + r) if p + r else 0.0
+
+    def as_dict(self) -> dict[str, float | int]:
+        return {
+            "precision": round(self.precision, 4),
+            "recall": round(self.recall, 4),
+            "f1": round(self.f1, 4),
+            "support": self.tp + self.fn,
+        }
+
+
+@dataclass
+class Report:
+    """The figures of one evaluation run."""
+
+    path: str
+    items: int = 0
+    seconds: float = 0.0
+    sectors: dict[str, Counts] = field(default_factory=dict)
+    countries: dict[str, Counts] = field(default_factory=dict)
+    labelled_sectors: set[str] = field(default_factory=set)
+
+    def summary(self) -> dict[str, Any]:
+        present = sorted(self.labelled_sectors)
+        micro = Counts()
+        for sector in present:
+            c = self.sectors[sector]
+            micro.tp, micro.fp, micro.fn = micro.tp + c.tp, micro.fp + c.fp, micro.fn + c.fn
+        macro = sum(self.sectors[s].f1 for s in present) / len(present) if present else 0.0
+        country_all = Counts()
+        for c in self.countries.values():
+            country_all.tp, country_all.fp, country_all.fn = (
+                country_all.tp + c.tp,
+                country_all.fp + c.fp,
+                country_all.fn + c.fn,
+            )
+        return {
+            "path": self.path,
+            "items": self.items,
+            "items_per_s": round(self.items / self.seconds, 1) if self.seconds else None,
+            "sectors": {s: self.sectors[s].as_dict() for s in present},
+            "micro_f1": round(micro.f1, 4),
+            "macro_f1": round(macro, 4),
+            "countries": {k: v.as_dict() for k, v in self.countries.items()} or None,
+            "country_precision": round(country_all.precision, 4) if self.countries else None,
+            "country_recall": round(country_all.recall, 4) if self.countries else None,
+            "country_f1": round(country_all.f1, 4) if self.countries else None,
+        }
+
+
+def load_records(path: Path) -> list[dict[str, Any]]:
+    """Read JSONL; each record must have a title, a text (or body) and a sectors list."""
+    records = []
+    with path.open(encoding="utf-8") as fh:
+        for number, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            record = json.loads(line)
+            if not isinstance(record.get("sectors"), list) or ("text" not in record and "body" not in record):
+                raise ValueError(f"{path}:{number}: needs 'sectors' and 'text' or 'body'")
+            records.append(record)
+    return records
+
+
+def evaluate(classifier: Classifier, records: Iterable[dict[str, Any]], *, path: str = "") -> Report:
+    """Classify every record and count agreements with its labels."""
+    records = list(records)
+    report = Report(path=path, items=len(records))
+    report.sectors = {s: Counts() for s in classifier.taxonomy.sectors}
+    has_countries = all("about_pakistan" in r and "about_kazakhstan" in r for r in records)
+    if has_countries:
+        report.countries = {"PK": Counts(), "KZ": Counts()}
+    items = [
+        RawItem(
+            id=f"eval_{i}",
+            source_id="eval",
+            source_url="eval",
+            title=r.get("title") or "",
+            summary=r.get("text") or r.get("body") or "",
+            fetched_at=_EPOCH,
+        )
+        for i, r in enumerate(records)
+    ]
+    started = time.perf_counter()
+    results = [classifier.classify(item) for item in items]
+    report.seconds = time.perf_counter() - started
+    for record, result in zip(records, results, strict=True):
+        actual = set(record["sectors"])
+        report.labelled_sectors |= actual & set(report.sectors)
+        for sector, counts in report.sectors.items():
+            counts.add(sector in result.sectors, sector in actual)
+        if has_countries:
+            report.countries["PK"].add("PK" in result.countries, bool(record["about_pakistan"]))
+            report.countries["KZ"].add("KZ" in result.countries, bool(record["about_kazakhstan"]))
+    return report
+
+
+def format_report(summary: dict[str, Any]) -> str:
+    """A human-readable table of one summary."""
+    lines = [
+        f"{summary['path']}: {summary['items']} items, {summary['items_per_s']} items/s",
+        f"  {'sector':<18} {'prec':>6} {'recall':>6} {'f1':>6} {'support':>7}",
+    ]
+    for sector, m in summary["sectors"].items():
+        lines.append(f"  {sector:<18} {m['precision']:>6.3f} {m['recall']:>6.3f} {m['f1']:>6.3f} {m['support']:>7}")
+    lines.append(f"  micro-F1 {summary['micro_f1']:.3f}   macro-F1 {summary['macro_f1']:.3f}")
+    if summary["countries"]:
+        for country, m in summary["countries"].items():
+            lines.append(
+                f"  country {country}: precision {m['precision']:.3f} recall {m['recall']:.3f} f1 {m['f1']:.3f}"
+            )
+        lines.append(
+            f"  countries: precision {summary['country_precision']:.3f} recall "
+            f"{summary['country_recall']:.3f} f1 {summary['country_f1']:.3f}"
+        )
+    return "\n".join(lines)
