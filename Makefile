@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install run test unit lint servers stop-servers compose-schema bench clean
+.PHONY: install run test unit lint servers stop-servers compose-schema eval bench clean
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,8 +33,8 @@ compose-schema:
 	deploy/compose-schema.sh
 
 lint: install
-	$(BIN)/ruff check shared services tests
-	$(BIN)/ruff format --check shared services tests
+	$(BIN)/ruff check shared services tests bench
+	$(BIN)/ruff format --check shared services tests bench
 	$(BIN)/mypy
 
 ## The whole suite: lint, types, then every test against the real servers
@@ -43,6 +43,14 @@ test: install servers compose-schema lint
 
 unit: install
 	$(BIN)/pytest -m "not kafka and not mongo and not e2e"
+
+## Score the classifier on the labelled data beside the repository (../shared/data)
+eval: install
+	$(BIN)/corridor eval ../shared/data/news/dev.jsonl ../shared/data/reuters/train.jsonl
+
+## Benchmarks: each prints its figures and a ratio against a baseline measured in the same run
+bench: install
+	$(BIN)/python bench/bench_classifier.py
 
 clean:
 	rm -rf var deploy/.run .pytest_cache .mypy_cache .ruff_cache test-artifacts

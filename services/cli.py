@@ -6,6 +6,7 @@
     corridor sources list                       sources and their health, as JSON lines
     corridor config                             the effective settings (secrets masked)
     corridor eval PATH... [--taxonomy FILE]     score the classifier on labelled JSONL
+    corridor reclassify [--taxonomy F] [--write] replay stored items through a taxonomy
 
 Settings come from the environment (README.md → Configuration), read once here.
 """
@@ -24,9 +25,10 @@ import uvicorn
 from services.app import create_app
 from services.classifier.classify import Classifier
 from services.classifier.evaluate import evaluate, format_report, load_records
+from services.classifier.reclassify import reclassify
 from services.classifier.taxonomy import load_taxonomy
 from services.ingest.sources import InvalidSource, add_source
-from services.runtime import ALL_ROLES, Role, Runtime
+from services.runtime import ALL_ROLES, Role, Runtime, build_store
 from shared.errors import ConfigError, Conflict
 from shared.logs import configure_logging
 from shared.settings import Settings, load_settings
@@ -104,6 +106,45 @@ def _eval(paths: list[Path], taxonomy_path: Path | None) -> int:
     return 0
 
 
+async def _reclassify(settings: Settings, taxonomy_path: Path | None, write: bool) -> int:
+    classifier = Classifier(load_taxonomy(taxonomy_path))
+    store = build_store(settings)
+    await store.start()
+    try:
+        report = await reclassify(store, classifier, write=write)
+    finally:
+        await store.close()
+    for change in report.changes:
+        print(
+            json.dumps(
+                {
+                    "item_id": change.item_id,
+                    "title": change.title[:120],
+                    "gained": change.gained,
+                    "lost": change.lost,
+                    "countries_before": change.countries_before,
+                    "countries_after": change.countries_after,
+                },
+                ensure_ascii=False,
+            )
+        )
+    print(
+        json.dumps(
+            {
+                "classifier_version": report.classifier_version,
+                "items": report.items,
+                "changed": len(report.changes),
+                "written": report.written,
+                "gained": dict(report.gained),
+                "lost": dict(report.lost),
+            }
+        )
+    )
+    if report.changes and not write:
+        print("nothing written; run again with --write to store these changes", file=sys.stderr)
+    return 0
+
+
 def _config(settings: Settings) -> int:
     print(json.dumps(settings.model_dump(mode="json"), indent=2, sort_keys=True, default=str))
     return 0
@@ -128,6 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="score the classifier on labelled JSONL files")
     ev.add_argument("paths", nargs="+", type=Path)
     ev.add_argument("--taxonomy", type=Path, help="taxonomy file (default: the built-in one)")
+    rc = sub.add_parser("reclassify", help="replay stored items through a taxonomy; report, then optionally write")
+    rc.add_argument("--taxonomy", type=Path, help="taxonomy file (default: the built-in one)")
+    rc.add_argument("--write", action="store_true", help="store the new classifications (default: report only)")
     return parser
 
 
@@ -152,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_sources(settings, args))
     if args.command == "eval":
         return _eval(args.paths, args.taxonomy)
+    if args.command == "reclassify":
+        return asyncio.run(_reclassify(settings, args.taxonomy, args.write))
     return _config(settings)
 
 

@@ -6,7 +6,7 @@ Matching rules, by script of the term:
   all-capital acronyms (AI, APP, KTZ) match only in capitals.
 - Cyrillic and Arabic script (Russian, Kazakh, Uzbek, Urdu): the term is a stem that must start a
   word and may be followed by an inflection (нефт → нефть, нефтяной; پاکستان → پاکستانی).
-A sector's score is the sum of the weights of its distinct matched terms (×1.5 in the title), plus
+A sector's score is the sum of the weights of its distinct matched terms (×title_boost in the title), plus
 half a weight for each repeat of a term (at most four repeats), leaving out terms inside one of the
 sector's negative phrases. At or above the threshold the sector is assigned, and so are the
 sectors it implies. Items about Pakistan or Kazakhstan use the taxonomy's (lower) focus threshold:
@@ -27,7 +27,6 @@ from services.classifier.taxonomy import Taxonomy
 from shared.models import ClassifiedItem, Country, Evidence, RawItem, SectorScore
 
 SNIPPET_RADIUS = 60
-TITLE_BOOST = 1.5
 MAX_EVIDENCE_PER_LABEL = 3
 COUNTRY_TEXT_MENTIONS = 2
 REPEAT_FACTOR = 0.5
@@ -149,7 +148,7 @@ class Classifier:
                 key = (term.label, term.term)
                 if key not in repeats:
                     repeats[key] = 0
-                    boost = TITLE_BOOST if h.in_title else 1.0
+                    boost = self.taxonomy.title_boost if h.in_title else 1.0
                     scores[term.label] = scores.get(term.label, 0.0) + term.weight * boost
                     matched.setdefault(term.label, []).append(term.term)
                 elif repeats[key] < MAX_REPEATS:

@@ -50,6 +50,7 @@ class Taxonomy(BaseModel):
     focus_threshold: float | None = Field(
         default=None, gt=0, description="threshold for items about Pakistan or Kazakhstan (the mission's focus)"
     )
+    title_boost: float = Field(default=1.5, ge=1, le=5, description="weight factor of a term found in the title")
     sectors: dict[str, SectorTerms] = Field(min_length=1)
     implies: dict[str, list[str]] = Field(default_factory=dict)
     countries: dict[str, list[str]]

@@ -70,3 +70,17 @@ def test_invalid_taxonomy_is_refused(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match="weight"):
         load_taxonomy(bad)
+
+
+def test_kazakh_and_negatives(classifier: Classifier) -> None:
+    kz = classifier.classify(raw("Қазақстан мен Пакістан тауар айналымы", "Қазақстан мұнай экспорты өсті"))
+    assert "KZ" in kz.countries and "trade_investment" in kz.sectors and "petroleum" in kz.sectors
+    palm = classifier.classify(raw("Palm oil output to rise", "Palm oil output and palm oil exports rise."))
+    assert "petroleum" not in palm.sectors and "agriculture" in palm.sectors
+
+
+def test_petroleum_implies_energy_and_support_terms_need_a_core_term(classifier: Classifier) -> None:
+    item = classifier.classify(raw("OPEC cuts crude oil output", "Crude oil prices rose; barrels of crude."))
+    assert {"petroleum", "energy"} <= set(item.sectors)
+    exports = classifier.classify(raw("Exports and imports", "Exports rose; imports fell; exporters cheered."))
+    assert "trade_investment" not in exports.sectors
