@@ -85,7 +85,7 @@ class Runtime:
         self.policy = AddressPolicy(settings.allow_private_networks)
         self.store = build_store(settings)
         self.bus = build_bus(settings)
-        self.taxonomy = load_taxonomy()
+        self.taxonomy = load_taxonomy(settings.taxonomy_path)
         self.failed = False
         self._on_failure = on_failure
         self._stop = asyncio.Event()

@@ -60,6 +60,8 @@ class Settings(BaseSettings):
     bus_batch_size: int = Field(default=100, ge=1, le=10_000)
     memory_bus_max_retained: int = Field(default=10_000, ge=10)
 
+    taxonomy_path: Path | None = None
+
     allow_private_networks: CommaList = Field(default_factory=list)
 
     feeds: CommaList = Field(default_factory=list)

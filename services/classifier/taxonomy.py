@@ -1,6 +1,6 @@
 """The taxonomy: sectors with weighted terms and negative phrases, sector implications, and
 countries with entity names; loaded from JSON and validated at start. Operators extend it without
-code by pointing ``--taxonomy`` / CORRIDOR_TAXONOMY_PATH at their own file (same schema).
+code by pointing ``--taxonomy`` / ``CORRIDOR_TAXONOMY_PATH`` at their own file (same schema).
 """
 
 from __future__ import annotations

@@ -84,3 +84,18 @@ def test_petroleum_implies_energy_and_support_terms_need_a_core_term(classifier:
     assert {"petroleum", "energy"} <= set(item.sectors)
     exports = classifier.classify(raw("Exports and imports", "Exports rose; imports fell; exporters cheered."))
     assert "trade_investment" not in exports.sectors
+
+
+def test_operator_taxonomy_file_is_used_by_the_runtime(tmp_path: Path) -> None:
+    from services.runtime import Runtime
+    from shared.settings import load_settings
+
+    custom = json.loads((Path(__file__).resolve().parents[2] / "services/classifier/taxonomy.json").read_text())
+    custom["version"] = "ops-1"
+    custom["sectors"]["energy"]["terms"]["hydrogen"] = 2.0
+    path = tmp_path / "taxonomy.json"
+    path.write_text(json.dumps(custom, ensure_ascii=False))
+    runtime = Runtime(load_settings(taxonomy_path=path, sqlite_path=tmp_path / "s.sqlite3"), ())
+    assert runtime.taxonomy.version == "ops-1"
+    item = Classifier(runtime.taxonomy).classify(raw("Kazakhstan hydrogen plant", "Kazakhstan hydrogen"))
+    assert "energy" in item.sectors and item.classifier_version == "keywords/ops-1"
