@@ -4,6 +4,10 @@
     corridor init                               create Kafka topics and store indexes
     corridor sources add URL [--name N]         add a feed source
     corridor sources list                       sources and their health, as JSON lines
+    corridor sources pause|resume|remove ID     operate one source
+    corridor sources import-catalogue [FILE]    add the catalogue's sources
+    corridor ingest parse FILE_OR_URL [--kind K] [--selectors JSON]
+                                                items as JSON lines, or the classified error (exit 1)
     corridor config                             the effective settings (secrets masked)
     corridor eval PATH... [--taxonomy FILE]     score the classifier on labelled JSONL
     corridor reclassify [--taxonomy F] [--write] replay stored items through a taxonomy
@@ -27,11 +31,19 @@ from services.classifier.classify import Classifier
 from services.classifier.evaluate import evaluate, format_report, load_records
 from services.classifier.reclassify import reclassify
 from services.classifier.taxonomy import load_taxonomy
-from services.ingest.sources import InvalidSource, add_source
+from services.ingest.catalogue import import_catalogue, load_catalogue
+from services.ingest.fetcher import fetch_source
+from services.ingest.normalize import LanguageDetector
+from services.ingest.parser import parse_document
+from services.ingest.sources import InvalidSource, add_source, update_source
 from services.runtime import ALL_ROLES, Role, Runtime, build_store
-from shared.errors import ConfigError, Conflict
+from shared.errors import ConfigError, Conflict, FetchError
+from shared.http import build_client
 from shared.logs import configure_logging
+from shared.models import HtmlSelectors, Source, stable_id
+from shared.netguard import AddressPolicy
 from shared.settings import Settings, load_settings
+from shared.timeutil import utcnow
 
 
 def _run(settings: Settings, role: str) -> int:
@@ -72,7 +84,20 @@ async def _sources(settings: Settings, args: argparse.Namespace) -> int:
     runtime = Runtime(settings, ())
     await runtime.store.start()
     try:
-        if args.sources_command == "add":
+        if args.sources_command in ("pause", "resume", "remove"):
+            if args.sources_command == "remove":
+                ok = await runtime.store.delete_source(args.source_id)
+            else:
+                active = args.sources_command == "resume"
+                ok = await update_source(runtime.store, args.source_id, {"active": active}) is not None
+            if not ok:
+                print(f"error: no such source {args.source_id}", file=sys.stderr)
+                return 2
+            print(f"{args.sources_command}: {args.source_id}")
+        elif args.sources_command == "import-catalogue":
+            added = await import_catalogue(runtime.store, load_catalogue(args.path), settings.poll_interval_s)
+            print(f"{added} sources added")
+        elif args.sources_command == "add":
             try:
                 source = await add_source(
                     runtime.store,
@@ -93,6 +118,53 @@ async def _sources(settings: Settings, args: argparse.Namespace) -> int:
         await runtime.store.close()
         await runtime.feed_client.aclose()
         await runtime.webhook_client.aclose()
+
+
+async def _ingest_parse(settings: Settings, args: argparse.Namespace) -> int:
+    """Parse like the poller does; items to stdout, the classified error to stderr (exit 1)."""
+    try:
+        selectors = HtmlSelectors.model_validate_json(args.selectors) if args.selectors else None
+    except ValueError as exc:
+        print(f"error: invalid --selectors: {exc}", file=sys.stderr)
+        return 2
+    target: str = args.target
+    now = utcnow()
+    try:
+        if target.startswith(("http://", "https://")):
+            policy = AddressPolicy(settings.allow_private_networks)
+            source = Source(id=stable_id("src", target), url=target, kind=args.kind, interval_s=60)
+            async with build_client(
+                policy=policy,
+                timeout_s=settings.fetch_timeout_s,
+                max_redirects=settings.fetch_max_redirects,
+                user_agent=settings.user_agent,
+            ) as c:
+                result = await fetch_source(c, source, max_bytes=settings.fetch_max_bytes, now=now)
+            data = result.body or b""
+        else:
+            data = await asyncio.to_thread(Path(target).read_bytes)
+        items = parse_document(
+            data,
+            kind=args.kind,
+            source_id=stable_id("src", target),
+            source_url=target,
+            fetched_at=now,
+            selectors=selectors,
+        )
+    except FetchError as exc:
+        print(f"error: {exc.kind}: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"error: cannot read {target}: {exc}", file=sys.stderr)
+        return 2
+    if not items:
+        print("error: empty: the document parsed but has no items", file=sys.stderr)
+        return 1
+    detector = LanguageDetector()
+    for item in items:
+        language = detector.detect(f"{item.title}. {item.summary}")
+        print(item.model_copy(update={"language": language}).model_dump_json())
+    return 0
 
 
 def _eval(paths: list[Path], taxonomy_path: Path | None) -> int:
@@ -165,6 +237,20 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--name")
     add.add_argument("--interval", type=float, help="poll interval in seconds")
     ssub.add_parser("list", help="list sources with their health")
+    for verb, text in (
+        ("pause", "stop polling a source"),
+        ("resume", "poll a paused source again"),
+        ("remove", "delete a source (its items stay)"),
+    ):
+        ssub.add_parser(verb, help=text).add_argument("source_id")
+    imp = ssub.add_parser("import-catalogue", help="add the catalogue's sources (the shipped one by default)")
+    imp.add_argument("path", nargs="?", type=Path)
+    ingest = sub.add_parser("ingest", help="ingest tools")
+    isub = ingest.add_subparsers(dest="ingest_command", required=True)
+    parse = isub.add_parser("parse", help="parse a file or URL as Corridor would; items as JSON lines")
+    parse.add_argument("target", help="a file path or an http(s) URL")
+    parse.add_argument("--kind", choices=["feed", "html", "gdelt"], default="feed")
+    parse.add_argument("--selectors", help='JSON CSS selectors for --kind html, e.g. {"item": "article"}')
     sub.add_parser("config", help="print the effective settings, secrets masked")
     ev = sub.add_parser("eval", help="score the classifier on labelled JSONL files")
     ev.add_argument("paths", nargs="+", type=Path)
@@ -194,6 +280,8 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_init(settings))
     if args.command == "sources":
         return asyncio.run(_sources(settings, args))
+    if args.command == "ingest":
+        return asyncio.run(_ingest_parse(settings, args))
     if args.command == "eval":
         return _eval(args.paths, args.taxonomy)
     if args.command == "reclassify":

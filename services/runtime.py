@@ -18,15 +18,18 @@ import httpx
 
 from services.alerts.deliverer import Deliverer
 from services.alerts.matcher import Matcher
+from services.alerts.ops import OpsNotifier
 from services.classifier.classify import Classifier
 from services.classifier.service import ClassifierService
 from services.classifier.taxonomy import load_taxonomy
+from services.ingest.catalogue import import_catalogue, load_catalogue
+from services.ingest.normalize import LanguageDetector
 from services.ingest.poller import Poller
 from services.ingest.sources import InvalidSource, add_source
 from shared.bus import Bus
 from shared.bus.kafka import KafkaBus
 from shared.bus.memory import MemoryBus
-from shared.envelope import ALL_TOPICS, TOPIC_ALERTS, TOPIC_CLASSIFIED, TOPIC_DEADLETTER, TOPIC_RAW
+from shared.envelope import ALL_TOPICS, TOPIC_ALERTS, TOPIC_CLASSIFIED, TOPIC_DEADLETTER, TOPIC_OPS, TOPIC_RAW
 from shared.errors import Conflict
 from shared.http import build_client
 from shared.metrics import Metrics
@@ -106,8 +109,14 @@ class Runtime:
             max_connections=settings.delivery_concurrency * 2,
         )
         self.poller = Poller(
-            store=self.store, bus=self.bus, client=self.feed_client, settings=settings, metrics=self.metrics
+            store=self.store,
+            bus=self.bus,
+            client=self.feed_client,
+            settings=settings,
+            metrics=self.metrics,
+            detector=LanguageDetector() if "ingest" in self.roles else None,
         )
+        self.ops = OpsNotifier(settings)
         self.classifier = ClassifierService(
             store=self.store,
             bus=self.bus,
@@ -152,6 +161,10 @@ class Runtime:
                 ),
             )
             self._spawn("alerts.sweeper", self.deliverer.sweep(self._stop))
+            self._spawn(
+                "alerts.ops",
+                self.bus.consume([s.topic(TOPIC_OPS)], s.group("alerts-ops"), self.ops.handle, self._stop),
+            )
         log.info(
             "corridor started: roles=%s bus=%s store=%s",
             sorted(self.roles),
@@ -160,6 +173,9 @@ class Runtime:
         )
 
     async def _seed_feeds(self) -> None:
+        if self.settings.load_catalogue:
+            added = await import_catalogue(self.store, load_catalogue(), self.settings.poll_interval_s)
+            log.info("catalogue: %d sources added", added)
         for url in self.settings.feeds:
             try:
                 await add_source(self.store, self.policy, url=url, name=None, interval_s=self.settings.poll_interval_s)

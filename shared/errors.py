@@ -49,14 +49,18 @@ class Conflict(StoreError):
 class FetchError(CorridorError):
     """An outbound HTTP request failed.
 
-    ``kind`` is one of: ``blocked``, ``dns``, ``connect``, ``timeout``, ``http_status``,
-    ``too_large``, ``protocol``, ``not_a_feed``.
+    ``kind`` is one of: ``blocked``, ``dns``, ``connect``, ``tls``, ``timeout``, ``http_status``,
+    ``too_large``, ``protocol``, ``not_a_feed``, ``parse_error``. ``retry_after_s`` carries the
+    server's Retry-After when it sent one.
     """
 
-    def __init__(self, kind: str, message: str, *, status_code: int | None = None) -> None:
+    def __init__(
+        self, kind: str, message: str, *, status_code: int | None = None, retry_after_s: float | None = None
+    ) -> None:
         super().__init__(message)
         self.kind = kind
         self.status_code = status_code
+        self.retry_after_s = retry_after_s
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(kind={self.kind!r}, message={str(self)!r}, status={self.status_code})"

@@ -7,6 +7,8 @@ by the SSRF guard, only http and https.
 
 from __future__ import annotations
 
+import ssl
+
 import httpx
 
 from shared.errors import FetchError, TooLarge
@@ -64,6 +66,11 @@ def classify_http_error(exc: httpx.HTTPError) -> FetchError:
     if isinstance(exc, httpx.TimeoutException):
         return FetchError("timeout", f"timed out: {type(exc).__name__}")
     if isinstance(exc, httpx.ConnectError):
+        cause: BaseException | None = exc
+        while cause is not None:  # the TLS failure is in the exception chain, not the type
+            if isinstance(cause, ssl.SSLError):
+                return FetchError("tls", f"TLS failed: {cause}")
+            cause = cause.__cause__ or cause.__context__
         return FetchError("connect", f"cannot connect: {exc}")
     if isinstance(exc, httpx.TooManyRedirects):
         return FetchError("protocol", "too many redirects")

@@ -5,7 +5,7 @@ The runtime creates one :class:`Metrics` and passes it to every service; /metric
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 
 class Metrics:
@@ -17,6 +17,14 @@ class Metrics:
         self.fetches = Counter("corridor_ingest_fetches", "Feed fetches by outcome", ["outcome"], registry=r)
         self.fetch_bytes = Counter("corridor_ingest_fetch_bytes", "Feed bytes downloaded", registry=r)
         self.items_published = Counter("corridor_ingest_items_published", "New items published", registry=r)
+        self.items = Counter(
+            "corridor_ingest_items",
+            "Parsed items by dedupe outcome (new, updated, duplicate, unchanged)",
+            ["outcome"],
+            registry=r,
+        )
+        self.poll_queue = Gauge("corridor_ingest_poll_queue", "Claimed polls waiting for a host slot", registry=r)
+        self.polls_in_flight = Gauge("corridor_ingest_polls_in_flight", "Polls in progress", registry=r)
         self.poll_seconds = Histogram("corridor_ingest_poll_seconds", "Poll latency per source", registry=r)
         self.classified = Counter("corridor_classifier_items", "Items classified", registry=r)
         self.matched = Counter("corridor_alerts_matched", "Alerts created (subscription × item)", registry=r)

@@ -34,16 +34,37 @@ class _Record(BaseModel):
         return to_utc_ms(value) if isinstance(value, datetime) else value
 
 
+SourceKind = Literal["feed", "html", "gdelt"]
+
+
+class HtmlSelectors(BaseModel):
+    """CSS selectors for an HTML list page: ``item`` finds each entry; the others are looked up
+    inside it (``link`` defaults to the first ``a[href]``, ``title`` to the link text)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    item: str = Field(min_length=1, max_length=200)
+    link: str | None = Field(default=None, max_length=200)
+    title: str | None = Field(default=None, max_length=200)
+    date: str | None = Field(default=None, max_length=200)
+    summary: str | None = Field(default=None, max_length=200)
+
+
 class Source(_Record):
-    """A polled feed and its health."""
+    """A polled source (feed, HTML list page or query API) and its health."""
 
     id: str
     url: str
     name: str | None = None
-    kind: Literal["feed"] = "feed"
+    kind: SourceKind = "feed"
+    language: str | None = None
+    selectors: HtmlSelectors | None = None
+    note: str | None = None
     interval_s: float
     active: bool = True
     created_at: datetime = Field(default_factory=utcnow)
+    broken: bool = False  # a "source broken" event was published and no recovery yet
+    last_error_at: datetime | None = None
     etag: str | None = None
     last_modified: str | None = None
     next_check_at: datetime = Field(default_factory=utcnow)
@@ -58,22 +79,54 @@ class Source(_Record):
 
 
 class RawItem(_Record):
-    """Payload of corridor.items.raw.v1: one normalised feed entry."""
+    """Payload of corridor.items.raw.v1: one normalised entry.
+
+    ``revision`` counts content changes of the same entry (0 = first seen); ``content_hash`` is
+    over title and text, so an edited entry is recognised as an update of the same item.
+    """
 
     id: str
     source_id: str
     source_url: str
     url: str | None = None
+    canonical_url: str | None = None
     title: str = ""
     summary: str = ""
     author: str | None = None
+    language: str | None = None
     published_at: datetime | None = None
     fetched_at: datetime
+    content_hash: str = ""
+    revision: int = 0
 
     @property
     def sort_at(self) -> datetime:
         """The time the event is listed under: published time, else fetch time."""
         return self.published_at or self.fetched_at
+
+
+class SourceHealthEvent(_Record):
+    """Payload of corridor.ops.v1 ``source.broken`` / ``source.recovered``."""
+
+    source_id: str
+    url: str
+    name: str | None = None
+    consecutive_errors: int
+    last_error: str | None = None
+    last_error_kind: str | None = None
+    at: datetime
+
+
+class DuplicateRef(_Record):
+    """Another source's copy of a story, linked to the first item instead of published again."""
+
+    id: str  # the duplicate's own item id
+    item_id: str  # the first item of the story
+    source_id: str
+    url: str | None = None
+    title: str = ""
+    reason: Literal["canonical_url", "near_duplicate"]
+    seen_at: datetime = Field(default_factory=utcnow)
 
 
 class SectorScore(BaseModel):

@@ -70,6 +70,12 @@ class Settings(BaseSettings):
     poll_tick_s: float = Field(default=1.0, gt=0.0, le=60.0)
     poll_concurrency: int = Field(default=8, ge=1, le=256)
     poll_lease_s: float = Field(default=120.0, ge=1.0)
+    poll_per_host: int = Field(default=2, ge=1, le=64)
+    poll_host_gap_s: float = Field(default=0.0, ge=0.0, le=600.0)
+    gdelt_gap_s: float = Field(default=5.0, ge=0.0, le=600.0)
+    source_broken_after: int = Field(default=6, ge=1, le=1000)
+    load_catalogue: bool = False
+    ops_email: str | None = None
     fetch_timeout_s: float = Field(default=15.0, gt=0.0, le=300.0)
     fetch_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     fetch_max_redirects: int = Field(default=5, ge=0, le=20)

@@ -13,7 +13,8 @@ from shared.store import Store
 
 
 class ClassifierService:
-    """Handles corridor.items.raw.v1. Idempotent: the item is upserted by id."""
+    """Handles corridor.items.raw.v1 (``item.raw`` and ``item.updated``). Idempotent: the item is
+    upserted by id, so an update replaces the stored event and keeps its deliveries."""
 
     def __init__(self, *, store: Store, bus: Bus, classifier: Classifier, settings: Settings, metrics: Metrics) -> None:
         self._store = store
@@ -24,7 +25,7 @@ class ClassifierService:
 
     async def handle(self, envelope: Envelope) -> None:
         """Classify, store (durable first), then publish downstream."""
-        if envelope.type != "item.raw":
+        if envelope.type not in ("item.raw", "item.updated"):
             raise PoisonMessage(f"unexpected event type {envelope.type!r} on the raw items topic")
         item = envelope.payload_as(RawItem)
         classified = self._classifier.classify(item)

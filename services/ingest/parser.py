@@ -1,8 +1,8 @@
-"""Feed parsing: a pure function from fetched bytes to normalised :class:`RawItem` records.
+"""Parsing: pure functions from fetched bytes to normalised :class:`RawItem` records.
 
-feedparser reads the bytes we fetched (never a URL, so it never does network I/O of its own).
-A document with no feed version and no entries is ``not_a_feed``; a feed that is only partly
-broken (feedparser's bozo flag) still yields the entries it could read.
+feedparser reads the bytes we fetched (never a URL, so it never does network I/O of its own);
+HTML list pages go through selectolax with the source's CSS selectors; GDELT answers are JSON.
+Every source kind gives :class:`Entry` values, which :func:`to_item` normalises the same way.
 """
 
 from __future__ import annotations
@@ -19,8 +19,12 @@ from typing import Any
 
 import feedparser
 
+from services.ingest.entry import Entry
+from services.ingest.gdelt import parse_gdelt_entries
+from services.ingest.htmllist import parse_html_entries
+from services.ingest.normalize import canonical_url, content_hash
 from shared.errors import FetchError
-from shared.models import RawItem, stable_id
+from shared.models import HtmlSelectors, RawItem, SourceKind, stable_id
 
 MAX_TITLE_CHARS = 1_000
 MAX_SUMMARY_CHARS = 20_000
@@ -116,42 +120,98 @@ def _json_feed_entries(data: bytes) -> list[dict[str, Any]]:
     return entries
 
 
-def parse_feed(data: bytes, *, source_id: str, source_url: str, fetched_at: datetime) -> list[RawItem]:
-    """Normalise every entry of the feed in ``data``.
+def parse_feed_entries(data: bytes) -> list[Entry]:
+    """Entries of an RSS 0.9x/1.0/2.0, Atom, RDF or JSON Feed document.
 
-    Raises :class:`FetchError` with kind ``not_a_feed`` when ``data`` is not a feed at all.
+    Raises :class:`FetchError` with kind ``not_a_feed`` when ``data`` is not a feed at all; a
+    partly broken feed (feedparser's bozo flag) still gives the entries it could read.
     """
     if data.lstrip()[:1] == b"{":
-        entries = _json_feed_entries(data)  # feedparser 6.0 has no JSON Feed support
+        raw_entries = _json_feed_entries(data)  # feedparser 6.0 has no JSON Feed support
     else:
         parsed = feedparser.parse(io.BytesIO(data), sanitize_html=True, resolve_relative_uris=True)
-        entries = parsed.get("entries") or []
-        if not parsed.get("version") and not entries:
+        raw_entries = parsed.get("entries") or []
+        if not parsed.get("version") and not raw_entries:
             reason = parsed.get("bozo_exception")
             raise FetchError("not_a_feed", f"not a feed: {reason or 'no feed elements found'}")
-    items: list[RawItem] = []
-    for entry in entries:
-        link = entry.get("link") or None
-        guid = entry.get("id") or link
-        title = html_to_text(entry.get("title") or "")[:MAX_TITLE_CHARS]
-        summary_html = entry.get("summary") or ""
-        if not summary_html and entry.get("content"):
-            summary_html = entry["content"][0].get("value") or ""
-        summary = html_to_text(summary_html)[:MAX_SUMMARY_CHARS]
-        key = guid or f"{title}\x1f{summary}"
-        if not key.strip():
-            continue  # an entry with no id, link, title or text cannot be identified or shown
-        items.append(
-            RawItem(
-                id=stable_id("itm", source_id, key),
-                source_id=source_id,
-                source_url=source_url,
-                url=link,
-                title=title,
+    entries = []
+    for entry in raw_entries:
+        summary = entry.get("summary") or ""
+        if not summary and entry.get("content"):
+            summary = entry["content"][0].get("value") or ""
+        entries.append(
+            Entry(
+                guid=entry.get("id") or None,
+                link=entry.get("link") or None,
+                title=entry.get("title") or "",
                 summary=summary,
                 author=entry.get("author") or None,
                 published_at=_entry_time(entry),
-                fetched_at=fetched_at,
             )
         )
-    return items
+    return entries
+
+
+def feed_ttl_s(data: bytes) -> float | None:
+    """The feed's own <ttl> (minutes in RSS) as seconds, if it declares one."""
+    if data.lstrip()[:1] == b"{":
+        return None
+    ttl = feedparser.parse(io.BytesIO(data)).get("feed", {}).get("ttl")
+    try:
+        return float(ttl) * 60 if ttl else None
+    except (TypeError, ValueError):
+        return None
+
+
+def to_item(entry: Entry, *, source_id: str, source_url: str, fetched_at: datetime) -> RawItem | None:
+    """Normalise one entry; None when it has nothing to identify or show it by.
+
+    Identity, in order: the entry's guid, its canonical link, its text (so an edited title is the
+    same entry), its title. ``content_hash`` covers title and text, so edits show as updates.
+    """
+    title = html_to_text(entry.title)[:MAX_TITLE_CHARS]
+    summary = html_to_text(entry.summary)[:MAX_SUMMARY_CHARS]
+    canonical = canonical_url(entry.link)
+    key = entry.guid or canonical or (f"text:{summary}" if summary else None) or (f"title:{title}" if title else None)
+    if not key or not key.strip():
+        return None
+    return RawItem(
+        id=stable_id("itm", source_id, key),
+        source_id=source_id,
+        source_url=source_url,
+        url=entry.link,
+        canonical_url=canonical,
+        title=title,
+        summary=summary,
+        author=entry.author,
+        published_at=entry.published_at,
+        fetched_at=fetched_at,
+        content_hash=content_hash(title, summary),
+    )
+
+
+def parse_document(
+    data: bytes,
+    *,
+    kind: SourceKind,
+    source_id: str,
+    source_url: str,
+    fetched_at: datetime,
+    selectors: HtmlSelectors | None = None,
+) -> list[RawItem]:
+    """Normalised items of a fetched document of any source kind (a pure function of its input)."""
+    if kind == "html":
+        if selectors is None:
+            raise FetchError("parse_error", "an html source needs CSS selectors")
+        entries = parse_html_entries(data, base_url=source_url, selectors=selectors)
+    elif kind == "gdelt":
+        entries = parse_gdelt_entries(data)
+    else:
+        entries = parse_feed_entries(data)
+    items = [to_item(e, source_id=source_id, source_url=source_url, fetched_at=fetched_at) for e in entries]
+    return [i for i in items if i is not None]
+
+
+def parse_feed(data: bytes, *, source_id: str, source_url: str, fetched_at: datetime) -> list[RawItem]:
+    """Normalised items of a feed document (see :func:`parse_document`)."""
+    return parse_document(data, kind="feed", source_id=source_id, source_url=source_url, fetched_at=fetched_at)

@@ -1,28 +1,36 @@
-"""The poll loop: claim due sources (leased, so replicas never poll one source at once), fetch,
-parse, drop entries already seen, publish the new ones, record the source's health.
+"""The poll loop: claim due sources (leased, so replicas never poll one source at once), fetch
+politely, parse, dedupe, publish, record the source's health.
 
-Bounded: at most ``concurrency`` fetches in flight; a source's lease outlives its fetch timeout
-so a slow fetch is never claimed twice; a failing source backs off exponentially up to the
-maximum interval and keeps being polled (it is never dropped) with its last error on record.
+Bounded: at most ``poll_concurrency`` polls in flight per process, at most ``poll_per_host`` to
+one host with an optional gap (GDELT: 5 s); a source's lease outlives its fetch timeout so a slow
+fetch is never claimed twice, and a replica that dies leaves leases that simply expire. A failing
+source backs off exponentially up to the maximum interval and keeps being polled (never dropped);
+after ``source_broken_after`` consecutive failures a ``source.broken`` event goes to
+corridor.ops.v1, and ``source.recovered`` when it works again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from datetime import timedelta
+from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
+from services.ingest.dedupe import Deduper
 from services.ingest.fetcher import fetch_source
-from services.ingest.parser import parse_feed
+from services.ingest.limits import HostLimiter
+from services.ingest.normalize import LanguageDetector
+from services.ingest.parser import feed_ttl_s, parse_document
+from services.ingest.schedule import next_delay_s
 from shared.bus import Bus
-from shared.envelope import TOPIC_RAW, Envelope
+from shared.envelope import TOPIC_OPS, TOPIC_RAW, Envelope
 from shared.errors import FetchError
 from shared.metrics import Metrics
-from shared.models import RawItem, Source
+from shared.models import RawItem, Source, SourceHealthEvent
 from shared.settings import Settings
 from shared.store import Store
 from shared.timeutil import Clock, utcnow
@@ -44,6 +52,7 @@ class Poller:
         client: httpx.AsyncClient,
         settings: Settings,
         metrics: Metrics,
+        detector: LanguageDetector | None = None,
         clock: Clock = utcnow,
     ) -> None:
         self._store = store
@@ -51,8 +60,12 @@ class Poller:
         self._client = client
         self._settings = settings
         self._metrics = metrics
+        self._detector = detector
         self._clock = clock
         self._topic = settings.topic(TOPIC_RAW)
+        self._ops = settings.topic(TOPIC_OPS)
+        self._deduper = Deduper(store, clock)
+        self._hosts = HostLimiter(settings.poll_per_host)
         self._wake = asyncio.Event()
 
     def wake(self) -> None:
@@ -63,17 +76,19 @@ class Poller:
         """Poll until ``stop``; then let in-flight polls finish (bounded by a deadline)."""
         in_flight: set[asyncio.Task[None]] = set()
         limit = self._settings.poll_concurrency
+        lease_s = max(self._settings.poll_lease_s, self._settings.fetch_timeout_s * 4)
         while not stop.is_set():
             self._wake.clear()
             while len(in_flight) < limit:
                 now = self._clock()
-                lease = now + timedelta(seconds=max(self._settings.poll_lease_s, self._settings.fetch_timeout_s * 2))
-                source = await self._store.claim_due_source(now, lease)
+                source = await self._store.claim_due_source(now, now + timedelta(seconds=lease_s))
                 if source is None:
                     break
                 task = asyncio.create_task(self.poll_one(source), name=f"poll {source.id}")
                 in_flight.add(task)
                 task.add_done_callback(in_flight.discard)
+            self._metrics.polls_in_flight.set(len(in_flight))
+            self._metrics.poll_queue.set(self._hosts.waiting)
             waiters = [asyncio.create_task(self._wake.wait()), asyncio.create_task(stop.wait())]
             await asyncio.wait(
                 [*waiters, *in_flight], timeout=self._settings.poll_tick_s, return_when=asyncio.FIRST_COMPLETED
@@ -83,21 +98,37 @@ class Poller:
         if in_flight:
             await asyncio.wait(in_flight, timeout=DRAIN_DEADLINE_S)
 
+    def _gap_s(self, source: Source) -> float:
+        return max(self._settings.poll_host_gap_s, self._settings.gdelt_gap_s if source.kind == "gdelt" else 0.0)
+
     async def poll_one(self, source: Source) -> None:
-        """Fetch, parse and publish one source, then record its health. Never raises FetchError."""
+        """Fetch, parse, dedupe and publish one source, then record its health. Never raises FetchError."""
         started = time.perf_counter()
-        now = self._clock()
         try:
-            result = await fetch_source(self._client, source, max_bytes=self._settings.fetch_max_bytes)
+            host = urlsplit(source.url).hostname or ""
+            async with self._hosts.slot(host, self._gap_s(source)):
+                result = await fetch_source(
+                    self._client, source, max_bytes=self._settings.fetch_max_bytes, now=self._clock()
+                )
             if result.body is None:
                 self._metrics.fetches.labels("not_modified").inc()
-                await self._record_success(source, "not_modified", result.etag, result.last_modified, 0)
+                await self._record_success(
+                    source, "not_modified", result.etag, result.last_modified, 0, (result.fresh_for_s,)
+                )
                 return
             self._metrics.fetch_bytes.inc(len(result.body))
-            items = parse_feed(result.body, source_id=source.id, source_url=source.url, fetched_at=now)
-            new = await self._publish_new(items)
+            items = parse_document(
+                result.body,
+                kind=source.kind,
+                source_id=source.id,
+                source_url=source.url,
+                fetched_at=self._clock(),
+                selectors=source.selectors,
+            )
+            new = await self._publish(source, items)
+            ttl = feed_ttl_s(result.body) if source.kind == "feed" else None
             self._metrics.fetches.labels("ok").inc()
-            await self._record_success(source, "ok", result.etag, result.last_modified, new)
+            await self._record_success(source, "ok", result.etag, result.last_modified, new, (result.fresh_for_s, ttl))
         except FetchError as exc:
             self._metrics.fetches.labels(exc.kind).inc()
             await self._record_error(source, exc)
@@ -108,60 +139,103 @@ class Poller:
         finally:
             self._metrics.poll_seconds.observe(time.perf_counter() - started)
 
-    async def _publish_new(self, items: list[RawItem]) -> int:
-        if not items:
-            return 0
-        fresh_ids = await self._store.unseen(i.id for i in items)
-        fresh = [i for i in items if i.id in fresh_ids]
-        fresh.sort(key=lambda i: (i.sort_at, i.id))
-        # Publish first, mark seen after: a crash in between republishes (harmless, downstream
-        # is idempotent) instead of losing items.
-        for item in fresh:
-            await self._bus.publish(self._topic, item.id, Envelope.wrap("item.raw", item))
-        await self._store.mark_seen((i.id for i in fresh), self._clock())
-        self._metrics.items_published.inc(len(fresh))
-        return len(fresh)
+    def _with_language(self, source: Source, item: RawItem) -> RawItem:
+        language = source.language
+        if self._detector is not None:
+            language = self._detector.detect(f"{item.title}. {item.summary}") or language
+        return item.model_copy(update={"language": language}) if language else item
 
-    def _next_check(self, source: Source, errors: int) -> float:
-        interval = source.interval_s
-        if errors:
-            interval = interval * 2 ** min(errors - 1, 16)
-        interval = min(interval, self._settings.poll_max_interval_s)
-        return interval * random.uniform(0.9, 1.1)  # jitter spreads sources over time
+    async def _publish(self, source: Source, items: list[RawItem]) -> int:
+        """Publish new items and updates, link duplicates; mark all seen only after publishing."""
+        decisions = await self._deduper.decide(items)
+        for outcome, count in (
+            ("new", len(decisions.new)),
+            ("updated", len(decisions.updated)),
+            ("duplicate", len(decisions.duplicates)),
+            ("unchanged", decisions.unchanged),
+        ):
+            self._metrics.items.labels(outcome).inc(count)
+        # Oldest first, so a subscriber reads a source's story in order. Publish before marking
+        # seen: a crash in between republishes (downstream is idempotent) rather than losing.
+        for event_type, batch in (("item.raw", decisions.new), ("item.updated", decisions.updated)):
+            for item in sorted(batch, key=lambda i: (i.sort_at, i.id)):
+                item = self._with_language(source, item)
+                await self._bus.publish(self._topic, item.id, Envelope.wrap(event_type, item))
+        for ref in decisions.duplicates:
+            await self._store.add_duplicate(ref)
+        await self._store.mark_seen(decisions.seen_marks(), self._clock())
+        self._metrics.items_published.inc(len(decisions.new))
+        return len(decisions.new)
 
     async def _record_success(
-        self, source: Source, status: str, etag: str | None, last_modified: str | None, new: int
+        self,
+        source: Source,
+        status: str,
+        etag: str | None,
+        last_modified: str | None,
+        new: int,
+        hints: tuple[float | None, ...],
     ) -> None:
         now = self._clock()
-        await self._store.update_source(
-            source.id,
-            {
-                "etag": etag,
-                "last_modified": last_modified,
-                "last_fetch_at": now,
-                "last_success_at": now,
-                "last_status": status,
-                "consecutive_errors": 0,
-                "next_check_at": now + timedelta(seconds=self._next_check(source, 0)),
-                "lease_until": None,
-                "items_seen": source.items_seen + new,
-            },
+        delay = next_delay_s(
+            interval_s=source.interval_s, max_interval_s=self._settings.poll_max_interval_s, hints=hints
         )
+        fields: dict[str, Any] = {
+            "etag": etag,
+            "last_modified": last_modified,
+            "last_fetch_at": now,
+            "last_success_at": now,
+            "last_status": status,
+            "consecutive_errors": 0,
+            "next_check_at": now + timedelta(seconds=delay),
+            "lease_until": None,
+            "items_seen": source.items_seen + new,
+            "broken": False,
+        }
+        await self._store.update_source(source.id, fields)
+        if source.broken:
+            await self._health_event("source.recovered", source, 0, None, None)
         log.info("polled %s: %s, %d new items", source.url, status, new)
 
     async def _record_error(self, source: Source, exc: FetchError) -> None:
         now = self._clock()
         errors = source.consecutive_errors + 1
+        delay = next_delay_s(
+            interval_s=source.interval_s,
+            max_interval_s=self._settings.poll_max_interval_s,
+            errors=errors,
+            hints=(exc.retry_after_s,),
+        )
+        broken = source.broken or errors >= self._settings.source_broken_after
         await self._store.update_source(
             source.id,
             {
                 "last_fetch_at": now,
+                "last_error_at": now,
                 "last_status": "error",
                 "consecutive_errors": errors,
                 "last_error": str(exc)[:MAX_ERROR_CHARS],
                 "last_error_kind": exc.kind,
-                "next_check_at": now + timedelta(seconds=self._next_check(source, errors)),
+                "next_check_at": now + timedelta(seconds=delay),
                 "lease_until": None,
+                "broken": broken,
             },
         )
+        if broken and not source.broken:
+            await self._health_event("source.broken", source, errors, str(exc)[:MAX_ERROR_CHARS], exc.kind)
         log.warning("polling %s failed (%s, %d in a row): %s", source.url, exc.kind, errors, exc)
+
+    async def _health_event(
+        self, event_type: str, source: Source, errors: int, error: str | None, kind: str | None
+    ) -> None:
+        payload = SourceHealthEvent(
+            source_id=source.id,
+            url=source.url,
+            name=source.name,
+            consecutive_errors=errors,
+            last_error=error,
+            last_error_kind=kind,
+            at=self._clock(),
+        )
+        await self._bus.publish(self._ops, source.id, Envelope.wrap(event_type, payload))
+        log.warning("%s: %s (%s)", event_type, source.url, error or "ok")

@@ -1,4 +1,5 @@
-"""HTTP routes of ingest: /api/v1/sources."""
+"""HTTP routes of ingest: /api/v1/sources — list with health, create, update, pause/resume,
+delete, poll now."""
 
 from __future__ import annotations
 
@@ -6,12 +7,12 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, Depends, HTTPException, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.ingest.sources import InvalidSource, add_source
+from services.ingest.sources import InvalidSource, add_source, poll_now, update_source
 from shared.errors import Conflict
-from shared.models import Source
+from shared.models import HtmlSelectors, Source, SourceKind
 from shared.netguard import AddressPolicy
 from shared.store import Store
 
@@ -21,9 +22,24 @@ class SourceIn(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    url: str = Field(min_length=1, max_length=2048, description="feed URL (http or https)")
+    url: str = Field(min_length=1, max_length=2048, description="feed, page or query URL (http or https)")
     name: str | None = Field(default=None, max_length=200)
+    kind: SourceKind = Field(default="feed", description="feed (RSS/Atom/RDF/JSON Feed), html (list page), gdelt")
+    language: str | None = Field(default=None, min_length=2, max_length=8)
+    selectors: HtmlSelectors | None = Field(default=None, description="CSS selectors, required for kind=html")
     interval_s: float | None = Field(default=None, ge=60, le=86400, description="poll interval in seconds")
+
+
+class SourcePatch(BaseModel):
+    """Body of PATCH /api/v1/sources/{id}: only the fields given change."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, max_length=200)
+    language: str | None = Field(default=None, min_length=2, max_length=8)
+    selectors: HtmlSelectors | None = None
+    interval_s: float | None = Field(default=None, ge=60, le=86400)
+    active: bool | None = None
 
 
 class SourceOut(BaseModel):
@@ -32,12 +48,18 @@ class SourceOut(BaseModel):
     id: str
     url: str
     name: str | None
+    kind: SourceKind
+    language: str | None
+    selectors: HtmlSelectors | None
+    note: str | None
     interval_s: float
     active: bool
+    broken: bool
     created_at: datetime
     next_check_at: datetime
     last_fetch_at: datetime | None
     last_success_at: datetime | None
+    last_error_at: datetime | None
     last_status: str | None
     consecutive_errors: int
     last_error: str | None
@@ -49,6 +71,10 @@ class SourceOut(BaseModel):
         return cls.model_validate(source.model_dump())
 
 
+def _invalid(field: str, msg: str) -> HTTPException:
+    return HTTPException(422, detail=[{"loc": ["body", field], "msg": msg, "type": "value_error"}])
+
+
 def build_router(
     *,
     store: Store,
@@ -57,21 +83,35 @@ def build_router(
     on_added: Callable[[], None],
     require_key: Callable[..., Any],
 ) -> APIRouter:
-    """Routes for sources; ``on_added`` wakes the poller so a new source is polled at once."""
+    """Routes for sources; ``on_added`` wakes the poller so a new or resumed source is polled at once."""
     router = APIRouter(prefix="/api/v1/sources", tags=["sources"])
+    admin = [Depends(require_key)]
+
+    async def found(source_id: str) -> Source:
+        source = await store.get_source(source_id)
+        if source is None:
+            raise HTTPException(404, detail="no such source")
+        return source
 
     @router.get("", response_model=list[SourceOut])
     async def list_sources() -> list[SourceOut]:
         return [SourceOut.of(s) for s in await store.list_sources()]
 
-    @router.post("", response_model=SourceOut, status_code=201, dependencies=[Depends(require_key)])
+    @router.post("", response_model=SourceOut, status_code=201, dependencies=admin)
     async def create_source(body: SourceIn) -> SourceOut:
         try:
             source = await add_source(
-                store, policy, url=body.url, name=body.name, interval_s=body.interval_s or default_interval_s
+                store,
+                policy,
+                url=body.url,
+                name=body.name,
+                interval_s=body.interval_s or default_interval_s,
+                kind=body.kind,
+                language=body.language,
+                selectors=body.selectors,
             )
         except InvalidSource as exc:
-            raise HTTPException(422, detail=[{"loc": ["body", "url"], "msg": str(exc), "type": "value_error"}]) from exc
+            raise _invalid("selectors" if "selectors" in str(exc) else "url", str(exc)) from exc
         except Conflict as exc:
             raise HTTPException(409, detail=str(exc)) from exc
         on_added()
@@ -79,9 +119,43 @@ def build_router(
 
     @router.get("/{source_id}", response_model=SourceOut)
     async def get_source(source_id: str) -> SourceOut:
-        source = await store.get_source(source_id)
-        if source is None:
+        return SourceOut.of(await found(source_id))
+
+    @router.patch("/{source_id}", response_model=SourceOut, dependencies=admin)
+    async def patch_source(source_id: str, body: SourcePatch) -> SourceOut:
+        source = await found(source_id)
+        changes = body.model_dump(exclude_unset=True)
+        if "selectors" in changes and changes["selectors"] is not None:
+            changes["selectors"] = body.selectors
+        if source.kind == "html" and "selectors" in changes and changes["selectors"] is None:
+            raise _invalid("selectors", "an html source needs selectors")
+        updated = await update_source(store, source_id, changes)
+        on_added()
+        return SourceOut.of(updated or source)
+
+    @router.post("/{source_id}/pause", response_model=SourceOut, dependencies=admin)
+    async def pause_source(source_id: str) -> SourceOut:
+        await found(source_id)
+        return SourceOut.of(await update_source(store, source_id, {"active": False}) or await found(source_id))
+
+    @router.post("/{source_id}/resume", response_model=SourceOut, dependencies=admin)
+    async def resume_source(source_id: str) -> SourceOut:
+        await found(source_id)
+        updated = await update_source(store, source_id, {"active": True})
+        on_added()
+        return SourceOut.of(updated or await found(source_id))
+
+    @router.post("/{source_id}/poll", response_model=SourceOut, status_code=202, dependencies=admin)
+    async def poll_source(source_id: str) -> SourceOut:
+        await found(source_id)
+        updated = await poll_now(store, source_id)
+        on_added()
+        return SourceOut.of(updated or await found(source_id))
+
+    @router.delete("/{source_id}", status_code=204, dependencies=admin)
+    async def delete_source(source_id: str) -> Response:
+        if not await store.delete_source(source_id):
             raise HTTPException(404, detail="no such source")
-        return SourceOut.of(source)
+        return Response(status_code=204)
 
     return router

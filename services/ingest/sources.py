@@ -1,11 +1,13 @@
-"""Adding and listing sources: the operations behind /api/v1/sources and `corridor sources`."""
+"""Managing sources: the operations behind /api/v1/sources and `corridor sources`."""
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import urlsplit
 
+from services.ingest.gdelt import gdelt_url
 from shared.errors import BlockedAddress, FetchError
-from shared.models import Source, stable_id
+from shared.models import HtmlSelectors, Source, SourceKind, stable_id
 from shared.netguard import AddressPolicy
 from shared.store import Store
 from shared.timeutil import utcnow
@@ -17,12 +19,8 @@ class InvalidSource(ValueError):
     """The source cannot be added; the message says why (shown to the caller as 422)."""
 
 
-async def add_source(store: Store, policy: AddressPolicy, *, url: str, name: str | None, interval_s: float) -> Source:
-    """Validate and store a new source, due for polling at once.
-
-    Raises :class:`InvalidSource` for a non-http(s) URL or one whose host resolves to a refused
-    address, and :class:`~shared.errors.Conflict` when the URL is already a source.
-    """
+async def check_url(policy: AddressPolicy, url: str) -> str:
+    """Validate an operator-supplied URL: absolute http(s), not resolving to a refused address."""
     url = url.strip()
     parts = urlsplit(url)
     if len(url) > MAX_URL_CHARS or parts.scheme not in ("http", "https") or not parts.hostname:
@@ -33,6 +31,60 @@ async def add_source(store: Store, policy: AddressPolicy, *, url: str, name: str
         raise InvalidSource(str(exc)) from exc
     except FetchError:
         pass  # unresolvable now may resolve later; the poller records the DNS error on the source
-    source = Source(id=stable_id("src", url), url=url, name=name, interval_s=interval_s, next_check_at=utcnow())
+    return url
+
+
+async def add_source(
+    store: Store,
+    policy: AddressPolicy,
+    *,
+    url: str,
+    name: str | None,
+    interval_s: float,
+    kind: SourceKind = "feed",
+    language: str | None = None,
+    selectors: HtmlSelectors | None = None,
+) -> Source:
+    """Validate and store a new source, due for polling at once.
+
+    Raises :class:`InvalidSource` for a bad URL, a refused address or an HTML source without
+    selectors, and :class:`~shared.errors.Conflict` when the URL is already a source.
+    """
+    url = await check_url(policy, url)
+    if kind == "html" and selectors is None:
+        raise InvalidSource("an html source needs selectors (at least {'item': CSS selector})")
+    if kind == "gdelt":
+        url = gdelt_url(url)
+    source = Source(
+        id=stable_id("src", url),
+        url=url,
+        name=name,
+        kind=kind,
+        language=language,
+        selectors=selectors,
+        interval_s=interval_s,
+        next_check_at=utcnow(),
+    )
     await store.insert_source(source)
     return source
+
+
+async def update_source(store: Store, source_id: str, changes: dict[str, Any]) -> Source | None:
+    """Apply operator changes (name, interval, active, language, selectors); None if no such source.
+
+    Resuming a source makes it due at once, so a paused source does not wait a full interval.
+    """
+    source = await store.get_source(source_id)
+    if source is None:
+        return None
+    fields = dict(changes)
+    if fields.get("active") and not source.active:
+        fields["next_check_at"] = utcnow()
+    if fields:
+        await store.update_source(source_id, fields)
+    return await store.get_source(source_id)
+
+
+async def poll_now(store: Store, source_id: str) -> Source | None:
+    """Make the source due now (the poller is woken by the caller); None if no such source."""
+    return await update_source(store, source_id, {"next_check_at": utcnow()})

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from shared.models import ClassifiedItem, Delivery, DeliveryStatus, Source, Subscription
+from shared.models import ClassifiedItem, Delivery, DeliveryStatus, DuplicateRef, Source, Subscription
 
 MAX_PAGE = 200
 
@@ -55,12 +55,25 @@ class Store(Protocol):
     async def update_source(self, source_id: str, fields: dict[str, Any]) -> None:
         """Set the given fields of a source (fetch results, health, next check, lease)."""
 
-    # seen entries (ingest dedupe)
-    async def unseen(self, ids: Iterable[str]) -> set[str]:
-        """The subset of ``ids`` not yet marked seen."""
+    async def delete_source(self, source_id: str) -> bool:
+        """Delete; False if there was none. Items already ingested stay."""
 
-    async def mark_seen(self, ids: Iterable[str], now: datetime) -> None:
-        """Mark ids as seen (idempotent)."""
+    # ingest dedupe
+    async def seen_hashes(self, ids: Iterable[str]) -> dict[str, str]:
+        """For the ids already seen, the content hash recorded last."""
+
+    async def mark_seen(self, hashes: dict[str, str], now: datetime) -> None:
+        """Record (or update) the content hash of each id (idempotent)."""
+
+    async def claim_keys(self, keys: dict[str, str], now: datetime) -> dict[str, str]:
+        """For each dedupe key (canonical URL, fingerprint band) → candidate item id, insert it if
+        absent; return key → the item id that owns it (the first one ever to claim it)."""
+
+    async def add_duplicate(self, ref: DuplicateRef) -> None:
+        """Record that ``ref.id`` is a copy of ``ref.item_id`` (idempotent)."""
+
+    async def list_duplicates(self, item_id: str) -> list[DuplicateRef]:
+        """Copies of the item, oldest first."""
 
     # items (events)
     async def upsert_item(self, item: ClassifiedItem) -> None:

@@ -21,14 +21,14 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from shared.errors import Conflict
-from shared.models import ClassifiedItem, Delivery, DeliveryStatus, Source, Subscription
+from shared.models import ClassifiedItem, Delivery, DeliveryStatus, DuplicateRef, Source, Subscription
 from shared.store.base import MAX_PAGE, EventQuery
 
 SERVER_SELECTION_TIMEOUT_MS = 10_000
 SOCKET_TIMEOUT_MS = 30_000
 
 
-def _doc(model: Source | Subscription | Delivery | ClassifiedItem) -> dict[str, Any]:
+def _doc(model: Source | Subscription | Delivery | ClassifiedItem | DuplicateRef) -> dict[str, Any]:
     doc = model.model_dump(mode="python")
     doc["_id"] = doc.pop("id")
     return doc
@@ -67,6 +67,8 @@ class MongoStore:
         self._subscriptions = db["subscriptions"]
         self._deliveries = db["deliveries"]
         self._claims = db["claims"]
+        self._keys = db["dedupe_keys"]
+        self._duplicates = db["duplicates"]
 
     async def start(self) -> None:
         await self._sources.create_index([("url", ASCENDING)], unique=True, name="url_unique")
@@ -78,6 +80,7 @@ class MongoStore:
         await self._deliveries.create_index(
             [("subscription_id", ASCENDING), ("created_at", DESCENDING)], name="by_subscription"
         )
+        await self._duplicates.create_index([("item_id", ASCENDING), ("seen_at", ASCENDING)], name="by_item")
 
     async def close(self) -> None:
         await self._client.close()
@@ -165,18 +168,45 @@ class MongoStore:
     async def update_source(self, source_id: str, fields: dict[str, Any]) -> None:
         await self._sources.update_one({"_id": source_id}, {"$set": fields})
 
-    # seen
-    async def unseen(self, ids: Iterable[str]) -> set[str]:
-        wanted = set(ids)
-        if not wanted:
-            return set()
-        found = {d["_id"] async for d in self._seen.find({"_id": {"$in": list(wanted)}}, {"_id": 1})}
-        return wanted - found
+    async def delete_source(self, source_id: str) -> bool:
+        result = await self._sources.delete_one({"_id": source_id})
+        return result.deleted_count > 0
 
-    async def mark_seen(self, ids: Iterable[str], now: datetime) -> None:
-        ops = [UpdateOne({"_id": i}, {"$setOnInsert": {"seen_at": now}}, upsert=True) for i in set(ids)]
+    # ingest dedupe
+    async def seen_hashes(self, ids: Iterable[str]) -> dict[str, str]:
+        wanted = list(set(ids))
+        if not wanted:
+            return {}
+        cursor = self._seen.find({"_id": {"$in": wanted}}, {"_id": 1, "hash": 1})
+        return {d["_id"]: d.get("hash", "") async for d in cursor}
+
+    async def mark_seen(self, hashes: dict[str, str], now: datetime) -> None:
+        ops = [UpdateOne({"_id": i}, {"$set": {"hash": h, "seen_at": now}}, upsert=True) for i, h in hashes.items()]
         if ops:
             await self._seen.bulk_write(ops, ordered=False)
+
+    async def claim_keys(self, keys: dict[str, str], now: datetime) -> dict[str, str]:
+        if not keys:
+            return {}
+        owners: dict[str, str] = {}
+        for key, item_id in keys.items():
+            try:
+                await self._keys.insert_one({"_id": key, "item_id": item_id, "at": now})
+                owners[key] = item_id
+            except DuplicateKeyError:
+                pass
+        missing = [k for k in keys if k not in owners]
+        if missing:
+            async for d in self._keys.find({"_id": {"$in": missing}}):
+                owners[d["_id"]] = d["item_id"]
+        return owners
+
+    async def add_duplicate(self, ref: DuplicateRef) -> None:
+        await self._duplicates.replace_one({"_id": ref.id}, _doc(ref), upsert=True)
+
+    async def list_duplicates(self, item_id: str) -> list[DuplicateRef]:
+        cursor = self._duplicates.find({"item_id": item_id}).sort("seen_at", ASCENDING).limit(MAX_PAGE)
+        return [DuplicateRef.model_validate(_undoc(d)) async for d in cursor]
 
     # items
     async def upsert_item(self, item: ClassifiedItem) -> None:

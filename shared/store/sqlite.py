@@ -18,7 +18,7 @@ import aiosqlite
 from pydantic import BaseModel
 
 from shared.errors import Conflict
-from shared.models import ClassifiedItem, Delivery, DeliveryStatus, Source, Subscription
+from shared.models import ClassifiedItem, Delivery, DeliveryStatus, DuplicateRef, Source, Subscription
 from shared.store.base import MAX_PAGE, EventQuery
 
 M = TypeVar("M", bound=BaseModel)
@@ -28,7 +28,11 @@ CREATE TABLE IF NOT EXISTS sources (
   id TEXT PRIMARY KEY, url TEXT NOT NULL UNIQUE, active INTEGER NOT NULL,
   next_check_at TEXT NOT NULL, lease_until TEXT, created_at TEXT NOT NULL, doc TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS sources_due ON sources (next_check_at);
-CREATE TABLE IF NOT EXISTS seen (id TEXT PRIMARY KEY, seen_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS seen (id TEXT PRIMARY KEY, hash TEXT NOT NULL, seen_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS dedupe_keys (key TEXT PRIMARY KEY, item_id TEXT NOT NULL, at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS duplicates (
+  id TEXT PRIMARY KEY, item_id TEXT NOT NULL, seen_at TEXT NOT NULL, doc TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS duplicates_item ON duplicates (item_id, seen_at);
 CREATE TABLE IF NOT EXISTS items (id TEXT PRIMARY KEY, sort_at TEXT NOT NULL, doc TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS items_recent ON items (sort_at DESC, id DESC);
 CREATE TABLE IF NOT EXISTS subscriptions (
@@ -142,22 +146,51 @@ class SQLiteStore:
             if current is not None:
                 await self._write_source(Source.model_validate({**current.model_dump(), **fields}))
 
-    # seen
-    async def unseen(self, ids: Iterable[str]) -> set[str]:
-        wanted = set(ids)
-        found: set[str] = set()
-        chunk = list(wanted)
-        for i in range(0, len(chunk), 500):
-            part = chunk[i : i + 500]
-            marks = ",".join("?" * len(part))
-            async with self.db.execute(f"SELECT id FROM seen WHERE id IN ({marks})", part) as cur:
-                found.update(r[0] for r in await cur.fetchall())
-        return wanted - found
-
-    async def mark_seen(self, ids: Iterable[str], now: datetime) -> None:
+    async def delete_source(self, source_id: str) -> bool:
         async with self._lock:
-            await self.db.executemany("INSERT OR IGNORE INTO seen VALUES (?,?)", [(i, _ts(now)) for i in set(ids)])
+            cur = await self.db.execute("DELETE FROM sources WHERE id=?", (source_id,))
             await self.db.commit()
+            return cur.rowcount > 0
+
+    # ingest dedupe
+    async def _lookup(self, sql: str, keys: list[str]) -> dict[str, str]:
+        found: dict[str, str] = {}
+        for i in range(0, len(keys), 500):
+            part = keys[i : i + 500]
+            async with self.db.execute(sql.format(marks=",".join("?" * len(part))), part) as cur:
+                found.update({r[0]: r[1] for r in await cur.fetchall()})
+        return found
+
+    async def seen_hashes(self, ids: Iterable[str]) -> dict[str, str]:
+        return await self._lookup("SELECT id, hash FROM seen WHERE id IN ({marks})", list(set(ids)))
+
+    async def mark_seen(self, hashes: dict[str, str], now: datetime) -> None:
+        async with self._lock:
+            await self.db.executemany("REPLACE INTO seen VALUES (?,?,?)", [(i, h, _ts(now)) for i, h in hashes.items()])
+            await self.db.commit()
+
+    async def claim_keys(self, keys: dict[str, str], now: datetime) -> dict[str, str]:
+        if not keys:
+            return {}
+        async with self._lock:
+            await self.db.executemany(
+                "INSERT OR IGNORE INTO dedupe_keys VALUES (?,?,?)", [(k, v, _ts(now)) for k, v in keys.items()]
+            )
+            await self.db.commit()
+        return await self._lookup("SELECT key, item_id FROM dedupe_keys WHERE key IN ({marks})", list(keys))
+
+    async def add_duplicate(self, ref: DuplicateRef) -> None:
+        async with self._lock:
+            await self.db.execute(
+                "REPLACE INTO duplicates VALUES (?,?,?,?)",
+                (ref.id, ref.item_id, _ts(ref.seen_at), ref.model_dump_json()),
+            )
+            await self.db.commit()
+
+    async def list_duplicates(self, item_id: str) -> list[DuplicateRef]:
+        return await self._many(
+            DuplicateRef, "SELECT doc FROM duplicates WHERE item_id=? ORDER BY seen_at LIMIT ?", (item_id, MAX_PAGE)
+        )
 
     # items
     async def upsert_item(self, item: ClassifiedItem) -> None:

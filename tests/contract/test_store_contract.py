@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from shared.errors import Conflict
-from shared.models import ClassifiedItem, Delivery, Source, Subscription
+from shared.models import ClassifiedItem, Delivery, DuplicateRef, Source, Subscription
 from shared.store import EventQuery, Store
 from shared.store.mongo import MongoStore
 from shared.store.sqlite import SQLiteStore
@@ -77,11 +77,34 @@ async def test_concurrent_claims_give_one_winner(store: Store) -> None:
     assert sum(r is not None for r in results) == 1
 
 
-async def test_seen_marks(store: Store) -> None:
-    assert await store.unseen(["a", "b"]) == {"a", "b"}
-    await store.mark_seen(["a"], T0)
-    await store.mark_seen(["a"], T0)  # idempotent
-    assert await store.unseen(["a", "b", "c"]) == {"b", "c"}
+async def test_seen_hashes(store: Store) -> None:
+    assert await store.seen_hashes(["a", "b"]) == {}
+    await store.mark_seen({"a": "h1"}, T0)
+    await store.mark_seen({"a": "h1"}, T0)  # idempotent
+    assert await store.seen_hashes(["a", "b", "c"]) == {"a": "h1"}
+    await store.mark_seen({"a": "h2", "b": "h3"}, T0)
+    assert await store.seen_hashes(["a", "b"]) == {"a": "h2", "b": "h3"}
+
+
+async def test_dedupe_keys_keep_the_first_owner(store: Store) -> None:
+    assert await store.claim_keys({"url:x": "itm_1", "fp:0:ab": "itm_1"}, T0) == {"url:x": "itm_1", "fp:0:ab": "itm_1"}
+    assert await store.claim_keys({"url:x": "itm_2", "url:y": "itm_2"}, T0) == {"url:x": "itm_1", "url:y": "itm_2"}
+    results = await asyncio.gather(*(store.claim_keys({"url:z": f"itm_{n}"}, T0) for n in range(6)))
+    assert len({r["url:z"] for r in results}) == 1, "concurrent claimers agree on one owner"
+
+
+async def test_duplicates_and_source_delete(store: Store) -> None:
+    ref = DuplicateRef(
+        id="itm_2", item_id="itm_1", source_id="src_2", url="http://b/x", reason="canonical_url", seen_at=T0
+    )
+    await store.add_duplicate(ref)
+    await store.add_duplicate(ref)
+    assert [d.id for d in await store.list_duplicates("itm_1")] == ["itm_2"]
+    assert await store.list_duplicates("itm_2") == []
+    await store.insert_source(Source(id="src_a", url="http://a.example/feed", interval_s=60))
+    assert await store.delete_source("src_a") is True
+    assert await store.delete_source("src_a") is False
+    assert await store.get_source("src_a") is None
 
 
 async def test_items_upsert_filter_and_paginate(store: Store) -> None:

@@ -1,0 +1,77 @@
+"""The default catalogue of real sources for this mission (catalogue.json), and importing it.
+
+Every entry says its kind and language; URLs could not be verified offline, which each entry's
+note says. HTML list pages come with best-guess selectors and are imported paused.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from shared.errors import ConfigError, Conflict
+from shared.models import HtmlSelectors, Source, SourceKind, stable_id
+from shared.store import Store
+from shared.timeutil import utcnow
+
+
+class CatalogueEntry(BaseModel):
+    """One source of the catalogue."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    url: str
+    kind: SourceKind = "feed"
+    language: str | None = None
+    country: str | None = None
+    note: str | None = None
+    selectors: HtmlSelectors | None = None
+    active: bool = True
+    interval_s: float | None = Field(default=None, ge=60)
+
+
+class Catalogue(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: str
+    sources: list[CatalogueEntry]
+
+
+def load_catalogue(path: Path | None = None) -> Catalogue:
+    """The shipped catalogue, or ``path``; :class:`ConfigError` when invalid."""
+    try:
+        if path is None:
+            text = resources.files("services.ingest").joinpath("catalogue.json").read_text("utf-8")
+        else:
+            text = path.read_text("utf-8")
+        return Catalogue.model_validate(json.loads(text))
+    except (OSError, json.JSONDecodeError, ValidationError) as exc:
+        raise ConfigError(f"invalid catalogue {path or '(built-in)'}: {exc}") from exc
+
+
+async def import_catalogue(store: Store, catalogue: Catalogue, default_interval_s: float) -> int:
+    """Add every catalogue source not yet known (by URL); returns how many were added."""
+    added = 0
+    for entry in catalogue.sources:
+        source = Source(
+            id=stable_id("src", entry.url),
+            url=entry.url,
+            name=entry.name,
+            kind=entry.kind,
+            language=entry.language,
+            selectors=entry.selectors,
+            note=entry.note,
+            active=entry.active,
+            interval_s=entry.interval_s or default_interval_s,
+            next_check_at=utcnow(),
+        )
+        try:
+            await store.insert_source(source)
+            added += 1
+        except Conflict:
+            continue
+    return added
