@@ -55,7 +55,12 @@ class Route:
     content_type: str = "application/xml"
     delay_s: float = 0.0
     stream_bytes: int = 0  # when set, stream this many bytes of filler instead of ``body``
+    etag: str | None = None  # when set, answer 304 to a matching If-None-Match
+    headers: dict[str, str] = field(default_factory=dict)
     hits: int = 0
+    requests: list[dict[str, str]] = field(default_factory=list)
+    active: int = 0
+    max_active: int = 0
 
 
 class FeedServer:
@@ -75,11 +80,29 @@ class FeedServer:
                     self.send_error(404)
                     return
                 route.hits += 1
+                route.requests.append({k.lower(): v for k, v in self.headers.items()} | {"at": str(time.time())})
+                route.active += 1
+                route.max_active = max(route.max_active, route.active)
+                try:
+                    self._answer(route)
+                finally:
+                    route.active -= 1
+
+            def _answer(self, route: Route) -> None:
                 if route.delay_s:
                     time.sleep(route.delay_s)
                 try:
+                    if route.etag and self.headers.get("If-None-Match") == route.etag:
+                        self.send_response(304)
+                        self.send_header("ETag", route.etag)
+                        self.end_headers()
+                        return
                     self.send_response(route.status)
                     self.send_header("Content-Type", route.content_type)
+                    if route.etag:
+                        self.send_header("ETag", route.etag)
+                    for name, value in route.headers.items():
+                        self.send_header(name, value)
                     if route.stream_bytes:
                         self.end_headers()  # no Content-Length: the cap must work on a stream
                         chunk = b"<!-- " + b"x" * 65_000 + b" -->"

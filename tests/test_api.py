@@ -130,3 +130,45 @@ async def test_sources_create_list_conflict(client: httpx.AsyncClient) -> None:
 async def test_events_empty_and_missing(client: httpx.AsyncClient) -> None:
     assert (await client.get("/api/v1/events?sector=energy&country=PK")).json() == {"items": [], "next_cursor": None}
     assert (await client.get("/api/v1/events/itm_nope")).status_code == 404
+
+
+async def test_source_management(client: httpx.AsyncClient) -> None:
+    created = await client.post(
+        "/api/v1/sources",
+        headers=KEY,
+        json={"url": "http://127.0.0.1:9/list", "kind": "html", "selectors": {"item": "article"}},
+    )
+    assert created.status_code == 201, created.text
+    sid = created.json()["id"]
+    assert created.json()["selectors"] == {
+        "item": "article",
+        "link": None,
+        "title": None,
+        "date": None,
+        "summary": None,
+    }
+    no_selectors = await client.post(
+        "/api/v1/sources", headers=KEY, json={"url": "http://127.0.0.1:9/x", "kind": "html"}
+    )
+    assert no_selectors.status_code == 422 and no_selectors.json()["detail"][0]["loc"] == ["body", "selectors"]
+    gdelt = await client.post(
+        "/api/v1/sources",
+        headers=KEY,
+        json={"url": "http://127.0.0.1:9/api/v2/doc/doc?query=Gwadar&maxrecords=900", "kind": "gdelt"},
+    )
+    assert gdelt.status_code == 201 and "maxrecords=250" in gdelt.json()["url"]
+    paused = await client.post(f"/api/v1/sources/{sid}/pause", headers=KEY)
+    assert paused.status_code == 200 and paused.json()["active"] is False
+    resumed = await client.post(f"/api/v1/sources/{sid}/resume", headers=KEY)
+    assert resumed.json()["active"] is True
+    patched = await client.patch(f"/api/v1/sources/{sid}", headers=KEY, json={"name": "MFA", "interval_s": 3600})
+    assert patched.status_code == 200 and patched.json()["name"] == "MFA" and patched.json()["interval_s"] == 3600
+    bad_patch = await client.patch(f"/api/v1/sources/{sid}", headers=KEY, json={"interval_s": 1})
+    assert bad_patch.status_code == 422
+    unknown_field = await client.patch(f"/api/v1/sources/{sid}", headers=KEY, json={"url": "http://evil"})
+    assert unknown_field.status_code == 422
+    assert (await client.post(f"/api/v1/sources/{sid}/poll", headers=KEY)).status_code == 202
+    assert (await client.post(f"/api/v1/sources/{sid}/poll")).status_code == 401
+    assert (await client.delete(f"/api/v1/sources/{sid}", headers=KEY)).status_code == 204
+    assert (await client.delete(f"/api/v1/sources/{sid}", headers=KEY)).status_code == 404
+    assert (await client.post("/api/v1/sources/src_nope/pause", headers=KEY)).status_code == 404

@@ -60,7 +60,7 @@ def parse_html_entries(data: bytes, *, base_url: str, selectors: HtmlSelectors) 
         if link_node is None and node.tag == "a":
             href = node.attributes.get("href")
         link = urljoin(base_url, href) if href else None
-        title = _text(node.css_first(selectors.title)) if selectors.title else _text(link_node)
+        title = _text(node.css_first(selectors.title)) if selectors.title else (_text(link_node) or _text(node))
         date_node = node.css_first(selectors.date) if selectors.date else None
         date_value = (date_node.attributes.get("datetime") or _text(date_node)) if date_node is not None else None
         summary = _text(node.css_first(selectors.summary)) if selectors.summary else ""

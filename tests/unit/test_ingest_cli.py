@@ -1,0 +1,60 @@
+"""`corridor ingest parse` (the operator's diagnosis path) and the shipped catalogue."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from helpers import SHARED_DATA
+
+from services.cli import main
+from services.ingest.catalogue import load_catalogue
+
+URDU = SHARED_DATA / "feeds/miniflux/internal/reader/parser/testdata/urdu_UTF8.xml"
+
+
+def test_parse_prints_items_as_json_lines(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["ingest", "parse", str(URDU)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    items = [json.loads(line) for line in lines]
+    assert len(items) == 26 and all(i["title"] and i["language"] == "ur" for i in items)
+
+
+def test_parse_reports_the_classified_error(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    page = tmp_path / "page.html"
+    page.write_text("<html><body><p>no feed here</p></body></html>")
+    assert main(["ingest", "parse", str(page)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.startswith("error: not_a_feed:")
+    assert main(["ingest", "parse", str(page), "--kind", "html", "--selectors", '{"item": "p"}']) == 0
+
+
+def test_catalogue_is_valid_and_covers_the_mission() -> None:
+    catalogue = load_catalogue()
+    names = " ".join(s.name for s in catalogue.sources)
+    for outlet in (
+        "Dawn",
+        "The News",
+        "Express Tribune",
+        "Business Recorder",
+        "APP",
+        "Radio Pakistan",
+        "Astana Times",
+        "Kazinform",
+        "Kursiv",
+        "Trend",
+        "Foreign Affairs",
+        "Railways",
+        "Maritime",
+        "Energy",
+        "Commerce",
+        "Investment",
+        "GDELT",
+    ):
+        assert outlet in names, outlet
+    assert {s.kind for s in catalogue.sources} == {"feed", "html", "gdelt"}
+    assert all(s.language or s.kind == "gdelt" for s in catalogue.sources)
+    assert all(s.note for s in catalogue.sources), "every entry says how far it was verified"
+    assert all(not s.active for s in catalogue.sources if s.kind == "html"), "unverified selectors start paused"
+    assert len({s.url for s in catalogue.sources}) == len(catalogue.sources)
