@@ -22,7 +22,7 @@ from shared.timeutil import utcnow
 def rss(*items: tuple[str, str, str]) -> bytes:
     body = "".join(
         f"<item><guid>{guid}</guid><title>{title}</title><link>{link}</link><description>{title} text about "
-        f"Pakistan and Kazakhstan rail transit cooperation, cargo and logistics for the whole region.</description></item>"
+        "Pakistan and Kazakhstan rail transit cooperation, cargo and logistics for the region.</description></item>"
         for guid, title, link in items
     )
     return f"<rss version='2.0'><channel><title>t</title>{body}</channel></rss>".encode()
