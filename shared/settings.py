@@ -130,6 +130,17 @@ class Settings(BaseSettings):
             raise ValueError("CORRIDOR_API_KEY must be set to a real secret outside development")
         return self
 
+    @model_validator(mode="after")
+    def _lease_outlives_fetch(self) -> Settings:
+        # A poll holds its source's lease while it waits for a host slot, fetches and publishes;
+        # a lease shorter than two fetch timeouts would let another replica poll the same source.
+        if self.poll_lease_s < 2 * self.fetch_timeout_s:
+            raise ValueError(
+                f"CORRIDOR_POLL_LEASE_S ({self.poll_lease_s}) must be at least twice CORRIDOR_FETCH_TIMEOUT_S "
+                f"({self.fetch_timeout_s})"
+            )
+        return self
+
     @property
     def retry_delays_s(self) -> list[float]:
         """The webhook/email retry schedule as seconds; attempt n+1 waits ``retry_delays_s[n]``."""

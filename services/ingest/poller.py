@@ -76,7 +76,7 @@ class Poller:
         """Poll until ``stop``; then let in-flight polls finish (bounded by a deadline)."""
         in_flight: set[asyncio.Task[None]] = set()
         limit = self._settings.poll_concurrency
-        lease_s = max(self._settings.poll_lease_s, self._settings.fetch_timeout_s * 4)
+        lease_s = self._settings.poll_lease_s  # validated at start: at least twice the fetch timeout
         while not stop.is_set():
             self._wake.clear()
             while len(in_flight) < limit:
