@@ -51,6 +51,7 @@ eval: install
 ## Benchmarks: each prints its figures and a ratio against a baseline measured in the same run
 bench: install
 	$(BIN)/python bench/bench_classifier.py
+	$(BIN)/python bench/bench_ingest.py
 
 clean:
 	rm -rf var deploy/.run .pytest_cache .mypy_cache .ruff_cache test-artifacts

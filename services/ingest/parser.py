@@ -13,6 +13,7 @@ import io
 import json
 import re
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from html.parser import HTMLParser
 from typing import Any
@@ -121,11 +122,25 @@ def _json_feed_entries(data: bytes) -> list[dict[str, Any]]:
 
 
 def parse_feed_entries(data: bytes) -> list[Entry]:
-    """Entries of an RSS 0.9x/1.0/2.0, Atom, RDF or JSON Feed document.
+    """Entries of an RSS 0.9x/1.0/2.0, Atom, RDF or JSON Feed document (see :func:`parse_feed_document`)."""
+    return parse_feed_document(data)[0]
+
+
+def _ttl_s(parsed: Any) -> float | None:
+    ttl = parsed.get("feed", {}).get("ttl")
+    try:
+        return float(ttl) * 60 if ttl else None
+    except (TypeError, ValueError):
+        return None
+
+
+def parse_feed_document(data: bytes) -> tuple[list[Entry], float | None]:
+    """Entries of a feed and its own <ttl> in seconds (RSS gives minutes), from one parse.
 
     Raises :class:`FetchError` with kind ``not_a_feed`` when ``data`` is not a feed at all; a
     partly broken feed (feedparser's bozo flag) still gives the entries it could read.
     """
+    ttl: float | None = None
     if data.lstrip()[:1] == b"{":
         raw_entries = _json_feed_entries(data)  # feedparser 6.0 has no JSON Feed support
     else:
@@ -134,6 +149,7 @@ def parse_feed_entries(data: bytes) -> list[Entry]:
         if not parsed.get("version") and not raw_entries:
             reason = parsed.get("bozo_exception")
             raise FetchError("not_a_feed", f"not a feed: {reason or 'no feed elements found'}")
+        ttl = _ttl_s(parsed)
     entries = []
     for entry in raw_entries:
         summary = entry.get("summary") or ""
@@ -149,18 +165,7 @@ def parse_feed_entries(data: bytes) -> list[Entry]:
                 published_at=_entry_time(entry),
             )
         )
-    return entries
-
-
-def feed_ttl_s(data: bytes) -> float | None:
-    """The feed's own <ttl> (minutes in RSS) as seconds, if it declares one."""
-    if data.lstrip()[:1] == b"{":
-        return None
-    ttl = feedparser.parse(io.BytesIO(data)).get("feed", {}).get("ttl")
-    try:
-        return float(ttl) * 60 if ttl else None
-    except (TypeError, ValueError):
-        return None
+    return entries, ttl
 
 
 def to_item(entry: Entry, *, source_id: str, source_url: str, fetched_at: datetime) -> RawItem | None:
@@ -190,6 +195,14 @@ def to_item(entry: Entry, *, source_id: str, source_url: str, fetched_at: dateti
     )
 
 
+@dataclass(frozen=True)
+class Parsed:
+    """Normalised items of one document, and the document's own refresh hint (RSS <ttl>)."""
+
+    items: list[RawItem]
+    ttl_s: float | None = None
+
+
 def parse_document(
     data: bytes,
     *,
@@ -200,6 +213,22 @@ def parse_document(
     selectors: HtmlSelectors | None = None,
 ) -> list[RawItem]:
     """Normalised items of a fetched document of any source kind (a pure function of its input)."""
+    return parse_source_document(
+        data, kind=kind, source_id=source_id, source_url=source_url, fetched_at=fetched_at, selectors=selectors
+    ).items
+
+
+def parse_source_document(
+    data: bytes,
+    *,
+    kind: SourceKind,
+    source_id: str,
+    source_url: str,
+    fetched_at: datetime,
+    selectors: HtmlSelectors | None = None,
+) -> Parsed:
+    """Like :func:`parse_document`, with the document's TTL (parsed once)."""
+    ttl: float | None = None
     if kind == "html":
         if selectors is None:
             raise FetchError("parse_error", "an html source needs CSS selectors")
@@ -207,9 +236,9 @@ def parse_document(
     elif kind == "gdelt":
         entries = parse_gdelt_entries(data)
     else:
-        entries = parse_feed_entries(data)
+        entries, ttl = parse_feed_document(data)
     items = [to_item(e, source_id=source_id, source_url=source_url, fetched_at=fetched_at) for e in entries]
-    return [i for i in items if i is not None]
+    return Parsed([i for i in items if i is not None], ttl)
 
 
 def parse_feed(data: bytes, *, source_id: str, source_url: str, fetched_at: datetime) -> list[RawItem]:

@@ -24,7 +24,7 @@ from services.ingest.dedupe import Deduper
 from services.ingest.fetcher import fetch_source
 from services.ingest.limits import HostLimiter
 from services.ingest.normalize import LanguageDetector
-from services.ingest.parser import feed_ttl_s, parse_document
+from services.ingest.parser import parse_source_document
 from services.ingest.schedule import next_delay_s
 from shared.bus import Bus
 from shared.envelope import TOPIC_OPS, TOPIC_RAW, Envelope
@@ -117,7 +117,7 @@ class Poller:
                 )
                 return
             self._metrics.fetch_bytes.inc(len(result.body))
-            items = parse_document(
+            parsed = parse_source_document(
                 result.body,
                 kind=source.kind,
                 source_id=source.id,
@@ -125,10 +125,11 @@ class Poller:
                 fetched_at=self._clock(),
                 selectors=source.selectors,
             )
-            new = await self._publish(source, items)
-            ttl = feed_ttl_s(result.body) if source.kind == "feed" else None
+            new = await self._publish(source, parsed.items)
             self._metrics.fetches.labels("ok").inc()
-            await self._record_success(source, "ok", result.etag, result.last_modified, new, (result.fresh_for_s, ttl))
+            await self._record_success(
+                source, "ok", result.etag, result.last_modified, new, (result.fresh_for_s, parsed.ttl_s)
+            )
         except FetchError as exc:
             self._metrics.fetches.labels(exc.kind).inc()
             await self._record_error(source, exc)

@@ -71,6 +71,9 @@ class SQLiteStore:
         self._db = await aiosqlite.connect(self._path)
         await self._db.execute("PRAGMA journal_mode=WAL")
         await self._db.execute("PRAGMA busy_timeout=5000")
+        # WAL + NORMAL: commits survive a process crash (what the embedded mode needs); only an OS
+        # crash or power loss can drop the last transactions, never corrupt the file.
+        await self._db.execute("PRAGMA synchronous=NORMAL")
         await self._db.executescript(_SCHEMA)
         await self._db.commit()
 

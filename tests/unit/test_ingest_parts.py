@@ -13,7 +13,7 @@ from services.ingest.gdelt import gdelt_url, parse_gdelt_entries
 from services.ingest.htmllist import parse_date, parse_html_entries
 from services.ingest.limits import HostLimiter
 from services.ingest.normalize import LanguageDetector, canonical_url, content_hash, story_keys
-from services.ingest.parser import feed_ttl_s, parse_document
+from services.ingest.parser import parse_document, parse_feed_document
 from services.ingest.schedule import cache_hint_s, next_delay_s, retry_after_s
 from shared.errors import FetchError
 from shared.models import HtmlSelectors
@@ -45,8 +45,8 @@ def test_header_hints() -> None:
 
 def test_feed_ttl() -> None:
     rss = b"<rss version='2.0'><channel><title>t</title><ttl>60</ttl><item><title>a</title></item></channel></rss>"
-    assert feed_ttl_s(rss) == 3600
-    assert feed_ttl_s(b"<rss version='2.0'><channel><title>t</title></channel></rss>") is None
+    assert parse_feed_document(rss)[1] == 3600
+    assert parse_feed_document(b"<rss version='2.0'><channel><title>t</title></channel></rss>")[1] is None
 
 
 def test_canonical_url_and_hashes() -> None:
