@@ -52,7 +52,11 @@ def create_app(runtime: Runtime) -> FastAPI:
     if "alerts" in roles:
         app.include_router(
             alerts_router(
-                store=runtime.store, policy=runtime.policy, sector_ids=runtime.sector_ids, require_key=require_key
+                store=runtime.store,
+                policy=runtime.policy,
+                sector_ids=runtime.sector_ids,
+                require_key=require_key,
+                settings=runtime.settings,
             )
         )
     app.include_router(

@@ -15,8 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from shared.timeutil import to_utc_ms, utcnow
 
 Country = Literal["PK", "KZ"]
-Channel = Literal["webhook", "email"]
-DeliveryStatus = Literal["pending", "delivered", "failed"]
+Channel = Literal["webhook", "email", "kafka"]
+DeliveryStatus = Literal["pending", "queued", "delivered", "failed"]
 
 
 def stable_id(prefix: str, *parts: str) -> str:
@@ -117,6 +117,15 @@ class SourceHealthEvent(_Record):
     at: datetime
 
 
+class SubscriptionDisabled(_Record):
+    """Payload of corridor.ops.v1 ``subscription.disabled``: a webhook endpoint failed too long."""
+
+    subscription_id: str
+    webhook_url: str
+    reason: str
+    at: datetime
+
+
 class DuplicateRef(_Record):
     """Another source's copy of a story, linked to the first item instead of published again."""
 
@@ -158,33 +167,75 @@ class ClassifiedItem(RawItem):
     classified_at: datetime = Field(default_factory=utcnow)
 
 
+Cadence = Literal["immediate", "hourly", "daily"]
+
+
 class Subscription(_Record):
-    """Who wants which alerts, and where. ``secret`` is never returned after creation."""
+    """Who wants which alerts, where and how often. Secrets are never returned after creation.
+
+    Filters combine with AND; inside one filter any value matches; an empty filter matches all.
+    ``confirmed`` is False for an email address until its owner follows the opt-in link.
+    """
 
     id: str
     channel: Channel
     webhook_url: str | None = None
     email: str | None = None
+    owner_email: str | None = None  # told when a failing webhook endpoint is disabled
     secret: str | None = None
+    previous_secret: str | None = None  # still signed with until previous_secret_expires_at
+    previous_secret_expires_at: datetime | None = None
     sectors: list[str] = Field(default_factory=list)
     countries: list[Country] = Field(default_factory=list)
+    bilateral_only: bool = False
+    min_score: float | None = None
+    keywords: list[str] = Field(default_factory=list)
+    sources: list[str] = Field(default_factory=list)
+    languages: list[str] = Field(default_factory=list)
+    cadence: Cadence = "immediate"
+    digest_time: str = "08:00"  # local HH:MM of the daily digest
+    timezone: str = "UTC"
     active: bool = True
+    confirmed: bool = True
+    failing_since: datetime | None = None
+    disabled_reason: str | None = None
     created_at: datetime = Field(default_factory=utcnow)
 
     def matches(self, item: ClassifiedItem) -> bool:
-        """True when the item is in any wanted sector and concerns any wanted country.
+        """True when every filter of an active, confirmed subscription accepts the item.
 
-        An empty filter means "any"; but an item in no sector never matches a sector filter.
+        An item in no sector never matches a sector filter; ``min_score`` applies to the best
+        score among the wanted sectors (or all sectors when none are named).
         """
-        if not self.active:
+        if not self.active or not self.confirmed:
             return False
         if self.sectors and not set(self.sectors) & set(item.sectors):
             return False
-        return not (self.countries and not set(self.countries) & set(item.countries))
+        if self.countries and not set(self.countries) & set(item.countries):
+            return False
+        if self.bilateral_only and not item.bilateral:
+            return False
+        if self.min_score is not None:
+            wanted = set(self.sectors) or set(item.sectors)
+            if max((s.score for s in item.sector_scores if s.id in wanted), default=0.0) < self.min_score:
+                return False
+        if self.sources and item.source_id not in self.sources:
+            return False
+        if self.languages and (item.language or "") not in self.languages:
+            return False
+        if self.keywords:
+            text = f"{item.title} {item.summary}".casefold()
+            if not any(k.casefold() in text for k in self.keywords):
+                return False
+        return True
 
 
 class Delivery(_Record):
-    """One alert for one subscription and one item on one channel; unique on that triple."""
+    """One alert for one subscription and one item on one channel; unique on that triple.
+
+    ``queued`` deliveries wait for their digest (``digest_period``); the digest itself is a
+    delivery whose ``item_id`` is ``digest:<period>``, attempted and retried like any other.
+    """
 
     id: str
     subscription_id: str
@@ -199,6 +250,7 @@ class Delivery(_Record):
     delivered_at: datetime | None = None
     last_status_code: int | None = None
     last_error: str | None = None
+    digest_period: str | None = None
 
     @staticmethod
     def make_id(subscription_id: str, item_id: str, channel: str) -> str:

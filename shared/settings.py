@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from shared.errors import ConfigError
 
 PLACEHOLDER_API_KEY = "change-me"
+PLACEHOLDER_LINK_SECRET = "change-me-too"
 
 CommaList = Annotated[list[str], NoDecode]
 
@@ -81,6 +82,10 @@ class Settings(BaseSettings):
     fetch_max_redirects: int = Field(default=5, ge=0, le=20)
     user_agent: str = "Corridor/0.1 (feed monitor)"
 
+    link_secret: SecretStr = SecretStr(PLACEHOLDER_LINK_SECRET)
+    endpoint_disable_after_s: float = Field(default=86400.0, ge=60.0)
+    secret_rotation_grace_s: float = Field(default=86400.0, ge=0.0)
+    email_rate_per_hour: int = Field(default=30, ge=1, le=100_000)
     webhook_timeout_s: float = Field(default=10.0, gt=0.0, le=120.0)
     delivery_retry_schedule_s: CommaList = Field(
         default_factory=lambda: ["5", "30", "120", "600", "1800", "7200", "21600", "43200", "86400"]
@@ -128,6 +133,8 @@ class Settings(BaseSettings):
     def _refuse_placeholders(self) -> Settings:
         if self.env != "development" and self.api_key.get_secret_value() == PLACEHOLDER_API_KEY:
             raise ValueError("CORRIDOR_API_KEY must be set to a real secret outside development")
+        if self.env != "development" and self.link_secret.get_secret_value() == PLACEHOLDER_LINK_SECRET:
+            raise ValueError("CORRIDOR_LINK_SECRET (signs unsubscribe links) must be set outside development")
         return self
 
     @model_validator(mode="after")

@@ -12,8 +12,8 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from email import message_from_bytes
-from email.message import Message
+from email import message_from_bytes, policy
+from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -203,12 +203,12 @@ class SmtpSink:
     def __init__(self) -> None:
         from aiosmtpd.controller import Controller
 
-        self.messages: list[Message] = []
+        self.messages: list[EmailMessage] = []
         outer = self
 
         class Handler:
             async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-                outer.messages.append(message_from_bytes(envelope.content))
+                outer.messages.append(message_from_bytes(envelope.content, policy=policy.default))  # type: ignore[arg-type]
                 return "250 Message accepted for delivery"
 
         self.port = free_port()

@@ -15,24 +15,28 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from datetime import timedelta
 
 import httpx
 
-from services.alerts.mailer import build_message, send_email
+from services.alerts.mailer import build_confirmation, build_digest, build_disabled_notice, build_message, send_email
 from services.alerts.outcome import Outcome
+from services.alerts.ratelimit import RecipientLimiter
 from services.alerts.webhook import alert_body, send_webhook
 from shared.bus import Bus
-from shared.envelope import TOPIC_DEADLETTER, DeadLetter, Envelope
+from shared.envelope import TOPIC_DEADLETTER, TOPIC_OPS, DeadLetter, Envelope
 from shared.errors import PoisonMessage
 from shared.metrics import Metrics
-from shared.models import AlertPayload, ClassifiedItem, Delivery
+from shared.models import AlertPayload, ClassifiedItem, Delivery, Subscription, SubscriptionDisabled
 from shared.settings import Settings
 from shared.store import Store
+from shared.store.base import MAX_SCAN
 from shared.timeutil import Clock, utcnow
 
 log = logging.getLogger(__name__)
 
+CONFIRM_ITEM = "confirm"  # item id of a double opt-in email's delivery
 MAX_ERROR_CHARS = 500
 MAX_RETRY_AFTER_S = 6 * 3600.0
 DRAIN_DEADLINE_S = 10.0
@@ -60,12 +64,16 @@ class Deliverer:
         self._delays = settings.retry_delays_s
         self._lease = timedelta(seconds=max(settings.delivery_lease_s, settings.webhook_timeout_s * 2))
         self._deadletter = settings.topic(TOPIC_DEADLETTER)
+        self._ops = settings.topic(TOPIC_OPS)
+        self._recipients = RecipientLimiter(settings.email_rate_per_hour)
 
     async def handle(self, envelope: Envelope) -> None:
         """Bus handler for corridor.alerts.v1."""
         if envelope.type != "alert":
             raise PoisonMessage(f"unexpected event type {envelope.type!r} on the alerts topic")
         alert = envelope.payload_as(AlertPayload)
+        if alert.channel == "kafka":
+            return  # delivered by being on the topic
         now = self._clock()
         delivery = await self._store.claim_delivery(alert.delivery_id, now, now + self._lease)
         if delivery is None:
@@ -73,9 +81,14 @@ class Deliverer:
         await self.attempt(delivery, alert.item)
 
     async def sweep(self, stop: asyncio.Event) -> None:
-        """Attempt due deliveries until ``stop``, at most ``delivery_concurrency`` at once."""
+        """Attempt due deliveries until ``stop``, at most ``delivery_concurrency`` at once; open
+        the digests whose period closed."""
         in_flight: set[asyncio.Task[None]] = set()
         while not stop.is_set():
+            try:
+                await self.open_digests()
+            except Exception:
+                log.exception("scheduling digests failed; next sweep tries again")
             while len(in_flight) < self._settings.delivery_concurrency:
                 now = self._clock()
                 delivery = await self._store.claim_due_delivery(now, now + self._lease)
@@ -89,8 +102,33 @@ class Deliverer:
         if in_flight:
             await asyncio.wait(in_flight, timeout=DRAIN_DEADLINE_S)
 
+    async def open_digests(self) -> None:
+        """For every digest subscription, turn each closed period's queued alerts into one digest
+        delivery (idempotent: the digest's id is fixed by subscription and period)."""
+        now = self._clock()
+        for subscription in await self._store.list_subscriptions(active_only=True):
+            if subscription.cadence == "immediate":
+                continue
+            queued = await self._store.list_deliveries(subscription_id=subscription.id, status="queued", limit=MAX_SCAN)
+            for period in sorted({d.digest_period for d in queued if d.digest_period and d.next_attempt_at <= now}):
+                digest_item = f"digest:{period}"
+                await self._store.insert_delivery(
+                    Delivery(
+                        id=Delivery.make_id(subscription.id, digest_item, subscription.channel),
+                        subscription_id=subscription.id,
+                        item_id=digest_item,
+                        channel=subscription.channel,
+                        created_at=now,
+                        next_attempt_at=now,
+                        digest_period=period,
+                    )
+                )
+
     async def _attempt_stored(self, delivery: Delivery) -> None:
         try:
+            if delivery.item_id == CONFIRM_ITEM or delivery.item_id.startswith("digest:"):
+                await self.attempt(delivery, None)
+                return
             item = await self._store.get_item(delivery.item_id)
             if item is None:
                 await self._finish(delivery, Outcome.permanent("item no longer stored"))
@@ -100,22 +138,84 @@ class Deliverer:
             # The lease runs out and the sweep tries again; the error is not swallowed silently.
             log.exception("delivery %s failed unexpectedly", delivery.id)
 
-    async def attempt(self, delivery: Delivery, item: ClassifiedItem) -> None:
-        """Send one claimed delivery and record the outcome."""
+    async def attempt(self, delivery: Delivery, item: ClassifiedItem | None) -> None:
+        """Send one claimed delivery (alert, digest or confirmation) and record the outcome."""
         subscription = await self._store.get_subscription(delivery.subscription_id)
-        if subscription is None or not subscription.active:
-            await self._finish(delivery, Outcome.permanent("subscription deleted or paused"))
+        is_confirm = delivery.item_id == CONFIRM_ITEM
+        if subscription is None or not subscription.active or (not subscription.confirmed and not is_confirm):
+            await self._finish(delivery, Outcome.permanent("subscription deleted, paused or unconfirmed"))
             return
         now = self._clock()
-        link = f"{self._settings.public_base_url.rstrip('/')}/api/v1/events/{item.id}"
-        if delivery.channel == "webhook":
+        if delivery.channel == "email" and subscription.email:
+            wait = self._recipients.wait_s(subscription.email, time.monotonic())
+            if wait > 0:
+                await self._defer(delivery, wait)
+                return
+        queued: list[Delivery] = []
+        if delivery.item_id.startswith("digest:"):
+            queued = await self._store.list_deliveries(
+                subscription_id=subscription.id, status="queued", digest_period=delivery.digest_period, limit=MAX_SCAN
+            )
+            items = [i for i in [await self._store.get_item(d.item_id) for d in queued] if i is not None]
+            if not items:
+                await self._finish(delivery, Outcome.success())
+                return
+            message = build_digest(
+                self._settings, subscription, items, delivery_id=delivery.id, period=delivery.digest_period or ""
+            )
+            outcome = await send_email(self._settings, message)
+        elif is_confirm:
+            outcome = await send_email(
+                self._settings, build_confirmation(self._settings, subscription, delivery_id=delivery.id)
+            )
+        elif item is None:
+            outcome = Outcome.permanent("item no longer stored")
+        elif delivery.channel == "webhook":
+            link = f"{self._settings.public_base_url.rstrip('/')}/api/v1/events/{item.id}"
             outcome = await send_webhook(
                 self._client, subscription, delivery.id, alert_body(subscription, item, link=link), now
             )
         else:
+            link = f"{self._settings.public_base_url.rstrip('/')}/api/v1/events/{item.id}"
             message = build_message(self._settings, subscription, item, delivery_id=delivery.id, link=link)
             outcome = await send_email(self._settings, message)
+        if delivery.channel == "email" and subscription.email and outcome.ok:
+            self._recipients.record(subscription.email, time.monotonic())
         await self._finish(delivery, outcome)
+        if outcome.ok:
+            for entry in queued:
+                await self._store.update_delivery(entry.id, {"status": "delivered", "delivered_at": now})
+        if delivery.channel == "webhook" and not is_confirm:
+            await self._track_endpoint(subscription, outcome)
+
+    async def _defer(self, delivery: Delivery, wait_s: float) -> None:
+        """Rate-limited: try again later without spending one of the delivery's attempts."""
+        next_at = self._clock() + timedelta(seconds=wait_s)
+        await self._store.update_delivery(delivery.id, {"next_attempt_at": next_at, "lease_until": None})
+        self._metrics.deliveries.labels(delivery.channel, "rate_limited").inc()
+
+    async def _track_endpoint(self, subscription: Subscription, outcome: Outcome) -> None:
+        """Disable a webhook endpoint only after it failed without a single success for the whole
+        window; occasional failures never disable it."""
+        now = self._clock()
+        if outcome.ok:
+            if subscription.failing_since is not None:
+                await self._store.update_subscription(subscription.id, {"failing_since": None})
+            return
+        if subscription.failing_since is None:
+            await self._store.update_subscription(subscription.id, {"failing_since": now})
+            return
+        if (now - subscription.failing_since).total_seconds() < self._settings.endpoint_disable_after_s:
+            return
+        reason = f"endpoint failing since {subscription.failing_since.isoformat()}: {outcome.error}"
+        await self._store.update_subscription(subscription.id, {"active": False, "disabled_reason": reason[:500]})
+        event = SubscriptionDisabled(
+            subscription_id=subscription.id, webhook_url=subscription.webhook_url or "", reason=reason[:500], at=now
+        )
+        await self._bus.publish(self._ops, subscription.id, Envelope.wrap("subscription.disabled", event))
+        log.warning("subscription %s disabled: %s", subscription.id, reason)
+        if subscription.owner_email:
+            await send_email(self._settings, build_disabled_notice(self._settings, subscription, reason))
 
     async def _finish(self, delivery: Delivery, outcome: Outcome) -> None:
         now = self._clock()

@@ -1,4 +1,5 @@
-"""Email sender: one message per alert over SMTP (aiosmtplib), text and HTML parts.
+"""Email: alert, digest and confirmation messages (text and HTML parts, List-Unsubscribe with
+one-click POST per RFC 8058), sent over SMTP with aiosmtplib.
 
 Permanent SMTP failures (5xx, refused recipients) are not retried; everything else is.
 """
@@ -11,6 +12,7 @@ from email.utils import make_msgid
 
 import aiosmtplib
 
+from services.alerts import links
 from services.alerts.outcome import Outcome
 from shared.models import ClassifiedItem, Subscription
 from shared.settings import Settings
@@ -22,16 +24,13 @@ def build_message(
     """The alert email for one item."""
     sectors = ", ".join(item.sectors) or "no sector"
     countries = ", ".join(item.countries) or "no country"
-    msg = EmailMessage()
-    msg["From"] = settings.smtp_from
-    msg["To"] = subscription.email or ""
-    msg["Subject"] = f"[Corridor] {sectors}: {item.title[:150]}"
-    msg["Message-ID"] = make_msgid(idstring=delivery_id, domain="corridor.local")
-    msg["X-Corridor-Delivery-Id"] = delivery_id
+    msg = _base(settings, subscription, f"[Corridor] {sectors}: {item.title[:150]}", delivery_id)
+    unsubscribe = _unsubscribe_headers(settings, subscription, msg)
     evidence = "\n".join(f"- {e.label}: “{e.term}” … {e.snippet}" for e in item.evidence[:8])
     msg.set_content(
         f"{item.title}\n\nSectors: {sectors}\nCountries: {countries}\nSource: {item.source_url}\n"
-        f"Link: {item.url or '-'}\nEvent: {link}\n\n{item.summary[:2000]}\n\nEvidence:\n{evidence}\n"
+        f"Link: {item.url or '-'}\nEvent: {link}\n\n{item.summary[:2000]}\n\nEvidence:\n{evidence}\n\n"
+        f"Unsubscribe: {unsubscribe}\n"
     )
     items_html = "".join(
         f"<li><b>{html.escape(e.label)}</b>: {html.escape(e.term)} — {html.escape(e.snippet)}</li>"
@@ -40,7 +39,8 @@ def build_message(
     msg.add_alternative(
         f"<h2>{html.escape(item.title)}</h2><p>Sectors: {html.escape(sectors)}<br>Countries: "
         f'{html.escape(countries)}</p><p><a href="{html.escape(item.url or link)}">Read the item</a></p>'
-        f"<p>{html.escape(item.summary[:2000])}</p><ul>{items_html}</ul>",
+        f"<p>{html.escape(item.summary[:2000])}</p><ul>{items_html}</ul>"
+        f'<p><a href="{html.escape(unsubscribe)}">Unsubscribe</a></p>',
         subtype="html",
     )
     return msg
@@ -72,3 +72,77 @@ async def send_email(settings: Settings, message: EmailMessage) -> Outcome:
     except (aiosmtplib.SMTPException, OSError) as exc:
         return Outcome.transient(f"{type(exc).__name__}: {exc}")
     return Outcome.success(250)
+
+
+def _unsubscribe_headers(settings: Settings, subscription: Subscription, message: EmailMessage) -> str:
+    url = links.link(settings.public_base_url, settings.link_secret, "unsubscribe", subscription)
+    message["List-Unsubscribe"] = f"<{url}>"
+    message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    return url
+
+
+def _base(settings: Settings, subscription: Subscription, subject: str, message_key: str) -> EmailMessage:
+    msg = EmailMessage()
+    msg["From"] = settings.smtp_from
+    msg["To"] = subscription.email or ""
+    msg["Subject"] = subject
+    msg["Message-ID"] = make_msgid(idstring=message_key, domain="corridor.local")
+    msg["X-Corridor-Delivery-Id"] = message_key
+    return msg
+
+
+def build_confirmation(settings: Settings, subscription: Subscription, *, delivery_id: str) -> EmailMessage:
+    """The double opt-in email: nothing else is sent until its link is followed."""
+    url = links.link(settings.public_base_url, settings.link_secret, "confirm", subscription)
+    msg = _base(settings, subscription, "[Corridor] Confirm your alert subscription", delivery_id)
+    wanted = ", ".join(subscription.sectors) or "all sectors"
+    msg.set_content(
+        f"Someone (hopefully you) subscribed {subscription.email} to Corridor alerts ({wanted}, "
+        f"{subscription.cadence}).\n\nConfirm here: {url}\n\nIf it was not you, ignore this email: "
+        "nothing will be sent without confirmation.\n"
+    )
+    return msg
+
+
+def build_digest(
+    settings: Settings, subscription: Subscription, items: list[ClassifiedItem], *, delivery_id: str, period: str
+) -> EmailMessage:
+    """One email for a digest period: items grouped by sector, with counts."""
+    groups: dict[str, list[ClassifiedItem]] = {}
+    for item in sorted(items, key=lambda i: i.sort_at, reverse=True):
+        wanted = [s for s in item.sectors if not subscription.sectors or s in subscription.sectors]
+        groups.setdefault(wanted[0] if wanted else "other", []).append(item)
+    label = "hourly" if subscription.cadence == "hourly" else "daily"
+    msg = _base(settings, subscription, f"[Corridor] {label} digest {period}: {len(items)} items", delivery_id)
+    unsubscribe = _unsubscribe_headers(settings, subscription, msg)
+    lines = [f"Corridor {label} digest for {period}: {len(items)} items.", ""]
+    html_parts = [f"<h2>Corridor {label} digest for {html.escape(period)}: {len(items)} items</h2>"]
+    for sector, group in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+        lines.append(f"{sector} ({len(group)})")
+        html_parts.append(f"<h3>{html.escape(sector)} ({len(group)})</h3><ul>")
+        for item in group:
+            lines.append(f"  - {item.title} — {item.url or item.source_url}")
+            html_parts.append(
+                f'<li><a href="{html.escape(item.url or item.source_url)}">{html.escape(item.title)}</a></li>'
+            )
+        html_parts.append("</ul>")
+        lines.append("")
+    lines.append(f"Unsubscribe: {unsubscribe}")
+    html_parts.append(f'<p><a href="{html.escape(unsubscribe)}">Unsubscribe</a></p>')
+    msg.set_content("\n".join(lines) + "\n")
+    msg.add_alternative("".join(html_parts), subtype="html")
+    return msg
+
+
+def build_disabled_notice(settings: Settings, subscription: Subscription, reason: str) -> EmailMessage:
+    """Tells a webhook subscription's owner that Corridor stopped sending to the endpoint."""
+    msg = EmailMessage()
+    msg["From"] = settings.smtp_from
+    msg["To"] = subscription.owner_email or ""
+    msg["Subject"] = "[Corridor] webhook endpoint disabled after sustained failures"
+    msg.set_content(
+        f"Corridor disabled subscription {subscription.id} for {subscription.webhook_url}.\n\nReason: {reason}\n\n"
+        "Fix the endpoint, then resume the subscription (POST /api/v1/subscriptions/{id}/resume) and redeliver "
+        "what failed (POST /api/v1/deliveries/{id}/redeliver).\n"
+    )
+    return msg

@@ -7,16 +7,20 @@ delivery whose message never made it to the bus is picked up by the deliverer's 
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
+from services.alerts.periods import period_of
 from shared.bus import Bus
 from shared.envelope import TOPIC_ALERTS, Envelope
 from shared.errors import PoisonMessage
 from shared.metrics import Metrics
-from shared.models import AlertPayload, ClassifiedItem, Delivery
+from shared.models import AlertPayload, ClassifiedItem, Delivery, Subscription
 from shared.settings import Settings
 from shared.store import Store
 from shared.timeutil import Clock, utcnow
+
+SUBSCRIPTION_CACHE_S = 2.0
 
 
 class Matcher:
@@ -30,12 +34,22 @@ class Matcher:
         self._out = settings.topic(TOPIC_ALERTS)
         # The sweep leaves fresh deliveries to the alert consumer for this long.
         self._handoff = timedelta(seconds=settings.delivery_lease_s)
+        # Active subscriptions, re-read at most every SUBSCRIPTION_CACHE_S: one store read per
+        # item would dominate matching; a new or changed subscription applies within seconds.
+        self._cache: list[Subscription] = []
+        self._cache_at = float("-inf")
+
+    async def _subscriptions(self) -> list[Subscription]:
+        if time.monotonic() - self._cache_at > SUBSCRIPTION_CACHE_S:
+            self._cache = await self._store.list_subscriptions(active_only=True)
+            self._cache_at = time.monotonic()
+        return self._cache
 
     async def handle(self, envelope: Envelope) -> None:
         if envelope.type != "item.classified":
             raise PoisonMessage(f"unexpected event type {envelope.type!r} on the classified topic")
         item = envelope.payload_as(ClassifiedItem)
-        for subscription in await self._store.list_subscriptions(active_only=True):
+        for subscription in await self._subscriptions():
             if not subscription.matches(item):
                 continue
             now = self._clock()
@@ -47,8 +61,19 @@ class Matcher:
                 created_at=now,
                 next_attempt_at=now + self._handoff,
             )
+            if subscription.cadence != "immediate":
+                # Queued for its digest, which the deliverer sends when the period closes.
+                period, end = period_of(subscription, now)
+                delivery = delivery.model_copy(
+                    update={"status": "queued", "digest_period": period, "next_attempt_at": end}
+                )
+            elif subscription.channel == "kafka":
+                # The alert on corridor.alerts.v1 *is* the delivery for the kafka channel.
+                delivery = delivery.model_copy(update={"status": "delivered", "delivered_at": now, "attempts": 1})
             if await self._store.insert_delivery(delivery):
                 self._metrics.matched.inc()
+            if delivery.status == "queued":
+                continue
             # Published even when the delivery existed: the previous run may have died before
             # publishing; the deliverer's claim makes a second message harmless.
             payload = AlertPayload(

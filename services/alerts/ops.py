@@ -10,7 +10,7 @@ from email.message import EmailMessage
 from services.alerts.mailer import send_email
 from shared.envelope import Envelope
 from shared.errors import PoisonMessage
-from shared.models import SourceHealthEvent
+from shared.models import SourceHealthEvent, SubscriptionDisabled
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -23,6 +23,10 @@ class OpsNotifier:
         self._settings = settings
 
     async def handle(self, envelope: Envelope) -> None:
+        if envelope.type == "subscription.disabled":
+            disabled = envelope.payload_as(SubscriptionDisabled)
+            log.warning("subscription %s disabled: %s", disabled.subscription_id, disabled.reason)
+            return  # the owner was emailed by the deliverer that disabled it
         if envelope.type not in ("source.broken", "source.recovered"):
             raise PoisonMessage(f"unexpected event type {envelope.type!r} on the ops topic")
         event = envelope.payload_as(SourceHealthEvent)

@@ -1,40 +1,78 @@
-"""HTTP routes of alerts: /api/v1/subscriptions and /api/v1/deliveries (API key required:
-they expose subscribers' addresses)."""
+"""HTTP routes of alerts: /api/v1/subscriptions and /api/v1/deliveries (API key required: they
+expose subscribers' addresses), plus the keyless confirm and unsubscribe pages linked from emails."""
 
 from __future__ import annotations
 
 import secrets
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Response
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, model_validator
+from fastapi import APIRouter, Depends, Form, HTTPException, Query, Response
+from fastapi.responses import HTMLResponse
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator, model_validator
 
+from services.alerts import links
+from services.alerts.deliverer import CONFIRM_ITEM
 from services.alerts.webhook import new_secret
 from shared.errors import BlockedAddress, FetchError
-from shared.models import Country, Delivery, DeliveryStatus, Subscription
+from shared.models import Cadence, Country, Delivery, DeliveryStatus, Subscription
 from shared.netguard import AddressPolicy
+from shared.settings import Settings
 from shared.store import Store
 from shared.store.base import MAX_PAGE
 from shared.timeutil import utcnow
 
+_HHMM = r"^([01]\d|2[0-3]):[0-5]\d$"
 
-class SubscriptionIn(BaseModel):
-    """Body of POST /api/v1/subscriptions: exactly one of ``webhook_url`` and ``email``."""
+
+class Filters(BaseModel):
+    """What a subscription wants; every field optional in a PATCH."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sectors: list[str] | None = Field(default=None, max_length=50)
+    countries: list[Country] | None = Field(default=None, max_length=2)
+    bilateral_only: bool | None = None
+    min_score: float | None = Field(default=None, ge=0, le=1000)
+    keywords: list[Annotated[str, Field(min_length=2, max_length=100)]] | None = Field(default=None, max_length=50)
+    sources: list[str] | None = Field(default=None, max_length=200)
+    languages: list[Annotated[str, Field(min_length=2, max_length=8)]] | None = Field(default=None, max_length=20)
+    cadence: Cadence | None = None
+    digest_time: str | None = Field(default=None, pattern=_HHMM, description="local HH:MM of the daily digest")
+    timezone: str | None = Field(default=None, max_length=64, description="IANA time zone, e.g. Asia/Karachi")
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                ZoneInfo(value)
+            except (ZoneInfoNotFoundError, ValueError) as exc:
+                raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+
+class SubscriptionIn(Filters):
+    """Body of POST /api/v1/subscriptions: exactly one channel — ``webhook_url``, ``email``, or
+    ``"channel": "kafka"`` (alerts read straight from corridor.alerts.v1). Unknown fields are ignored."""
 
     model_config = ConfigDict(extra="ignore")
 
     webhook_url: str | None = Field(default=None, max_length=2048)
     email: EmailStr | None = None
-    sectors: list[str] = Field(default_factory=list, max_length=50)
-    countries: list[Country] = Field(default_factory=list, max_length=2)
+    channel: Literal["webhook", "email", "kafka"] | None = None
+    owner_email: EmailStr | None = Field(default=None, description="told if a failing webhook endpoint is disabled")
 
     @model_validator(mode="after")
     def _one_channel(self) -> SubscriptionIn:
-        if (self.webhook_url is None) == (self.email is None):
-            raise ValueError("give exactly one of webhook_url and email")
+        given = [c for c, v in (("webhook", self.webhook_url), ("email", self.email)) if v is not None]
+        if self.channel == "kafka":
+            given.append("kafka")
+        if len(given) != 1 or (self.channel and self.channel != given[0]):
+            raise ValueError("give exactly one channel: webhook_url, email, or channel=kafka")
         if self.webhook_url is not None:
             parts = urlsplit(self.webhook_url)
             if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -43,24 +81,36 @@ class SubscriptionIn(BaseModel):
 
 
 class SubscriptionOut(BaseModel):
-    """A subscription as the API shows it: never with its secret."""
+    """A subscription as the API shows it: never with a secret."""
 
     id: str
-    channel: Literal["webhook", "email"]
+    channel: Literal["webhook", "email", "kafka"]
     webhook_url: str | None
     email: str | None
+    owner_email: str | None
     sectors: list[str]
     countries: list[str]
+    bilateral_only: bool
+    min_score: float | None
+    keywords: list[str]
+    sources: list[str]
+    languages: list[str]
+    cadence: Cadence
+    digest_time: str
+    timezone: str
     active: bool
+    confirmed: bool
+    disabled_reason: str | None
+    previous_secret_expires_at: datetime | None
     created_at: datetime
 
     @classmethod
     def of(cls, subscription: Subscription) -> SubscriptionOut:
-        return cls.model_validate(subscription.model_dump(exclude={"secret"}))
+        return cls.model_validate(subscription.model_dump(exclude={"secret", "previous_secret"}))
 
 
 class SubscriptionCreated(SubscriptionOut):
-    """The creation answer: the only time the webhook signing secret is shown."""
+    """The creation (or rotation) answer: the only time the webhook signing secret is shown."""
 
     secret: str | None
 
@@ -69,17 +119,40 @@ def _invalid(field: str, msg: str) -> HTTPException:
     return HTTPException(422, detail=[{"loc": ["body", field], "msg": msg, "type": "value_error"}])
 
 
+def _page(title: str, body: str) -> HTMLResponse:
+    return HTMLResponse(
+        f"<!doctype html><html><head><meta charset='utf-8'><meta name='viewport' content='width=device-width'>"
+        f"<title>{title}</title></head><body style='font-family:sans-serif;max-width:36em;margin:3em auto'>"
+        f"<h1>{title}</h1>{body}</body></html>"
+    )
+
+
 def build_router(
-    *, store: Store, policy: AddressPolicy, sector_ids: list[str], require_key: Callable[..., Any]
+    *, store: Store, policy: AddressPolicy, sector_ids: list[str], require_key: Callable[..., Any], settings: Settings
 ) -> APIRouter:
     """Routes for subscriptions and deliveries."""
-    router = APIRouter(prefix="/api/v1", tags=["alerts"], dependencies=[Depends(require_key)])
+    router = APIRouter(prefix="/api/v1", tags=["alerts"])
+    admin = [Depends(require_key)]
 
-    @router.post("/subscriptions", response_model=SubscriptionCreated, status_code=201)
-    async def create_subscription(body: SubscriptionIn) -> SubscriptionCreated:
-        unknown = sorted(set(body.sectors) - set(sector_ids))
+    async def found(subscription_id: str) -> Subscription:
+        subscription = await store.get_subscription(subscription_id)
+        if subscription is None:
+            raise HTTPException(404, detail="no such subscription")
+        return subscription
+
+    def checked_filters(body: Filters) -> dict[str, Any]:
+        fields = body.model_dump(exclude_unset=True, exclude={"webhook_url", "email", "channel", "owner_email"})
+        unknown = sorted(set(fields.get("sectors") or []) - set(sector_ids))
         if unknown:
             raise _invalid("sectors", f"unknown sectors {unknown}; valid: {sector_ids}")
+        for key in ("sectors", "countries", "sources", "languages"):
+            if fields.get(key) is not None:
+                fields[key] = sorted(set(fields[key]))
+        return {k: v for k, v in fields.items() if v is not None}
+
+    @router.post("/subscriptions", response_model=SubscriptionCreated, status_code=201, dependencies=admin)
+    async def create_subscription(body: SubscriptionIn) -> SubscriptionCreated:
+        fields = checked_filters(body)
         if body.webhook_url:
             parts = urlsplit(body.webhook_url)
             try:
@@ -89,42 +162,152 @@ def build_router(
             except FetchError:
                 pass  # unresolvable now: attempts will record the DNS error and retry
         now = utcnow()
+        channel = "webhook" if body.webhook_url else "email" if body.email else "kafka"
         subscription = Subscription(
             id=f"sub_{secrets.token_hex(12)}",  # random: two identical subscriptions are two subscriptions
-            channel="webhook" if body.webhook_url else "email",
+            channel=channel,
             webhook_url=body.webhook_url,
             email=str(body.email) if body.email else None,
+            owner_email=str(body.owner_email) if body.owner_email else None,
             secret=new_secret() if body.webhook_url else None,
-            sectors=sorted(set(body.sectors)),
-            countries=sorted(set(body.countries)),
+            confirmed=channel != "email",  # email addresses need double opt-in
             created_at=now,
+            **fields,
         )
         await store.insert_subscription(subscription)
+        if channel == "email":
+            # The confirmation email goes out through the deliverer, with its retries.
+            await store.insert_delivery(
+                Delivery(
+                    id=Delivery.make_id(subscription.id, CONFIRM_ITEM, "email"),
+                    subscription_id=subscription.id,
+                    item_id=CONFIRM_ITEM,
+                    channel="email",
+                    created_at=now,
+                    next_attempt_at=now,
+                )
+            )
         return SubscriptionCreated(**SubscriptionOut.of(subscription).model_dump(), secret=subscription.secret)
 
-    @router.get("/subscriptions", response_model=list[SubscriptionOut])
+    @router.get("/subscriptions", response_model=list[SubscriptionOut], dependencies=admin)
     async def list_subscriptions() -> list[SubscriptionOut]:
         return [SubscriptionOut.of(s) for s in await store.list_subscriptions()]
 
-    @router.get("/subscriptions/{subscription_id}", response_model=SubscriptionOut)
+    @router.get("/subscriptions/{subscription_id}", response_model=SubscriptionOut, dependencies=admin)
     async def get_subscription(subscription_id: str) -> SubscriptionOut:
-        subscription = await store.get_subscription(subscription_id)
-        if subscription is None:
-            raise HTTPException(404, detail="no such subscription")
-        return SubscriptionOut.of(subscription)
+        return SubscriptionOut.of(await found(subscription_id))
 
-    @router.delete("/subscriptions/{subscription_id}", status_code=204)
+    @router.patch("/subscriptions/{subscription_id}", response_model=SubscriptionOut, dependencies=admin)
+    async def patch_subscription(subscription_id: str, body: Filters) -> SubscriptionOut:
+        await found(subscription_id)
+        fields = checked_filters(body)
+        if fields:
+            await store.update_subscription(subscription_id, fields)
+        return SubscriptionOut.of(await found(subscription_id))
+
+    @router.post("/subscriptions/{subscription_id}/pause", response_model=SubscriptionOut, dependencies=admin)
+    async def pause(subscription_id: str) -> SubscriptionOut:
+        await found(subscription_id)
+        await store.update_subscription(subscription_id, {"active": False})
+        return SubscriptionOut.of(await found(subscription_id))
+
+    @router.post("/subscriptions/{subscription_id}/resume", response_model=SubscriptionOut, dependencies=admin)
+    async def resume(subscription_id: str) -> SubscriptionOut:
+        await found(subscription_id)
+        await store.update_subscription(
+            subscription_id, {"active": True, "disabled_reason": None, "failing_since": None}
+        )
+        return SubscriptionOut.of(await found(subscription_id))
+
+    @router.post(
+        "/subscriptions/{subscription_id}/rotate-secret", response_model=SubscriptionCreated, dependencies=admin
+    )
+    async def rotate_secret(subscription_id: str) -> SubscriptionCreated:
+        subscription = await found(subscription_id)
+        if subscription.channel != "webhook":
+            raise HTTPException(409, detail="only webhook subscriptions have a signing secret")
+        grace = timedelta(seconds=settings.secret_rotation_grace_s)
+        fresh = new_secret()
+        await store.update_subscription(
+            subscription_id,
+            {"secret": fresh, "previous_secret": subscription.secret, "previous_secret_expires_at": utcnow() + grace},
+        )
+        updated = await found(subscription_id)
+        return SubscriptionCreated(**SubscriptionOut.of(updated).model_dump(), secret=fresh)
+
+    @router.delete("/subscriptions/{subscription_id}", status_code=204, dependencies=admin)
     async def delete_subscription(subscription_id: str) -> Response:
         if not await store.delete_subscription(subscription_id):
             raise HTTPException(404, detail="no such subscription")
         return Response(status_code=204)
 
-    @router.get("/deliveries", response_model=list[Delivery])
+    # Keyless pages linked from emails. GET only shows a button: mail scanners prefetch links, and
+    # a prefetch must neither confirm nor unsubscribe anybody.
+    @router.get("/subscriptions/{subscription_id}/confirm", response_class=HTMLResponse)
+    async def confirm_page(subscription_id: str, token: Annotated[str, Query(max_length=64)]) -> HTMLResponse:
+        return _page(
+            "Confirm your Corridor alerts",
+            f"<form method='post'><input type='hidden' name='token' "
+            f"value='{token}'><button type='submit'>Confirm subscription</button></form>",
+        )
+
+    @router.post("/subscriptions/{subscription_id}/confirm", response_class=HTMLResponse)
+    async def confirm(
+        subscription_id: str,
+        token: Annotated[str | None, Form(max_length=64)] = None,
+        token_q: Annotated[str | None, Query(alias="token", max_length=64)] = None,
+    ) -> HTMLResponse:
+        subscription = await store.get_subscription(subscription_id)
+        given = token or token_q or ""
+        if subscription is None or not links.check_token(settings.link_secret, "confirm", subscription_id, given):
+            raise HTTPException(404, detail="no such subscription or wrong token")
+        await store.update_subscription(subscription_id, {"confirmed": True})
+        return _page("Subscription confirmed", "<p>You will receive Corridor alerts at this address.</p>")
+
+    @router.get("/subscriptions/{subscription_id}/unsubscribe", response_class=HTMLResponse)
+    async def unsubscribe_page(subscription_id: str, token: Annotated[str, Query(max_length=64)]) -> HTMLResponse:
+        return _page(
+            "Unsubscribe from Corridor alerts",
+            f"<form method='post'><input type='hidden' name='token' "
+            f"value='{token}'><button type='submit'>Unsubscribe</button></form>",
+        )
+
+    @router.post("/subscriptions/{subscription_id}/unsubscribe", response_class=HTMLResponse)
+    async def unsubscribe(
+        subscription_id: str,
+        token: Annotated[str | None, Form(max_length=64)] = None,
+        token_q: Annotated[str | None, Query(alias="token", max_length=64)] = None,
+    ) -> HTMLResponse:
+        """One-click unsubscribe (RFC 8058): mail clients POST ``List-Unsubscribe=One-Click`` to
+        the URL of the List-Unsubscribe header, token included in the query."""
+        given = token or token_q or ""
+        subscription = await store.get_subscription(subscription_id)
+        if subscription is None or not links.check_token(settings.link_secret, "unsubscribe", subscription_id, given):
+            raise HTTPException(404, detail="no such subscription or wrong token")
+        await store.update_subscription(subscription_id, {"active": False, "disabled_reason": "unsubscribed"})
+        return _page("Unsubscribed", "<p>You will not receive these alerts any more.</p>")
+
+    @router.get("/deliveries", response_model=list[Delivery], dependencies=admin)
     async def list_deliveries(
         subscription_id: Annotated[str | None, Query(max_length=64)] = None,
+        item_id: Annotated[str | None, Query(max_length=80)] = None,
         status: DeliveryStatus | None = None,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
     ) -> list[Delivery]:
-        return await store.list_deliveries(subscription_id=subscription_id, status=status, limit=limit)
+        return await store.list_deliveries(subscription_id=subscription_id, item_id=item_id, status=status, limit=limit)
+
+    @router.post("/deliveries/{delivery_id}/redeliver", response_model=Delivery, status_code=202, dependencies=admin)
+    async def redeliver(delivery_id: str) -> Delivery:
+        delivery = await store.get_delivery(delivery_id)
+        if delivery is None:
+            raise HTTPException(404, detail="no such delivery")
+        if delivery.status == "queued":
+            raise HTTPException(409, detail="queued for a digest that has not been sent yet")
+        await store.update_delivery(
+            delivery_id, {"status": "pending", "attempts": 0, "next_attempt_at": utcnow(), "lease_until": None}
+        )
+        updated = await store.get_delivery(delivery_id)
+        assert updated is not None
+        return updated
 
     return router

@@ -54,6 +54,11 @@ async def send_webhook(
         return Outcome.permanent("subscription has no webhook URL or secret")
     data = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
     signature = Webhook(subscription.secret).sign(message_id, now, data)
+    expires = subscription.previous_secret_expires_at
+    if subscription.previous_secret and expires and expires > now:
+        # During a rotation's grace period sign with both secrets (space-separated, per the
+        # Standard Webhooks spec), so receivers can switch to the new secret at their own pace.
+        signature += " " + Webhook(subscription.previous_secret).sign(message_id, now, data)
     headers = {
         "content-type": "application/json",
         "webhook-id": message_id,

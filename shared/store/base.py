@@ -16,7 +16,8 @@ from typing import Any, Protocol
 
 from shared.models import ClassifiedItem, Delivery, DeliveryStatus, DuplicateRef, Source, Subscription
 
-MAX_PAGE = 200
+MAX_PAGE = 200  # API pages
+MAX_SCAN = 5000  # internal scans (a digest's queued deliveries)
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,9 @@ class Store(Protocol):
     async def delete_subscription(self, subscription_id: str) -> bool:
         """Delete; False if there was none."""
 
+    async def update_subscription(self, subscription_id: str, fields: dict[str, Any]) -> None:
+        """Set the given fields of a subscription."""
+
     # deliveries
     async def insert_delivery(self, delivery: Delivery) -> bool:
         """Insert; False (and no change) when that delivery id already exists."""
@@ -109,6 +113,12 @@ class Store(Protocol):
     async def update_delivery(self, delivery_id: str, fields: dict[str, Any]) -> None: ...
 
     async def list_deliveries(
-        self, *, subscription_id: str | None = None, status: DeliveryStatus | None = None, limit: int = 50
+        self,
+        *,
+        subscription_id: str | None = None,
+        status: DeliveryStatus | None = None,
+        item_id: str | None = None,
+        digest_period: str | None = None,
+        limit: int = 50,
     ) -> list[Delivery]:
-        """Newest first."""
+        """Newest first, at most ``limit`` (capped at MAX_SCAN)."""

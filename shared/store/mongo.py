@@ -22,7 +22,7 @@ from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from shared.errors import Conflict
 from shared.models import ClassifiedItem, Delivery, DeliveryStatus, DuplicateRef, Source, Subscription
-from shared.store.base import MAX_PAGE, EventQuery
+from shared.store.base import MAX_PAGE, MAX_SCAN, EventQuery
 
 SERVER_SELECTION_TIMEOUT_MS = 10_000
 SOCKET_TIMEOUT_MS = 30_000
@@ -252,6 +252,9 @@ class MongoStore:
         result = await self._subscriptions.delete_one({"_id": subscription_id})
         return result.deleted_count > 0
 
+    async def update_subscription(self, subscription_id: str, fields: dict[str, Any]) -> None:
+        await self._subscriptions.update_one({"_id": subscription_id}, {"$set": fields})
+
     # deliveries
     async def insert_delivery(self, delivery: Delivery) -> bool:
         try:
@@ -289,13 +292,23 @@ class MongoStore:
         await self._deliveries.update_one({"_id": delivery_id}, {"$set": fields})
 
     async def list_deliveries(
-        self, *, subscription_id: str | None = None, status: DeliveryStatus | None = None, limit: int = 50
+        self,
+        *,
+        subscription_id: str | None = None,
+        status: DeliveryStatus | None = None,
+        item_id: str | None = None,
+        digest_period: str | None = None,
+        limit: int = 50,
     ) -> list[Delivery]:
         flt: dict[str, Any] = {}
-        if subscription_id:
-            flt["subscription_id"] = subscription_id
-        if status:
-            flt["status"] = status
+        for key, value in (
+            ("subscription_id", subscription_id),
+            ("status", status),
+            ("item_id", item_id),
+            ("digest_period", digest_period),
+        ):
+            if value:
+                flt[key] = value
         cursor = self._deliveries.find(flt).sort([("created_at", DESCENDING), ("_id", DESCENDING)])
-        cursor = cursor.limit(max(1, min(limit, MAX_PAGE)))
+        cursor = cursor.limit(max(1, min(limit, MAX_SCAN)))
         return [Delivery.model_validate(_undoc(d)) async for d in cursor]

@@ -19,7 +19,7 @@ from pydantic import BaseModel
 
 from shared.errors import Conflict
 from shared.models import ClassifiedItem, Delivery, DeliveryStatus, DuplicateRef, Source, Subscription
-from shared.store.base import MAX_PAGE, EventQuery
+from shared.store.base import MAX_PAGE, MAX_SCAN, EventQuery
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -258,6 +258,18 @@ class SQLiteStore:
             await self.db.commit()
             return cur.rowcount > 0
 
+    async def update_subscription(self, subscription_id: str, fields: dict[str, Any]) -> None:
+        async with self._lock:
+            current = await self.get_subscription(subscription_id)
+            if current is None:
+                return
+            updated = Subscription.model_validate({**current.model_dump(), **fields})
+            await self.db.execute(
+                "UPDATE subscriptions SET active=?, doc=? WHERE id=?",
+                (int(updated.active), updated.model_dump_json(), subscription_id),
+            )
+            await self.db.commit()
+
     # deliveries
     def _delivery_row(self, d: Delivery) -> tuple[Any, ...]:
         return (
@@ -318,19 +330,28 @@ class SQLiteStore:
             await self.db.commit()
 
     async def list_deliveries(
-        self, *, subscription_id: str | None = None, status: DeliveryStatus | None = None, limit: int = 50
+        self,
+        *,
+        subscription_id: str | None = None,
+        status: DeliveryStatus | None = None,
+        item_id: str | None = None,
+        digest_period: str | None = None,
+        limit: int = 50,
     ) -> list[Delivery]:
         where: list[str] = []
         args: list[Any] = []
-        if subscription_id:
-            where.append("subscription_id=?")
-            args.append(subscription_id)
-        if status:
-            where.append("status=?")
-            args.append(status)
+        for clause, value in (
+            ("subscription_id=?", subscription_id),
+            ("status=?", status),
+            ("json_extract(doc, '$.item_id')=?", item_id),
+            ("json_extract(doc, '$.digest_period')=?", digest_period),
+        ):
+            if value:
+                where.append(clause)
+                args.append(value)
         sql = "SELECT doc FROM deliveries"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
-        args.append(max(1, min(limit, MAX_PAGE)))
+        args.append(max(1, min(limit, MAX_SCAN)))
         return await self._many(Delivery, sql, args)

@@ -6,6 +6,7 @@ FerretDB. embedded: `corridor run all`, one process, in-process bus, SQLite.
 
 from __future__ import annotations
 
+import re
 import time
 from collections import Counter
 from pathlib import Path
@@ -79,7 +80,17 @@ def test_feed_item_reaches_subscribers(
         json={"email": "analyst@example.org", "sectors": [SECTOR]},
     )
     assert mail.status_code == 201, mail.text
+    assert mail.json()["confirmed"] is False, "email needs double opt-in"
+    wait_until(lambda: len(smtp.messages) >= 1, 30, "the confirmation email")
+    confirmation = smtp.messages.pop(0)
+    assert "Confirm" in confirmation["Subject"]
+    link = re.search(r"(/api/v1/subscriptions/\S+/confirm\?token=\S+)", confirmation.get_content())
+    assert link is not None
+    assert httpx.get(f"{subs_base}{link.group(1)}", timeout=10).status_code == 200  # a page; confirms nothing
+    assert httpx.post(f"{subs_base}{link.group(1)}", timeout=10).status_code == 200
+    assert httpx.post(f"{subs_base}{link.group(1)[:-4]}AAAA", timeout=10).status_code == 404
     listed: Any = get_json(f"{subs_base}/api/v1/subscriptions")
+    assert [s["confirmed"] for s in listed] == [True, True]
     assert all("secret" not in s for s in listed), "the secret is shown only once"
 
     created = httpx.post(
@@ -115,9 +126,10 @@ def test_feed_item_reaches_subscribers(
     assert len(smtp.messages) == len(matching)
     assert {m["X-Corridor-Delivery-Id"] for m in smtp.messages}.isdisjoint({r.webhook_id for r in received})
     assert all(m["To"] == "analyst@example.org" for m in smtp.messages)
+    assert all(m["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click" for m in smtp.messages)
 
     deliveries: Any = get_json(f"{subs_base}/api/v1/deliveries", limit=200)
-    assert len(deliveries) == 2 * len(matching)
+    assert len(deliveries) == 2 * len(matching) + 1  # + the confirmation email
     assert {d["status"] for d in deliveries} == {"delivered"}
 
     source: Any = get_json(f"{sources_base}/api/v1/sources")

@@ -31,6 +31,9 @@ def test_placeholder_key_refused_in_production(monkeypatch: pytest.MonkeyPatch) 
     with pytest.raises(ConfigError, match="CORRIDOR_API_KEY"):
         load_settings()
     monkeypatch.setenv("CORRIDOR_API_KEY", "a-real-secret")
+    with pytest.raises(ConfigError, match="CORRIDOR_LINK_SECRET"):
+        load_settings()
+    monkeypatch.setenv("CORRIDOR_LINK_SECRET", "another-real-secret")
     assert load_settings().env == "production"
 
 
