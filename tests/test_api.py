@@ -172,3 +172,68 @@ async def test_source_management(client: httpx.AsyncClient) -> None:
     assert (await client.delete(f"/api/v1/sources/{sid}", headers=KEY)).status_code == 204
     assert (await client.delete(f"/api/v1/sources/{sid}", headers=KEY)).status_code == 404
     assert (await client.post("/api/v1/sources/src_nope/pause", headers=KEY)).status_code == 404
+
+
+async def test_subscription_filters_rotation_pause_and_links(client: httpx.AsyncClient) -> None:
+    created = await client.post(
+        "/api/v1/subscriptions",
+        headers=KEY,
+        json={
+            "webhook_url": "http://127.0.0.1:9/hook",
+            "sectors": ["transport"],
+            "countries": ["PK", "KZ"],
+            "bilateral_only": True,
+            "min_score": 2,
+            "keywords": ["Gwadar"],
+            "languages": ["en"],
+            "cadence": "daily",
+            "digest_time": "07:30",
+            "timezone": "Asia/Karachi",
+            "owner_email": "ops@example.org",
+        },
+    )
+    assert created.status_code == 201, created.text
+    body = created.json()
+    sid, first_secret = body["id"], body["secret"]
+    assert body["cadence"] == "daily" and body["timezone"] == "Asia/Karachi" and body["confirmed"] is True
+    rotated = await client.post(f"/api/v1/subscriptions/{sid}/rotate-secret", headers=KEY)
+    assert rotated.status_code == 200 and rotated.json()["secret"] not in (None, first_secret)
+    assert rotated.json()["previous_secret_expires_at"]
+    shown = (await client.get(f"/api/v1/subscriptions/{sid}", headers=KEY)).json()
+    assert "secret" not in shown and "previous_secret" not in shown
+    assert (await client.post(f"/api/v1/subscriptions/{sid}/pause", headers=KEY)).json()["active"] is False
+    assert (await client.post(f"/api/v1/subscriptions/{sid}/resume", headers=KEY)).json()["active"] is True
+    patched = await client.patch(f"/api/v1/subscriptions/{sid}", headers=KEY, json={"cadence": "hourly"})
+    assert patched.json()["cadence"] == "hourly"
+    for bad in ({"timezone": "Mars/Olympus"}, {"digest_time": "25:00"}, {"cadence": "weekly"}, {"min_score": -1}):
+        assert (await client.patch(f"/api/v1/subscriptions/{sid}", headers=KEY, json=bad)).status_code == 422, bad
+    kafka = await client.post("/api/v1/subscriptions", headers=KEY, json={"channel": "kafka", "sectors": ["energy"]})
+    assert kafka.status_code == 201 and kafka.json()["channel"] == "kafka" and kafka.json()["secret"] is None
+    mail = await client.post("/api/v1/subscriptions", headers=KEY, json={"email": "a@example.org"})
+    mail_id = mail.json()["id"]
+    assert mail.json()["confirmed"] is False
+    confirmations = (await client.get(f"/api/v1/deliveries?subscription_id={mail_id}", headers=KEY)).json()
+    assert [d["item_id"] for d in confirmations] == ["confirm"]
+    # Keyless links: a wrong token is refused, GET changes nothing, POST with the right token acts.
+    from pydantic import SecretStr
+
+    from services.alerts.links import link_token
+    from shared.settings import PLACEHOLDER_LINK_SECRET
+
+    token = link_token(SecretStr(PLACEHOLDER_LINK_SECRET), "unsubscribe", mail_id)
+    assert (await client.post(f"/api/v1/subscriptions/{mail_id}/unsubscribe?token=nope")).status_code == 404
+    assert (await client.get(f"/api/v1/subscriptions/{mail_id}/unsubscribe?token={token}")).status_code == 200
+    assert (await client.get(f"/api/v1/subscriptions/{mail_id}", headers=KEY)).json()["active"] is True
+    one_click = await client.post(
+        f"/api/v1/subscriptions/{mail_id}/unsubscribe?token={token}",
+        content=b"List-Unsubscribe=One-Click",
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert one_click.status_code == 200
+    assert (await client.get(f"/api/v1/subscriptions/{mail_id}", headers=KEY)).json()["active"] is False
+    redelivered = await client.post(f"/api/v1/deliveries/{confirmations[0]['id']}/redeliver", headers=KEY)
+    assert redelivered.status_code == 202 and redelivered.json()["status"] == "pending"
+    assert (await client.post("/api/v1/deliveries/msg_nope/redeliver", headers=KEY)).status_code == 404
+    assert (
+        await client.post("/api/v1/subscriptions", headers=KEY, json={"channel": "kafka", "email": "a@b.org"})
+    ).status_code == 422
