@@ -52,6 +52,7 @@ eval: install
 bench: install
 	$(BIN)/python bench/bench_classifier.py
 	$(BIN)/python bench/bench_ingest.py
+	$(BIN)/python bench/bench_alerts.py
 
 clean:
 	rm -rf var deploy/.run .pytest_cache .mypy_cache .ruff_cache test-artifacts
