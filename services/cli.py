@@ -8,6 +8,8 @@
     corridor sources import-catalogue [FILE]    add the catalogue's sources
     corridor ingest parse FILE_OR_URL [--kind K] [--selectors JSON]
                                                 items as JSON lines, or the classified error (exit 1)
+    corridor subscriptions add|list|pause|resume|remove
+                                                manage subscriptions through the running API
     corridor config                             the effective settings (secrets masked)
     corridor eval PATH... [--taxonomy FILE]     score the classifier on labelled JSONL
     corridor reclassify [--taxonomy F] [--write] replay stored items through a taxonomy
@@ -24,6 +26,7 @@ import sys
 from pathlib import Path
 from typing import cast
 
+import httpx
 import uvicorn
 
 from services.app import create_app
@@ -118,6 +121,42 @@ async def _sources(settings: Settings, args: argparse.Namespace) -> int:
         await runtime.store.close()
         await runtime.feed_client.aclose()
         await runtime.webhook_client.aclose()
+
+
+async def _subscriptions(settings: Settings, args: argparse.Namespace) -> int:
+    """The same operations as /api/v1/subscriptions, through the API of a running Corridor
+    (CORRIDOR_PUBLIC_BASE_URL) with CORRIDOR_API_KEY, so validation and opt-in are the API's."""
+    base = settings.public_base_url.rstrip("/") + "/api/v1/subscriptions"
+    headers = {"Authorization": f"Bearer {settings.api_key.get_secret_value()}"}
+    command = args.subscriptions_command
+    async with httpx.AsyncClient(timeout=15, headers=headers) as client:
+        try:
+            if command == "add":
+                body: dict[str, object] = {
+                    "sectors": args.sectors,
+                    "countries": args.countries,
+                    "cadence": args.cadence,
+                }
+                body |= {"webhook_url": args.webhook} if args.webhook else {"email": args.email}
+                response = await client.post(base, json=body)
+            elif command == "list":
+                response = await client.get(base)
+            elif command == "remove":
+                response = await client.delete(f"{base}/{args.subscription_id}")
+            else:
+                response = await client.post(f"{base}/{args.subscription_id}/{command}")
+        except httpx.HTTPError as exc:
+            print(f"error: cannot reach Corridor at {base}: {exc}", file=sys.stderr)
+            return 2
+    if response.status_code >= 400:
+        print(f"error: HTTP {response.status_code}: {response.text}", file=sys.stderr)
+        return 2
+    if command == "list":
+        for entry in response.json():
+            print(json.dumps(entry))
+    elif response.content:
+        print(json.dumps(response.json()))
+    return 0
 
 
 async def _ingest_parse(settings: Settings, args: argparse.Namespace) -> int:
@@ -245,6 +284,18 @@ def build_parser() -> argparse.ArgumentParser:
         ssub.add_parser(verb, help=text).add_argument("source_id")
     imp = ssub.add_parser("import-catalogue", help="add the catalogue's sources (the shipped one by default)")
     imp.add_argument("path", nargs="?", type=Path)
+    subs = sub.add_parser("subscriptions", help="manage alert subscriptions")
+    subsub = subs.add_subparsers(dest="subscriptions_command", required=True)
+    sadd = subsub.add_parser("add", help="subscribe a webhook URL or an email address")
+    target = sadd.add_mutually_exclusive_group(required=True)
+    target.add_argument("--webhook")
+    target.add_argument("--email")
+    sadd.add_argument("--sector", action="append", default=[], dest="sectors")
+    sadd.add_argument("--country", action="append", default=[], choices=["PK", "KZ"], dest="countries")
+    sadd.add_argument("--cadence", choices=["immediate", "hourly", "daily"], default="immediate")
+    subsub.add_parser("list", help="subscriptions as JSON lines (never with secrets)")
+    for verb in ("pause", "resume", "remove"):
+        subsub.add_parser(verb).add_argument("subscription_id")
     ingest = sub.add_parser("ingest", help="ingest tools")
     isub = ingest.add_subparsers(dest="ingest_command", required=True)
     parse = isub.add_parser("parse", help="parse a file or URL as Corridor would; items as JSON lines")
@@ -280,6 +331,8 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_init(settings))
     if args.command == "sources":
         return asyncio.run(_sources(settings, args))
+    if args.command == "subscriptions":
+        return asyncio.run(_subscriptions(settings, args))
     if args.command == "ingest":
         return asyncio.run(_ingest_parse(settings, args))
     if args.command == "eval":

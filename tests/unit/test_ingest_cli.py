@@ -58,3 +58,34 @@ def test_catalogue_is_valid_and_covers_the_mission() -> None:
     assert all(s.note for s in catalogue.sources), "every entry says how far it was verified"
     assert all(not s.active for s in catalogue.sources if s.kind == "html"), "unverified selectors start paused"
     assert len({s.url for s in catalogue.sources}) == len(catalogue.sources)
+
+
+def test_subscriptions_cli_against_a_running_corridor(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from helpers import CorridorProcess
+
+    proc = CorridorProcess(
+        "alerts",
+        {
+            "CORRIDOR_API_KEY": "cli-key",
+            "CORRIDOR_SQLITE_PATH": str(tmp_path / "s.db"),
+            "CORRIDOR_ALLOW_PRIVATE_NETWORKS": "127.0.0.0/8",
+        },
+        tmp_path / "log",
+    ).start()
+    try:
+        monkeypatch.setenv("CORRIDOR_API_KEY", "cli-key")
+        monkeypatch.setenv("CORRIDOR_PUBLIC_BASE_URL", proc.base)
+        assert main(["subscriptions", "add", "--webhook", "http://127.0.0.1:9/h", "--sector", "energy"]) == 0
+        created = json.loads(capsys.readouterr().out)
+        assert created["secret"].startswith("whsec_") and created["sectors"] == ["energy"]
+        assert main(["subscriptions", "pause", created["id"]]) == 0
+        assert json.loads(capsys.readouterr().out)["active"] is False
+        assert main(["subscriptions", "list"]) == 0
+        assert "whsec_" not in capsys.readouterr().out
+        assert main(["subscriptions", "add", "--email", "x@example.org", "--sector", "cheese"]) == 2
+        assert "unknown sectors" in capsys.readouterr().err
+        assert main(["subscriptions", "remove", created["id"]]) == 0
+    finally:
+        proc.stop()
