@@ -15,7 +15,7 @@ from services.alerts.routes import build_router as alerts_router
 from services.classifier.routes import build_router as events_router
 from services.ingest.routes import build_router as sources_router
 from services.runtime import Runtime
-from shared.api import api_key_dependency, ops_router
+from shared.api import api_key_dependency, ops_router, read_dependency
 
 
 def create_app(runtime: Runtime) -> FastAPI:
@@ -35,7 +35,11 @@ def create_app(runtime: Runtime) -> FastAPI:
         description="Follow-through of the Pakistan–Kazakhstan agreements: events, sources, subscriptions.",
         lifespan=lifespan,
     )
-    require_key = api_key_dependency(runtime.settings.api_key)
+    settings = runtime.settings
+    require_key = api_key_dependency(settings.api_key)
+    require_read = read_dependency(
+        admin_key=settings.api_key, read_keys=settings.read_api_keys, public=settings.reads_are_public
+    )
     roles = runtime.roles
     if "ingest" in roles:
         app.include_router(
@@ -45,10 +49,18 @@ def create_app(runtime: Runtime) -> FastAPI:
                 default_interval_s=runtime.settings.poll_interval_s,
                 on_added=runtime.poller.wake,
                 require_key=require_key,
+                require_read=require_read,
             )
         )
     if "classifier" in roles:
-        app.include_router(events_router(store=runtime.store, sector_ids=runtime.sector_ids))
+        app.include_router(
+            events_router(
+                store=runtime.store,
+                sector_ids=runtime.sector_ids,
+                require_read=require_read,
+                base_url=settings.public_base_url,
+            )
+        )
     if "alerts" in roles:
         app.include_router(
             alerts_router(

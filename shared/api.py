@@ -1,4 +1,5 @@
-"""HTTP pieces every service shares: API-key auth, /healthz, /readyz and /metrics."""
+"""HTTP pieces every service shares: API keys with two scopes (admin: everything; read: events,
+sectors, sources, feeds — or reads made public by a setting), /healthz, /readyz and /metrics."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import hmac
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
-from fastapi import APIRouter, Header, HTTPException, Response
+from fastapi import APIRouter, Header, HTTPException, Query, Response
 from pydantic import SecretStr
 
 from shared.metrics import Metrics
@@ -24,6 +25,28 @@ def api_key_dependency(api_key: SecretStr) -> Callable[[str | None], None]:
             raise HTTPException(401, detail="missing or invalid API key", headers={"WWW-Authenticate": "Bearer"})
 
     return require_api_key
+
+
+def read_dependency(
+    *, admin_key: SecretStr, read_keys: list[SecretStr], public: bool
+) -> Callable[[str | None, str | None], None]:
+    """A FastAPI dependency for read routes: open when ``public``; otherwise a read or admin key,
+    as ``Authorization: Bearer <key>`` or, for feed readers that cannot send headers, ``?key=``."""
+    accepted = [k.get_secret_value().encode() for k in (admin_key, *read_keys)]
+
+    def require_read(
+        authorization: Annotated[str | None, Header()] = None,
+        key: Annotated[str | None, Query(max_length=200, description="read key, for feed readers")] = None,
+    ) -> None:
+        if public:
+            return
+        scheme, _, token = (authorization or "").partition(" ")
+        given = (token.strip() if scheme.lower() == "bearer" else "") or (key or "")
+        # Compare against every key so the time taken does not tell which one nearly matched.
+        if not given or not any([hmac.compare_digest(given.encode(), k) for k in accepted]):
+            raise HTTPException(401, detail="missing or invalid API key", headers={"WWW-Authenticate": "Bearer"})
+
+    return require_read
 
 
 def ops_router(*, metrics: Metrics, checks: dict[str, Check]) -> APIRouter:

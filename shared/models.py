@@ -7,7 +7,7 @@ arrays of arrays. Every datetime is aware UTC with millisecond precision (see ti
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -165,6 +165,17 @@ class ClassifiedItem(RawItem):
     evidence: list[Evidence] = Field(default_factory=list)
     classifier_version: str
     classified_at: datetime = Field(default_factory=utcnow)
+
+    @property
+    def top_score(self) -> float:
+        """The best sector score (0 for an item in no sector)."""
+        return max((s.score for s in self.sector_scores), default=0.0)
+
+    @property
+    def week(self) -> str:
+        """The Monday (YYYY-MM-DD, UTC) of the ISO week the item is listed under."""
+        day = self.sort_at.astimezone(UTC).date()
+        return (day - timedelta(days=day.weekday())).isoformat()
 
 
 Cadence = Literal["immediate", "hourly", "daily"]

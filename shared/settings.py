@@ -36,6 +36,8 @@ class Settings(BaseSettings):
 
     env: Literal["development", "production"] = "development"
     api_key: SecretStr = SecretStr(PLACEHOLDER_API_KEY)
+    read_api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    public_reads: bool | None = None  # unset: public in development, key needed in production
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_json: bool = False
 
@@ -103,6 +105,11 @@ class Settings(BaseSettings):
     smtp_timeout_s: float = Field(default=15.0, gt=0.0, le=300.0)
     smtp_from: str = "Corridor <alerts@corridor.local>"
 
+    @field_validator("read_api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        return _split_commas(value)
+
     _split = field_validator("allow_private_networks", "feeds", "delivery_retry_schedule_s", mode="before")(
         _split_commas
     )
@@ -147,6 +154,11 @@ class Settings(BaseSettings):
                 f"({self.fetch_timeout_s})"
             )
         return self
+
+    @property
+    def reads_are_public(self) -> bool:
+        """Whether read routes (events, sectors, sources, feeds) need no key."""
+        return self.env == "development" if self.public_reads is None else self.public_reads
 
     @property
     def retry_delays_s(self) -> list[float]:

@@ -1,72 +1,213 @@
-"""HTTP routes of the classifier: /api/v1/events (the stored, classified items)."""
+"""HTTP routes of the classifier: the events API (/api/v1/events, the same query as RSS and Atom)
+and /api/v1/sectors (counts per sector and week)."""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import json
-from datetime import datetime
-from typing import Annotated
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query
-from pydantic import BaseModel
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from feedgen.feed import FeedGenerator
+from pydantic import BaseModel, Field
 
-from shared.models import ClassifiedItem, Country
+from shared.models import ClassifiedItem, Country, DuplicateRef
 from shared.store import EventQuery, Store
 from shared.store.base import MAX_PAGE
+from shared.text import MAX_QUERY_TOKENS, search_tokens
+
+FEED_ITEMS = 50
+MAX_TIMELINE_WEEKS = 520
+
+
+class Event(ClassifiedItem):
+    """An event: the classified item, with the other sources that ran the same story."""
+
+    duplicates: list[DuplicateRef] = Field(default_factory=list)
 
 
 class EventPage(BaseModel):
-    """One page of events, newest first; pass ``next_cursor`` as ``cursor`` for the next page."""
+    """One page of events; pass ``next_cursor`` as ``cursor`` (same filters and sort) for the next."""
 
-    items: list[ClassifiedItem]
+    items: list[Event]
     next_cursor: str | None
 
 
-def _encode_cursor(item: ClassifiedItem) -> str:
-    raw = json.dumps([item.sort_at.isoformat(), item.id]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+class WeekCount(BaseModel):
+    week: str
+    count: int
 
 
-def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+class SectorTimeline(BaseModel):
+    """One sector: its label, total in the window, and items per week (Monday, UTC)."""
+
+    id: str
+    total: int
+    weeks: list[WeekCount]
+
+
+class SectorsOut(BaseModel):
+    country: Country | None
+    since: datetime
+    weeks: list[str]
+    sectors: list[SectorTimeline]
+
+
+def _invalid(field: str, msg: str) -> HTTPException:
+    return HTTPException(422, detail=[{"loc": ["query", field], "msg": msg, "type": "value_error"}])
+
+
+def _encode_cursor(sort: str, item: ClassifiedItem) -> str:
+    value: Any = item.sort_at.isoformat() if sort == "time" else item.top_score
+    return base64.urlsafe_b64encode(json.dumps([sort, value, item.id]).encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str, sort: str) -> tuple[datetime | float, str]:
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        at, item_id = json.loads(raw)
-        return datetime.fromisoformat(at), str(item_id)
-    except (binascii.Error, ValueError, TypeError) as exc:
-        raise HTTPException(
-            422, detail=[{"loc": ["query", "cursor"], "msg": "invalid cursor", "type": "value_error"}]
-        ) from exc
+        kind, value, item_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        if kind != sort:
+            raise ValueError("cursor from another sort order")
+        parsed: datetime | float = datetime.fromisoformat(value) if sort == "time" else float(value)
+        if isinstance(parsed, datetime) and parsed.tzinfo is None:
+            raise ValueError("naive time")
+        return parsed, str(item_id)
+    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError) as exc:
+        raise _invalid("cursor", "invalid cursor") from exc
 
 
-def build_router(*, store: Store, sector_ids: list[str]) -> APIRouter:
-    """Routes for events; ``sector_ids`` are the valid values of the sector filter."""
-    router = APIRouter(prefix="/api/v1/events", tags=["events"])
+class EventFilters:
+    """The query parameters shared by the JSON, RSS and Atom event lists."""
 
-    @router.get("", response_model=EventPage)
-    async def list_events(
-        sector: Annotated[str | None, Query(max_length=64, description="sector id")] = None,
+    def __init__(
+        self,
+        sector: Annotated[list[str] | None, Query(max_length=20, description="sector id; repeat for any of")] = None,
         country: Annotated[Country | None, Query(description="PK or KZ")] = None,
+        bilateral: Annotated[bool | None, Query(description="only items about both countries")] = None,
+        source: Annotated[str | None, Query(max_length=64, description="source id")] = None,
+        language: Annotated[str | None, Query(min_length=2, max_length=8)] = None,
+        since: Annotated[datetime | None, Query(description="ISO 8601, inclusive")] = None,
+        until: Annotated[datetime | None, Query(description="ISO 8601, exclusive")] = None,
+        min_score: Annotated[float | None, Query(ge=0, le=1000)] = None,
+        q: Annotated[str | None, Query(min_length=2, max_length=200, description="words that must all occur")] = None,
+        sort: Annotated[Literal["time", "score"], Query()] = "time",
+    ) -> None:
+        self.sectors = tuple(sector or ())
+        self.country, self.bilateral, self.source, self.language = country, bilateral, source, language
+        self.since, self.until, self.min_score, self.sort = since, until, min_score, sort
+        self.q_tokens = tuple(search_tokens(q or "", limit=MAX_QUERY_TOKENS))
+        if q and not self.q_tokens:
+            raise _invalid("q", "the query has no searchable words")
+        for name, value in (("since", since), ("until", until)):
+            if value is not None and value.tzinfo is None:
+                raise _invalid(name, "give a time zone (e.g. 2026-03-01T00:00:00Z)")
+
+    def query(self, *, limit: int, after: tuple[datetime | float, str] | None = None) -> EventQuery:
+        return EventQuery(
+            sectors=self.sectors,
+            country=self.country,
+            bilateral=self.bilateral,
+            source_id=self.source,
+            language=self.language,
+            since=self.since,
+            until=self.until,
+            min_score=self.min_score,
+            q_tokens=self.q_tokens,
+            sort=self.sort,
+            limit=limit,
+            after=after,
+        )
+
+
+def build_router(*, store: Store, sector_ids: list[str], require_read: Callable[..., Any], base_url: str) -> APIRouter:
+    """Routes for events and sectors; ``require_read`` guards them (a no-op when reads are public)."""
+    router = APIRouter(prefix="/api/v1", tags=["events"], dependencies=[Depends(require_read)])
+
+    def checked(filters: EventFilters) -> EventFilters:
+        unknown = sorted(set(filters.sectors) - set(sector_ids))
+        if unknown:
+            raise _invalid("sector", f"unknown sectors {unknown}; valid: {sector_ids}")
+        return filters
+
+    async def with_duplicates(items: list[ClassifiedItem]) -> list[Event]:
+        copies = await store.duplicates_of(i.id for i in items)
+        return [Event(**i.model_dump(), duplicates=copies.get(i.id, [])) for i in items]
+
+    @router.get("/events", response_model=EventPage)
+    async def list_events(
+        filters: Annotated[EventFilters, Depends()],
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
         cursor: Annotated[str | None, Query(max_length=512)] = None,
     ) -> EventPage:
-        if sector is not None and sector not in sector_ids:
-            raise HTTPException(
-                422,
-                detail=[
-                    {"loc": ["query", "sector"], "msg": f"unknown sector; one of {sector_ids}", "type": "value_error"}
-                ],
-            )
-        after = _decode_cursor(cursor) if cursor else None
-        items = await store.list_items(EventQuery(sector=sector, country=country, limit=limit, after=after))
-        next_cursor = _encode_cursor(items[-1]) if len(items) == limit else None
-        return EventPage(items=items, next_cursor=next_cursor)
+        checked(filters)
+        after = _decode_cursor(cursor, filters.sort) if cursor else None
+        items = await store.list_items(filters.query(limit=limit, after=after))
+        next_cursor = _encode_cursor(filters.sort, items[-1]) if len(items) == limit else None
+        return EventPage(items=await with_duplicates(items), next_cursor=next_cursor)
 
-    @router.get("/{event_id}", response_model=ClassifiedItem)
-    async def get_event(event_id: str) -> ClassifiedItem:
+    async def feed(request: Request, filters: EventFilters, kind: Literal["rss", "atom"]) -> Response:
+        checked(filters)
+        items = await store.list_items(filters.query(limit=FEED_ITEMS))
+        fg = FeedGenerator()
+        self_url = str(request.url)
+        fg.id(self_url)
+        fg.title("Corridor — Pakistan–Kazakhstan agreements: " + (", ".join(filters.sectors) or "all sectors"))
+        fg.link(href=self_url, rel="self")
+        fg.link(href=base_url, rel="alternate")
+        fg.description("Events matching this Corridor query")
+        fg.language("en")
+        fg.updated(max((i.sort_at for i in items), default=datetime.now(UTC)))
+        for item in reversed(items):  # feedgen prepends: add oldest first to list newest first
+            entry = fg.add_entry()
+            entry.id(f"{base_url.rstrip('/')}/api/v1/events/{item.id}")
+            entry.guid(item.id, permalink=False)
+            entry.title(item.title or "(untitled)")
+            entry.link(href=item.url or f"{base_url.rstrip('/')}/api/v1/events/{item.id}")
+            entry.published(item.sort_at)
+            entry.updated(item.classified_at)
+            entry.description(item.summary[:1000] or item.title)
+            for sector in item.sectors:
+                entry.category(term=sector)
+        body = fg.rss_str(pretty=True) if kind == "rss" else fg.atom_str(pretty=True)
+        media = "application/rss+xml" if kind == "rss" else "application/atom+xml"
+        return Response(body, media_type=f"{media}; charset=utf-8")
+
+    @router.get("/events.rss", response_class=Response, responses={200: {"content": {"application/rss+xml": {}}}})
+    async def events_rss(request: Request, filters: Annotated[EventFilters, Depends()]) -> Response:
+        return await feed(request, filters, "rss")
+
+    @router.get("/events.atom", response_class=Response, responses={200: {"content": {"application/atom+xml": {}}}})
+    async def events_atom(request: Request, filters: Annotated[EventFilters, Depends()]) -> Response:
+        return await feed(request, filters, "atom")
+
+    @router.get("/events/{event_id}", response_model=Event)
+    async def get_event(event_id: str) -> Event:
         item = await store.get_item(event_id)
         if item is None:
             raise HTTPException(404, detail="no such event")
-        return item
+        return (await with_duplicates([item]))[0]
+
+    @router.get("/sectors", response_model=SectorsOut)
+    async def sectors(
+        country: Annotated[Country | None, Query()] = None,
+        weeks: Annotated[int, Query(ge=1, le=MAX_TIMELINE_WEEKS, description="how many weeks back")] = 26,
+    ) -> SectorsOut:
+        today = datetime.now(UTC).date()
+        monday = today - timedelta(days=today.weekday())
+        first = monday - timedelta(weeks=weeks - 1)
+        since = datetime(first.year, first.month, first.day, tzinfo=UTC)
+        week_keys = [(first + timedelta(weeks=n)).isoformat() for n in range(weeks)]
+        counts: dict[str, dict[str, int]] = {s: {} for s in sector_ids}
+        for c in await store.sector_counts(country=country, since=since):
+            counts.setdefault(c.sector, {})[c.week] = c.count
+        timelines = [
+            SectorTimeline(
+                id=s, total=sum(by_week.values()), weeks=[WeekCount(week=w, count=by_week.get(w, 0)) for w in week_keys]
+            )
+            for s, by_week in counts.items()
+        ]
+        return SectorsOut(country=country, since=since, weeks=week_keys, sectors=timelines)
 
     return router

@@ -82,6 +82,7 @@ def build_router(
     default_interval_s: float,
     on_added: Callable[[], None],
     require_key: Callable[..., Any],
+    require_read: Callable[..., Any],
 ) -> APIRouter:
     """Routes for sources; ``on_added`` wakes the poller so a new or resumed source is polled at once."""
     router = APIRouter(prefix="/api/v1/sources", tags=["sources"])
@@ -93,7 +94,7 @@ def build_router(
             raise HTTPException(404, detail="no such source")
         return source
 
-    @router.get("", response_model=list[SourceOut])
+    @router.get("", response_model=list[SourceOut], dependencies=[Depends(require_read)])
     async def list_sources() -> list[SourceOut]:
         return [SourceOut.of(s) for s in await store.list_sources()]
 
@@ -117,7 +118,7 @@ def build_router(
         on_added()
         return SourceOut.of(source)
 
-    @router.get("/{source_id}", response_model=SourceOut)
+    @router.get("/{source_id}", response_model=SourceOut, dependencies=[Depends(require_read)])
     async def get_source(source_id: str) -> SourceOut:
         return SourceOut.of(await found(source_id))
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from shared.models import ClassifiedItem, Delivery, DeliveryStatus, DuplicateRef, Source, Subscription
 
@@ -22,12 +22,35 @@ MAX_SCAN = 5000  # internal scans (a digest's queued deliveries)
 
 @dataclass(frozen=True)
 class EventQuery:
-    """Filters for listing events, newest first. ``after`` is the (sort_at, id) of the last row seen."""
+    """Filters for listing events. Sorted by ``sort`` (time: newest first; score: best first,
+    then newest), ties broken by id; ``after`` is the (sort value, id) of the last row seen."""
 
     sector: str | None = None
+    sectors: tuple[str, ...] = ()  # any of; combined with ``sector``
     country: str | None = None
+    bilateral: bool | None = None
+    source_id: str | None = None
+    language: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    min_score: float | None = None
+    q_tokens: tuple[str, ...] = ()  # all of (see shared.text.search_tokens)
+    sort: Literal["time", "score"] = "time"
     limit: int = 50
-    after: tuple[datetime, str] | None = None
+    after: tuple[datetime | float, str] | None = None
+
+    @property
+    def any_sectors(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys((*((self.sector,) if self.sector else ()), *self.sectors)))
+
+
+@dataclass(frozen=True)
+class SectorCount:
+    """Items per sector per ISO week (``week`` is the Monday, YYYY-MM-DD)."""
+
+    sector: str
+    week: str
+    count: int
 
 
 class Store(Protocol):
@@ -83,7 +106,13 @@ class Store(Protocol):
     async def get_item(self, item_id: str) -> ClassifiedItem | None: ...
 
     async def list_items(self, query: EventQuery) -> list[ClassifiedItem]:
-        """Items matching ``query`` ordered by (sort_at, id) descending, at most ``query.limit``."""
+        """Items matching ``query`` in its order, at most ``query.limit``."""
+
+    async def sector_counts(self, *, country: str | None = None, since: datetime | None = None) -> list[SectorCount]:
+        """Items per sector per week (by the time items are listed under)."""
+
+    async def duplicates_of(self, item_ids: Iterable[str]) -> dict[str, list[DuplicateRef]]:
+        """For each item id that has copies, its duplicates (oldest first)."""
 
     # subscriptions
     async def insert_subscription(self, subscription: Subscription) -> None: ...

@@ -22,7 +22,8 @@ from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from shared.errors import Conflict
 from shared.models import ClassifiedItem, Delivery, DeliveryStatus, DuplicateRef, Source, Subscription
-from shared.store.base import MAX_PAGE, MAX_SCAN, EventQuery
+from shared.store.base import MAX_PAGE, MAX_SCAN, EventQuery, SectorCount
+from shared.text import search_tokens
 
 SERVER_SELECTION_TIMEOUT_MS = 10_000
 SOCKET_TIMEOUT_MS = 30_000
@@ -37,7 +38,8 @@ def _doc(model: Source | Subscription | Delivery | ClassifiedItem | DuplicateRef
 def _undoc(doc: dict[str, Any]) -> dict[str, Any]:
     doc = dict(doc)
     doc["id"] = doc.pop("_id")
-    doc.pop("sort_at", None)
+    for derived in ("sort_at", "top_score", "week", "tokens"):
+        doc.pop(derived, None)
     return doc
 
 
@@ -76,6 +78,9 @@ class MongoStore:
         await self._items.create_index([("sort_at", DESCENDING), ("_id", DESCENDING)], name="recent")
         await self._items.create_index([("sectors", ASCENDING), ("sort_at", DESCENDING)], name="sector_recent")
         await self._items.create_index([("countries", ASCENDING), ("sort_at", DESCENDING)], name="country_recent")
+        await self._items.create_index([("top_score", DESCENDING), ("_id", DESCENDING)], name="best")
+        await self._items.create_index([("tokens", ASCENDING)], name="tokens")
+        await self._items.create_index([("source_id", ASCENDING), ("sort_at", DESCENDING)], name="source_recent")
         await self._deliveries.create_index([("status", ASCENDING), ("next_attempt_at", ASCENDING)], name="due")
         await self._deliveries.create_index(
             [("subscription_id", ASCENDING), ("created_at", DESCENDING)], name="by_subscription"
@@ -211,7 +216,11 @@ class MongoStore:
     # items
     async def upsert_item(self, item: ClassifiedItem) -> None:
         doc = _doc(item)
+        # Derived fields the queries use; stripped again when read (see _undoc).
         doc["sort_at"] = item.sort_at
+        doc["top_score"] = item.top_score
+        doc["week"] = item.week
+        doc["tokens"] = search_tokens(f"{item.title} {item.summary}")
         await self._items.replace_one({"_id": item.id}, doc, upsert=True)
 
     async def get_item(self, item_id: str) -> ClassifiedItem | None:
@@ -220,17 +229,61 @@ class MongoStore:
 
     async def list_items(self, query: EventQuery) -> list[ClassifiedItem]:
         clauses: list[dict[str, Any]] = []
-        if query.sector:
-            clauses.append({"sectors": query.sector})
+        sectors = query.any_sectors
+        if len(sectors) == 1:
+            clauses.append({"sectors": sectors[0]})
+        elif sectors:
+            clauses.append({"sectors": {"$in": list(sectors)}})
         if query.country:
             clauses.append({"countries": query.country})
+        if query.bilateral is not None:
+            clauses.append({"bilateral": query.bilateral})
+        if query.source_id:
+            clauses.append({"source_id": query.source_id})
+        if query.language:
+            clauses.append({"language": query.language})
+        if query.since:
+            clauses.append({"sort_at": {"$gte": query.since}})
+        if query.until:
+            clauses.append({"sort_at": {"$lt": query.until}})
+        if query.min_score is not None:
+            clauses.append({"top_score": {"$gte": query.min_score}})
+        clauses += [{"tokens": token} for token in query.q_tokens]  # every word must occur
+        key = "sort_at" if query.sort == "time" else "top_score"
         if query.after:
-            at, last_id = query.after
-            clauses.append({"$or": [{"sort_at": {"$lt": at}}, {"sort_at": at, "_id": {"$lt": last_id}}]})
+            value, last_id = query.after
+            clauses.append({"$or": [{key: {"$lt": value}}, {key: value, "_id": {"$lt": last_id}}]})
         flt: dict[str, Any] = {"$and": clauses} if clauses else {}
-        cursor = self._items.find(flt).sort([("sort_at", DESCENDING), ("_id", DESCENDING)])
-        cursor = cursor.limit(max(1, min(query.limit, MAX_PAGE)))
+        order = [(key, DESCENDING), ("_id", DESCENDING)]
+        cursor = self._items.find(flt).sort(order).limit(max(1, min(query.limit, MAX_PAGE)))
         return [ClassifiedItem.model_validate(_undoc(d)) async for d in cursor]
+
+    async def sector_counts(self, *, country: str | None = None, since: datetime | None = None) -> list[SectorCount]:
+        match: dict[str, Any] = {}
+        if country:
+            match["countries"] = country
+        if since:
+            match["sort_at"] = {"$gte": since}
+        pipeline: list[dict[str, Any]] = [
+            {"$match": match},
+            {"$unwind": "$sectors"},
+            {"$group": {"_id": {"sector": "$sectors", "week": "$week"}, "count": {"$sum": 1}}},
+        ]
+        rows = await (await self._items.aggregate(pipeline)).to_list(None)
+        return sorted(
+            (SectorCount(r["_id"]["sector"], r["_id"]["week"], int(r["count"])) for r in rows),
+            key=lambda c: (c.week, c.sector),
+        )
+
+    async def duplicates_of(self, item_ids: Iterable[str]) -> dict[str, list[DuplicateRef]]:
+        ids = list(set(item_ids))
+        found: dict[str, list[DuplicateRef]] = {}
+        if ids:
+            cursor = self._duplicates.find({"item_id": {"$in": ids}}).sort("seen_at", ASCENDING).limit(MAX_SCAN)
+            async for d in cursor:
+                ref = DuplicateRef.model_validate(_undoc(d))
+                found.setdefault(ref.item_id, []).append(ref)
+        return found
 
     # subscriptions
     async def insert_subscription(self, subscription: Subscription) -> None:

@@ -12,14 +12,15 @@ import asyncio
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import aiosqlite
 from pydantic import BaseModel
 
 from shared.errors import Conflict
 from shared.models import ClassifiedItem, Delivery, DeliveryStatus, DuplicateRef, Source, Subscription
-from shared.store.base import MAX_PAGE, MAX_SCAN, EventQuery
+from shared.store.base import MAX_PAGE, MAX_SCAN, EventQuery, SectorCount
+from shared.text import search_tokens
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -35,6 +36,11 @@ CREATE TABLE IF NOT EXISTS duplicates (
 CREATE INDEX IF NOT EXISTS duplicates_item ON duplicates (item_id, seen_at);
 CREATE TABLE IF NOT EXISTS items (id TEXT PRIMARY KEY, sort_at TEXT NOT NULL, doc TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS items_recent ON items (sort_at DESC, id DESC);
+CREATE TABLE IF NOT EXISTS item_index (
+  id TEXT PRIMARY KEY, top_score REAL NOT NULL, week TEXT NOT NULL, source_id TEXT NOT NULL, language TEXT,
+  bilateral INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS item_index_best ON item_index (top_score DESC, id DESC);
+CREATE TABLE IF NOT EXISTS item_tokens (token TEXT NOT NULL, id TEXT NOT NULL, PRIMARY KEY (token, id));
 CREATE TABLE IF NOT EXISTS subscriptions (
   id TEXT PRIMARY KEY, active INTEGER NOT NULL, created_at TEXT NOT NULL, doc TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS deliveries (
@@ -45,6 +51,10 @@ CREATE INDEX IF NOT EXISTS deliveries_sub ON deliveries (subscription_id, create
 """
 
 
+@overload
+def _ts(value: datetime) -> str: ...
+@overload
+def _ts(value: None) -> None: ...
 def _ts(value: datetime | None) -> str | None:
     if value is None:
         return None
@@ -201,6 +211,15 @@ class SQLiteStore:
             await self.db.execute(
                 "REPLACE INTO items VALUES (?,?,?)", (item.id, _ts(item.sort_at), item.model_dump_json())
             )
+            await self.db.execute(
+                "REPLACE INTO item_index VALUES (?,?,?,?,?,?)",
+                (item.id, item.top_score, item.week, item.source_id, item.language, int(item.bilateral)),
+            )
+            await self.db.execute("DELETE FROM item_tokens WHERE id=?", (item.id,))
+            await self.db.executemany(
+                "INSERT OR IGNORE INTO item_tokens VALUES (?,?)",
+                [(t, item.id) for t in search_tokens(f"{item.title} {item.summary}")],
+            )
             await self.db.commit()
 
     async def get_item(self, item_id: str) -> ClassifiedItem | None:
@@ -209,22 +228,71 @@ class SQLiteStore:
     async def list_items(self, query: EventQuery) -> list[ClassifiedItem]:
         where: list[str] = []
         args: list[Any] = []
-        if query.sector:
-            where.append("EXISTS (SELECT 1 FROM json_each(items.doc, '$.sectors') WHERE value=?)")
-            args.append(query.sector)
+        sectors = query.any_sectors
+        if sectors:
+            marks = ",".join("?" * len(sectors))
+            where.append(f"EXISTS (SELECT 1 FROM json_each(items.doc, '$.sectors') WHERE value IN ({marks}))")
+            args += list(sectors)
         if query.country:
             where.append("EXISTS (SELECT 1 FROM json_each(items.doc, '$.countries') WHERE value=?)")
             args.append(query.country)
+        for clause, value in (
+            ("x.bilateral=?", None if query.bilateral is None else int(query.bilateral)),
+            ("x.source_id=?", query.source_id),
+            ("x.language=?", query.language),
+            ("items.sort_at>=?", _ts(query.since)),
+            ("items.sort_at<?", _ts(query.until)),
+            ("x.top_score>=?", query.min_score),
+        ):
+            if value is not None:
+                where.append(clause)
+                args.append(value)
+        for token in query.q_tokens:
+            where.append("EXISTS (SELECT 1 FROM item_tokens t WHERE t.token=? AND t.id=items.id)")
+            args.append(token)
+        key = "items.sort_at" if query.sort == "time" else "x.top_score"
         if query.after:
-            at, last_id = query.after
-            where.append("(sort_at < ? OR (sort_at = ? AND id < ?))")
-            args += [_ts(at), _ts(at), last_id]
-        sql = "SELECT doc FROM items"
+            after_value, last_id = query.after
+            bound = _ts(after_value) if isinstance(after_value, datetime) else after_value
+            where.append(f"({key} < ? OR ({key} = ? AND items.id < ?))")
+            args += [bound, bound, last_id]
+        sql = "SELECT items.doc FROM items JOIN item_index x ON x.id = items.id"
         if where:
             sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY sort_at DESC, id DESC LIMIT ?"
+        sql += f" ORDER BY {key} DESC, items.id DESC LIMIT ?"
         args.append(max(1, min(query.limit, MAX_PAGE)))
         return await self._many(ClassifiedItem, sql, args)
+
+    async def sector_counts(self, *, country: str | None = None, since: datetime | None = None) -> list[SectorCount]:
+        where = ["1=1"]
+        args: list[Any] = []
+        if country:
+            where.append("EXISTS (SELECT 1 FROM json_each(items.doc, '$.countries') WHERE value=?)")
+            args.append(country)
+        if since:
+            where.append("items.sort_at>=?")
+            args.append(_ts(since))
+        sql = (
+            "SELECT s.value, x.week, COUNT(*) FROM items JOIN item_index x ON x.id = items.id, "
+            f"json_each(items.doc, '$.sectors') s WHERE {' AND '.join(where)} GROUP BY s.value, x.week "
+            "ORDER BY x.week, s.value"
+        )
+        async with self.db.execute(sql, args) as cur:
+            return [SectorCount(r[0], r[1], int(r[2])) for r in await cur.fetchall()]
+
+    async def duplicates_of(self, item_ids: Iterable[str]) -> dict[str, list[DuplicateRef]]:
+        ids = list(set(item_ids))
+        found: dict[str, list[DuplicateRef]] = {}
+        for i in range(0, len(ids), 500):
+            part = ids[i : i + 500]
+            refs = await self._many(
+                DuplicateRef,
+                f"SELECT doc FROM duplicates WHERE item_id IN ({','.join('?' * len(part))}) ORDER BY seen_at",
+                part,
+            )
+            for ref in refs:
+                found.setdefault(ref.item_id, []).append(ref)
+        return found
 
     # subscriptions
     async def insert_subscription(self, subscription: Subscription) -> None:

@@ -201,3 +201,64 @@ async def test_mongo_claim_recovers_when_holder_died_between_writes(mongo_uri: s
         assert sum(r is not None for r in results) == 1
     finally:
         await s.close()
+
+
+async def test_event_filters_search_sort_and_counts(store: Store) -> None:
+    from shared.models import SectorScore
+
+    def rich(
+        n: int, sectors: list[str], countries: list[str], score: float, title: str, **kw: object
+    ) -> ClassifiedItem:
+        base = item(n, sectors=sectors, countries=countries).model_dump()
+        base.update(
+            title=title,
+            summary=f"{title} body text",
+            sector_scores=[SectorScore(id=s, score=score, terms=[]) for s in sectors],
+            bilateral=len(countries) == 2,
+            **kw,
+        )
+        return ClassifiedItem.model_validate(base)
+
+    await store.upsert_item(rich(1, ["energy"], ["PK"], 2.0, "Hydropower plant opens in Gilgit", language="en"))
+    await store.upsert_item(rich(2, ["transport"], ["PK", "KZ"], 5.0, "Rail corridor to Gwadar agreed", language="en"))
+    await store.upsert_item(
+        rich(
+            3, ["transport", "maritime"], ["KZ"], 3.0, "Порт Актау и железная дорога", language="ru", source_id="src_kz"
+        )
+    )
+    await store.upsert_item(
+        rich(
+            4, ["energy"], ["PK"], 1.0, "Rail and hydropower plans", language="en", published_at=T0 + timedelta(days=10)
+        )
+    )
+
+    async def ids(**kw: object) -> list[str]:
+        return [i.id for i in await store.list_items(EventQuery(**kw))]  # type: ignore[arg-type]
+
+    assert await ids(sectors=("energy", "maritime")) == ["itm_004", "itm_003", "itm_001"]
+    assert await ids(bilateral=True) == ["itm_002"]
+    assert await ids(source_id="src_kz") == ["itm_003"] and await ids(language="ru") == ["itm_003"]
+    assert await ids(since=T0 + timedelta(days=1)) == ["itm_004"]
+    assert await ids(until=T0 + timedelta(minutes=2)) == ["itm_001"]
+    assert await ids(min_score=3.0) == ["itm_003", "itm_002"]
+    assert await ids(q_tokens=("hydropower",)) == ["itm_004", "itm_001"]
+    assert await ids(q_tokens=("rail", "hydropower")) == ["itm_004"]
+    assert await ids(q_tokens=("порт",)) == ["itm_003"]
+    assert await ids(sort="score") == ["itm_002", "itm_003", "itm_001", "itm_004"]
+    first = await store.list_items(EventQuery(sort="score", limit=2))
+    rest = await store.list_items(EventQuery(sort="score", limit=5, after=(first[-1].top_score, first[-1].id)))
+    assert [i.id for i in first + rest] == ["itm_002", "itm_003", "itm_001", "itm_004"]
+    counts = {(c.sector, c.week): c.count for c in await store.sector_counts()}
+    assert counts == {
+        ("energy", "2026-02-23"): 1,
+        ("transport", "2026-02-23"): 2,
+        ("maritime", "2026-02-23"): 1,
+        ("energy", "2026-03-09"): 1,
+    }
+    kz = {(c.sector, c.week): c.count for c in await store.sector_counts(country="KZ")}
+    assert kz == {("transport", "2026-02-23"): 2, ("maritime", "2026-02-23"): 1}
+    later = await store.sector_counts(since=T0 + timedelta(days=5))
+    assert [(c.sector, c.week, c.count) for c in later] == [("energy", "2026-03-09", 1)]
+    dup = DuplicateRef(id="itm_9", item_id="itm_002", source_id="src_x", reason="near_duplicate", seen_at=T0)
+    await store.add_duplicate(dup)
+    assert await store.duplicates_of(["itm_002", "itm_001"]) == {"itm_002": [dup]}

@@ -1,0 +1,202 @@
+"""The query API: event filters, search, sort, cursors, duplicates, sector timelines, RSS and
+Atom out, and the read/admin key scopes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import feedparser
+import httpx
+import pytest
+
+from services.app import create_app
+from services.runtime import ALL_ROLES, Runtime
+from shared.models import ClassifiedItem, DuplicateRef, SectorScore
+from shared.settings import load_settings
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+ADMIN = {"Authorization": "Bearer admin-key"}
+READ = {"Authorization": "Bearer read-key"}
+
+
+def event(
+    n: int, title: str, sectors: list[str], countries: list[str], score: float, days_ago: int, **kw: object
+) -> ClassifiedItem:
+    return ClassifiedItem.model_validate(
+        {
+            "id": f"itm_{n:03d}",
+            "source_id": kw.pop("source_id", "src_dawn"),
+            "source_url": "http://s",
+            "url": f"https://news.example/{n}",
+            "title": title,
+            "summary": f"{title}. More text.",
+            "published_at": NOW - timedelta(days=days_ago, minutes=n),
+            "fetched_at": NOW,
+            "sectors": sectors,
+            "sector_scores": [SectorScore(id=s, score=score, terms=[]) for s in sectors],
+            "countries": countries,
+            "bilateral": len(countries) == 2,
+            "language": kw.pop("language", "en"),
+            "classifier_version": "t",
+            **kw,
+        }
+    )
+
+
+async def make_client(tmp_path: Path, **settings: object) -> tuple[httpx.AsyncClient, Runtime]:
+    runtime = Runtime(load_settings(sqlite_path=tmp_path / "q.sqlite3", api_key="admin-key", **settings), ALL_ROLES)
+    await runtime.start()
+    for item in [
+        event(1, "Rail corridor to Gwadar agreed", ["transport", "maritime"], ["PK", "KZ"], 5.0, 1),
+        event(2, "Hydropower plant opens", ["energy"], ["PK"], 2.0, 3),
+        event(
+            3,
+            "Wheat exports to Afghanistan",
+            ["agriculture", "trade_investment"],
+            ["KZ"],
+            3.0,
+            10,
+            source_id="src_kz",
+            language="ru",
+        ),
+        event(4, "Rail freight tariffs cut", ["transport"], ["KZ"], 1.5, 20),
+        event(5, "Cricket series ends", [], ["PK"], 0.0, 2),
+    ]:
+        await runtime.store.upsert_item(item)
+    await runtime.store.add_duplicate(
+        DuplicateRef(
+            id="itm_dup",
+            item_id="itm_001",
+            source_id="src_tribune",
+            url="https://tribune.example/1",
+            reason="near_duplicate",
+        )
+    )
+    app = create_app(runtime)
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://corridor"), runtime
+
+
+@pytest.fixture
+async def api(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+    client, runtime = await make_client(tmp_path)
+    async with client:
+        yield client
+    await runtime.stop()
+
+
+async def ids(api: httpx.AsyncClient, query: str) -> list[str]:
+    response = await api.get(f"/api/v1/events?{query}")
+    assert response.status_code == 200, response.text
+    return [i["id"] for i in response.json()["items"]]
+
+
+async def test_filters(api: httpx.AsyncClient) -> None:
+    assert await ids(api, "") == ["itm_001", "itm_005", "itm_002", "itm_003", "itm_004"]
+    assert await ids(api, "sector=transport") == ["itm_001", "itm_004"]
+    assert await ids(api, "sector=energy&sector=agriculture") == ["itm_002", "itm_003"]
+    assert await ids(api, "country=KZ") == ["itm_001", "itm_003", "itm_004"]
+    assert await ids(api, "bilateral=true") == ["itm_001"]
+    assert await ids(api, "source=src_kz") == ["itm_003"] and await ids(api, "language=ru") == ["itm_003"]
+    since = (NOW - timedelta(days=5)).isoformat().replace("+00:00", "Z")
+    assert await ids(api, f"since={since}") == ["itm_001", "itm_005", "itm_002"]
+    assert await ids(api, f"until={since}") == ["itm_003", "itm_004"]
+    assert await ids(api, "min_score=2.5") == ["itm_001", "itm_003"]
+    assert await ids(api, "q=rail") == ["itm_001", "itm_004"]
+    assert await ids(api, "q=RAIL+tariffs") == ["itm_004"]
+    assert await ids(api, "sort=score") == ["itm_001", "itm_003", "itm_002", "itm_004", "itm_005"]
+
+
+async def test_cursor_pages_through_everything_once(api: httpx.AsyncClient) -> None:
+    for sort in ("time", "score"):
+        seen: list[str] = []
+        cursor = ""
+        while True:
+            page = (await api.get(f"/api/v1/events?limit=2&sort={sort}{cursor}")).json()
+            seen += [i["id"] for i in page["items"]]
+            if not page["next_cursor"]:
+                break
+            cursor = f"&cursor={page['next_cursor']}"
+        assert sorted(seen) == ["itm_001", "itm_002", "itm_003", "itm_004", "itm_005"] and len(seen) == 5, sort
+    first = (await api.get("/api/v1/events?limit=2&sort=time")).json()["next_cursor"]
+    assert (await api.get(f"/api/v1/events?sort=score&cursor={first}")).status_code == 422
+
+
+async def test_event_carries_duplicates_and_evidence_fields(api: httpx.AsyncClient) -> None:
+    one = (await api.get("/api/v1/events/itm_001")).json()
+    assert [d["source_id"] for d in one["duplicates"]] == ["src_tribune"]
+    assert one["sector_scores"][0]["score"] == 5.0 and one["countries"] == ["PK", "KZ"] and one["url"]
+    listed = (await api.get("/api/v1/events?sector=maritime")).json()["items"][0]
+    assert listed["duplicates"][0]["url"] == "https://tribune.example/1"
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "sector=cheese",
+        "country=FR",
+        "bilateral=maybe",
+        "since=yesterday",
+        "since=2026-03-01T00:00:00",
+        "min_score=-1",
+        "q=a",
+        "q=%20%20",
+        "sort=random",
+        "limit=0",
+        "limit=201",
+        "cursor=%%%",
+        "cursor=abc",
+    ],
+)
+async def test_invalid_parameters_get_422_with_the_field(api: httpx.AsyncClient, query: str) -> None:
+    response = await api.get(f"/api/v1/events?{query}")
+    assert response.status_code == 422, (query, response.text)
+    detail = response.json()["detail"]
+    assert detail[0]["loc"][0] == "query" and detail[0]["msg"]
+
+
+async def test_sector_timeline(api: httpx.AsyncClient) -> None:
+    body = (await api.get("/api/v1/sectors?weeks=8")).json()
+    assert len(body["weeks"]) == 8 and body["weeks"] == sorted(body["weeks"])
+    by_id = {s["id"]: s for s in body["sectors"]}
+    assert by_id["transport"]["total"] == 2 and by_id["energy"]["total"] == 1 and by_id["pharmaceuticals"]["total"] == 0
+    assert sum(w["count"] for w in by_id["transport"]["weeks"]) == 2
+    kz = {s["id"]: s["total"] for s in (await api.get("/api/v1/sectors?weeks=8&country=KZ")).json()["sectors"]}
+    assert kz["transport"] == 2 and kz["energy"] == 0 and kz["agriculture"] == 1
+    assert (await api.get("/api/v1/sectors?weeks=0")).status_code == 422
+
+
+async def test_rss_and_atom_follow_the_same_query(api: httpx.AsyncClient) -> None:
+    rss = await api.get("/api/v1/events.rss?sector=transport")
+    assert rss.status_code == 200 and rss.headers["content-type"].startswith("application/rss+xml")
+    parsed = feedparser.parse(rss.content)
+    assert not parsed.bozo and [e.title for e in parsed.entries] == [
+        "Rail corridor to Gwadar agreed",
+        "Rail freight tariffs cut",
+    ]
+    atom = feedparser.parse((await api.get("/api/v1/events.atom?q=hydropower")).content)
+    assert atom.version.startswith("atom") and [e.title for e in atom.entries] == ["Hydropower plant opens"]
+    assert (await api.get("/api/v1/events.rss?sector=cheese")).status_code == 422
+
+
+async def test_read_and_admin_scopes(tmp_path: Path) -> None:
+    client, runtime = await make_client(tmp_path, public_reads=False, read_api_keys="read-key,other-read")
+    async with client:
+        for path in (
+            "/api/v1/events",
+            "/api/v1/events/itm_001",
+            "/api/v1/sectors",
+            "/api/v1/sources",
+            "/api/v1/events.rss",
+        ):
+            assert (await client.get(path)).status_code == 401, path
+            assert (await client.get(path, headers=READ)).status_code == 200, path
+            assert (await client.get(path, headers=ADMIN)).status_code == 200, path
+        assert (await client.get("/api/v1/events.rss?key=read-key")).status_code == 200, "feed readers use ?key="
+        assert (await client.get("/api/v1/subscriptions", headers=READ)).status_code == 401, "read is not admin"
+        assert (
+            await client.post("/api/v1/sources", headers=READ, json={"url": "https://x.example/f"})
+        ).status_code == 401
+        assert (await client.get("/healthz")).status_code == 200
+    await runtime.stop()
