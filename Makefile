@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install run test unit lint servers stop-servers compose-schema eval bench clean
+.PHONY: install run test unit lint servers stop-servers compose-schema browser eval bench clean
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ stop-servers:
 
 compose-schema:
 	deploy/compose-schema.sh
+
+## Debian's Chromium for the dashboard test (needs root; CI runs it)
+browser:
+	deploy/chromium.sh
 
 lint: install
 	$(BIN)/ruff check shared services tests bench

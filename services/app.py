@@ -15,6 +15,7 @@ from services.alerts.routes import build_router as alerts_router
 from services.classifier.routes import build_router as events_router
 from services.ingest.routes import build_router as sources_router
 from services.runtime import Runtime
+from services.web.routes import mount_dashboard
 from shared.api import api_key_dependency, ops_router, read_dependency
 
 
@@ -71,6 +72,8 @@ def create_app(runtime: Runtime) -> FastAPI:
                 settings=runtime.settings,
             )
         )
+    if "classifier" in roles:
+        mount_dashboard(app)  # the page reads /api/v1; in compose the proxy sends / here
     app.include_router(
         ops_router(metrics=runtime.metrics, checks={"store": runtime.store.ping, "bus": runtime.bus.ping})
     )

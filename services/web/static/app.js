@@ -1,0 +1,175 @@
+// Corridor dashboard: plain JavaScript, no dependencies, data only from /api/v1.
+// Every value from the API is inserted with textContent / attributes, never as HTML.
+"use strict";
+
+const COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
+  "#7f7f7f", "#bcbd22", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd"];
+const $ = (id) => document.getElementById(id);
+const state = { key: sessionStorage.getItem("corridor-key") || "", sectors: [], color: {} };
+
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (k === "class") node.className = v; else if (k === "style") node.style.cssText = v; else node.setAttribute(k, v);
+  }
+  for (const child of children) node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  return node;
+}
+
+function svg(tag, attrs) {
+  const node = document.createElementNS("http://www.w3.org/2000/svg", tag);
+  for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, v);
+  return node;
+}
+
+async function api(path, options) {
+  const headers = Object.assign({ "Accept": "application/json" }, (options && options.headers) || {});
+  if (state.key) headers["Authorization"] = "Bearer " + state.key;
+  const response = await fetch(path, Object.assign({}, options, { headers }));
+  if (!response.ok) {
+    let message = response.status + " " + response.statusText;
+    try { const body = await response.json(); message = typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail); } catch (e) { /* not JSON */ }
+    throw new Error(message);
+  }
+  return response.status === 204 ? null : response.json();
+}
+
+function query() {
+  const params = new URLSearchParams();
+  if ($("country").value) params.set("country", $("country").value);
+  if ($("sector").value) params.set("sector", $("sector").value);
+  if ($("q").value.trim().length >= 2) params.set("q", $("q").value.trim());
+  return params;
+}
+
+function drawChart(data) {
+  const box = $("chart");
+  box.replaceChildren();
+  const weeks = data.weeks;
+  const top = data.sectors.filter((s) => s.total > 0).sort((a, b) => b.total - a.total).slice(0, 8);
+  const W = 900, H = 260, L = 34, R = 10, T = 10, B = 26;
+  const max = Math.max(1, ...top.flatMap((s) => s.weeks.map((w) => w.count)));
+  const x = (i) => L + (weeks.length > 1 ? i * (W - L - R) / (weeks.length - 1) : (W - L - R) / 2);
+  const y = (v) => H - B - v * (H - T - B) / max;
+  const chart = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": "items per sector per week" });
+  for (let tick = 0; tick <= 4; tick++) {
+    const v = Math.round(max * tick / 4);
+    chart.append(svg("line", { x1: L, x2: W - R, y1: y(v), y2: y(v), class: "axis" }));
+    const label = svg("text", { x: 2, y: y(v) + 4 }); label.textContent = v; chart.append(label);
+  }
+  weeks.forEach((week, i) => {
+    if (i % Math.ceil(weeks.length / 8) === 0) {
+      const label = svg("text", { x: x(i) - 16, y: H - 6 }); label.textContent = week.slice(5); chart.append(label);
+    }
+  });
+  $("legend").replaceChildren();
+  for (const sector of top) {
+    const color = state.color[sector.id];
+    const points = sector.weeks.map((w, i) => `${x(i).toFixed(1)},${y(w.count).toFixed(1)}`).join(" ");
+    chart.append(svg("polyline", { points, fill: "none", stroke: color, "stroke-width": 2.2, "data-sector": sector.id }));
+    $("legend").append(el("li", {}, el("i", { style: `background:${color}` }), `${sector.id} (${sector.total})`));
+  }
+  if (!top.length) chart.append(Object.assign(svg("text", { x: W / 2 - 60, y: H / 2 }), { textContent: "no events in this window" }));
+  box.append(chart);
+}
+
+function drawEvents(page) {
+  const list = $("events");
+  list.replaceChildren();
+  for (const item of page.items) {
+    const when = new Date(item.published_at || item.fetched_at);
+    const li = el("li", {},
+      el("a", { class: "title", href: item.url || `/api/v1/events/${encodeURIComponent(item.id)}`, target: "_blank", rel: "noopener" }, item.title || "(untitled)"),
+      el("div", { class: "meta" }, `${when.toISOString().slice(0, 16).replace("T", " ")} UTC · ${item.source_url}` +
+        (item.duplicates.length ? ` · also in ${item.duplicates.length} other source(s)` : "")));
+    const tags = el("div", {});
+    for (const c of item.countries) tags.append(el("span", { class: "country" }, c === "PK" ? "Pakistan" : "Kazakhstan"));
+    for (const s of item.sector_scores) tags.append(el("span", { class: "badge", style: `background:${state.color[s.id] || "#555"}` }, `${s.id} ${s.score}`));
+    li.append(tags);
+    const evidence = item.evidence.filter((e) => e.kind === "sector").slice(0, 2);
+    for (const e of evidence) li.append(el("p", { class: "evidence" }, `${e.label}: `, el("q", {}, e.snippet)));
+    list.append(li);
+  }
+  if (!page.items.length) list.append(el("li", {}, "No events match."));
+  $("rss").href = "/api/v1/events.rss?" + query().toString();
+}
+
+function drawSources(sources) {
+  const body = document.querySelector("#sources tbody");
+  body.replaceChildren();
+  const failing = sources.filter((s) => s.consecutive_errors > 0).sort((a, b) => b.consecutive_errors - a.consecutive_errors);
+  const rest = sources.filter((s) => s.consecutive_errors === 0);
+  for (const s of [...failing, ...rest].slice(0, 40)) {
+    const bad = s.consecutive_errors > 0;
+    const status = !s.active ? "paused" : bad ? `${s.last_error_kind || "error"} ×${s.consecutive_errors}` : (s.last_status || "new");
+    body.append(el("tr", { class: bad ? "failing" : "" },
+      el("td", {}, s.name || s.url),
+      el("td", { class: bad ? "" : "ok" }, status),
+      el("td", {}, bad ? (s.last_success_at ? s.last_success_at.slice(0, 16).replace("T", " ") : "never worked") : "–"),
+      el("td", {}, s.next_check_at.slice(0, 16).replace("T", " "))));
+  }
+  if (!sources.length) body.append(el("tr", {}, el("td", { colspan: 4 }, "No sources yet.")));
+}
+
+async function loadSubscriptions() {
+  const msg = $("admin-msg");
+  if (!state.key) { msg.textContent = "Enter an admin key to manage subscriptions."; $("subform").hidden = true; return; }
+  try {
+    const subs = await api("/api/v1/subscriptions");
+    $("subs").replaceChildren(...subs.map((s) => el("li", {},
+      `${s.webhook_url || s.email || "kafka"} — ${s.sectors.join(", ") || "all sectors"} — ${s.cadence}${s.active ? "" : " (paused)"} `,
+      Object.assign(el("button", { type: "button", "data-id": s.id }, "delete"), { onclick: () => removeSubscription(s.id) }))));
+    msg.textContent = `${subs.length} subscription(s).`;
+    $("subform").hidden = false;
+  } catch (e) { msg.textContent = "Cannot list subscriptions: " + e.message; $("subform").hidden = true; }
+}
+
+async function removeSubscription(id) {
+  await api(`/api/v1/subscriptions/${encodeURIComponent(id)}`, { method: "DELETE" });
+  loadSubscriptions();
+}
+
+async function subscribe(event) {
+  event.preventDefault();
+  const target = $("target").value.trim();
+  const body = { sectors: [...$("subsectors").selectedOptions].map((o) => o.value), cadence: $("cadence").value };
+  if (target.includes("@") && !target.startsWith("http")) body.email = target; else body.webhook_url = target;
+  try {
+    const created = await api("/api/v1/subscriptions", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+    $("admin-msg").textContent = created.secret ? `Created. Signing secret (shown once): ${created.secret}` :
+      "Created. A confirmation email is on its way.";
+    loadSubscriptions();
+  } catch (e) { $("admin-msg").textContent = "Not created: " + e.message; }
+}
+
+async function refresh() {
+  const params = query();
+  const [sectors, events, sources] = await Promise.allSettled([
+    api(`/api/v1/sectors?weeks=${$("weeks").value}` + ($("country").value ? `&country=${$("country").value}` : "")),
+    api("/api/v1/events?limit=25&" + params.toString()),
+    api("/api/v1/sources"),
+  ]);
+  if (sectors.status === "fulfilled") drawChart(sectors.value);
+  if (events.status === "fulfilled") drawEvents(events.value);
+  if (sources.status === "fulfilled") drawSources(sources.value);
+  const failed = [sectors, events, sources].find((r) => r.status === "rejected");
+  document.body.dataset.ready = failed ? "error" : "ok";
+  if (failed) $("admin-msg").textContent = "Some data could not be loaded: " + failed.reason.message;
+}
+
+async function init() {
+  const sectors = await api(`/api/v1/sectors?weeks=1`).catch(() => ({ sectors: [] }));
+  state.sectors = sectors.sectors.map((s) => s.id);
+  state.sectors.forEach((id, i) => { state.color[id] = COLORS[i % COLORS.length]; });
+  for (const id of state.sectors) { $("sector").append(el("option", { value: id }, id)); $("subsectors").append(el("option", { value: id }, id)); }
+  for (const id of ["country", "weeks", "sector"]) $(id).addEventListener("change", refresh);
+  let timer; $("q").addEventListener("input", () => { clearTimeout(timer); timer = setTimeout(refresh, 300); });
+  $("keyform").addEventListener("submit", (e) => { e.preventDefault(); state.key = $("key").value.trim(); sessionStorage.setItem("corridor-key", state.key); refresh(); loadSubscriptions(); });
+  $("subform").addEventListener("submit", subscribe);
+  $("controls").addEventListener("submit", (e) => e.preventDefault());
+  await refresh();
+  loadSubscriptions();
+  setInterval(refresh, 60000);
+}
+
+init();

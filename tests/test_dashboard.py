@@ -1,0 +1,138 @@
+"""The dashboard in a real headless Chromium (Debian's package) against a running Corridor with
+seeded data: the chart, the events and source health render; screenshots are saved."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shutil
+import subprocess
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from helpers import IN_CI, CorridorProcess
+
+from shared.models import ClassifiedItem, Evidence, SectorScore, Source
+from shared.store.sqlite import SQLiteStore
+
+NOW = datetime.now(UTC)
+STORIES = [
+    ("Pakistan and Kazakhstan agree rail corridor via Afghanistan", ["transport", "infrastructure"], ["PK", "KZ"]),
+    ("Kazakh wheat shipments to Karachi rise", ["agriculture", "trade_investment"], ["PK", "KZ"]),
+    ("Gwadar port to handle Kazakh transit cargo", ["maritime", "transport"], ["PK", "KZ"]),
+    ("KazMunayGas and OGDCL discuss upstream cooperation", ["petroleum", "energy"], ["PK", "KZ"]),
+    ("Pakistan textile exports to Central Asia grow", ["textiles", "trade_investment"], ["PK"]),
+    ("Kazatomprom uranium output steady", ["mining", "energy"], ["KZ"]),
+]
+
+
+def chromium() -> str:
+    path = shutil.which("chromium")
+    if path is None:
+        message = "Debian's chromium is not installed (deploy/chromium.sh installs it)"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+async def seed(path: Path) -> None:
+    store = SQLiteStore(path)
+    await store.start()
+    n = 0
+    for week in range(10):
+        for i, (title, sectors, countries) in enumerate(STORIES):
+            if (week + i) % 3 == 0:
+                continue
+            n += 1
+            at = NOW - timedelta(weeks=week, hours=i)
+            await store.upsert_item(
+                ClassifiedItem(
+                    id=f"itm_{n:04d}",
+                    source_id="src_dawn",
+                    source_url="https://www.dawn.com/feeds/business",
+                    url=f"https://news.example/{n}",
+                    title=f"{title} (week {week})",
+                    summary=f"{title}.",
+                    published_at=at,
+                    fetched_at=at,
+                    sectors=sectors,
+                    sector_scores=[
+                        SectorScore(id=s, score=round(3.5 - j, 1), terms=[s]) for j, s in enumerate(sectors)
+                    ],
+                    countries=countries,
+                    bilateral=len(countries) == 2,  # type: ignore[arg-type]
+                    evidence=[Evidence(kind="sector", label=sectors[0], term=sectors[0], snippet=f"…{title}…")],
+                    classifier_version="seed",
+                )
+            )
+    await store.insert_source(
+        Source(
+            id="src_ok",
+            url="https://www.dawn.com/feeds/business",
+            name="Dawn business",
+            interval_s=900,
+            last_status="ok",
+            last_success_at=NOW,
+            next_check_at=NOW + timedelta(days=1),  # not due: the running Corridor must not poll it now
+        )
+    )
+    await store.insert_source(
+        Source(
+            id="src_bad",
+            url="https://mofa.example/press",
+            name="MOFA press releases",
+            interval_s=900,
+            last_status="error",
+            consecutive_errors=7,
+            last_error="HTTP 503",
+            last_error_kind="http_status",
+            last_success_at=NOW - timedelta(days=2),
+            next_check_at=NOW + timedelta(days=1),
+        )
+    )
+    await store.close()
+
+
+def render(browser: str, url: str, out: Path, size: str) -> str:
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={out.parent / ('profile-' + out.stem)}",
+        "--virtual-time-budget=10000",
+        f"--window-size={size}",
+    ]
+    subprocess.run([browser, *flags, f"--screenshot={out}", url], check=True, capture_output=True, timeout=120)
+    dom = subprocess.run([browser, *flags, "--dump-dom", url], check=True, capture_output=True, timeout=120)
+    return dom.stdout.decode()
+
+
+def test_dashboard_renders_chart_events_and_health(tmp_path: Path, artifacts: Path) -> None:
+    browser = chromium()
+    db = tmp_path / "dash.sqlite3"
+    asyncio.run(seed(db))
+    corridor = CorridorProcess(
+        "all",
+        {"CORRIDOR_SQLITE_PATH": str(db), "CORRIDOR_POLL_TICK_S": "60", "CORRIDOR_POLL_INTERVAL_S": "86400"},
+        tmp_path / "corridor.log",
+    ).start()
+    try:
+        dom = render(browser, corridor.base + "/", artifacts / "dashboard.png", "1280,1500")
+        render(browser, corridor.base + "/", artifacts / "dashboard-phone.png", "390,1600")
+    finally:
+        corridor.stop()
+    assert 'data-ready="ok"' in dom, "every panel loaded its data"
+    lines = re.findall(r'<polyline[^>]*data-sector="([a-z_]+)"', dom)
+    assert len(lines) >= 6 and "transport" in lines, lines
+    assert "Kazakh wheat shipments to Karachi rise (week 0)" in dom
+    assert dom.count('class="badge"') >= 10 and "Kazakhstan</span>" in dom
+    failing = re.search(r"<tr class=\"failing\">(.{0,160})", dom)
+    assert failing and "MOFA press releases" in failing.group(1) and "http_status ×7" in failing.group(1), failing
+    assert (artifacts / "dashboard.png").stat().st_size > 10_000
