@@ -103,6 +103,9 @@ class Store(Protocol):
     async def upsert_item(self, item: ClassifiedItem) -> None:
         """Insert or replace the item with this id."""
 
+    async def upsert_items(self, items: list[ClassifiedItem]) -> None:
+        """Upsert many items in one round trip (bulk loads, reclassification)."""
+
     async def get_item(self, item_id: str) -> ClassifiedItem | None: ...
 
     async def list_items(self, query: EventQuery) -> list[ClassifiedItem]:

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, UpdateOne
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReplaceOne, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
@@ -38,7 +38,7 @@ def _doc(model: Source | Subscription | Delivery | ClassifiedItem | DuplicateRef
 def _undoc(doc: dict[str, Any]) -> dict[str, Any]:
     doc = dict(doc)
     doc["id"] = doc.pop("_id")
-    for derived in ("sort_at", "top_score", "week", "tokens"):
+    for derived in ("sort_at", "top_score", "week", "tokens", "sector_weeks"):
         doc.pop(derived, None)
     return doc
 
@@ -214,14 +214,26 @@ class MongoStore:
         return [DuplicateRef.model_validate(_undoc(d)) async for d in cursor]
 
     # items
-    async def upsert_item(self, item: ClassifiedItem) -> None:
+    @staticmethod
+    def _item_doc(item: ClassifiedItem) -> dict[str, Any]:
         doc = _doc(item)
         # Derived fields the queries use; stripped again when read (see _undoc).
         doc["sort_at"] = item.sort_at
         doc["top_score"] = item.top_score
         doc["week"] = item.week
         doc["tokens"] = search_tokens(f"{item.title} {item.summary}")
-        await self._items.replace_one({"_id": item.id}, doc, upsert=True)
+        # FerretDB 1.24 drops all but the first field of a compound $group _id (measured: grouping
+        # by {sector, week} returned only the sector), so timelines group on one combined key.
+        doc["sector_weeks"] = [f"{sector}|{item.week}" for sector in item.sectors]
+        return doc
+
+    async def upsert_item(self, item: ClassifiedItem) -> None:
+        await self._items.replace_one({"_id": item.id}, self._item_doc(item), upsert=True)
+
+    async def upsert_items(self, items: list[ClassifiedItem]) -> None:
+        ops = [ReplaceOne({"_id": i.id}, self._item_doc(i), upsert=True) for i in items]
+        if ops:
+            await self._items.bulk_write(ops, ordered=False)
 
     async def get_item(self, item_id: str) -> ClassifiedItem | None:
         doc = await self._items.find_one({"_id": item_id})
@@ -266,14 +278,15 @@ class MongoStore:
             match["sort_at"] = {"$gte": since}
         pipeline: list[dict[str, Any]] = [
             {"$match": match},
-            {"$unwind": "$sectors"},
-            {"$group": {"_id": {"sector": "$sectors", "week": "$week"}, "count": {"$sum": 1}}},
+            {"$unwind": "$sector_weeks"},
+            {"$group": {"_id": "$sector_weeks", "count": {"$sum": 1}}},
         ]
         rows = await (await self._items.aggregate(pipeline)).to_list(None)
-        return sorted(
-            (SectorCount(r["_id"]["sector"], r["_id"]["week"], int(r["count"])) for r in rows),
-            key=lambda c: (c.week, c.sector),
-        )
+        counts = []
+        for row in rows:
+            sector, _, week = str(row["_id"]).partition("|")
+            counts.append(SectorCount(sector, week, int(row["count"])))
+        return sorted(counts, key=lambda c: (c.week, c.sector))
 
     async def duplicates_of(self, item_ids: Iterable[str]) -> dict[str, list[DuplicateRef]]:
         ids = list(set(item_ids))

@@ -207,19 +207,23 @@ class SQLiteStore:
 
     # items
     async def upsert_item(self, item: ClassifiedItem) -> None:
+        await self.upsert_items([item])
+
+    async def upsert_items(self, items: list[ClassifiedItem]) -> None:
         async with self._lock:
-            await self.db.execute(
-                "REPLACE INTO items VALUES (?,?,?)", (item.id, _ts(item.sort_at), item.model_dump_json())
-            )
-            await self.db.execute(
-                "REPLACE INTO item_index VALUES (?,?,?,?,?,?)",
-                (item.id, item.top_score, item.week, item.source_id, item.language, int(item.bilateral)),
-            )
-            await self.db.execute("DELETE FROM item_tokens WHERE id=?", (item.id,))
-            await self.db.executemany(
-                "INSERT OR IGNORE INTO item_tokens VALUES (?,?)",
-                [(t, item.id) for t in search_tokens(f"{item.title} {item.summary}")],
-            )
+            for item in items:
+                await self.db.execute(
+                    "REPLACE INTO items VALUES (?,?,?)", (item.id, _ts(item.sort_at), item.model_dump_json())
+                )
+                await self.db.execute(
+                    "REPLACE INTO item_index VALUES (?,?,?,?,?,?)",
+                    (item.id, item.top_score, item.week, item.source_id, item.language, int(item.bilateral)),
+                )
+                await self.db.execute("DELETE FROM item_tokens WHERE id=?", (item.id,))
+                await self.db.executemany(
+                    "INSERT OR IGNORE INTO item_tokens VALUES (?,?)",
+                    [(t, item.id) for t in search_tokens(f"{item.title} {item.summary}")],
+                )
             await self.db.commit()
 
     async def get_item(self, item_id: str) -> ClassifiedItem | None:

@@ -128,6 +128,13 @@ async def test_items_upsert_filter_and_paginate(store: Store) -> None:
     assert ids == [f"itm_{n:03d}" for n in range(9, -1, -1)]
 
 
+async def test_bulk_upsert(store: Store) -> None:
+    await store.upsert_items([item(n, sectors=["energy"], countries=["KZ"]) for n in range(30)])
+    await store.upsert_items([item(5, sectors=["mining"], countries=["KZ"])])
+    assert len(await store.list_items(EventQuery(sector="energy", limit=100))) == 29
+    assert [i.id for i in await store.list_items(EventQuery(sector="mining"))] == ["itm_005"]
+
+
 async def test_same_time_items_paginate_by_id(store: Store) -> None:
     for n in range(5):
         await store.upsert_item(item(n, sectors=[], countries=[], at=T0))
