@@ -50,7 +50,11 @@ STOP_DEADLINE_S = 30.0
 def build_store(settings: Settings) -> Store:
     """MongoDB-wire store when MONGODB_URI is set, else the embedded SQLite store."""
     if settings.mongodb_uri is not None:
-        return MongoStore(settings.mongodb_uri.get_secret_value(), settings.mongodb_database)
+        return MongoStore(
+            settings.mongodb_uri.get_secret_value(),
+            settings.mongodb_database,
+            socket_timeout_ms=int(settings.mongodb_socket_timeout_s * 1000),
+        )
     return SQLiteStore(settings.sqlite_path)
 
 

@@ -54,6 +54,7 @@ class Settings(BaseSettings):
         default=None, validation_alias=AliasChoices("CORRIDOR_MONGODB_URI", "MONGODB_URI")
     )
     mongodb_database: str = "corridor"
+    mongodb_socket_timeout_s: float = Field(default=30.0, ge=1.0, le=3600.0)
     sqlite_path: Path = Path("var/corridor.sqlite3")
 
     topic_prefix: str = ""

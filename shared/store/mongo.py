@@ -18,7 +18,7 @@ from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReplaceOne, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 
 from shared.errors import Conflict
 from shared.models import ClassifiedItem, Delivery, DeliveryStatus, DuplicateRef, Source, Subscription
@@ -54,12 +54,12 @@ def _lease_free(now: datetime) -> dict[str, Any]:
 class MongoStore:
     """The :class:`~shared.store.base.Store` contract on a MongoDB-wire server."""
 
-    def __init__(self, uri: str, database: str) -> None:
+    def __init__(self, uri: str, database: str, *, socket_timeout_ms: int = SOCKET_TIMEOUT_MS) -> None:
         self._client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
             uri,
             tz_aware=True,
             serverSelectionTimeoutMS=SERVER_SELECTION_TIMEOUT_MS,
-            socketTimeoutMS=SOCKET_TIMEOUT_MS,
+            socketTimeoutMS=socket_timeout_ms,
             connectTimeoutMS=SERVER_SELECTION_TIMEOUT_MS,
         )
         db = self._client[database]
@@ -231,9 +231,21 @@ class MongoStore:
         await self._items.replace_one({"_id": item.id}, self._item_doc(item), upsert=True)
 
     async def upsert_items(self, items: list[ClassifiedItem]) -> None:
-        ops = [ReplaceOne({"_id": i.id}, self._item_doc(i), upsert=True) for i in items]
-        if ops:
-            await self._items.bulk_write(ops, ordered=False)
+        # Insert first, replace only what already exists: FerretDB 1.24 takes ~25 ms per upsert but
+        # inserts a batch of 500 in ~0.2 s (measured), and bulk loads are mostly new items.
+        docs = [self._item_doc(i) for i in items]
+        if not docs:
+            return
+        try:
+            await self._items.insert_many(docs, ordered=False)
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if any(e.get("code") != 11000 for e in errors):
+                raise
+            existing = {docs[e["index"]]["_id"] for e in errors}
+            ops = [ReplaceOne({"_id": d["_id"]}, d, upsert=True) for d in docs if d["_id"] in existing]
+            if ops:
+                await self._items.bulk_write(ops, ordered=False)
 
     async def get_item(self, item_id: str) -> ClassifiedItem | None:
         doc = await self._items.find_one({"_id": item_id})

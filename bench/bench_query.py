@@ -1,0 +1,195 @@
+"""Query benchmark: 100,000 stored events in FerretDB; p50/p99 latency of /api/v1/events with a
+sector filter, with q, and of /api/v1/sectors, from a load generator on 127.0.0.1 against a real
+`corridor run classifier` process, and the same queries run directly on the store in this process
+(the baseline) — ratio = API p50 / store p50.
+
+Needs FerretDB (make servers). `python bench/bench_query.py [EVENTS] [REQUESTS]` (default 100000 8).
+FerretDB 1.24 on SQLite filters and sorts in Go after reading every document (only _id lookups
+are pushed down to SQLite), so each query scans the collection: expect seconds per query at 100k.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+
+from services.classifier.classify import Classifier
+from services.classifier.taxonomy import load_taxonomy
+from shared.models import RawItem
+from shared.store import EventQuery
+from shared.store.mongo import MongoStore
+from shared.text import search_tokens
+
+REUTERS = Path(__file__).resolve().parents[1].parent / "shared/data/reuters/train.jsonl"
+MONGO = os.environ.get("CORRIDOR_TEST_MONGODB_URI", "mongodb://127.0.0.1:27017/")
+EVENTS = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
+REQUESTS = int(sys.argv[2]) if len(sys.argv) > 2 else 8  # FerretDB scans: each query takes seconds at 100k
+CONCURRENCY = 2
+WORDS = ["oil", "wheat", "trade", "shipping", "gold", "crude prices", "grain exports", "tanker"]
+SECTORS = ["petroleum", "agriculture", "trade_investment", "maritime", "mining", "energy"]
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * p))]
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {"p50_ms": round(statistics.median(values), 1), "p99_ms": round(percentile(values, 0.99), 1)}
+
+
+async def load(store: MongoStore) -> float:
+    classifier = Classifier(load_taxonomy())
+    rows = [json.loads(line) for line in REUTERS.read_text().splitlines()]
+    now = datetime.now(UTC)
+    base = [
+        classifier.classify(
+            RawItem(
+                id=f"r{r['id']}",
+                source_id=f"src_{r['id'] % 37}",
+                source_url="s",
+                title=r.get("title") or "",
+                summary=r.get("body") or "",
+                fetched_at=now,
+                language="en",
+            )
+        )
+        for r in rows
+    ]
+    rng = random.Random(5)
+    started = time.perf_counter()
+    batch = []
+    for n in range(EVENTS):
+        item = base[n % len(base)]
+        countries = rng.choice([["PK"], ["KZ"], ["PK", "KZ"], []])
+        batch.append(
+            item.model_copy(
+                update={
+                    "id": f"itm_{n:06d}",
+                    "published_at": now - timedelta(minutes=rng.randint(0, 52 * 7 * 24 * 60)),
+                    "countries": countries,
+                    "bilateral": len(countries) == 2,
+                }
+            )
+        )
+        if len(batch) == 1000:
+            await store.upsert_items(batch)
+            batch = []
+    if batch:
+        await store.upsert_items(batch)
+    return time.perf_counter() - started
+
+
+async def timed(fn: Callable[[], Awaitable[object]], count: int, concurrency: int) -> list[float]:
+    latencies: list[float] = []
+    sem = asyncio.Semaphore(concurrency)
+
+    async def one() -> None:
+        async with sem:
+            started = time.perf_counter()
+            await fn()
+            latencies.append((time.perf_counter() - started) * 1000)
+
+    await asyncio.gather(*(one() for _ in range(count)))
+    return latencies
+
+
+async def run(database: str, port: int) -> dict[str, object]:
+    store = MongoStore(MONGO, database, socket_timeout_ms=600_000)
+    await store.start()
+    load_s = await load(store)
+    env = {
+        **os.environ,
+        "MONGODB_URI": MONGO,
+        "CORRIDOR_MONGODB_DATABASE": database,
+        "CORRIDOR_HTTP_PORT": str(port),
+        "CORRIDOR_LOG_LEVEL": "WARNING",
+    }
+    corridor = str(Path(sys.executable).parent / "corridor")
+    with tempfile.TemporaryFile() as log:
+        # One child started once, before any concurrent work: a blocking Popen is fine here.
+        proc = subprocess.Popen([corridor, "run", "classifier"], env=env, stdout=log, stderr=log)  # noqa: ASYNC220
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=900) as client:
+                for _ in range(120):
+                    try:
+                        if (await client.get("/readyz")).status_code == 200:
+                            break
+                    except httpx.HTTPError:
+                        pass
+                    await asyncio.sleep(0.5)
+                rng = random.Random(9)
+
+                async def api_sector() -> None:
+                    (await client.get("/api/v1/events", params={"sector": rng.choice(SECTORS)})).raise_for_status()
+
+                async def api_q() -> None:
+                    (await client.get("/api/v1/events", params={"q": rng.choice(WORDS)})).raise_for_status()
+
+                async def api_sectors() -> None:
+                    (await client.get("/api/v1/sectors", params={"weeks": 52})).raise_for_status()
+
+                async def store_sector() -> None:
+                    await store.list_items(EventQuery(sector=rng.choice(SECTORS), limit=50))
+
+                async def store_q() -> None:
+                    await store.list_items(EventQuery(q_tokens=tuple(search_tokens(rng.choice(WORDS))), limit=50))
+
+                async def store_sectors() -> None:
+                    await store.sector_counts(since=datetime.now(UTC) - timedelta(weeks=52))
+
+                results: dict[str, object] = {"events": EVENTS, "load_s": round(load_s, 1)}
+                for name, via_api, direct in (
+                    ("events?sector", api_sector, store_sector),
+                    ("events?q", api_q, store_q),
+                    ("sectors", api_sectors, store_sectors),
+                ):
+                    await via_api()  # warm caches and connections before measuring
+                    api = summary(await timed(via_api, REQUESTS, CONCURRENCY))
+                    base = summary(await timed(direct, max(2, REQUESTS // 2), 1))
+                    results[name] = {"api": api, "store": base, "ratio_p50": round(api["p50_ms"] / base["p50_ms"], 2)}
+        finally:
+            proc.terminate()
+            proc.wait(30)
+    await store._items.database.client.drop_database(database)
+    await store.close()
+    return results
+
+
+def main() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    database = f"bench_{uuid.uuid4().hex[:8]}"
+    results = asyncio.run(run(database, port))
+    print(
+        f"{EVENTS:,} events in FerretDB, loaded in {results['load_s']} s; {REQUESTS} requests per query, "
+        f"{CONCURRENCY} at a time; baseline = the same query on the store, sequential"
+    )
+    for name in ("events?sector", "events?q", "sectors"):
+        r = results[name]
+        assert isinstance(r, dict)
+        print(
+            f"  {name:14} API p50 {r['api']['p50_ms']} ms, p99 {r['api']['p99_ms']} ms | store p50 "
+            f"{r['store']['p50_ms']} ms, p99 {r['store']['p99_ms']} ms | ratio {r['ratio_p50']}"
+        )
+    print(json.dumps({"benchmark": "query", **results}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
