@@ -237,3 +237,9 @@ async def test_subscription_filters_rotation_pause_and_links(client: httpx.Async
     assert (
         await client.post("/api/v1/subscriptions", headers=KEY, json={"channel": "kafka", "email": "a@b.org"})
     ).status_code == 422
+
+
+async def test_link_pages_escape_the_token(client: httpx.AsyncClient) -> None:
+    page = await client.get("/api/v1/subscriptions/sub_x/unsubscribe", params={"token": "'><script>alert(1)</script>"})
+    assert page.status_code == 200
+    assert "<script>" not in page.text and "&lt;script&gt;" in page.text

@@ -3,6 +3,7 @@ expose subscribers' addresses), plus the keyless confirm and unsubscribe pages l
 
 from __future__ import annotations
 
+import html
 import secrets
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -127,6 +128,15 @@ def _page(title: str, body: str) -> HTMLResponse:
     )
 
 
+def _button_page(title: str, label: str, token: str) -> HTMLResponse:
+    """A page whose only action is a POST back with the token (escaped: it comes from the URL)."""
+    return _page(
+        title,
+        f"<form method='post'><input type='hidden' name='token' value='{html.escape(token, quote=True)}'>"
+        f"<button type='submit'>{html.escape(label)}</button></form>",
+    )
+
+
 def build_router(
     *, store: Store, policy: AddressPolicy, sector_ids: list[str], require_key: Callable[..., Any], settings: Settings
 ) -> APIRouter:
@@ -243,13 +253,14 @@ def build_router(
 
     # Keyless pages linked from emails. GET only shows a button: mail scanners prefetch links, and
     # a prefetch must neither confirm nor unsubscribe anybody.
+    async def linked(subscription_id: str, purpose: links.Purpose, token: str) -> None:
+        subscription = await store.get_subscription(subscription_id)
+        if subscription is None or not links.check_token(settings.link_secret, purpose, subscription_id, token):
+            raise HTTPException(404, detail="no such subscription or wrong token")
+
     @router.get("/subscriptions/{subscription_id}/confirm", response_class=HTMLResponse)
     async def confirm_page(subscription_id: str, token: Annotated[str, Query(max_length=64)]) -> HTMLResponse:
-        return _page(
-            "Confirm your Corridor alerts",
-            f"<form method='post'><input type='hidden' name='token' "
-            f"value='{token}'><button type='submit'>Confirm subscription</button></form>",
-        )
+        return _button_page("Confirm your Corridor alerts", "Confirm subscription", token)
 
     @router.post("/subscriptions/{subscription_id}/confirm", response_class=HTMLResponse)
     async def confirm(
@@ -257,20 +268,13 @@ def build_router(
         token: Annotated[str | None, Form(max_length=64)] = None,
         token_q: Annotated[str | None, Query(alias="token", max_length=64)] = None,
     ) -> HTMLResponse:
-        subscription = await store.get_subscription(subscription_id)
-        given = token or token_q or ""
-        if subscription is None or not links.check_token(settings.link_secret, "confirm", subscription_id, given):
-            raise HTTPException(404, detail="no such subscription or wrong token")
+        await linked(subscription_id, "confirm", token or token_q or "")
         await store.update_subscription(subscription_id, {"confirmed": True})
         return _page("Subscription confirmed", "<p>You will receive Corridor alerts at this address.</p>")
 
     @router.get("/subscriptions/{subscription_id}/unsubscribe", response_class=HTMLResponse)
     async def unsubscribe_page(subscription_id: str, token: Annotated[str, Query(max_length=64)]) -> HTMLResponse:
-        return _page(
-            "Unsubscribe from Corridor alerts",
-            f"<form method='post'><input type='hidden' name='token' "
-            f"value='{token}'><button type='submit'>Unsubscribe</button></form>",
-        )
+        return _button_page("Unsubscribe from Corridor alerts", "Unsubscribe", token)
 
     @router.post("/subscriptions/{subscription_id}/unsubscribe", response_class=HTMLResponse)
     async def unsubscribe(
@@ -280,10 +284,7 @@ def build_router(
     ) -> HTMLResponse:
         """One-click unsubscribe (RFC 8058): mail clients POST ``List-Unsubscribe=One-Click`` to
         the URL of the List-Unsubscribe header, token included in the query."""
-        given = token or token_q or ""
-        subscription = await store.get_subscription(subscription_id)
-        if subscription is None or not links.check_token(settings.link_secret, "unsubscribe", subscription_id, given):
-            raise HTTPException(404, detail="no such subscription or wrong token")
+        await linked(subscription_id, "unsubscribe", token or token_q or "")
         await store.update_subscription(subscription_id, {"active": False, "disabled_reason": "unsubscribed"})
         return _page("Unsubscribed", "<p>You will not receive these alerts any more.</p>")
 
