@@ -5,13 +5,11 @@ code by pointing ``--taxonomy`` / ``CORRIDOR_TAXONOMY_PATH`` at their own file (
 
 from __future__ import annotations
 
-import json
-from importlib import resources
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from shared.errors import ConfigError
+from shared.datafiles import load_json_model
 
 
 class SectorTerms(BaseModel):
@@ -73,11 +71,4 @@ class Taxonomy(BaseModel):
 
 def load_taxonomy(path: Path | None = None) -> Taxonomy:
     """Load ``path`` or the taxonomy shipped with Corridor; :class:`ConfigError` when invalid."""
-    try:
-        if path is None:
-            text = resources.files("services.classifier").joinpath("taxonomy.json").read_text("utf-8")
-        else:
-            text = path.read_text("utf-8")
-        return Taxonomy.model_validate(json.loads(text))
-    except (OSError, json.JSONDecodeError, ValidationError) as exc:
-        raise ConfigError(f"invalid taxonomy {path or '(built-in)'}: {exc}") from exc
+    return load_json_model(Taxonomy, package="services.classifier", filename="taxonomy.json", path=path)

@@ -6,13 +6,12 @@ note says. HTML list pages come with best-guess selectors and are imported pause
 
 from __future__ import annotations
 
-import json
-from importlib import resources
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from shared.errors import ConfigError, Conflict
+from shared.datafiles import load_json_model
+from shared.errors import Conflict
 from shared.models import HtmlSelectors, Source, SourceKind, stable_id
 from shared.store import Store
 from shared.timeutil import utcnow
@@ -43,14 +42,7 @@ class Catalogue(BaseModel):
 
 def load_catalogue(path: Path | None = None) -> Catalogue:
     """The shipped catalogue, or ``path``; :class:`ConfigError` when invalid."""
-    try:
-        if path is None:
-            text = resources.files("services.ingest").joinpath("catalogue.json").read_text("utf-8")
-        else:
-            text = path.read_text("utf-8")
-        return Catalogue.model_validate(json.loads(text))
-    except (OSError, json.JSONDecodeError, ValidationError) as exc:
-        raise ConfigError(f"invalid catalogue {path or '(built-in)'}: {exc}") from exc
+    return load_json_model(Catalogue, package="services.ingest", filename="catalogue.json", path=path)
 
 
 async def import_catalogue(store: Store, catalogue: Catalogue, default_interval_s: float) -> int:
