@@ -120,7 +120,7 @@ async def run(database: str, port: int) -> dict[str, object]:
         "CORRIDOR_LOG_LEVEL": "WARNING",
     }
     corridor = str(Path(sys.executable).parent / "corridor")
-    with tempfile.TemporaryFile() as log:
+    with open(Path(tempfile.gettempdir()) / f"{database}.log", "wb") as log:  # noqa: ASYNC230 - once, at start
         # One child started once, before any concurrent work: a blocking Popen is fine here.
         proc = subprocess.Popen([corridor, "run", "classifier"], env=env, stdout=log, stderr=log)  # noqa: ASYNC220
         try:

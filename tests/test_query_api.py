@@ -200,3 +200,18 @@ async def test_read_and_admin_scopes(tmp_path: Path) -> None:
         ).status_code == 401
         assert (await client.get("/healthz")).status_code == 200
     await runtime.stop()
+
+
+async def test_store_failure_is_503_not_500(tmp_path: Path) -> None:
+    from pymongo.errors import NetworkTimeout
+
+    client, runtime = await make_client(tmp_path)
+
+    async def broken(*args: object, **kwargs: object) -> object:
+        raise NetworkTimeout("127.0.0.1:27017: timed out")
+
+    runtime.store.list_items = broken  # type: ignore[method-assign]
+    async with client:
+        response = await client.get("/api/v1/events")
+    await runtime.stop()
+    assert response.status_code == 503 and response.json() == {"detail": "store unavailable, try again later"}
