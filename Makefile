@@ -3,18 +3,28 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum | cut -d' ' -f1)
+DEV_STAMP := $(VENV)/.installed-dev-$(shell cat requirements.lock requirements-dev.lock pyproject.toml | cksum | cut -d' ' -f1)
+PIP := $(BIN)/python -m pip install -q --disable-pip-version-check
 
-.PHONY: install run test unit lint servers stop-servers compose-schema browser eval bench clean
+.PHONY: install install-dev run test unit lint servers stop-servers compose-schema browser eval bench clean
 
+# Runtime dependencies only: what `make run` needs on a fresh machine.
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --disable-pip-version-check -r requirements.lock
-	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e . 2>/dev/null \
-	  || $(BIN)/python -m pip install -q --disable-pip-version-check --no-deps -e .
-	rm -f $(VENV)/.installed-*
+	$(PIP) -r requirements.lock
+	$(PIP) --no-deps --no-build-isolation -e . 2>/dev/null || $(PIP) --no-deps -e .
+	rm -f $(VENV)/.installed-[0-9]*
 	touch $(STAMP)
 
+# Plus the test and tooling dependencies.
+$(DEV_STAMP): $(STAMP) requirements-dev.lock
+	$(PIP) -r requirements-dev.lock
+	rm -f $(VENV)/.installed-dev-*
+	touch $(DEV_STAMP)
+
 install: $(STAMP)
+
+install-dev: $(DEV_STAMP)
 
 ## Corridor on embedded defaults: one process, in-process bus, SQLite store, http://127.0.0.1:8000
 run: install
@@ -36,24 +46,24 @@ compose-schema:
 browser:
 	deploy/chromium.sh
 
-lint: install
+lint: install-dev
 	$(BIN)/ruff check shared services tests bench
 	$(BIN)/ruff format --check shared services tests bench
 	$(BIN)/mypy
 
 ## The whole suite: lint, types, then every test against the real servers
-test: install servers compose-schema lint
+test: install-dev servers compose-schema lint
 	$(BIN)/pytest
 
-unit: install
+unit: install-dev
 	$(BIN)/pytest -m "not kafka and not mongo and not e2e"
 
 ## Score the classifier on the labelled data beside the repository (../shared/data)
-eval: install
+eval: install-dev
 	$(BIN)/corridor eval ../shared/data/news/dev.jsonl ../shared/data/reuters/train.jsonl
 
 ## Benchmarks: each prints its figures and a ratio against a baseline measured in the same run
-bench: install
+bench: install-dev
 	$(BIN)/python bench/bench_classifier.py
 	$(BIN)/python bench/bench_ingest.py
 	$(BIN)/python bench/bench_alerts.py
