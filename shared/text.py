@@ -18,13 +18,18 @@ STOPWORDS = frozenset((
 # fmt: on
 
 
-def search_tokens(text: str, limit: int = MAX_TOKENS) -> list[str]:
-    """Distinct lowercased, accent-folded words of two or more characters, stopwords dropped,
-    in order of first appearance, at most ``limit``."""
+def words(text: str) -> list[str]:
+    """Word tokens, case-folded and accent-folded (the one normalisation used for search,
+    content hashes and story keys)."""
     folded = unicodedata.normalize("NFKD", text.casefold())
-    folded = "".join(c for c in folded if not unicodedata.combining(c))
+    return _WORDS.findall("".join(c for c in folded if not unicodedata.combining(c)))
+
+
+def search_tokens(text: str, limit: int = MAX_TOKENS) -> list[str]:
+    """Distinct folded words of two or more characters, stopwords dropped, in order of first
+    appearance, at most ``limit``."""
     seen: dict[str, None] = {}
-    for word in _WORDS.findall(folded):
+    for word in words(text):
         if len(word) >= 2 and word not in STOPWORDS:
             seen.setdefault(word, None)
             if len(seen) >= limit:

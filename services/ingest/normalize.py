@@ -7,21 +7,13 @@ the caller and passed down, never at import).
 from __future__ import annotations
 
 import hashlib
-import re
-import unicodedata
 
 from courlan import normalize_url
 
+from shared.text import STOPWORDS, words
+
 MIN_TITLE_WORDS = 5  # shorter titles ("Daily briefing") are too generic to identify a story
 LEAD_WORDS = 30  # the opening words of the text that identify a story across sources
-# fmt: off
-STOPWORDS = frozenset((
-    "a", "an", "and", "are", "as", "at", "be", "by", "for", "from", "has", "have", "in", "is", "it", "its", "of",
-    "on", "or", "that", "the", "to", "was", "were", "will", "with",
-    "и", "в", "во", "на", "с", "по", "к", "о", "от", "для", "что", "это", "как", "а", "но",
-))
-# fmt: on
-_WORDS = re.compile(r"\w+", re.UNICODE)
 
 
 def canonical_url(url: str | None) -> str | None:
@@ -34,16 +26,10 @@ def canonical_url(url: str | None) -> str | None:
         return None
 
 
-def normalized_words(text: str) -> list[str]:
-    """Lowercased word tokens, accents folded."""
-    folded = unicodedata.normalize("NFKD", text.lower())
-    return _WORDS.findall("".join(c for c in folded if not unicodedata.combining(c)))
-
-
 def content_hash(title: str, summary: str) -> str:
     """Hash of the normalised title and text: changes when the content does, not on whitespace."""
-    words = " ".join(normalized_words(title)) + "\x1f" + " ".join(normalized_words(summary))
-    return hashlib.sha256(words.encode()).hexdigest()[:32]
+    normalised = " ".join(words(title)) + "\x1f" + " ".join(words(summary))
+    return hashlib.sha256(normalised.encode()).hexdigest()[:32]
 
 
 def story_keys(title: str, summary: str) -> list[str]:
@@ -51,10 +37,10 @@ def story_keys(title: str, summary: str) -> list[str]:
     punctuation ignored) and the normalised opening words of the text. Empty when both are too
     short to identify a story."""
     keys = []
-    title_words = [w for w in normalized_words(title) if w not in STOPWORDS]
+    title_words = [w for w in words(title) if w not in STOPWORDS]
     if len(title_words) >= MIN_TITLE_WORDS:
         keys.append("title:" + hashlib.sha256(" ".join(title_words).encode()).hexdigest()[:24])
-    lead = normalized_words(summary)[:LEAD_WORDS]
+    lead = words(summary)[:LEAD_WORDS]
     if len(lead) == LEAD_WORDS:
         keys.append("lead:" + hashlib.sha256(" ".join(lead).encode()).hexdigest()[:24])
     return keys
