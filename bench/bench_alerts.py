@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+from reuters import REUTERS, classified_reuters
 
 from services.alerts.deliverer import Deliverer
 from services.alerts.matcher import Matcher
@@ -38,7 +39,6 @@ from shared.netguard import AddressPolicy
 from shared.settings import load_settings
 from shared.store.sqlite import SQLiteStore
 
-REUTERS = Path(__file__).resolve().parents[1].parent / "shared/data/reuters/train.jsonl"
 SEED = 11
 
 
@@ -67,26 +67,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def classified_items(count: int) -> list[ClassifiedItem]:
-    classifier = Classifier(load_taxonomy())
-    now = datetime.now(UTC)
-    rows = [json.loads(line) for line in REUTERS.read_text().splitlines()[:count]]
-    return [
-        classifier.classify(
-            RawItem(
-                id=f"itm_{r['id']}",
-                source_id=f"src_{r['id'] % 20}",
-                source_url="s",
-                title=r.get("title") or "",
-                summary=r.get("body") or "",
-                fetched_at=now,
-                language="en",
-            )
-        )
-        for r in rows
-    ]
 
 
 def subscriptions(count: int, sectors: list[str], hook: str) -> list[Subscription]:
@@ -136,7 +116,7 @@ async def matching(items: list[ClassifiedItem], subs: list[Subscription], tmp: P
 
 
 async def delivery(hook: str, tmp: Path, count: int = 1000) -> dict[str, float]:
-    items = classified_items(50)
+    items = classified_reuters(50)
     body = json.dumps({"item": items[0].model_dump(mode="json")}).encode()
     async with httpx.AsyncClient(limits=httpx.Limits(max_connections=8)) as bare:
         sem = asyncio.Semaphore(8)
@@ -270,7 +250,7 @@ def main() -> int:
                 break
             except OSError:
                 time.sleep(0.2)
-        items = classified_items(10_000)
+        items = classified_reuters(10_000)
         sectors = list(load_taxonomy().sectors)
         with tempfile.TemporaryDirectory() as tmp:
             m = asyncio.run(matching(items, subscriptions(1000, sectors, hook), Path(tmp)))

@@ -26,15 +26,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+from reuters import classified_reuters
 
-from services.classifier.classify import Classifier
-from services.classifier.taxonomy import load_taxonomy
-from shared.models import RawItem
 from shared.store import EventQuery
 from shared.store.mongo import MongoStore
 from shared.text import search_tokens
 
-REUTERS = Path(__file__).resolve().parents[1].parent / "shared/data/reuters/train.jsonl"
 MONGO = os.environ.get("CORRIDOR_TEST_MONGODB_URI", "mongodb://127.0.0.1:27017/")
 EVENTS = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
 REQUESTS = int(sys.argv[2]) if len(sys.argv) > 2 else 8  # FerretDB scans: each query takes seconds at 100k
@@ -53,23 +50,8 @@ def summary(values: list[float]) -> dict[str, float]:
 
 
 async def load(store: MongoStore) -> float:
-    classifier = Classifier(load_taxonomy())
-    rows = [json.loads(line) for line in REUTERS.read_text().splitlines()]
+    base = classified_reuters()
     now = datetime.now(UTC)
-    base = [
-        classifier.classify(
-            RawItem(
-                id=f"r{r['id']}",
-                source_id=f"src_{r['id'] % 37}",
-                source_url="s",
-                title=r.get("title") or "",
-                summary=r.get("body") or "",
-                fetched_at=now,
-                language="en",
-            )
-        )
-        for r in rows
-    ]
     rng = random.Random(5)
     started = time.perf_counter()
     batch = []

@@ -40,6 +40,7 @@ CONFIRM_ITEM = "confirm"  # item id of a double opt-in email's delivery
 MAX_ERROR_CHARS = 500
 MAX_RETRY_AFTER_S = 6 * 3600.0
 DRAIN_DEADLINE_S = 10.0
+DIGEST_CHECK_S = 30.0  # a digest goes out at most this long after its period closes
 
 
 class Deliverer:
@@ -84,11 +85,16 @@ class Deliverer:
         """Attempt due deliveries until ``stop``, at most ``delivery_concurrency`` at once; open
         the digests whose period closed."""
         in_flight: set[asyncio.Task[None]] = set()
+        digests_checked = float("-inf")
         while not stop.is_set():
-            try:
-                await self.open_digests()
-            except Exception:
-                log.exception("scheduling digests failed; next sweep tries again")
+            # Digest periods are an hour at the shortest: scanning every subscription on each
+            # sweep (every 2 s) would be repeated store reads for nothing.
+            if time.monotonic() - digests_checked >= DIGEST_CHECK_S:
+                digests_checked = time.monotonic()
+                try:
+                    await self.open_digests()
+                except Exception:
+                    log.exception("scheduling digests failed; the next check tries again")
             while len(in_flight) < self._settings.delivery_concurrency:
                 now = self._clock()
                 delivery = await self._store.claim_due_delivery(now, now + self._lease)

@@ -239,8 +239,3 @@ def parse_source_document(
         entries, ttl = parse_feed_document(data)
     items = [to_item(e, source_id=source_id, source_url=source_url, fetched_at=fetched_at) for e in entries]
     return Parsed([i for i in items if i is not None], ttl)
-
-
-def parse_feed(data: bytes, *, source_id: str, source_url: str, fetched_at: datetime) -> list[RawItem]:
-    """Normalised items of a feed document (see :func:`parse_document`)."""
-    return parse_document(data, kind="feed", source_id=source_id, source_url=source_url, fetched_at=fetched_at)

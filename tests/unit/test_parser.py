@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 from helpers import SHARED_DATA
 
-from services.ingest.parser import html_to_text, parse_feed
+from services.ingest.parser import html_to_text, parse_document
 from shared.errors import FetchError
 
 NOW = datetime(2026, 11, 1, tzinfo=UTC)
@@ -16,7 +16,7 @@ FEEDS = SHARED_DATA / "feeds"
 
 
 def parse(data: bytes) -> list:  # type: ignore[type-arg]
-    return parse_feed(data, source_id="src_t", source_url="http://t/feed", fetched_at=NOW)
+    return parse_document(data, kind="feed", source_id="src_t", source_url="http://t/feed", fetched_at=NOW)
 
 
 def test_real_urdu_feed() -> None:
