@@ -147,7 +147,7 @@ async def run(database: str, port: int) -> dict[str, object]:
         finally:
             proc.terminate()
             proc.wait(30)
-    await store._items.database.client.drop_database(database)
+    await store.db.client.drop_database(database)
     await store.close()
     return results
 

@@ -16,14 +16,14 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReplaceOne, UpdateOne
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
+from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from shared.errors import Conflict
 from shared.models import ClassifiedItem, Delivery, DeliveryStatus, DuplicateRef, Source, Subscription
 from shared.store.base import MAX_PAGE, MAX_SCAN, EventQuery, SectorCount
-from shared.text import search_tokens
+from shared.store.mongo_events import EventPartitions
 
 SERVER_SELECTION_TIMEOUT_MS = 10_000
 SOCKET_TIMEOUT_MS = 30_000
@@ -38,8 +38,6 @@ def _doc(model: Source | Subscription | Delivery | ClassifiedItem | DuplicateRef
 def _undoc(doc: dict[str, Any]) -> dict[str, Any]:
     doc = dict(doc)
     doc["id"] = doc.pop("_id")
-    for derived in ("sort_at", "top_score", "week", "tokens", "sector_weeks"):
-        doc.pop(derived, None)
     return doc
 
 
@@ -65,7 +63,8 @@ class MongoStore:
         db = self._client[database]
         self._sources = db["sources"]
         self._seen = db["seen"]
-        self._items = db["items"]
+        self.db = db
+        self._events = EventPartitions(db)
         self._subscriptions = db["subscriptions"]
         self._deliveries = db["deliveries"]
         self._claims = db["claims"]
@@ -75,17 +74,14 @@ class MongoStore:
     async def start(self) -> None:
         await self._sources.create_index([("url", ASCENDING)], unique=True, name="url_unique")
         await self._sources.create_index([("next_check_at", ASCENDING)], name="next_check")
-        await self._items.create_index([("sort_at", DESCENDING), ("_id", DESCENDING)], name="recent")
-        await self._items.create_index([("sectors", ASCENDING), ("sort_at", DESCENDING)], name="sector_recent")
-        await self._items.create_index([("countries", ASCENDING), ("sort_at", DESCENDING)], name="country_recent")
-        await self._items.create_index([("top_score", DESCENDING), ("_id", DESCENDING)], name="best")
-        await self._items.create_index([("tokens", ASCENDING)], name="tokens")
-        await self._items.create_index([("source_id", ASCENDING), ("sort_at", DESCENDING)], name="source_recent")
         await self._deliveries.create_index([("status", ASCENDING), ("next_attempt_at", ASCENDING)], name="due")
         await self._deliveries.create_index(
             [("subscription_id", ASCENDING), ("created_at", DESCENDING)], name="by_subscription"
         )
         await self._duplicates.create_index([("item_id", ASCENDING), ("seen_at", ASCENDING)], name="by_item")
+        if "items" in await self.db.list_collection_names():
+            await self._events.migrate_legacy("items")  # the single collection of earlier versions
+            await self.db.drop_collection("items")
 
     async def close(self) -> None:
         await self._client.close()
@@ -213,92 +209,21 @@ class MongoStore:
         cursor = self._duplicates.find({"item_id": item_id}).sort("seen_at", ASCENDING).limit(MAX_PAGE)
         return [DuplicateRef.model_validate(_undoc(d)) async for d in cursor]
 
-    # items
-    @staticmethod
-    def _item_doc(item: ClassifiedItem) -> dict[str, Any]:
-        doc = _doc(item)
-        # Derived fields the queries use; stripped again when read (see _undoc).
-        doc["sort_at"] = item.sort_at
-        doc["top_score"] = item.top_score
-        doc["week"] = item.week
-        doc["tokens"] = search_tokens(f"{item.title} {item.summary}")
-        # FerretDB 1.24 drops all but the first field of a compound $group _id (measured: grouping
-        # by {sector, week} returned only the sector), so timelines group on one combined key.
-        doc["sector_weeks"] = [f"{sector}|{item.week}" for sector in item.sectors]
-        return doc
-
+    # items (events): partitioned by day, see shared/store/mongo_events.py
     async def upsert_item(self, item: ClassifiedItem) -> None:
-        await self._items.replace_one({"_id": item.id}, self._item_doc(item), upsert=True)
+        await self._events.upsert([item])
 
     async def upsert_items(self, items: list[ClassifiedItem]) -> None:
-        # Insert first, replace only what already exists: FerretDB 1.24 takes ~25 ms per upsert but
-        # inserts a batch of 500 in ~0.2 s (measured), and bulk loads are mostly new items.
-        docs = [self._item_doc(i) for i in items]
-        if not docs:
-            return
-        try:
-            await self._items.insert_many(docs, ordered=False)
-        except BulkWriteError as exc:
-            errors = exc.details.get("writeErrors", [])
-            if any(e.get("code") != 11000 for e in errors):
-                raise
-            existing = {docs[e["index"]]["_id"] for e in errors}
-            ops = [ReplaceOne({"_id": d["_id"]}, d, upsert=True) for d in docs if d["_id"] in existing]
-            if ops:
-                await self._items.bulk_write(ops, ordered=False)
+        await self._events.upsert(items)
 
     async def get_item(self, item_id: str) -> ClassifiedItem | None:
-        doc = await self._items.find_one({"_id": item_id})
-        return ClassifiedItem.model_validate(_undoc(doc)) if doc else None
+        return await self._events.get(item_id)
 
     async def list_items(self, query: EventQuery) -> list[ClassifiedItem]:
-        clauses: list[dict[str, Any]] = []
-        sectors = query.any_sectors
-        if len(sectors) == 1:
-            clauses.append({"sectors": sectors[0]})
-        elif sectors:
-            clauses.append({"sectors": {"$in": list(sectors)}})
-        if query.country:
-            clauses.append({"countries": query.country})
-        if query.bilateral is not None:
-            clauses.append({"bilateral": query.bilateral})
-        if query.source_id:
-            clauses.append({"source_id": query.source_id})
-        if query.language:
-            clauses.append({"language": query.language})
-        if query.since:
-            clauses.append({"sort_at": {"$gte": query.since}})
-        if query.until:
-            clauses.append({"sort_at": {"$lt": query.until}})
-        if query.min_score is not None:
-            clauses.append({"top_score": {"$gte": query.min_score}})
-        clauses += [{"tokens": token} for token in query.q_tokens]  # every word must occur
-        key = "sort_at" if query.sort == "time" else "top_score"
-        if query.after:
-            value, last_id = query.after
-            clauses.append({"$or": [{key: {"$lt": value}}, {key: value, "_id": {"$lt": last_id}}]})
-        flt: dict[str, Any] = {"$and": clauses} if clauses else {}
-        order = [(key, DESCENDING), ("_id", DESCENDING)]
-        cursor = self._items.find(flt).sort(order).limit(max(1, min(query.limit, MAX_PAGE)))
-        return [ClassifiedItem.model_validate(_undoc(d)) async for d in cursor]
+        return await self._events.find(query)
 
     async def sector_counts(self, *, country: str | None = None, since: datetime | None = None) -> list[SectorCount]:
-        match: dict[str, Any] = {}
-        if country:
-            match["countries"] = country
-        if since:
-            match["sort_at"] = {"$gte": since}
-        pipeline: list[dict[str, Any]] = [
-            {"$match": match},
-            {"$unwind": "$sector_weeks"},
-            {"$group": {"_id": "$sector_weeks", "count": {"$sum": 1}}},
-        ]
-        rows = await (await self._items.aggregate(pipeline)).to_list(None)
-        counts = []
-        for row in rows:
-            sector, _, week = str(row["_id"]).partition("|")
-            counts.append(SectorCount(sector, week, int(row["count"])))
-        return sorted(counts, key=lambda c: (c.week, c.sector))
+        return await self._events.sector_counts(country=country, since=since)
 
     async def duplicates_of(self, item_ids: Iterable[str]) -> dict[str, list[DuplicateRef]]:
         ids = list(set(item_ids))

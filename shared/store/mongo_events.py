@@ -1,0 +1,392 @@
+"""Events on a MongoDB-wire server, partitioned by day so that no query reads the whole history.
+
+Why partitions: FerretDB 1.24 on SQLite (our test server) pushes nothing but a single ``_id``
+equality down to SQLite, and even that is not served by its ``_id`` index (the index expression
+and the query expression differ), so every find reads — and decodes, ~0.2–0.4 ms per event — the
+whole collection. Measured on one 100,000-event collection: a sector query 59.6 s, one ``_id``
+lookup 0.2–1.4 s. A query's cost is therefore the size of the collections it touches, and the
+layout keeps those small; on MongoDB (compose) every partition also carries the indexes below.
+
+Layout (``events_`` prefix):
+
+- ``events_YYYYMMDD``: the events whose ``sort_at`` falls on that UTC day, with the derived fields
+  the queries filter on (``sort_at``, ``top_score``, ``tokens`` as one space-separated string,
+  matched with an escaped ``$regex``: one string decodes about twice as fast as an array of 60).
+- ``events_days``: one small document per day: ``v`` (bumped after every write to the day) and
+  ``stats`` (a JSON string of counts per sector, country, source, language, the best score)
+  tagged ``stats_v``, the ``v`` it was computed at. Stats are only trusted when ``stats_v == v``;
+  a stale day is read in full or recomputed. Readers use fresh stats to skip days that cannot
+  match and to answer /sectors without reading events.
+- ``events_ids_NN`` (64 shards by CRC-32 of the id): id → day, for ``get_item`` and for moving an
+  event whose time changed.
+
+Why a version and not counters: FerretDB 1.24 updates are read-modify-write without isolation
+(measured: concurrent conditional updates all "won"), so ``$inc`` can lose an increment. That is
+harmless here: a writer bumps ``v`` *after* its event write, and a reader reads ``v`` *before* it
+scans, so stats tagged with a ``v`` that the reader saw include every write whose bump finished
+before — a lost increment still moves ``v`` past any stats computed before that write. A writer
+that dies between its write and its bump leaves the event hidden from skipping readers until the
+message is redelivered and written again (at-least-once delivery does that).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import zlib
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING, ReplaceOne
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import BulkWriteError
+
+from shared.models import ClassifiedItem
+from shared.store.base import MAX_PAGE, EventQuery, SectorCount
+from shared.text import search_tokens
+
+PREFIX = "events_"
+DAYS = PREFIX + "days"
+ID_SHARDS = 64
+MIGRATE_BATCH = 500
+STATS_CONCURRENCY = 4  # stale days recomputed at once for /sectors
+DERIVED = ("sort_at", "top_score", "tokens", "week", "sector_weeks")  # stripped when read
+
+_STATS_FIELDS = {"sectors": 1, "countries": 1, "bilateral": 1, "source_id": 1, "language": 1, "top_score": 1}
+
+
+def day_of(moment: datetime) -> date:
+    return moment.astimezone(UTC).date()
+
+
+def _midnight(day: date) -> datetime:
+    return datetime.combine(day, time(), tzinfo=UTC)
+
+
+def _partition_name(day: date) -> str:
+    return f"{PREFIX}{day:%Y%m%d}"
+
+
+def _shard_name(item_id: str) -> str:
+    return f"{PREFIX}ids_{zlib.crc32(item_id.encode()) % ID_SHARDS:02d}"
+
+
+def item_doc(item: ClassifiedItem) -> dict[str, Any]:
+    doc = item.model_dump(mode="python")
+    doc["_id"] = doc.pop("id")
+    doc["sort_at"] = item.sort_at
+    doc["top_score"] = item.top_score
+    doc["tokens"] = " " + " ".join(search_tokens(f"{item.title} {item.summary}")) + " "
+    return doc
+
+
+def item_from(doc: dict[str, Any]) -> ClassifiedItem:
+    doc = dict(doc)
+    doc["id"] = doc.pop("_id")
+    for derived in DERIVED:
+        doc.pop(derived, None)
+    return ClassifiedItem.model_validate(doc)
+
+
+@dataclass
+class DayStats:
+    """What one day holds, enough to rule the day out of a query without reading it."""
+
+    n: int = 0
+    max_score: float = 0.0
+    bilateral: int = 0
+    sectors: Counter[str] = field(default_factory=Counter)
+    countries: Counter[str] = field(default_factory=Counter)
+    by_country: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
+    sources: Counter[str] = field(default_factory=Counter)
+    languages: Counter[str] = field(default_factory=Counter)
+
+    def add(self, doc: dict[str, Any]) -> None:
+        self.n += 1
+        self.max_score = max(self.max_score, float(doc.get("top_score") or 0.0))
+        self.bilateral += bool(doc.get("bilateral"))
+        sectors = list(doc.get("sectors") or [])
+        self.sectors.update(sectors)
+        for country in doc.get("countries") or []:
+            self.countries[country] += 1
+            self.by_country[country].update(sectors)
+        self.sources[str(doc.get("source_id"))] += 1
+        if doc.get("language"):
+            self.languages[str(doc["language"])] += 1
+
+    def dumps(self) -> str:
+        return json.dumps(
+            {
+                "n": self.n,
+                "max_score": self.max_score,
+                "bilateral": self.bilateral,
+                "sectors": self.sectors,
+                "countries": self.countries,
+                "by_country": self.by_country,
+                "sources": self.sources,
+                "languages": self.languages,
+            }
+        )
+
+    @classmethod
+    def loads(cls, text: str) -> DayStats:
+        raw = json.loads(text)
+        return cls(
+            n=int(raw["n"]),
+            max_score=float(raw["max_score"]),
+            bilateral=int(raw["bilateral"]),
+            sectors=Counter(raw["sectors"]),
+            countries=Counter(raw["countries"]),
+            by_country=defaultdict(Counter, {c: Counter(s) for c, s in raw["by_country"].items()}),
+            sources=Counter(raw["sources"]),
+            languages=Counter(raw["languages"]),
+        )
+
+    def may_match(self, query: EventQuery) -> bool:
+        """False only when no event of the day can match ``query`` (the text is not counted)."""
+        sectors = query.any_sectors
+        if sectors:
+            pool = self.by_country[query.country] if query.country else self.sectors
+            if not any(pool[s] for s in sectors):
+                return False
+        if query.country and not self.countries[query.country]:
+            return False
+        if query.bilateral is True and not self.bilateral:
+            return False
+        if query.bilateral is False and self.bilateral == self.n:
+            return False
+        if query.source_id and not self.sources[query.source_id]:
+            return False
+        if query.language and not self.languages[query.language]:
+            return False
+        return not (query.min_score is not None and self.max_score < query.min_score)
+
+
+@dataclass
+class Day:
+    """An entry of ``events_days``; ``stats`` is None while stale."""
+
+    day: date
+    v: int
+    stats: DayStats | None
+
+
+def _filter(query: EventQuery) -> dict[str, Any]:
+    clauses: list[dict[str, Any]] = []
+    sectors = query.any_sectors
+    if len(sectors) == 1:
+        clauses.append({"sectors": sectors[0]})
+    elif sectors:
+        clauses.append({"sectors": {"$in": list(sectors)}})
+    for name, wanted in (("countries", query.country), ("source_id", query.source_id), ("language", query.language)):
+        if wanted:
+            clauses.append({name: wanted})
+    if query.bilateral is not None:
+        clauses.append({"bilateral": query.bilateral})
+    if query.since:
+        clauses.append({"sort_at": {"$gte": query.since}})
+    if query.until:
+        clauses.append({"sort_at": {"$lt": query.until}})
+    if query.min_score is not None:
+        clauses.append({"top_score": {"$gte": query.min_score}})
+    # Tokens are single folded words between spaces; every one must occur.
+    clauses += [{"tokens": {"$regex": f" {re.escape(token)} "}} for token in query.q_tokens]
+    if query.after:
+        key = "sort_at" if query.sort == "time" else "top_score"
+        value, last_id = query.after
+        clauses.append({"$or": [{key: {"$lt": value}}, {key: value, "_id": {"$lt": last_id}}]})
+    return {"$and": clauses} if clauses else {}
+
+
+class EventPartitions:
+    """Event storage for :class:`~shared.store.mongo.MongoStore` (see the module docstring)."""
+
+    def __init__(self, db: AsyncDatabase[dict[str, Any]]) -> None:
+        self._db = db
+        self._days = db[DAYS]
+        self._prepared: set[date] = set()
+
+    async def _partition(self, day: date) -> Any:
+        coll = self._db[_partition_name(day)]
+        if day not in self._prepared:
+            # What MongoDB uses; FerretDB keeps them but scans (see the module docstring).
+            await coll.create_index([("sort_at", DESCENDING), ("_id", DESCENDING)], name="recent")
+            await coll.create_index([("top_score", DESCENDING), ("_id", DESCENDING)], name="best")
+            await coll.create_index([("sectors", ASCENDING), ("sort_at", DESCENDING)], name="sector_recent")
+            self._prepared.add(day)
+        return coll
+
+    async def migrate_legacy(self, legacy: str = "items") -> int:
+        """Move events from the single collection of earlier versions into partitions."""
+        coll = self._db[legacy]
+        moved = 0
+        while batch := await coll.find().limit(MIGRATE_BATCH).to_list(None):
+            await self.upsert([item_from(d) for d in batch])
+            await coll.delete_many({"_id": {"$in": [d["_id"] for d in batch]}})
+            moved += len(batch)
+        return moved
+
+    # writes
+    async def _locate(self, ids: Iterable[str]) -> dict[str, date]:
+        by_shard: dict[str, list[str]] = defaultdict(list)
+        for item_id in ids:
+            by_shard[_shard_name(item_id)].append(item_id)
+
+        async def one(shard: str, wanted: list[str]) -> list[dict[str, Any]]:
+            # A lone _id equality is the one filter FerretDB hands to SQLite.
+            flt: dict[str, Any] = {"_id": wanted[0]} if len(wanted) == 1 else {"_id": {"$in": wanted}}
+            return await self._db[shard].find(flt).to_list(None)
+
+        found = await asyncio.gather(*(one(s, w) for s, w in by_shard.items()))
+        return {d["_id"]: date.fromisoformat(d["day"]) for docs in found for d in docs}
+
+    async def upsert(self, items: list[ClassifiedItem]) -> None:
+        """Insert or replace each item in the partition of its day; move it if its day changed.
+
+        Order matters for a crash at any point: event first, then the day's version, then the
+        locator; a redelivered message finds the event or its locator missing and redoes the rest.
+        """
+        docs = {i.id: (item_doc(i), day_of(i.sort_at)) for i in items}
+        if not docs:
+            return
+        located = await self._locate(docs)
+        by_day: dict[date, list[dict[str, Any]]] = defaultdict(list)
+        for doc, day in docs.values():
+            by_day[day].append(doc)
+        for day, day_docs in by_day.items():
+            coll = await self._partition(day)
+            fresh = [d for d in day_docs if located.get(d["_id"]) != day]
+            known = [d for d in day_docs if located.get(d["_id"]) == day]
+            replace = known
+            if fresh:
+                try:
+                    # Insert first: FerretDB inserts 500 in ~0.2 s but takes ~25 ms per upsert.
+                    await coll.insert_many(fresh, ordered=False)
+                except BulkWriteError as exc:
+                    errors = exc.details.get("writeErrors", [])
+                    if any(e.get("code") != 11000 for e in errors):
+                        raise
+                    replace = known + [fresh[e["index"]] for e in errors]
+            if replace:
+                await coll.bulk_write([ReplaceOne({"_id": d["_id"]}, d, upsert=True) for d in replace], ordered=False)
+        moved = {i: old for i, old in located.items() if old != docs[i][1]}
+        for item_id, old in moved.items():
+            await self._db[_partition_name(old)].delete_one({"_id": item_id})
+        for day in {*by_day, *moved.values()}:
+            await self._days.update_one({"_id": day.isoformat()}, {"$inc": {"v": 1}}, upsert=True)
+        new_ids: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for item_id, (_, day) in docs.items():
+            if item_id not in located:
+                new_ids[_shard_name(item_id)].append({"_id": item_id, "day": day.isoformat()})
+        for shard, locators in new_ids.items():
+            try:
+                await self._db[shard].insert_many(locators, ordered=False)
+            except BulkWriteError as exc:  # a redelivery that got this far before
+                if any(e.get("code") != 11000 for e in exc.details.get("writeErrors", [])):
+                    raise
+        for item_id in moved:
+            day = docs[item_id][1]
+            await self._db[_shard_name(item_id)].update_one({"_id": item_id}, {"$set": {"day": day.isoformat()}})
+
+    # reads
+    async def get(self, item_id: str) -> ClassifiedItem | None:
+        located = await self._locate([item_id])
+        if item_id not in located:
+            return None
+        doc = await self._db[_partition_name(located[item_id])].find_one({"_id": item_id})
+        return item_from(doc) if doc else None
+
+    async def _day_entries(self, first: date | None, last: date | None) -> list[Day]:
+        """Days that hold events between ``first`` and ``last`` (inclusive), newest first."""
+        flt: dict[str, Any] = {}
+        if first or last:
+            bounds = {}
+            if first:
+                bounds["$gte"] = first.isoformat()
+            if last:
+                bounds["$lte"] = last.isoformat()
+            flt = {"_id": bounds}
+        days = []
+        async for d in self._days.find(flt):
+            v = int(d.get("v", 0))
+            stats = DayStats.loads(d["stats"]) if d.get("stats") and d.get("stats_v") == v else None
+            days.append(Day(date.fromisoformat(d["_id"]), v, stats))
+        return sorted(days, key=lambda d: d.day, reverse=True)
+
+    async def _fresh_stats(self, day: Day) -> DayStats:
+        if day.stats is not None:
+            return day.stats
+        stats = DayStats()
+        async for doc in self._db[_partition_name(day.day)].find({}, _STATS_FIELDS):
+            stats.add(doc)
+        # Tagged with the version read before the scan: see the module docstring.
+        await self._days.update_one({"_id": day.day.isoformat()}, {"$set": {"stats": stats.dumps(), "stats_v": day.v}})
+        return stats
+
+    async def _find(self, day: date, flt: dict[str, Any], order: list[tuple[str, int]], limit: int) -> list[Any]:
+        cursor = self._db[_partition_name(day)].find(flt).sort(order).limit(limit)
+        return await cursor.to_list(None)
+
+    async def find(self, query: EventQuery) -> list[ClassifiedItem]:
+        limit = max(1, min(query.limit, MAX_PAGE))
+        last = None
+        if query.until:
+            last = day_of(query.until - timedelta(microseconds=1))
+        if query.sort == "time" and query.after and isinstance(query.after[0], datetime):
+            after_day = day_of(query.after[0])
+            last = min(last, after_day) if last else after_day
+        days = [
+            d
+            for d in await self._day_entries(day_of(query.since) if query.since else None, last)
+            if d.stats is None or d.stats.may_match(query)
+        ]
+        flt = _filter(query)
+        docs: list[dict[str, Any]] = []
+        if query.sort == "time":
+            order = [("sort_at", DESCENDING), ("_id", DESCENDING)]
+            for day in days:  # newest first: the first ``limit`` found are the answer
+                docs += await self._find(day.day, flt, order, limit - len(docs))
+                if len(docs) >= limit:
+                    break
+        else:
+            order = [("top_score", DESCENDING), ("_id", DESCENDING)]
+            # Best days first; once the page is full, a day whose best score is below the page's
+            # last cannot contribute (stale days count as unbounded and go first).
+            days.sort(key=lambda d: d.stats.max_score if d.stats else float("inf"), reverse=True)
+            for day in days:
+                if len(docs) >= limit and day.stats and day.stats.max_score < docs[-1]["top_score"]:
+                    break
+                docs += await self._find(day.day, flt, order, limit)
+                docs.sort(key=lambda d: (d["top_score"], d["_id"]), reverse=True)
+                del docs[limit:]
+        return [item_from(d) for d in docs[:limit]]
+
+    async def sector_counts(self, *, country: str | None, since: datetime | None) -> list[SectorCount]:
+        first = day_of(since) if since else None
+        days = await self._day_entries(first, None)
+        sem = asyncio.Semaphore(STATS_CONCURRENCY)
+
+        async def stats_of(day: Day) -> DayStats:
+            async with sem:
+                if since and day.day == first and since > _midnight(day.day):
+                    # A partial first day: count the events at or after ``since`` only.
+                    partial = DayStats()
+                    coll = self._db[_partition_name(day.day)]
+                    async for doc in coll.find({"sort_at": {"$gte": since}}, _STATS_FIELDS):
+                        partial.add(doc)
+                    return partial
+                return await self._fresh_stats(day)
+
+        totals: Counter[tuple[str, str]] = Counter()
+        for day, stats in zip(days, await asyncio.gather(*(stats_of(d) for d in days)), strict=True):
+            week = (day.day - timedelta(days=day.day.weekday())).isoformat()
+            pool = stats.by_country[country] if country else stats.sectors
+            for sector, count in pool.items():
+                if count:
+                    totals[(sector, week)] += count
+        counts = [SectorCount(sector, week, n) for (sector, week), n in totals.items()]
+        return sorted(counts, key=lambda c: (c.week, c.sector))
