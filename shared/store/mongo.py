@@ -22,7 +22,8 @@ from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from shared.errors import Conflict
 from shared.models import ClassifiedItem, Delivery, DeliveryStatus, DuplicateRef, Source, Subscription
-from shared.store.base import MAX_PAGE, MAX_SCAN, EventQuery, SectorCount
+from shared.store.base import MAX_SCAN, EventQuery, SectorCount
+from shared.store.mongo_duplicates import DuplicateShards
 from shared.store.mongo_events import EventPartitions
 
 SERVER_SELECTION_TIMEOUT_MS = 10_000
@@ -69,7 +70,7 @@ class MongoStore:
         self._deliveries = db["deliveries"]
         self._claims = db["claims"]
         self._keys = db["dedupe_keys"]
-        self._duplicates = db["duplicates"]
+        self._duplicates = DuplicateShards(db)
 
     async def start(self) -> None:
         await self._sources.create_index([("url", ASCENDING)], unique=True, name="url_unique")
@@ -78,10 +79,14 @@ class MongoStore:
         await self._deliveries.create_index(
             [("subscription_id", ASCENDING), ("created_at", DESCENDING)], name="by_subscription"
         )
-        await self._duplicates.create_index([("item_id", ASCENDING), ("seen_at", ASCENDING)], name="by_item")
-        if "items" in await self.db.list_collection_names():
-            await self._events.migrate_legacy("items")  # the single collection of earlier versions
+        collections = await self.db.list_collection_names()
+        # Earlier versions kept all events in "items" and all duplicates in "duplicates".
+        if "items" in collections:
+            await self._events.migrate_legacy("items")
             await self.db.drop_collection("items")
+        if "duplicates" in collections:
+            await self._duplicates.migrate_legacy("duplicates")
+            await self.db.drop_collection("duplicates")
 
     async def close(self) -> None:
         await self._client.close()
@@ -203,11 +208,10 @@ class MongoStore:
         return owners
 
     async def add_duplicate(self, ref: DuplicateRef) -> None:
-        await self._duplicates.replace_one({"_id": ref.id}, _doc(ref), upsert=True)
+        await self._duplicates.add(ref)
 
     async def list_duplicates(self, item_id: str) -> list[DuplicateRef]:
-        cursor = self._duplicates.find({"item_id": item_id}).sort("seen_at", ASCENDING).limit(MAX_PAGE)
-        return [DuplicateRef.model_validate(_undoc(d)) async for d in cursor]
+        return (await self._duplicates.of([item_id])).get(item_id, [])
 
     # items (events): partitioned by day, see shared/store/mongo_events.py
     async def upsert_item(self, item: ClassifiedItem) -> None:
@@ -226,14 +230,7 @@ class MongoStore:
         return await self._events.sector_counts(country=country, since=since)
 
     async def duplicates_of(self, item_ids: Iterable[str]) -> dict[str, list[DuplicateRef]]:
-        ids = list(set(item_ids))
-        found: dict[str, list[DuplicateRef]] = {}
-        if ids:
-            cursor = self._duplicates.find({"item_id": {"$in": ids}}).sort("seen_at", ASCENDING).limit(MAX_SCAN)
-            async for d in cursor:
-                ref = DuplicateRef.model_validate(_undoc(d))
-                found.setdefault(ref.item_id, []).append(ref)
-        return found
+        return await self._duplicates.of(item_ids)
 
     # subscriptions
     async def insert_subscription(self, subscription: Subscription) -> None:

@@ -12,11 +12,16 @@ Layout (``events_`` prefix):
 - ``events_YYYYMMDD``: the events whose ``sort_at`` falls on that UTC day, with the derived fields
   the queries filter on (``sort_at``, ``top_score``, ``tokens`` as one space-separated string,
   matched with an escaped ``$regex``: one string decodes about twice as fast as an array of 60).
-- ``events_days``: one small document per day: ``v`` (bumped after every write to the day) and
-  ``stats`` (a JSON string of counts per sector, country, source, language, the best score)
-  tagged ``stats_v``, the ``v`` it was computed at. Stats are only trusted when ``stats_v == v``;
-  a stale day is read in full or recomputed. Readers use fresh stats to skip days that cannot
-  match and to answer /sectors without reading events.
+- ``events_days``: one tiny document per day, ``{_id: day, v}``; ``v`` is bumped after every
+  write to the day, and only writers touch it (a reader's ``$set`` on the same document could
+  write an older ``v`` back: FerretDB updates are read-modify-write).
+- ``events_stats``: for a day, counts per sector, country, source and language, the best score
+  overall and per sector (a JSON string) and a Bloom filter of its words, tagged ``stats_v``, the
+  ``v`` they were computed at, in slot ``v % 2``. Stats are trusted only when ``stats_v == v``; a
+  stale day is read in full or recomputed. Readers use fresh stats to skip days that cannot match
+  and to answer /sectors without reading events, and keep them in memory by (day, v): each query
+  reads only the tiny ``events_days`` (stats documents are ~12 KB, and FerretDB decodes whole
+  documents whatever the projection).
 - ``events_ids_NN`` (64 shards by CRC-32 of the id): id → day, for ``get_item`` and for moving an
   event whose time changed.
 
@@ -32,10 +37,11 @@ message is redelivered and written again (at-least-once delivery does that).
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import re
 import zlib
-from collections import Counter, defaultdict
+from collections import Counter, OrderedDict, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -51,12 +57,24 @@ from shared.text import search_tokens
 
 PREFIX = "events_"
 DAYS = PREFIX + "days"
+STATS = PREFIX + "stats"
+STATS_CACHE = 4096  # (day, version) → stats kept in memory; a year of days fits
 ID_SHARDS = 64
 MIGRATE_BATCH = 500
 STATS_CONCURRENCY = 4  # stale days recomputed at once for /sectors
 DERIVED = ("sort_at", "top_score", "tokens", "week", "sector_weeks")  # stripped when read
 
-_STATS_FIELDS = {"sectors": 1, "countries": 1, "bilateral": 1, "source_id": 1, "language": 1, "top_score": 1}
+WAVE = 4  # days read at once by one query (FerretDB decodes them on both cores)
+_STATS_FIELDS = {
+    "sectors": 1,
+    "sector_scores": 1,
+    "countries": 1,
+    "bilateral": 1,
+    "source_id": 1,
+    "language": 1,
+    "top_score": 1,
+    "tokens": 1,
+}
 
 
 def day_of(moment: datetime) -> date:
@@ -69,6 +87,10 @@ def _midnight(day: date) -> datetime:
 
 def _partition_name(day: date) -> str:
     return f"{PREFIX}{day:%Y%m%d}"
+
+
+def _stats_id(day: date, v: int) -> str:
+    return f"{day.isoformat()}#{v % 2}"
 
 
 def _shard_name(item_id: str) -> str:
@@ -92,6 +114,45 @@ def item_from(doc: dict[str, Any]) -> ClassifiedItem:
     return ClassifiedItem.model_validate(doc)
 
 
+class WordFilter:
+    """A Bloom filter of the words of one day: ``may_contain`` is False only for a word no event
+    of the day has. Sized at ~10 bits per word with 3 probes (about 2 % false positives)."""
+
+    PROBES = 3
+
+    def __init__(self, bits: bytes) -> None:
+        self.bits = bits
+        self.size = len(bits) * 8
+
+    @classmethod
+    def of(cls, words: Iterable[str]) -> WordFilter:
+        unique = set(words)
+        size = 1024
+        while size < len(unique) * 10:
+            size *= 2
+        bits = bytearray(size // 8)
+        for word in unique:
+            for pos in cls._probes(word, size):
+                bits[pos >> 3] |= 1 << (pos & 7)
+        return cls(bytes(bits))
+
+    @classmethod
+    def _probes(cls, word: str, size: int) -> list[int]:
+        raw = word.encode()
+        first, step = zlib.crc32(raw), zlib.adler32(raw) | 1  # double hashing, stable across processes
+        return [(first + n * step) % size for n in range(cls.PROBES)]
+
+    def may_contain(self, word: str) -> bool:
+        return all(self.bits[pos >> 3] >> (pos & 7) & 1 for pos in self._probes(word, self.size))
+
+    def dumps(self) -> str:
+        return base64.b64encode(self.bits).decode()
+
+    @classmethod
+    def loads(cls, text: str) -> WordFilter:
+        return cls(base64.b64decode(text))
+
+
 @dataclass
 class DayStats:
     """What one day holds, enough to rule the day out of a query without reading it."""
@@ -104,10 +165,17 @@ class DayStats:
     by_country: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
     sources: Counter[str] = field(default_factory=Counter)
     languages: Counter[str] = field(default_factory=Counter)
+    sector_max: dict[str, float] = field(default_factory=dict)
+    word_filter: WordFilter | None = None
+    words: set[str] = field(default_factory=set)  # only while counting; kept as a WordFilter
 
     def add(self, doc: dict[str, Any]) -> None:
         self.n += 1
         self.max_score = max(self.max_score, float(doc.get("top_score") or 0.0))
+        for score in doc.get("sector_scores") or []:
+            sector, value = str(score["id"]), float(score["score"])
+            self.sector_max[sector] = max(self.sector_max.get(sector, 0.0), value)
+        self.words.update(str(doc.get("tokens") or "").split())
         self.bilateral += bool(doc.get("bilateral"))
         sectors = list(doc.get("sectors") or [])
         self.sectors.update(sectors)
@@ -129,13 +197,15 @@ class DayStats:
                 "by_country": self.by_country,
                 "sources": self.sources,
                 "languages": self.languages,
+                "sector_max": self.sector_max,
             }
         )
 
     @classmethod
-    def loads(cls, text: str) -> DayStats:
+    def loads(cls, text: str, words: str | None = None) -> DayStats:
         raw = json.loads(text)
         return cls(
+            word_filter=WordFilter.loads(words) if words else None,
             n=int(raw["n"]),
             max_score=float(raw["max_score"]),
             bilateral=int(raw["bilateral"]),
@@ -144,7 +214,31 @@ class DayStats:
             by_country=defaultdict(Counter, {c: Counter(s) for c, s in raw["by_country"].items()}),
             sources=Counter(raw["sources"]),
             languages=Counter(raw["languages"]),
+            sector_max={k: float(v) for k, v in raw.get("sector_max", {}).items()},
         )
+
+    def best_possible(self, query: EventQuery) -> float:
+        """An upper bound of the score of any event of the day matching ``query``."""
+        sectors = query.any_sectors
+        if not sectors:
+            return self.max_score
+        return max((self.sector_max.get(s, 0.0) for s in sectors), default=0.0)
+
+    def most_matches(self, query: EventQuery) -> int:
+        """An upper bound of how many events of the day match ``query``."""
+        bound = self.n
+        sectors = query.any_sectors
+        if sectors:
+            pool = self.by_country[query.country] if query.country else self.sectors
+            bound = min(bound, sum(pool[s] for s in sectors))
+        for counter, key in ((self.countries, query.country), (self.sources, query.source_id)):
+            if key:
+                bound = min(bound, counter[key])
+        if query.language:
+            bound = min(bound, self.languages[query.language])
+        if query.bilateral is True:
+            bound = min(bound, self.bilateral)
+        return bound
 
     def may_match(self, query: EventQuery) -> bool:
         """False only when no event of the day can match ``query`` (the text is not counted)."""
@@ -159,11 +253,13 @@ class DayStats:
             return False
         if query.bilateral is False and self.bilateral == self.n:
             return False
+        if query.q_tokens and self.word_filter and not all(self.word_filter.may_contain(t) for t in query.q_tokens):
+            return False
         if query.source_id and not self.sources[query.source_id]:
             return False
         if query.language and not self.languages[query.language]:
             return False
-        return not (query.min_score is not None and self.max_score < query.min_score)
+        return not (query.min_score is not None and self.best_possible(query) < query.min_score)
 
 
 @dataclass
@@ -208,6 +304,8 @@ class EventPartitions:
     def __init__(self, db: AsyncDatabase[dict[str, Any]]) -> None:
         self._db = db
         self._days = db[DAYS]
+        self._stats = db[STATS]
+        self._stats_cache: OrderedDict[tuple[date, int], DayStats] = OrderedDict()
         self._prepared: set[date] = set()
 
     async def _partition(self, day: date) -> Any:
@@ -301,7 +399,8 @@ class EventPartitions:
         return item_from(doc) if doc else None
 
     async def _day_entries(self, first: date | None, last: date | None) -> list[Day]:
-        """Days that hold events between ``first`` and ``last`` (inclusive), newest first."""
+        """Days that hold events between ``first`` and ``last`` (inclusive), newest first, each
+        with its stats when stats for its current version exist."""
         flt: dict[str, Any] = {}
         if first or last:
             bounds = {}
@@ -310,12 +409,23 @@ class EventPartitions:
             if last:
                 bounds["$lte"] = last.isoformat()
             flt = {"_id": bounds}
-        days = []
-        async for d in self._days.find(flt):
-            v = int(d.get("v", 0))
-            stats = DayStats.loads(d["stats"]) if d.get("stats") and d.get("stats_v") == v else None
-            days.append(Day(date.fromisoformat(d["_id"]), v, stats))
+        versions = {date.fromisoformat(d["_id"]): int(d.get("v", 0)) async for d in self._days.find(flt)}
+        missing = [_stats_id(day, v) for day, v in versions.items() if (day, v) not in self._stats_cache]
+        if missing:
+            # One lone _id is pushed down to SQLite; more are read in one pass over the collection.
+            flt = {"_id": missing[0]} if len(missing) == 1 else {"_id": {"$in": missing}}
+            async for doc in self._stats.find(flt):
+                day, v = date.fromisoformat(doc["day"]), int(doc["stats_v"])
+                if versions.get(day) == v:
+                    self._remember(day, v, DayStats.loads(doc["stats"], doc.get("words")))
+        days = [Day(day, v, self._stats_cache.get((day, v))) for day, v in versions.items()]
         return sorted(days, key=lambda d: d.day, reverse=True)
+
+    def _remember(self, day: date, v: int, stats: DayStats) -> None:
+        self._stats_cache[(day, v)] = stats
+        self._stats_cache.move_to_end((day, v))
+        while len(self._stats_cache) > STATS_CACHE:
+            self._stats_cache.popitem(last=False)
 
     async def _fresh_stats(self, day: Day) -> DayStats:
         if day.stats is not None:
@@ -323,8 +433,18 @@ class EventPartitions:
         stats = DayStats()
         async for doc in self._db[_partition_name(day.day)].find({}, _STATS_FIELDS):
             stats.add(doc)
-        # Tagged with the version read before the scan: see the module docstring.
-        await self._days.update_one({"_id": day.day.isoformat()}, {"$set": {"stats": stats.dumps(), "stats_v": day.v}})
+        stats.word_filter, stats.words = WordFilter.of(stats.words), set()
+        # Tagged with the version read before the scan (see the module docstring), in one of two
+        # slots per day so that a slower refresher of an older version cannot hide a newer one.
+        doc = {
+            "_id": _stats_id(day.day, day.v),
+            "day": day.day.isoformat(),
+            "stats_v": day.v,
+            "stats": stats.dumps(),
+            "words": stats.word_filter.dumps(),
+        }
+        await self._stats.replace_one({"_id": doc["_id"]}, doc, upsert=True)
+        self._remember(day.day, day.v, stats)
         return stats
 
     async def _find(self, day: date, flt: dict[str, Any], order: list[tuple[str, int]], limit: int) -> list[Any]:
@@ -348,19 +468,35 @@ class EventPartitions:
         docs: list[dict[str, Any]] = []
         if query.sort == "time":
             order = [("sort_at", DESCENDING), ("_id", DESCENDING)]
-            for day in days:  # newest first: the first ``limit`` found are the answer
-                docs += await self._find(day.day, flt, order, limit - len(docs))
-                if len(docs) >= limit:
-                    break
+            # Newest day first, a wave of days at a time: as many as the fresh stats say may be
+            # needed, and at least twice the last wave while the page stays short (the text is
+            # not counted in the stats).
+            start, width = 0, 1
+            while start < len(days) and len(docs) < limit:
+                need, end = limit - len(docs), start
+                while end < len(days) and end - start < WAVE and (end - start < width or need > 0):
+                    stats = days[end].stats
+                    need -= stats.most_matches(query) if stats else need
+                    end += 1
+                wave = days[start:end]
+                found = await asyncio.gather(*(self._find(d.day, flt, order, limit - len(docs)) for d in wave))
+                for day_docs in found:  # in day order, so the first ``limit`` are the answer
+                    docs += day_docs
+                start, width = end, min(WAVE, 2 * width)
         else:
             order = [("top_score", DESCENDING), ("_id", DESCENDING)]
-            # Best days first; once the page is full, a day whose best score is below the page's
-            # last cannot contribute (stale days count as unbounded and go first).
-            days.sort(key=lambda d: d.stats.max_score if d.stats else float("inf"), reverse=True)
-            for day in days:
-                if len(docs) >= limit and day.stats and day.stats.max_score < docs[-1]["top_score"]:
-                    break
-                docs += await self._find(day.day, flt, order, limit)
+            # Best days first; once the page is full, a day whose best possible score is below the
+            # page's last cannot contribute (stale days count as unbounded and go first).
+            days.sort(key=lambda d: d.stats.best_possible(query) if d.stats else float("inf"), reverse=True)
+            for start in range(0, len(days), WAVE):
+                wave = days[start : start + WAVE]
+                if len(docs) >= limit:
+                    floor = docs[-1]["top_score"]
+                    wave = [d for d in wave if d.stats is None or d.stats.best_possible(query) >= floor]
+                    if not wave:
+                        break
+                for day_docs in await asyncio.gather(*(self._find(d.day, flt, order, limit) for d in wave)):
+                    docs += day_docs
                 docs.sort(key=lambda d: (d["top_score"], d["_id"]), reverse=True)
                 del docs[limit:]
         return [item_from(d) for d in docs[:limit]]

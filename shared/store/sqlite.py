@@ -202,7 +202,7 @@ class SQLiteStore:
 
     async def list_duplicates(self, item_id: str) -> list[DuplicateRef]:
         return await self._many(
-            DuplicateRef, "SELECT doc FROM duplicates WHERE item_id=? ORDER BY seen_at LIMIT ?", (item_id, MAX_PAGE)
+            DuplicateRef, "SELECT doc FROM duplicates WHERE item_id=? ORDER BY seen_at, id LIMIT ?", (item_id, MAX_PAGE)
         )
 
     # items
@@ -291,7 +291,7 @@ class SQLiteStore:
             part = ids[i : i + 500]
             refs = await self._many(
                 DuplicateRef,
-                f"SELECT doc FROM duplicates WHERE item_id IN ({','.join('?' * len(part))}) ORDER BY seen_at",
+                f"SELECT doc FROM duplicates WHERE item_id IN ({','.join('?' * len(part))}) ORDER BY seen_at, id",
                 part,
             )
             for ref in refs:

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from pymongo import AsyncMongoClient
 
-from shared.models import ClassifiedItem, SectorScore
+from shared.models import ClassifiedItem, DuplicateRef, SectorScore
 from shared.store import EventQuery, Store
 from shared.store.mongo import MongoStore
 from shared.store.sqlite import SQLiteStore
@@ -108,7 +108,9 @@ async def assert_same(mongo: Store, oracle: Store) -> None:
             assert got == await oracle.sector_counts(country=country, since=since), (country, since)
 
 
-async def test_partitioned_queries_match_the_indexed_oracle(stores: tuple[MongoStore, SQLiteStore]) -> None:
+async def test_partitioned_queries_match_the_indexed_oracle(
+    stores: tuple[MongoStore, SQLiteStore], mongo_uri: str
+) -> None:
     mongo, oracle = stores
     rng = random.Random(11)
     items = [random_item(rng, n, days=20) for n in range(300)]
@@ -118,6 +120,11 @@ async def test_partitioned_queries_match_the_indexed_oracle(stores: tuple[MongoS
             await store.upsert_item(i)
     await assert_same(mongo, oracle)  # stats stale: every day is read
     await assert_same(mongo, oracle)  # stats fresh (computed by sector_counts): days are skipped
+    other = MongoStore(mongo_uri, mongo.db.name)
+    try:
+        await assert_same(other, oracle)  # another process: the stats come from the store, not memory
+    finally:
+        await other.close()
 
     # Writes after the stats were computed: new items, reclassified items, and items whose time
     # moved them to another day. Stats of the touched days go stale; nothing may be missed.
@@ -166,6 +173,50 @@ async def test_events_of_the_single_collection_layout_are_migrated(mongo_uri: st
             listed = await store.list_items(EventQuery(limit=50))
             assert sorted(i.id for i in listed) == sorted(i.id for i in legacy)
             assert "items" not in await store.db.list_collection_names()
+        finally:
+            await store.close()
+    finally:
+        await client.drop_database(f"test_{unique}")
+        await client.close()
+
+
+async def test_duplicates_across_shards_match_the_oracle(stores: tuple[MongoStore, SQLiteStore]) -> None:
+    rng = random.Random(8)
+    refs = [
+        DuplicateRef(
+            id=f"itm_copy{n:03d}",
+            item_id=f"itm_{rng.randrange(40):04d}",
+            source_id=f"src_{n % 5}",
+            reason=rng.choice(["canonical_url", "near_duplicate"]),
+            seen_at=T0 + timedelta(minutes=rng.randrange(30)),  # equal times: ordered by id
+        )
+        for n in range(150)
+    ]
+    for store in stores:
+        for ref in refs:
+            await store.add_duplicate(ref)
+        await store.add_duplicate(refs[0])  # idempotent
+    mongo, oracle = stores
+    wanted = [f"itm_{n:04d}" for n in range(0, 60, 3)]
+    assert await mongo.duplicates_of(wanted) == await oracle.duplicates_of(wanted)
+    assert await mongo.list_duplicates(refs[7].item_id) == await oracle.list_duplicates(refs[7].item_id)
+    assert await mongo.duplicates_of([]) == {}
+
+
+async def test_duplicates_of_the_single_collection_layout_are_migrated(mongo_uri: str, unique: str) -> None:
+    refs = [
+        DuplicateRef(id=f"itm_c{n}", item_id=f"itm_{n % 3}", source_id="s", reason="canonical_url") for n in range(9)
+    ]
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_uri, tz_aware=True)
+    try:
+        docs = [{**r.model_dump(mode="python", exclude={"id"}), "_id": r.id} for r in refs]
+        await client[f"test_{unique}"]["duplicates"].insert_many(docs)
+        store = MongoStore(mongo_uri, f"test_{unique}")
+        await store.start()
+        try:
+            got = await store.duplicates_of(["itm_0", "itm_1", "itm_2"])
+            assert sorted(r.id for refs_ in got.values() for r in refs_) == sorted(r.id for r in refs)
+            assert "duplicates" not in await store.db.list_collection_names()
         finally:
             await store.close()
     finally:
