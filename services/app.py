@@ -66,6 +66,7 @@ def create_app(runtime: Runtime) -> FastAPI:
                 sector_ids=runtime.sector_ids,
                 require_read=require_read,
                 base_url=settings.public_base_url,
+                query_timeout_s=settings.query_timeout_s,
             )
         )
     if "alerts" in roles:

@@ -21,6 +21,7 @@ from services.alerts.matcher import Matcher
 from services.alerts.ops import OpsNotifier
 from services.classifier.classify import Classifier
 from services.classifier.service import ClassifierService
+from services.classifier.stats import refresh_stats_loop
 from services.classifier.taxonomy import load_taxonomy
 from services.ingest.catalogue import import_catalogue, load_catalogue
 from services.ingest.normalize import LanguageDetector
@@ -151,6 +152,8 @@ class Runtime:
                 "classifier.consumer",
                 self.bus.consume([s.topic(TOPIC_RAW)], s.group("classifier"), self.classifier.handle, self._stop),
             )
+            if s.stats_refresh_s > 0:
+                self._spawn("classifier.stats", refresh_stats_loop(self.store, s.stats_refresh_s, self._stop))
         if "alerts" in self.roles:
             self._spawn(
                 "alerts.matcher",

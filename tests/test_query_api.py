@@ -215,3 +215,28 @@ async def test_store_failure_is_503_not_500(tmp_path: Path) -> None:
         response = await client.get("/api/v1/events")
     await runtime.stop()
     assert response.status_code == 503 and response.json() == {"detail": "store unavailable, try again later"}
+
+
+async def test_a_query_over_its_time_budget_is_503_with_retry_after(tmp_path: Path) -> None:
+    import asyncio
+
+    client, runtime = await make_client(tmp_path, query_timeout_s=0.3)
+    calls = 0
+
+    async def slow(*args: object, **kwargs: object) -> object:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(30)
+        raise AssertionError("not cancelled")
+
+    runtime.store.list_items = slow  # type: ignore[method-assign]
+    runtime.store.sector_counts = slow  # type: ignore[method-assign]
+    async with client:
+        events = await client.get("/api/v1/events?q=rail")
+        sectors = await client.get("/api/v1/sectors")
+        fine = await client.get("/api/v1/events/itm_001")
+    await runtime.stop()
+    for response in (events, sectors):
+        assert response.status_code == 503 and response.headers["retry-after"] == "10"
+        assert "took longer than 0.3 s" in response.json()["detail"]
+    assert calls == 2 and fine.status_code == 200

@@ -3,12 +3,13 @@ and /api/v1/sectors (counts per sector and week)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from feedgen.feed import FeedGenerator
@@ -20,6 +21,7 @@ from shared.store.base import MAX_PAGE
 from shared.text import MAX_QUERY_TOKENS, search_tokens
 
 FEED_ITEMS = 50
+T = TypeVar("T")
 MAX_TIMELINE_WEEKS = 520
 
 
@@ -121,9 +123,31 @@ class EventFilters:
         )
 
 
-def build_router(*, store: Store, sector_ids: list[str], require_read: Callable[..., Any], base_url: str) -> APIRouter:
-    """Routes for events and sectors; ``require_read`` guards them (a no-op when reads are public)."""
+def build_router(
+    *,
+    store: Store,
+    sector_ids: list[str],
+    require_read: Callable[..., Any],
+    base_url: str,
+    query_timeout_s: float = 30.0,
+) -> APIRouter:
+    """Routes for events and sectors; ``require_read`` guards them (a no-op when reads are public).
+
+    Each request's store reads get ``query_timeout_s`` in all: a query that would read too much
+    (a rare combination of words over years of events) answers 503 instead of holding a worker.
+    """
     router = APIRouter(prefix="/api/v1", tags=["events"], dependencies=[Depends(require_read)])
+
+    async def bounded(work: Awaitable[T]) -> T:
+        try:
+            async with asyncio.timeout(query_timeout_s):
+                return await work
+        except TimeoutError:
+            raise HTTPException(
+                503,
+                detail=f"the query took longer than {query_timeout_s:g} s; narrow it (since/until, sector, source)",
+                headers={"Retry-After": "10"},
+            ) from None
 
     def checked(filters: EventFilters) -> EventFilters:
         unknown = sorted(set(filters.sectors) - set(sector_ids))
@@ -132,7 +156,7 @@ def build_router(*, store: Store, sector_ids: list[str], require_read: Callable[
         return filters
 
     async def with_duplicates(items: list[ClassifiedItem]) -> list[Event]:
-        copies = await store.duplicates_of(i.id for i in items)
+        copies = await bounded(store.duplicates_of(i.id for i in items))
         return [Event(**i.model_dump(), duplicates=copies.get(i.id, [])) for i in items]
 
     @router.get("/events", response_model=EventPage)
@@ -143,13 +167,13 @@ def build_router(*, store: Store, sector_ids: list[str], require_read: Callable[
     ) -> EventPage:
         checked(filters)
         after = _decode_cursor(cursor, filters.sort) if cursor else None
-        items = await store.list_items(filters.query(limit=limit, after=after))
+        items = await bounded(store.list_items(filters.query(limit=limit, after=after)))
         next_cursor = _encode_cursor(filters.sort, items[-1]) if len(items) == limit else None
         return EventPage(items=await with_duplicates(items), next_cursor=next_cursor)
 
     async def feed(request: Request, filters: EventFilters, kind: Literal["rss", "atom"]) -> Response:
         checked(filters)
-        items = await store.list_items(filters.query(limit=FEED_ITEMS))
+        items = await bounded(store.list_items(filters.query(limit=FEED_ITEMS)))
         fg = FeedGenerator()
         self_url = str(request.url)
         fg.id(self_url)
@@ -184,7 +208,7 @@ def build_router(*, store: Store, sector_ids: list[str], require_read: Callable[
 
     @router.get("/events/{event_id}", response_model=Event)
     async def get_event(event_id: str) -> Event:
-        item = await store.get_item(event_id)
+        item = await bounded(store.get_item(event_id))
         if item is None:
             raise HTTPException(404, detail="no such event")
         return (await with_duplicates([item]))[0]
@@ -200,7 +224,7 @@ def build_router(*, store: Store, sector_ids: list[str], require_read: Callable[
         since = datetime(first.year, first.month, first.day, tzinfo=UTC)
         week_keys = [(first + timedelta(weeks=n)).isoformat() for n in range(weeks)]
         counts: dict[str, dict[str, int]] = {s: {} for s in sector_ids}
-        for c in await store.sector_counts(country=country, since=since):
+        for c in await bounded(store.sector_counts(country=country, since=since)):
             counts.setdefault(c.sector, {})[c.week] = c.count
         timelines = [
             SectorTimeline(

@@ -117,6 +117,11 @@ class Store(Protocol):
     async def duplicates_of(self, item_ids: Iterable[str]) -> dict[str, list[DuplicateRef]]:
         """For each item id that has copies, its duplicates (oldest first)."""
 
+    async def refresh_stats(self, max_days: int) -> int:
+        """Bring up to ``max_days`` stale summaries of stored events up to date (the per-day
+        statistics of the MongoDB-wire store); how many. Queries are right either way; fresh
+        summaries make them read less. An adapter without summaries returns 0."""
+
     # subscriptions
     async def insert_subscription(self, subscription: Subscription) -> None: ...
 

@@ -229,6 +229,9 @@ class MongoStore:
     async def sector_counts(self, *, country: str | None = None, since: datetime | None = None) -> list[SectorCount]:
         return await self._events.sector_counts(country=country, since=since)
 
+    async def refresh_stats(self, max_days: int) -> int:
+        return await self._events.refresh_stats(max_days)
+
     async def duplicates_of(self, item_ids: Iterable[str]) -> dict[str, list[DuplicateRef]]:
         return await self._duplicates.of(item_ids)
 

@@ -42,14 +42,14 @@ import json
 import re
 import zlib
 from collections import Counter, OrderedDict, defaultdict
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, ReplaceOne
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import BulkWriteError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from shared.models import ClassifiedItem
 from shared.store.base import MAX_PAGE, EventQuery, SectorCount
@@ -58,7 +58,7 @@ from shared.text import search_tokens
 PREFIX = "events_"
 DAYS = PREFIX + "days"
 STATS = PREFIX + "stats"
-STATS_CACHE = 4096  # (day, version) → stats kept in memory; a year of days fits
+STATS_CACHE = 1024  # (day, version) → stats kept in memory (~8–32 KB each): years of days
 ID_SHARDS = 64
 MIGRATE_BATCH = 500
 STATS_CONCURRENCY = 4  # stale days recomputed at once for /sectors
@@ -298,6 +298,16 @@ def _filter(query: EventQuery) -> dict[str, Any]:
     return {"$and": clauses} if clauses else {}
 
 
+async def _upsert(write: Callable[..., Awaitable[Any]], flt: dict[str, Any], change: dict[str, Any]) -> None:
+    """An upsert that survives a concurrent one: on FerretDB 1.24 two upserts of a new ``_id``
+    both insert and one fails with a duplicate key (seen with the stats refresher and a /sectors
+    request); the document exists then, so the write is simply repeated as an update."""
+    try:
+        await write(flt, change, upsert=True)
+    except DuplicateKeyError:
+        await write(flt, change)
+
+
 class EventPartitions:
     """Event storage for :class:`~shared.store.mongo.MongoStore` (see the module docstring)."""
 
@@ -375,7 +385,7 @@ class EventPartitions:
         for item_id, old in moved.items():
             await self._db[_partition_name(old)].delete_one({"_id": item_id})
         for day in {*by_day, *moved.values()}:
-            await self._days.update_one({"_id": day.isoformat()}, {"$inc": {"v": 1}}, upsert=True)
+            await _upsert(self._days.update_one, {"_id": day.isoformat()}, {"$inc": {"v": 1}})
         new_ids: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for item_id, (_, day) in docs.items():
             if item_id not in located:
@@ -443,7 +453,7 @@ class EventPartitions:
             "stats": stats.dumps(),
             "words": stats.word_filter.dumps(),
         }
-        await self._stats.replace_one({"_id": doc["_id"]}, doc, upsert=True)
+        await _upsert(self._stats.replace_one, {"_id": doc["_id"]}, doc)
         self._remember(day.day, day.v, stats)
         return stats
 
@@ -500,6 +510,18 @@ class EventPartitions:
                 docs.sort(key=lambda d: (d["top_score"], d["_id"]), reverse=True)
                 del docs[limit:]
         return [item_from(d) for d in docs[:limit]]
+
+    async def refresh_stats(self, max_days: int) -> int:
+        """Recompute the stats of up to ``max_days`` stale days, newest first; how many."""
+        stale = [d for d in await self._day_entries(None, None) if d.stats is None][:max_days]
+        sem = asyncio.Semaphore(STATS_CONCURRENCY)
+
+        async def one(day: Day) -> None:
+            async with sem:
+                await self._fresh_stats(day)
+
+        await asyncio.gather(*(one(d) for d in stale))
+        return len(stale)
 
     async def sector_counts(self, *, country: str | None, since: datetime | None) -> list[SectorCount]:
         first = day_of(since) if since else None

@@ -284,6 +284,9 @@ class SQLiteStore:
         async with self.db.execute(sql, args) as cur:
             return [SectorCount(r[0], r[1], int(r[2])) for r in await cur.fetchall()]
 
+    async def refresh_stats(self, max_days: int) -> int:
+        return 0  # real indexes: nothing to summarise
+
     async def duplicates_of(self, item_ids: Iterable[str]) -> dict[str, list[DuplicateRef]]:
         ids = list(set(item_ids))
         found: dict[str, list[DuplicateRef]] = {}

@@ -8,6 +8,7 @@ stale, or partly stale.
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -120,6 +121,7 @@ async def test_partitioned_queries_match_the_indexed_oracle(
             await store.upsert_item(i)
     await assert_same(mongo, oracle)  # stats stale: every day is read
     await assert_same(mongo, oracle)  # stats fresh (computed by sector_counts): days are skipped
+    assert await mongo.refresh_stats(100) == 0 and await oracle.refresh_stats(100) == 0  # nothing stale
     other = MongoStore(mongo_uri, mongo.db.name)
     try:
         await assert_same(other, oracle)  # another process: the stats come from the store, not memory
@@ -132,6 +134,11 @@ async def test_partitioned_queries_match_the_indexed_oracle(
     moved = items[10].model_copy(update={"published_at": T0 + timedelta(days=19, hours=23)})
     for store in stores:
         await store.upsert_items([*changed, moved])
+    await assert_same(mongo, oracle)  # the touched days are stale (sector_counts in here refreshes them)
+    await mongo.upsert_items(changed[:2])
+    # What the classifier's background loop does: the stale days, a bounded number at a time.
+    assert await mongo.refresh_stats(1) == 1 and await mongo.refresh_stats(100) >= 1
+    assert await mongo.refresh_stats(100) == 0
     await assert_same(mongo, oracle)
     got = await mongo.get_item("itm_0010")
     assert got is not None and got.published_at == moved.published_at
@@ -222,3 +229,15 @@ async def test_duplicates_of_the_single_collection_layout_are_migrated(mongo_uri
     finally:
         await client.drop_database(f"test_{unique}")
         await client.close()
+
+
+async def test_concurrent_writers_and_refreshers_of_one_new_day(stores: tuple[MongoStore, SQLiteStore]) -> None:
+    """Two upserts of a new _id race on FerretDB (both insert, one fails): the first writes of a
+    new day from several replicas, and the stats refresher racing a /sectors request, must not."""
+    mongo, _ = stores
+    rng = random.Random(4)
+    items = [random_item(rng, n, days=1).model_copy(update={"sectors": ["energy"]}) for n in range(16)]
+    await asyncio.gather(*(mongo.upsert_item(i) for i in items))
+    results = await asyncio.gather(*(mongo.refresh_stats(10) for _ in range(4)), mongo.sector_counts())
+    assert sum(c.count for c in results[-1]) == 16  # type: ignore[union-attr]
+    assert len(await mongo.list_items(EventQuery(sector="energy", limit=100))) == 16
