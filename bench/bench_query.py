@@ -80,7 +80,7 @@ async def load(store: MongoStore) -> float:
         DuplicateRef(id=f"itm_copy{n:06d}", item_id=f"itm_{n:06d}", source_id="src_copy", reason="canonical_url")
         for n in range(0, EVENTS, 5)
     ]
-    # Bulk insert; ingest records copies one at a time through the same shards.
+    # Several at a time; ingest records copies one by one through the same slots.
     await store._duplicates.add_many(copies)
     return time.perf_counter() - started
 

@@ -23,7 +23,7 @@ from pymongo.errors import DuplicateKeyError, PyMongoError
 from shared.errors import Conflict
 from shared.models import ClassifiedItem, Delivery, DeliveryStatus, DuplicateRef, Source, Subscription
 from shared.store.base import MAX_SCAN, EventQuery, SectorCount
-from shared.store.mongo_duplicates import DuplicateShards
+from shared.store.mongo_duplicates import DuplicateSlots
 from shared.store.mongo_events import EventPartitions
 
 SERVER_SELECTION_TIMEOUT_MS = 10_000
@@ -70,7 +70,7 @@ class MongoStore:
         self._deliveries = db["deliveries"]
         self._claims = db["claims"]
         self._keys = db["dedupe_keys"]
-        self._duplicates = DuplicateShards(db)
+        self._duplicates = DuplicateSlots(db)
 
     async def start(self) -> None:
         await self._sources.create_index([("url", ASCENDING)], unique=True, name="url_unique")

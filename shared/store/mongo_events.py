@@ -4,8 +4,9 @@ Why partitions: FerretDB 1.24 on SQLite (our test server) pushes nothing but a s
 equality down to SQLite, and even that is not served by its ``_id`` index (the index expression
 and the query expression differ), so every find reads — and decodes, ~0.2–0.4 ms per event — the
 whole collection. Measured: a sector query over one 100,000-event collection 59.6 s; one ``_id``
-lookup 0.14 s among 10,000 events and 0.2 s among 100,000 five-field documents. A query's cost is therefore the size of the collections it touches, and the
-layout keeps those small; on MongoDB (compose) every partition also carries the indexes below.
+lookup 0.14 s among 10,000 events and 0.2 s among 100,000 five-field documents. A query's cost is
+therefore the size of the collections it touches, and the layout keeps those small; on MongoDB
+(compose) every partition also carries the indexes below.
 
 Layout (``events_`` prefix):
 

@@ -208,6 +208,13 @@ async def test_duplicates_across_shards_match_the_oracle(stores: tuple[MongoStor
     assert await mongo.duplicates_of(wanted) == await oracle.duplicates_of(wanted)
     assert await mongo.list_duplicates(refs[7].item_id) == await oracle.list_duplicates(refs[7].item_id)
     assert await mongo.duplicates_of([]) == {}
+    # Two ingest replicas recording copies of one story at once: each kept once, none overwritten.
+    story = [
+        DuplicateRef(id=f"itm_race{n}", item_id="itm_story", source_id="s", reason="near_duplicate", seen_at=T0)
+        for n in range(12)
+    ]
+    await asyncio.gather(*(mongo.add_duplicate(r) for r in story + story[:6]))
+    assert [r.id for r in await mongo.list_duplicates("itm_story")] == sorted(r.id for r in story)
 
 
 async def test_duplicates_of_the_single_collection_layout_are_migrated(mongo_uri: str, unique: str) -> None:
