@@ -80,7 +80,7 @@ def subscriptions(count: int, sectors: list[str], hook: str) -> list[Subscriptio
                 webhook_url=hook,
                 secret="whsec_" + "B" * 32,
                 sectors=rng.sample(sectors, rng.randint(1, 3)),
-                countries=rng.choice([[], [], ["PK"], ["KZ"]]),  # type: ignore[arg-type]
+                countries=rng.choice([[], [], ["PK"], ["KZ"]]),
                 min_score=rng.choice([None, None, 2.0]),
                 keywords=rng.choice([[], [], ["oil"], ["wheat", "grain"]]),
             )

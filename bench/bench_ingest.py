@@ -55,7 +55,7 @@ def pick_bodies(count: int) -> list[bytes]:
 
 def plan(bodies: list[bytes]) -> list[dict[str, object]]:
     rng = random.Random(SEED)
-    routes = []
+    routes: list[dict[str, object]] = []
     for n, body in enumerate(bodies):
         r = rng.random()
         kind = (
