@@ -63,9 +63,9 @@ STATS_CACHE = 1024  # (day, version) → stats kept in memory (~8–32 KB each):
 ID_SHARDS = 64
 MIGRATE_BATCH = 500
 STATS_CONCURRENCY = 4  # stale days recomputed at once for /sectors
-DERIVED = ("sort_at", "top_score", "tokens", "week", "sector_weeks")  # stripped when read
+DERIVED = ("sort_at", "top_score", "tokens", "week", "sector_weeks")  # stripped when read (the last two: legacy)
 
-WAVE = 4  # days read at once by one query (FerretDB decodes them on both cores)
+WAVE = 4  # days read at once by one query (measured on 2 cores: 0–25 % faster than one by one)
 _STATS_FIELDS = {
     "sectors": 1,
     "sector_scores": 1,
