@@ -67,6 +67,8 @@ bench: install-dev
 	$(BIN)/python bench/bench_classifier.py
 	$(BIN)/python bench/bench_ingest.py
 	$(BIN)/python bench/bench_alerts.py
+	$(MAKE) servers
+	$(BIN)/python bench/bench_query.py  # ~12 min: loads 100,000 events into FerretDB
 
 clean:
 	rm -rf var deploy/.run .pytest_cache .mypy_cache .ruff_cache test-artifacts
