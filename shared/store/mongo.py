@@ -12,7 +12,7 @@ into the ``claims`` collection; only the one insert that succeeds owns the lease
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
 from typing import Any
 
@@ -24,9 +24,10 @@ from shared.errors import Conflict
 from shared.models import ClassifiedItem, Delivery, DeliveryStatus, DuplicateRef, Source, Subscription
 from shared.store.base import MAX_SCAN, EventQuery, SectorCount
 from shared.store.mongo_duplicates import DuplicateSlots
-from shared.store.mongo_events import EventPartitions
+from shared.store.mongo_events import EventPartitions, item_from
 
 SERVER_SELECTION_TIMEOUT_MS = 10_000
+MIGRATE_BATCH = 500  # documents moved at a time from the earlier single-collection layout
 SOCKET_TIMEOUT_MS = 30_000
 
 
@@ -82,11 +83,21 @@ class MongoStore:
         collections = await self.db.list_collection_names()
         # Earlier versions kept all events in "items" and all duplicates in "duplicates".
         if "items" in collections:
-            await self._events.migrate_legacy("items")
-            await self.db.drop_collection("items")
+            await self._drain("items", lambda docs: self._events.upsert([item_from(d) for d in docs]))
         if "duplicates" in collections:
-            await self._duplicates.migrate_legacy("duplicates")
-            await self.db.drop_collection("duplicates")
+            await self._drain(
+                "duplicates",
+                lambda docs: self._duplicates.add_many(DuplicateRef.model_validate(_undoc(d)) for d in docs),
+            )
+
+    async def _drain(self, legacy: str, move: Callable[[list[dict[str, Any]]], Awaitable[None]]) -> None:
+        """Move a collection of the earlier layout, batch by batch, then drop it. A batch is
+        deleted only after it was moved, so a restart mid-way resumes where it stopped."""
+        coll = self.db[legacy]
+        while batch := await coll.find().limit(MIGRATE_BATCH).to_list(None):
+            await move(batch)
+            await coll.delete_many({"_id": {"$in": [d["_id"] for d in batch]}})
+        await self.db.drop_collection(legacy)
 
     async def close(self) -> None:
         await self._client.close()

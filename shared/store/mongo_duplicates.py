@@ -39,7 +39,6 @@ SHARDS = 256
 PREFIX = "duplicates_"
 CONCURRENCY = 8  # lookups in flight for one page
 MAX_COPIES = 1000
-MIGRATE_BATCH = 500
 
 
 def _shard_name(item_id: str) -> str:
@@ -122,13 +121,3 @@ class DuplicateSlots:
         ids = list(dict.fromkeys(item_ids))
         results = await asyncio.gather(*(copies(i) for i in ids))
         return {item_id: refs for item_id, refs in zip(ids, results, strict=True) if refs}
-
-    async def migrate_legacy(self, legacy: str = "duplicates") -> int:
-        """Move duplicates from the single collection of earlier versions into slots."""
-        coll = self._db[legacy]
-        moved = 0
-        while batch := await coll.find().limit(MIGRATE_BATCH).to_list(None):
-            await self.add_many(DuplicateRef.model_validate({**d, "id": d["_id"]}) for d in batch)
-            await coll.delete_many({"_id": {"$in": [d["_id"] for d in batch]}})
-            moved += len(batch)
-        return moved

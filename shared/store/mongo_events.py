@@ -61,7 +61,6 @@ DAYS = PREFIX + "days"
 STATS = PREFIX + "stats"
 STATS_CACHE = 1024  # (day, version) → stats kept in memory (~8–32 KB each): years of days
 ID_SHARDS = 64
-MIGRATE_BATCH = 500
 STATS_CONCURRENCY = 4  # stale days recomputed at once for /sectors
 DERIVED = ("sort_at", "top_score", "tokens", "week", "sector_weeks")  # stripped when read (the last two: legacy)
 
@@ -328,16 +327,6 @@ class EventPartitions:
             await coll.create_index([("sectors", ASCENDING), ("sort_at", DESCENDING)], name="sector_recent")
             self._prepared.add(day)
         return coll
-
-    async def migrate_legacy(self, legacy: str = "items") -> int:
-        """Move events from the single collection of earlier versions into partitions."""
-        coll = self._db[legacy]
-        moved = 0
-        while batch := await coll.find().limit(MIGRATE_BATCH).to_list(None):
-            await self.upsert([item_from(d) for d in batch])
-            await coll.delete_many({"_id": {"$in": [d["_id"] for d in batch]}})
-            moved += len(batch)
-        return moved
 
     # writes
     async def _locate(self, ids: Iterable[str]) -> dict[str, date]:
