@@ -30,14 +30,15 @@ install-dev: $(DEV_STAMP)
 run: install
 	$(BIN)/corridor run all
 
-## Start the real servers the tests need (idempotent): Kafka 3.9 (KRaft) and FerretDB 1.24 (SQLite)
+## Start the real servers the tests need (idempotent): Kafka 3.9 (KRaft) and the Mongo-wire test server
+## (SecantusDB's secantusd-rs; built once per machine with cargo, ~10 min, cached in ~/.cache/corridor)
 servers: install
 	deploy/kafka.sh start
-	deploy/ferretdb.sh start
+	deploy/secantus.sh start
 
 stop-servers:
 	-deploy/kafka.sh stop
-	-deploy/ferretdb.sh stop
+	-deploy/secantus.sh stop
 
 compose-schema:
 	deploy/compose-schema.sh

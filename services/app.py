@@ -7,13 +7,11 @@ compose each service serves its own and the reverse proxy joins them under one b
 from __future__ import annotations
 
 import logging
-import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from pymongo.errors import PyMongoError
 
 from services.alerts.routes import build_router as alerts_router
 from services.classifier.routes import build_router as events_router
@@ -21,6 +19,7 @@ from services.ingest.routes import build_router as sources_router
 from services.runtime import Runtime
 from services.web.routes import mount_dashboard
 from shared.api import api_key_dependency, ops_router, read_dependency
+from shared.errors import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -85,12 +84,13 @@ def create_app(runtime: Runtime) -> FastAPI:
         ops_router(metrics=runtime.metrics, checks={"store": runtime.store.ping, "bus": runtime.bus.ping})
     )
 
-    @app.exception_handler(PyMongoError)
-    @app.exception_handler(sqlite3.Error)
+    @app.exception_handler(StoreUnavailable)
     async def store_unavailable(request: Request, exc: Exception) -> JSONResponse:
-        # The store failed or timed out: a condition of the server, not of the request. Log it
+        # The store is down or timed out: a condition of the server, not of the request. Log it
         # once with the cause; answer 503 so clients and proxies retry later.
-        log.error("store error on %s %s: %r", request.method, request.url.path, exc)
-        return JSONResponse({"detail": "store unavailable, try again later"}, status_code=503)
+        log.error("store unavailable on %s %s: %s", request.method, request.url.path, exc)
+        return JSONResponse(
+            {"detail": "store unavailable, try again later"}, status_code=503, headers={"Retry-After": "5"}
+        )
 
     return app

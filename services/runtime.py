@@ -21,7 +21,6 @@ from services.alerts.matcher import Matcher
 from services.alerts.ops import OpsNotifier
 from services.classifier.classify import Classifier
 from services.classifier.service import ClassifierService
-from services.classifier.stats import refresh_stats_loop
 from services.classifier.taxonomy import load_taxonomy
 from services.ingest.catalogue import import_catalogue, load_catalogue
 from services.ingest.normalize import LanguageDetector
@@ -50,13 +49,15 @@ STOP_DEADLINE_S = 30.0
 
 def build_store(settings: Settings) -> Store:
     """MongoDB-wire store when MONGODB_URI is set, else the embedded SQLite store."""
+    retention_s = settings.dedupe_retention_days * 86400.0
     if settings.mongodb_uri is not None:
         return MongoStore(
             settings.mongodb_uri.get_secret_value(),
             settings.mongodb_database,
             socket_timeout_ms=int(settings.mongodb_socket_timeout_s * 1000),
+            retention_s=retention_s,
         )
-    return SQLiteStore(settings.sqlite_path)
+    return SQLiteStore(settings.sqlite_path, retention_s=retention_s)
 
 
 def build_bus(settings: Settings) -> Bus:
@@ -152,8 +153,6 @@ class Runtime:
                 "classifier.consumer",
                 self.bus.consume([s.topic(TOPIC_RAW)], s.group("classifier"), self.classifier.handle, self._stop),
             )
-            if s.stats_refresh_s > 0:
-                self._spawn("classifier.stats", refresh_stats_loop(self.store, s.stats_refresh_s, self._stop))
         if "alerts" in self.roles:
             self._spawn(
                 "alerts.matcher",

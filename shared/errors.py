@@ -6,7 +6,8 @@ Hierarchy::
     ├── ConfigError            impossible configuration, raised at start-up
     ├── PoisonMessage          a bus message that can never be processed → dead-letter topic
     ├── StoreError
-    │   └── Conflict           a unique key already exists (e.g. a source URL)
+    │   ├── Conflict           a unique key already exists (e.g. a source URL)
+    │   └── StoreUnavailable   the store cannot be reached or timed out: transient, retry later
     └── FetchError             an outbound HTTP request failed; ``kind`` classifies why
         ├── BlockedAddress     SSRF guard refused the destination
         └── TooLarge           the response body exceeded the cap
@@ -44,6 +45,12 @@ class Conflict(StoreError):
         super().__init__(f"{what} already exists: {key}")
         self.what = what
         self.key = key
+
+
+class StoreUnavailable(StoreError):
+    """The store did not answer (connection refused or lost, server selection or operation timed
+    out, database locked). Transient: the API answers 503 with Retry-After, workers back off and
+    retry. Raised only by the store adapters, which translate their drivers' errors into it."""
 
 
 class FetchError(CorridorError):

@@ -56,7 +56,7 @@ class Settings(BaseSettings):
     mongodb_database: str = "corridor"
     mongodb_socket_timeout_s: float = Field(default=30.0, ge=1.0, le=3600.0)
     query_timeout_s: float = Field(default=30.0, gt=0.0, le=600.0)
-    stats_refresh_s: float = Field(default=30.0, ge=0.0, le=3600.0)
+    dedupe_retention_days: float = Field(default=180.0, ge=1.0, le=3650.0)
     sqlite_path: Path = Path("var/corridor.sqlite3")
 
     topic_prefix: str = ""

@@ -1,4 +1,4 @@
-"""Shared fixtures. Tests that need Kafka or FerretDB use the servers `make servers` started; with
+"""Shared fixtures. Tests that need Kafka or the MongoDB-wire server use the servers `make servers` started; with
 CI=true a missing server fails the test instead of skipping it."""
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def mongo_uri() -> str:
         client.admin.command("ping")
         client.close()
     except Exception as exc:
-        _missing(f"FerretDB at {MONGO}", repr(exc))
+        _missing(f"the MongoDB-wire server at {MONGO}", repr(exc))
     return MONGO
 
 

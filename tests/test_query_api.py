@@ -65,14 +65,16 @@ async def make_client(tmp_path: Path, **settings: object) -> tuple[httpx.AsyncCl
         event(5, "Cricket series ends", [], ["PK"], 0.0, 2),
     ]:
         await runtime.store.upsert_item(item)
-    await runtime.store.add_duplicate(
-        DuplicateRef(
-            id="itm_dup",
-            item_id="itm_001",
-            source_id="src_tribune",
-            url="https://tribune.example/1",
-            reason="near_duplicate",
-        )
+    await runtime.store.add_duplicates(
+        [
+            DuplicateRef(
+                id="itm_dup",
+                item_id="itm_001",
+                source_id="src_tribune",
+                url="https://tribune.example/1",
+                reason="near_duplicate",
+            )
+        ]
     )
     app = create_app(runtime)
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://corridor"), runtime
@@ -202,19 +204,20 @@ async def test_read_and_admin_scopes(tmp_path: Path) -> None:
     await runtime.stop()
 
 
-async def test_store_failure_is_503_not_500(tmp_path: Path) -> None:
-    from pymongo.errors import NetworkTimeout
+async def test_store_unavailable_is_503_with_retry_after(tmp_path: Path) -> None:
+    from shared.errors import StoreUnavailable
 
     client, runtime = await make_client(tmp_path)
 
     async def broken(*args: object, **kwargs: object) -> object:
-        raise NetworkTimeout("127.0.0.1:27017: timed out")
+        raise StoreUnavailable("list_items: NetworkTimeout: 127.0.0.1:27017: timed out")
 
     runtime.store.list_items = broken  # type: ignore[method-assign]
     async with client:
         response = await client.get("/api/v1/events")
     await runtime.stop()
     assert response.status_code == 503 and response.json() == {"detail": "store unavailable, try again later"}
+    assert response.headers["retry-after"] == "5"
 
 
 async def test_a_query_over_its_time_budget_is_503_with_retry_after(tmp_path: Path) -> None:

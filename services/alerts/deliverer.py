@@ -162,7 +162,8 @@ class Deliverer:
             queued = await self._store.list_deliveries(
                 subscription_id=subscription.id, status="queued", digest_period=delivery.digest_period, limit=MAX_SCAN
             )
-            items = [i for i in [await self._store.get_item(d.item_id) for d in queued] if i is not None]
+            stored = await self._store.get_items(d.item_id for d in queued)
+            items = [stored[d.item_id] for d in queued if d.item_id in stored]
             if not items:
                 await self._finish(delivery, Outcome.success())
                 return

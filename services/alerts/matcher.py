@@ -8,7 +8,7 @@ delivery whose message never made it to the bus is picked up by the deliverer's 
 from __future__ import annotations
 
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from services.alerts.periods import period_of
 from shared.bus import Bus
@@ -49,29 +49,14 @@ class Matcher:
         if envelope.type != "item.classified":
             raise PoisonMessage(f"unexpected event type {envelope.type!r} on the classified topic")
         item = envelope.payload_as(ClassifiedItem)
-        for subscription in await self._subscriptions():
-            if not subscription.matches(item):
-                continue
-            now = self._clock()
-            delivery = Delivery(
-                id=Delivery.make_id(subscription.id, item.id, subscription.channel),
-                subscription_id=subscription.id,
-                item_id=item.id,
-                channel=subscription.channel,
-                created_at=now,
-                next_attempt_at=now + self._handoff,
-            )
-            if subscription.cadence != "immediate":
-                # Queued for its digest, which the deliverer sends when the period closes.
-                period, end = period_of(subscription, now)
-                delivery = delivery.model_copy(
-                    update={"status": "queued", "digest_period": period, "next_attempt_at": end}
-                )
-            elif subscription.channel == "kafka":
-                # The alert on corridor.alerts.v1 *is* the delivery for the kafka channel.
-                delivery = delivery.model_copy(update={"status": "delivered", "delivered_at": now, "attempts": 1})
-            if await self._store.insert_delivery(delivery):
-                self._metrics.matched.inc()
+        now = self._clock()
+        matched = [(s, self._delivery(s, item, now)) for s in await self._subscriptions() if s.matches(item)]
+        if not matched:
+            return
+        # One store round trip for all of the item's deliveries, before any alert is published.
+        new = await self._store.insert_deliveries([d for _, d in matched])
+        self._metrics.matched.inc(len(new))
+        for subscription, delivery in matched:
             if delivery.status == "queued":
                 continue
             # Published even when the delivery existed: the previous run may have died before
@@ -80,3 +65,21 @@ class Matcher:
                 delivery_id=delivery.id, subscription_id=subscription.id, channel=subscription.channel, item=item
             )
             await self._bus.publish(self._out, subscription.id, Envelope.wrap("alert", payload))
+
+    def _delivery(self, subscription: Subscription, item: ClassifiedItem, now: datetime) -> Delivery:
+        delivery = Delivery(
+            id=Delivery.make_id(subscription.id, item.id, subscription.channel),
+            subscription_id=subscription.id,
+            item_id=item.id,
+            channel=subscription.channel,
+            created_at=now,
+            next_attempt_at=now + self._handoff,
+        )
+        if subscription.cadence != "immediate":
+            # Queued for its digest, which the deliverer sends when the period closes.
+            period, end = period_of(subscription, now)
+            return delivery.model_copy(update={"status": "queued", "digest_period": period, "next_attempt_at": end})
+        if subscription.channel == "kafka":
+            # The alert on corridor.alerts.v1 *is* the delivery for the kafka channel.
+            return delivery.model_copy(update={"status": "delivered", "delivered_at": now, "attempts": 1})
+        return delivery

@@ -162,8 +162,7 @@ class Poller:
             for item in sorted(batch, key=lambda i: (i.sort_at, i.id)):
                 item = self._with_language(source, item)
                 await self._bus.publish(self._topic, item.id, Envelope.wrap(event_type, item))
-        for ref in decisions.duplicates:
-            await self._store.add_duplicate(ref)
+        await self._store.add_duplicates(decisions.duplicates)
         await self._store.mark_seen(decisions.seen_marks(), self._clock())
         self._metrics.items_published.inc(len(decisions.new))
         return len(decisions.new)

@@ -5,19 +5,64 @@ Writes are idempotent on natural ids, so a message handled twice has one effect:
 (subscription, item, channel). Claims (``claim_due_source``, ``claim_delivery``,
 ``claim_due_delivery``) are single atomic find-and-modify operations with a lease, so two
 replicas never work on one record at once and a crashed worker's lease simply runs out.
+
+Errors: an adapter raises only :class:`~shared.errors.StoreError` subclasses of its own —
+:class:`~shared.errors.Conflict` for a taken unique key, :class:`~shared.errors.StoreUnavailable`
+when its server or file cannot answer (:func:`translate_errors` wraps every public method) — so
+no driver exception type is known outside ``shared/store``.
+
+Expiry: ingest's seen marks and dedupe keys are kept for the store's ``retention_s`` after they
+were last written, then forgotten (a TTL index on MongoDB); an entry still in its feed after that
+is published again, which downstream idempotency absorbs (same item id, same delivery ids).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import functools
+import inspect
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, ParamSpec, Protocol, TypeVar
 
+from shared.errors import StoreUnavailable
 from shared.models import ClassifiedItem, Delivery, DeliveryStatus, DuplicateRef, Source, Subscription
 
 MAX_PAGE = 200  # API pages
 MAX_SCAN = 5000  # internal scans (a digest's queued deliveries)
+DEFAULT_RETENTION_S = 180 * 86400.0  # seen marks and dedupe keys
+
+P = ParamSpec("P")
+R = TypeVar("R")
+C = TypeVar("C", bound=type)
+
+
+def translate_errors(is_unavailable: Callable[[BaseException], bool]) -> Callable[[C], C]:
+    """Class decorator for an adapter: every public coroutine method re-raises the driver errors
+    that ``is_unavailable`` accepts as :class:`StoreUnavailable` (the cause chained). Other
+    errors pass unchanged: a failed query that is not an outage is a bug and must be loud."""
+
+    def guard(method: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+        @functools.wraps(method)
+        async def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
+            try:
+                return await method(*args, **kwargs)
+            except StoreUnavailable:
+                raise
+            except Exception as exc:
+                if is_unavailable(exc):
+                    raise StoreUnavailable(f"{method.__name__}: {type(exc).__name__}: {exc}") from exc
+                raise
+
+        return guarded
+
+    def decorate(cls: C) -> C:
+        for name, member in list(vars(cls).items()):
+            if not name.startswith("_") and inspect.iscoroutinefunction(member):
+                setattr(cls, name, guard(member))
+        return cls
+
+    return decorate
 
 
 @dataclass(frozen=True)
@@ -63,7 +108,11 @@ class Store(Protocol):
         """Release connections."""
 
     async def ping(self) -> bool:
-        """True when the store answers (for /readyz)."""
+        """True when the store answers within a couple of seconds (for /readyz); never raises."""
+
+    async def migrate(self) -> dict[str, int]:
+        """Move data written by an earlier layout into the current one (idempotent, resumable;
+        ``start`` runs it too); how many records were moved, by kind."""
 
     # sources
     async def insert_source(self, source: Source) -> None:
@@ -93,8 +142,8 @@ class Store(Protocol):
         """For each dedupe key (canonical URL, fingerprint band) → candidate item id, insert it if
         absent; return key → the item id that owns it (the first one ever to claim it)."""
 
-    async def add_duplicate(self, ref: DuplicateRef) -> None:
-        """Record that ``ref.id`` is a copy of ``ref.item_id`` (idempotent)."""
+    async def add_duplicates(self, refs: list[DuplicateRef]) -> None:
+        """Record that each ``ref.id`` is a copy of ``ref.item_id`` (idempotent, one round trip)."""
 
     async def list_duplicates(self, item_id: str) -> list[DuplicateRef]:
         """Copies of the item, oldest first."""
@@ -108,6 +157,9 @@ class Store(Protocol):
 
     async def get_item(self, item_id: str) -> ClassifiedItem | None: ...
 
+    async def get_items(self, item_ids: Iterable[str]) -> dict[str, ClassifiedItem]:
+        """The stored items among ``item_ids``, by id (one round trip)."""
+
     async def list_items(self, query: EventQuery) -> list[ClassifiedItem]:
         """Items matching ``query`` in its order, at most ``query.limit``."""
 
@@ -116,11 +168,6 @@ class Store(Protocol):
 
     async def duplicates_of(self, item_ids: Iterable[str]) -> dict[str, list[DuplicateRef]]:
         """For each item id that has copies, its duplicates (oldest first)."""
-
-    async def refresh_stats(self, max_days: int) -> int:
-        """Bring up to ``max_days`` stale summaries of stored events up to date (the per-day
-        statistics of the MongoDB-wire store); how many. Queries are right either way; fresh
-        summaries make them read less. An adapter without summaries returns 0."""
 
     # subscriptions
     async def insert_subscription(self, subscription: Subscription) -> None: ...
@@ -138,6 +185,9 @@ class Store(Protocol):
     # deliveries
     async def insert_delivery(self, delivery: Delivery) -> bool:
         """Insert; False (and no change) when that delivery id already exists."""
+
+    async def insert_deliveries(self, deliveries: list[Delivery]) -> set[str]:
+        """Insert many in one round trip; the ids that were new (existing ones are left as they are)."""
 
     async def get_delivery(self, delivery_id: str) -> Delivery | None: ...
 

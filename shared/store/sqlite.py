@@ -4,13 +4,22 @@ Each record is stored as its JSON document plus the columns we filter and sort o
 are fixed-width ISO strings (``%Y-%m-%dT%H:%M:%S.%fZ``) so text order is time order. One
 connection and one lock: SQLite has a single writer anyway, and the lock makes every
 read-modify-write (claims, partial updates) atomic with respect to other coroutines.
+
+Events: ``items`` holds the document and the scalar filters; ``item_terms`` holds one row per
+sector (``s:energy``), country (``c:PK``) and search word (``w:railway``) of each item, with the
+item's sort keys, so a filter on any of them is an ordered range of one index. A page is read
+from the index of its most selective term (a word, else the sectors, else the country) and the
+other terms are checked per row; with several sectors each one's ordered range is read up to
+the page size and the ranges are merged.
 """
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+import time
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar, overload
 
@@ -19,10 +28,12 @@ from pydantic import BaseModel
 
 from shared.errors import Conflict
 from shared.models import ClassifiedItem, Delivery, DeliveryStatus, DuplicateRef, Source, Subscription
-from shared.store.base import MAX_PAGE, MAX_SCAN, EventQuery, SectorCount
+from shared.store.base import DEFAULT_RETENTION_S, MAX_PAGE, MAX_SCAN, EventQuery, SectorCount, translate_errors
 from shared.text import search_tokens
 
 M = TypeVar("M", bound=BaseModel)
+PURGE_EVERY_S = 3600.0  # how often expired seen marks and dedupe keys are deleted
+BATCH = 500  # ids per IN (...) list
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sources (
@@ -30,25 +41,37 @@ CREATE TABLE IF NOT EXISTS sources (
   next_check_at TEXT NOT NULL, lease_until TEXT, created_at TEXT NOT NULL, doc TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS sources_due ON sources (next_check_at);
 CREATE TABLE IF NOT EXISTS seen (id TEXT PRIMARY KEY, hash TEXT NOT NULL, seen_at TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS seen_expiry ON seen (seen_at);
 CREATE TABLE IF NOT EXISTS dedupe_keys (key TEXT PRIMARY KEY, item_id TEXT NOT NULL, at TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS dedupe_keys_expiry ON dedupe_keys (at);
 CREATE TABLE IF NOT EXISTS duplicates (
   id TEXT PRIMARY KEY, item_id TEXT NOT NULL, seen_at TEXT NOT NULL, doc TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS duplicates_item ON duplicates (item_id, seen_at);
-CREATE TABLE IF NOT EXISTS items (id TEXT PRIMARY KEY, sort_at TEXT NOT NULL, doc TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS items_recent ON items (sort_at DESC, id DESC);
-CREATE TABLE IF NOT EXISTS item_index (
-  id TEXT PRIMARY KEY, top_score REAL NOT NULL, week TEXT NOT NULL, source_id TEXT NOT NULL, language TEXT,
-  bilateral INTEGER NOT NULL);
-CREATE INDEX IF NOT EXISTS item_index_best ON item_index (top_score DESC, id DESC);
-CREATE TABLE IF NOT EXISTS item_tokens (token TEXT NOT NULL, id TEXT NOT NULL, PRIMARY KEY (token, id));
+CREATE TABLE IF NOT EXISTS events (
+  id TEXT PRIMARY KEY, sort_at TEXT NOT NULL, top_score REAL NOT NULL, week TEXT NOT NULL,
+  source_id TEXT NOT NULL, language TEXT, bilateral INTEGER NOT NULL, doc TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS events_recent ON events (sort_at DESC, id DESC);
+CREATE INDEX IF NOT EXISTS events_best ON events (top_score DESC, id DESC);
+CREATE INDEX IF NOT EXISTS events_source ON events (source_id, sort_at DESC, id DESC);
+CREATE INDEX IF NOT EXISTS events_language ON events (language, sort_at DESC, id DESC);
+CREATE INDEX IF NOT EXISTS events_bilateral ON events (bilateral, sort_at DESC, id DESC);
+CREATE TABLE IF NOT EXISTS event_terms (
+  term TEXT NOT NULL, sort_at TEXT NOT NULL, top_score REAL NOT NULL, id TEXT NOT NULL,
+  PRIMARY KEY (term, sort_at, id)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS event_terms_best ON event_terms (term, top_score DESC, id DESC);
 CREATE TABLE IF NOT EXISTS subscriptions (
   id TEXT PRIMARY KEY, active INTEGER NOT NULL, created_at TEXT NOT NULL, doc TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS deliveries (
   id TEXT PRIMARY KEY, subscription_id TEXT NOT NULL, status TEXT NOT NULL,
-  next_attempt_at TEXT NOT NULL, lease_until TEXT, created_at TEXT NOT NULL, doc TEXT NOT NULL);
+  next_attempt_at TEXT NOT NULL, lease_until TEXT, created_at TEXT NOT NULL, item_id TEXT NOT NULL,
+  digest_period TEXT, doc TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (status, next_attempt_at);
 CREATE INDEX IF NOT EXISTS deliveries_sub ON deliveries (subscription_id, created_at DESC);
+CREATE INDEX IF NOT EXISTS deliveries_item ON deliveries (item_id, created_at DESC);
 """
+# Tables of the earlier layout (events as ``items`` + ``item_index`` + ``item_tokens``; deliveries
+# without their item id column), moved by :meth:`SQLiteStore.migrate`.
+_LEGACY_EVENTS = "items"
 
 
 @overload
@@ -61,13 +84,28 @@ def _ts(value: datetime | None) -> str | None:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def _terms(item: ClassifiedItem) -> list[str]:
+    words = search_tokens(f"{item.title} {item.summary}")
+    return [*(f"s:{s}" for s in dict.fromkeys(item.sectors)), *(f"c:{c}" for c in set(item.countries))] + [
+        f"w:{w}" for w in words
+    ]
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """Locked, busy, full or unreadable database: the file cannot answer now."""
+    return isinstance(exc, sqlite3.OperationalError)
+
+
+@translate_errors(is_unavailable)
 class SQLiteStore:
     """The :class:`~shared.store.base.Store` contract on a local SQLite file."""
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, *, retention_s: float = DEFAULT_RETENTION_S) -> None:
         self._path = str(path)
         self._db: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()
+        self._retention = timedelta(seconds=retention_s)
+        self._purged_at = float("-inf")
 
     @property
     def db(self) -> aiosqlite.Connection:
@@ -84,8 +122,37 @@ class SQLiteStore:
         # WAL + NORMAL: commits survive a process crash (what the embedded mode needs); only an OS
         # crash or power loss can drop the last transactions, never corrupt the file.
         await self._db.execute("PRAGMA synchronous=NORMAL")
+        async with self._db.execute("PRAGMA table_info(deliveries)") as cur:
+            columns = {r[1] for r in await cur.fetchall()}
+        if columns and "item_id" not in columns:
+            # The earlier layout read these from the JSON document on every query.
+            await self._db.executescript(
+                "ALTER TABLE deliveries ADD COLUMN item_id TEXT NOT NULL DEFAULT '';"
+                "ALTER TABLE deliveries ADD COLUMN digest_period TEXT;"
+                "UPDATE deliveries SET item_id = json_extract(doc, '$.item_id'),"
+                " digest_period = json_extract(doc, '$.digest_period');"
+            )
         await self._db.executescript(_SCHEMA)
         await self._db.commit()
+        await self.migrate()
+
+    async def migrate(self) -> dict[str, int]:
+        async with self.db.execute("SELECT name FROM sqlite_master WHERE type='table'") as cur:
+            tables = {r[0] for r in await cur.fetchall()}
+        moved = 0
+        if _LEGACY_EVENTS in tables:
+            while page := await self._many(ClassifiedItem, "SELECT doc FROM items ORDER BY id LIMIT ?", (BATCH,)):
+                await self.upsert_items(page)
+                async with self._lock:
+                    marks = ",".join("?" * len(page))
+                    await self.db.execute(f"DELETE FROM items WHERE id IN ({marks})", [i.id for i in page])
+                    await self.db.commit()
+                moved += len(page)
+            async with self._lock:
+                await self.db.executescript(
+                    "DROP TABLE items; DROP TABLE IF EXISTS item_index; DROP TABLE IF EXISTS item_tokens;"
+                )
+        return {"events": moved} if moved else {}
 
     async def close(self) -> None:
         if self._db is not None:
@@ -180,7 +247,17 @@ class SQLiteStore:
     async def mark_seen(self, hashes: dict[str, str], now: datetime) -> None:
         async with self._lock:
             await self.db.executemany("REPLACE INTO seen VALUES (?,?,?)", [(i, h, _ts(now)) for i, h in hashes.items()])
+            await self._purge_expired(now)
             await self.db.commit()
+
+    async def _purge_expired(self, now: datetime) -> None:
+        """What a TTL index does on MongoDB, at most every PURGE_EVERY_S (caller holds the lock)."""
+        if time.monotonic() - self._purged_at < PURGE_EVERY_S:
+            return
+        self._purged_at = time.monotonic()
+        cutoff = _ts(now - self._retention)
+        await self.db.execute("DELETE FROM seen WHERE seen_at < ?", (cutoff,))
+        await self.db.execute("DELETE FROM dedupe_keys WHERE at < ?", (cutoff,))
 
     async def claim_keys(self, keys: dict[str, str], now: datetime) -> dict[str, str]:
         if not keys:
@@ -192,114 +269,141 @@ class SQLiteStore:
             await self.db.commit()
         return await self._lookup("SELECT key, item_id FROM dedupe_keys WHERE key IN ({marks})", list(keys))
 
-    async def add_duplicate(self, ref: DuplicateRef) -> None:
+    async def add_duplicates(self, refs: list[DuplicateRef]) -> None:
         async with self._lock:
-            await self.db.execute(
+            await self.db.executemany(
                 "REPLACE INTO duplicates VALUES (?,?,?,?)",
-                (ref.id, ref.item_id, _ts(ref.seen_at), ref.model_dump_json()),
+                [(r.id, r.item_id, _ts(r.seen_at), r.model_dump_json()) for r in refs],
             )
             await self.db.commit()
 
     async def list_duplicates(self, item_id: str) -> list[DuplicateRef]:
-        return await self._many(
-            DuplicateRef, "SELECT doc FROM duplicates WHERE item_id=? ORDER BY seen_at, id LIMIT ?", (item_id, MAX_PAGE)
-        )
-
-    # items
-    async def upsert_item(self, item: ClassifiedItem) -> None:
-        await self.upsert_items([item])
-
-    async def upsert_items(self, items: list[ClassifiedItem]) -> None:
-        async with self._lock:
-            for item in items:
-                await self.db.execute(
-                    "REPLACE INTO items VALUES (?,?,?)", (item.id, _ts(item.sort_at), item.model_dump_json())
-                )
-                await self.db.execute(
-                    "REPLACE INTO item_index VALUES (?,?,?,?,?,?)",
-                    (item.id, item.top_score, item.week, item.source_id, item.language, int(item.bilateral)),
-                )
-                await self.db.execute("DELETE FROM item_tokens WHERE id=?", (item.id,))
-                await self.db.executemany(
-                    "INSERT OR IGNORE INTO item_tokens VALUES (?,?)",
-                    [(t, item.id) for t in search_tokens(f"{item.title} {item.summary}")],
-                )
-            await self.db.commit()
-
-    async def get_item(self, item_id: str) -> ClassifiedItem | None:
-        return await self._one(ClassifiedItem, "SELECT doc FROM items WHERE id=?", (item_id,))
-
-    async def list_items(self, query: EventQuery) -> list[ClassifiedItem]:
-        where: list[str] = []
-        args: list[Any] = []
-        sectors = query.any_sectors
-        if sectors:
-            marks = ",".join("?" * len(sectors))
-            where.append(f"EXISTS (SELECT 1 FROM json_each(items.doc, '$.sectors') WHERE value IN ({marks}))")
-            args += list(sectors)
-        if query.country:
-            where.append("EXISTS (SELECT 1 FROM json_each(items.doc, '$.countries') WHERE value=?)")
-            args.append(query.country)
-        for clause, value in (
-            ("x.bilateral=?", None if query.bilateral is None else int(query.bilateral)),
-            ("x.source_id=?", query.source_id),
-            ("x.language=?", query.language),
-            ("items.sort_at>=?", _ts(query.since)),
-            ("items.sort_at<?", _ts(query.until)),
-            ("x.top_score>=?", query.min_score),
-        ):
-            if value is not None:
-                where.append(clause)
-                args.append(value)
-        for token in query.q_tokens:
-            where.append("EXISTS (SELECT 1 FROM item_tokens t WHERE t.token=? AND t.id=items.id)")
-            args.append(token)
-        key = "items.sort_at" if query.sort == "time" else "x.top_score"
-        if query.after:
-            after_value, last_id = query.after
-            bound = _ts(after_value) if isinstance(after_value, datetime) else after_value
-            where.append(f"({key} < ? OR ({key} = ? AND items.id < ?))")
-            args += [bound, bound, last_id]
-        sql = "SELECT items.doc FROM items JOIN item_index x ON x.id = items.id"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += f" ORDER BY {key} DESC, items.id DESC LIMIT ?"
-        args.append(max(1, min(query.limit, MAX_PAGE)))
-        return await self._many(ClassifiedItem, sql, args)
-
-    async def sector_counts(self, *, country: str | None = None, since: datetime | None = None) -> list[SectorCount]:
-        where = ["1=1"]
-        args: list[Any] = []
-        if country:
-            where.append("EXISTS (SELECT 1 FROM json_each(items.doc, '$.countries') WHERE value=?)")
-            args.append(country)
-        if since:
-            where.append("items.sort_at>=?")
-            args.append(_ts(since))
-        sql = (
-            "SELECT s.value, x.week, COUNT(*) FROM items JOIN item_index x ON x.id = items.id, "
-            f"json_each(items.doc, '$.sectors') s WHERE {' AND '.join(where)} GROUP BY s.value, x.week "
-            "ORDER BY x.week, s.value"
-        )
-        async with self.db.execute(sql, args) as cur:
-            return [SectorCount(r[0], r[1], int(r[2])) for r in await cur.fetchall()]
-
-    async def refresh_stats(self, max_days: int) -> int:
-        return 0  # real indexes: nothing to summarise
+        return (await self.duplicates_of([item_id])).get(item_id, [])
 
     async def duplicates_of(self, item_ids: Iterable[str]) -> dict[str, list[DuplicateRef]]:
-        ids = list(set(item_ids))
+        ids = list(dict.fromkeys(item_ids))
         found: dict[str, list[DuplicateRef]] = {}
-        for i in range(0, len(ids), 500):
-            part = ids[i : i + 500]
+        for i in range(0, len(ids), BATCH):
+            part = ids[i : i + BATCH]
             refs = await self._many(
                 DuplicateRef,
                 f"SELECT doc FROM duplicates WHERE item_id IN ({','.join('?' * len(part))}) ORDER BY seen_at, id",
                 part,
             )
             for ref in refs:
-                found.setdefault(ref.item_id, []).append(ref)
+                copies = found.setdefault(ref.item_id, [])
+                if len(copies) < MAX_PAGE:
+                    copies.append(ref)
         return found
+
+    # items (events)
+    async def upsert_item(self, item: ClassifiedItem) -> None:
+        await self.upsert_items([item])
+
+    async def upsert_items(self, items: list[ClassifiedItem]) -> None:
+        async with self._lock:
+            marks = []
+            for n in range(0, len(items), BATCH):
+                part = [i.id for i in items[n : n + BATCH]]
+                marks.append(part)
+                await self.db.execute(f"DELETE FROM event_terms WHERE id IN ({','.join('?' * len(part))})", part)
+            await self.db.executemany(
+                "REPLACE INTO events VALUES (?,?,?,?,?,?,?,?)",
+                [
+                    (
+                        i.id,
+                        _ts(i.sort_at),
+                        i.top_score,
+                        i.week,
+                        i.source_id,
+                        i.language,
+                        int(i.bilateral),
+                        i.model_dump_json(),
+                    )
+                    for i in items
+                ],
+            )
+            await self.db.executemany(
+                "INSERT OR IGNORE INTO event_terms VALUES (?,?,?,?)",
+                [(t, _ts(i.sort_at), i.top_score, i.id) for i in items for t in _terms(i)],
+            )
+            await self.db.commit()
+
+    async def get_item(self, item_id: str) -> ClassifiedItem | None:
+        return await self._one(ClassifiedItem, "SELECT doc FROM events WHERE id=?", (item_id,))
+
+    async def get_items(self, item_ids: Iterable[str]) -> dict[str, ClassifiedItem]:
+        ids = list(dict.fromkeys(item_ids))
+        found: dict[str, ClassifiedItem] = {}
+        for n in range(0, len(ids), BATCH):
+            part = ids[n : n + BATCH]
+            sql = f"SELECT doc FROM events WHERE id IN ({','.join('?' * len(part))})"
+            found.update({i.id: i for i in await self._many(ClassifiedItem, sql, part)})
+        return found
+
+    async def list_items(self, query: EventQuery) -> list[ClassifiedItem]:
+        limit = max(1, min(query.limit, MAX_PAGE))
+        key = "sort_at" if query.sort == "time" else "top_score"
+        # The driving terms: each is an ordered index range; the rest are checked per row.
+        words = [f"w:{w}" for w in query.q_tokens]
+        sectors = [f"s:{s}" for s in query.any_sectors]
+        country = [f"c:{query.country}"] if query.country else []
+        groups = [[w] for w in words] + [g for g in (sectors, country) if g]
+        drive, checks = (groups[0], groups[1:]) if groups else ([], [])
+        scalar = "e" if drive else "t"  # where the item's scalar columns are read
+        where: list[str] = []
+        args: list[Any] = []
+        for column, op, value in (
+            (f"{scalar}.bilateral", "=", None if query.bilateral is None else int(query.bilateral)),
+            (f"{scalar}.source_id", "=", query.source_id),
+            (f"{scalar}.language", "=", query.language),
+            ("t.sort_at", ">=", _ts(query.since)),
+            ("t.sort_at", "<", _ts(query.until)),
+            ("t.top_score", ">=", query.min_score),
+        ):
+            if value is not None:
+                where.append(f"{column} {op} ?")
+                args.append(value)
+        for group in checks:
+            where.append(
+                "EXISTS (SELECT 1 FROM event_terms x WHERE x.sort_at = t.sort_at AND x.id = t.id AND "
+                f"x.term IN ({','.join('?' * len(group))}))"
+            )
+            args += group
+        if query.after:
+            after, last_id = query.after
+            bound = _ts(after) if isinstance(after, datetime) else after
+            where.append(f"(t.{key} < ? OR (t.{key} = ? AND t.id < ?))")
+            args += [bound, bound, last_id]
+        order = f"ORDER BY t.{key} DESC, t.id DESC LIMIT {limit}"
+        if not drive:
+            sql = f"SELECT t.doc FROM events t WHERE {' AND '.join(where) or '1'} {order}"
+            return await self._many(ClassifiedItem, sql, args)
+        ranges = [
+            f"SELECT * FROM (SELECT t.id, t.{key} AS k FROM event_terms t JOIN events e ON e.id = t.id "
+            f"WHERE t.term = ?{''.join(' AND ' + w for w in where)} {order})"
+            for _ in drive
+        ]
+        merged = f"SELECT id, k FROM ({' UNION '.join(ranges)}) ORDER BY k DESC, id DESC LIMIT {limit}"
+        sql = f"SELECT e.doc FROM ({merged}) p JOIN events e ON e.id = p.id ORDER BY p.k DESC, p.id DESC"
+        return await self._many(ClassifiedItem, sql, [a for term in drive for a in (term, *args)])
+
+    async def sector_counts(self, *, country: str | None = None, since: datetime | None = None) -> list[SectorCount]:
+        where, args = ["t.term >= 's:' AND t.term < 's;'"], []
+        if since:
+            where.append("t.sort_at >= ?")
+            args.append(_ts(since))
+        if country:
+            where.append(
+                "EXISTS (SELECT 1 FROM event_terms x WHERE x.term = ? AND x.sort_at = t.sort_at AND x.id = t.id)"
+            )
+            args.append(f"c:{country}")
+        sql = (
+            "SELECT substr(t.term, 3), e.week, COUNT(*) FROM event_terms t JOIN events e ON e.id = t.id "
+            f"WHERE {' AND '.join(where)} GROUP BY 1, 2 ORDER BY 2, 1"
+        )
+        async with self.db.execute(sql, args) as cur:
+            return [SectorCount(r[0], r[1], int(r[2])) for r in await cur.fetchall()]
 
     # subscriptions
     async def insert_subscription(self, subscription: Subscription) -> None:
@@ -354,27 +458,39 @@ class SQLiteStore:
             _ts(d.next_attempt_at),
             _ts(d.lease_until),
             _ts(d.created_at),
+            d.item_id,
+            d.digest_period,
             d.model_dump_json(),
         )
 
     async def insert_delivery(self, delivery: Delivery) -> bool:
+        return bool(await self.insert_deliveries([delivery]))
+
+    async def insert_deliveries(self, deliveries: list[Delivery]) -> set[str]:
         async with self._lock:
-            cur = await self.db.execute(
-                "INSERT OR IGNORE INTO deliveries VALUES (?,?,?,?,?,?,?)", self._delivery_row(delivery)
-            )
+            new = set()
+            for d in deliveries:
+                cur = await self.db.execute(
+                    "INSERT OR IGNORE INTO deliveries VALUES (?,?,?,?,?,?,?,?,?)", self._delivery_row(d)
+                )
+                if cur.rowcount > 0:
+                    new.add(d.id)
             await self.db.commit()
-            return cur.rowcount > 0
+            return new
 
     async def get_delivery(self, delivery_id: str) -> Delivery | None:
         return await self._one(Delivery, "SELECT doc FROM deliveries WHERE id=?", (delivery_id,))
+
+    async def _write_delivery(self, delivery: Delivery) -> None:
+        await self.db.execute("REPLACE INTO deliveries VALUES (?,?,?,?,?,?,?,?,?)", self._delivery_row(delivery))
+        await self.db.commit()
 
     async def _lease_delivery(self, sql: str, args: tuple[Any, ...], lease_until: datetime) -> Delivery | None:
         delivery = await self._one(Delivery, sql, args)
         if delivery is None:
             return None
         delivery = delivery.model_copy(update={"lease_until": lease_until})
-        await self.db.execute("REPLACE INTO deliveries VALUES (?,?,?,?,?,?,?)", self._delivery_row(delivery))
-        await self.db.commit()
+        await self._write_delivery(delivery)
         return delivery
 
     async def claim_delivery(self, delivery_id: str, now: datetime, lease_until: datetime) -> Delivery | None:
@@ -398,11 +514,8 @@ class SQLiteStore:
     async def update_delivery(self, delivery_id: str, fields: dict[str, Any]) -> None:
         async with self._lock:
             current = await self.get_delivery(delivery_id)
-            if current is None:
-                return
-            updated = Delivery.model_validate({**current.model_dump(), **fields})
-            await self.db.execute("REPLACE INTO deliveries VALUES (?,?,?,?,?,?,?)", self._delivery_row(updated))
-            await self.db.commit()
+            if current is not None:
+                await self._write_delivery(Delivery.model_validate({**current.model_dump(), **fields}))
 
     async def list_deliveries(
         self,
@@ -413,20 +526,13 @@ class SQLiteStore:
         digest_period: str | None = None,
         limit: int = 50,
     ) -> list[Delivery]:
-        where: list[str] = []
-        args: list[Any] = []
-        for clause, value in (
-            ("subscription_id=?", subscription_id),
-            ("status=?", status),
-            ("json_extract(doc, '$.item_id')=?", item_id),
-            ("json_extract(doc, '$.digest_period')=?", digest_period),
-        ):
-            if value:
-                where.append(clause)
-                args.append(value)
-        sql = "SELECT doc FROM deliveries"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
-        args.append(max(1, min(limit, MAX_SCAN)))
-        return await self._many(Delivery, sql, args)
+        wanted = {
+            "subscription_id": subscription_id,
+            "status": status,
+            "item_id": item_id,
+            "digest_period": digest_period,
+        }
+        where = [f"{column}=?" for column, value in wanted.items() if value]
+        args: list[Any] = [value for value in wanted.values() if value]
+        sql = f"SELECT doc FROM deliveries WHERE {' AND '.join(where) or '1'} ORDER BY created_at DESC, id DESC LIMIT ?"
+        return await self._many(Delivery, sql, [*args, max(1, min(limit, MAX_SCAN))])

@@ -1,4 +1,4 @@
-"""One contract, two adapters: SQLite (embedded) and the MongoDB wire protocol (real FerretDB)."""
+"""One contract, two adapters: SQLite (embedded) and MongoDB (on the real Mongo-wire test server)."""
 
 from __future__ import annotations
 
@@ -97,8 +97,8 @@ async def test_duplicates_and_source_delete(store: Store) -> None:
     ref = DuplicateRef(
         id="itm_2", item_id="itm_1", source_id="src_2", url="http://b/x", reason="canonical_url", seen_at=T0
     )
-    await store.add_duplicate(ref)
-    await store.add_duplicate(ref)
+    await store.add_duplicates([ref])
+    await store.add_duplicates([ref, ref])
     assert [d.id for d in await store.list_duplicates("itm_1")] == ["itm_2"]
     assert await store.list_duplicates("itm_2") == []
     await store.insert_source(Source(id="src_a", url="http://a.example/feed", interval_s=60))
@@ -187,29 +187,6 @@ async def test_ping(store: Store) -> None:
     assert await store.ping() is True
 
 
-@pytest.mark.mongo
-async def test_mongo_claim_recovers_when_holder_died_between_writes(mongo_uri: str, unique: str) -> None:
-    """A worker killed after inserting its claim but before recording it must not block the record."""
-    s = MongoStore(mongo_uri, f"test_{unique}")
-    await s.start()
-    try:
-        d = Delivery(
-            id="msg_1", subscription_id="sub_1", item_id="itm_1", channel="webhook", created_at=T0, next_attempt_at=T0
-        )
-        await s.insert_delivery(d)
-        # What the dead worker left: claim #1 taken with a 10 s lease, the delivery itself untouched.
-        await s._claims.insert_one({"_id": "delivery:msg_1:1", "lease_until": T0 + timedelta(seconds=10)})
-        assert await s.claim_due_delivery(T0 + timedelta(seconds=5), T0 + timedelta(seconds=30)) is None
-        claimed = await s.claim_due_delivery(T0 + timedelta(seconds=11), T0 + timedelta(seconds=40))
-        assert claimed is not None and claimed.id == "msg_1"
-        results = await asyncio.gather(
-            *(s.claim_due_delivery(T0 + timedelta(seconds=41), T0 + timedelta(seconds=70)) for _ in range(6))
-        )
-        assert sum(r is not None for r in results) == 1
-    finally:
-        await s.close()
-
-
 async def test_event_filters_search_sort_and_counts(store: Store) -> None:
     from shared.models import SectorScore
 
@@ -267,5 +244,68 @@ async def test_event_filters_search_sort_and_counts(store: Store) -> None:
     later = await store.sector_counts(since=T0 + timedelta(days=5))
     assert [(c.sector, c.week, c.count) for c in later] == [("energy", "2026-03-09", 1)]
     dup = DuplicateRef(id="itm_9", item_id="itm_002", source_id="src_x", reason="near_duplicate", seen_at=T0)
-    await store.add_duplicate(dup)
+    await store.add_duplicates([dup])
     assert await store.duplicates_of(["itm_002", "itm_001"]) == {"itm_002": [dup]}
+
+
+async def test_deliveries_in_bulk_and_items_by_id(store: Store) -> None:
+    def d(n: int, **kw: object) -> Delivery:
+        return Delivery.model_validate(
+            {
+                "id": f"msg_{n}",
+                "subscription_id": f"sub_{n % 2}",
+                "item_id": "itm_1",
+                "channel": "webhook",
+                "created_at": T0 + timedelta(seconds=n),
+                "next_attempt_at": T0,
+                **kw,
+            }
+        )
+
+    assert await store.insert_deliveries([d(1), d(2)]) == {"msg_1", "msg_2"}
+    assert await store.insert_deliveries([d(2, attempts=3), d(3), d(3)]) == {"msg_3"}
+    assert (await store.get_delivery("msg_2")).attempts == 0  # type: ignore[union-attr]
+    assert await store.insert_deliveries([]) == set()
+    assert [x.id for x in await store.list_deliveries(item_id="itm_1")] == ["msg_3", "msg_2", "msg_1"]
+    assert [x.id for x in await store.list_deliveries(subscription_id="sub_1", status="pending")] == ["msg_3", "msg_1"]
+    winners = await asyncio.gather(
+        *(store.claim_due_delivery(T0 + timedelta(hours=1), T0 + timedelta(hours=2)) for _ in range(8))
+    )
+    assert sorted(w.id for w in winners if w) == ["msg_1", "msg_2", "msg_3"], "each delivery claimed once"
+    await store.upsert_items([item(1, sectors=[], countries=[]), item(2, sectors=[], countries=[])])
+    assert set(await store.get_items(["itm_001", "itm_002", "itm_404"])) == {"itm_001", "itm_002"}
+    assert await store.get_items([]) == {}
+
+
+async def test_expired_dedupe_records_are_forgotten(store: Store) -> None:
+    await store.mark_seen({"old": "h"}, T0)
+    await store.claim_keys({"url:old": "itm_old"}, T0)
+    if isinstance(store, MongoStore):
+        # The server's TTL monitor deletes on its own schedule; check what it is told.
+        for name in ("seen", "dedupe_keys"):
+            info = await store.db[name].index_information()
+            assert info["expiry"]["expireAfterSeconds"] == 180 * 86400, name
+        return
+    store._purged_at = float("-inf")  # the purge runs at most hourly
+    await store.mark_seen({"new": "h"}, T0 + timedelta(days=181))
+    assert await store.seen_hashes(["old", "new"]) == {"new": "h"}
+    assert await store.claim_keys({"url:old": "itm_other"}, T0 + timedelta(days=181)) == {"url:old": "itm_other"}
+
+
+async def test_an_unreachable_store_raises_store_unavailable(tmp_path: Path) -> None:
+    import socket
+
+    from shared.errors import StoreUnavailable
+    from shared.store.mongo import MongoStore
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    mongo = MongoStore(f"mongodb://127.0.0.1:{port}/", "x", server_selection_timeout_ms=300)
+    with pytest.raises(StoreUnavailable, match="get_item: ServerSelectionTimeoutError"):
+        await mongo.get_item("itm_1")
+    assert await mongo.ping() is False
+    await mongo.close()
+    (tmp_path / "dir.sqlite3").mkdir()
+    with pytest.raises(StoreUnavailable, match="start: OperationalError"):
+        await SQLiteStore(tmp_path / "dir.sqlite3").start()

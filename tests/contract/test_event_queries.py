@@ -1,0 +1,276 @@
+"""Event queries on both stores against a plain-Python oracle.
+
+Random events over 20 days go into a store; every filter of the API alone and combined, both sort
+orders and two page sizes are followed cursor by cursor, and the ids must be exactly what a
+straightforward filter-and-sort in Python gives — before and after items are rewritten (new
+sectors, a time on another day). Then the layout migrations of the MongoDB store.
+"""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+from collections import Counter
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pymongo import AsyncMongoClient
+
+from shared.models import ClassifiedItem, DuplicateRef, SectorScore
+from shared.store import EventQuery, SectorCount, Store
+from shared.store.mongo import MongoStore
+from shared.store.sqlite import SQLiteStore
+from shared.text import search_tokens
+
+T0 = datetime(2026, 5, 4, 0, 0, tzinfo=UTC)  # a Monday
+SECTORS = ["energy", "transport", "mining", "maritime"]
+WORDS = ["rail", "gas", "port", "wheat", "copper", "tariff"]
+
+
+@pytest.fixture(params=["sqlite", pytest.param("mongo", marks=pytest.mark.mongo)])
+async def store(request: pytest.FixtureRequest, tmp_path: Path, unique: str) -> AsyncIterator[Store]:
+    s: Store
+    if request.param == "mongo":
+        s = MongoStore(request.getfixturevalue("mongo_uri"), f"test_{unique}")
+    else:
+        s = SQLiteStore(tmp_path / "store.sqlite3")
+    await s.start()
+    yield s
+    if isinstance(s, MongoStore):
+        await s.db.client.drop_database(s.db.name)
+    await s.close()
+
+
+def random_item(rng: random.Random, n: int, days: int) -> ClassifiedItem:
+    sectors = rng.sample(SECTORS, rng.choice([0, 1, 1, 2]))
+    countries = rng.choice([[], ["PK"], ["KZ"], ["PK", "KZ"]])
+    # Few distinct scores and some equal times, so ties are broken by id.
+    score = rng.choice([0.5, 1.0, 2.0, 3.5])
+    at = T0 + timedelta(minutes=rng.randrange(days * 24 * 4) * 15)
+    words = " ".join(rng.sample(WORDS, 2))
+    return ClassifiedItem(
+        id=f"itm_{n:04d}",
+        source_id=rng.choice(["src_a", "src_b", "src_c"]),
+        source_url="http://feeds.example/rss",
+        title=f"Story {n} {words}",
+        summary="body",
+        published_at=at,
+        fetched_at=at,
+        language=rng.choice(["en", "ru"]),
+        sectors=sectors,
+        sector_scores=[SectorScore(id=s, score=score, terms=[]) for s in sectors],
+        countries=countries,  # type: ignore[arg-type]
+        bilateral=len(countries) == 2,
+        classifier_version="test",
+    )
+
+
+def oracle(items: dict[str, ClassifiedItem], q: EventQuery) -> list[str]:
+    """What the query means, without any index."""
+
+    def keep(i: ClassifiedItem) -> bool:
+        words = set(search_tokens(f"{i.title} {i.summary}"))
+        return (
+            (not q.any_sectors or bool(set(q.any_sectors) & set(i.sectors)))
+            and (q.country is None or q.country in i.countries)
+            and (q.bilateral is None or i.bilateral == q.bilateral)
+            and (q.source_id is None or i.source_id == q.source_id)
+            and (q.language is None or i.language == q.language)
+            and (q.since is None or i.sort_at >= q.since)
+            and (q.until is None or i.sort_at < q.until)
+            and (q.min_score is None or i.top_score >= q.min_score)
+            and set(q.q_tokens) <= words
+        )
+
+    def key(i: ClassifiedItem) -> tuple[Any, str]:
+        return (i.sort_at if q.sort == "time" else i.top_score, i.id)
+
+    rows = sorted(filter(keep, items.values()), key=key, reverse=True)
+    if q.after:
+        rows = [i for i in rows if key(i) < q.after]
+    return [i.id for i in rows[: q.limit]]
+
+
+def oracle_counts(items: dict[str, ClassifiedItem], country: str | None, since: datetime | None) -> list[SectorCount]:
+    counts: Counter[tuple[str, str]] = Counter()
+    for i in items.values():
+        if (country is None or country in i.countries) and (since is None or i.sort_at >= since):
+            counts.update((s, i.week) for s in set(i.sectors))
+    return sorted((SectorCount(s, w, n) for (s, w), n in counts.items()), key=lambda c: (c.week, c.sector))
+
+
+QUERIES: list[dict[str, Any]] = [
+    {},
+    {"sector": "energy"},
+    {"sectors": ("mining", "maritime")},
+    {"sector": "transport", "country": "KZ"},
+    {"country": "PK", "bilateral": False},
+    {"bilateral": True},
+    {"source_id": "src_b", "language": "ru"},
+    {"min_score": 2.0},  # equal to a score some days top out at
+    {"q_tokens": ("rail",)},
+    {"q_tokens": ("gas", "port")},
+    {"since": T0 + timedelta(days=3, hours=5), "until": T0 + timedelta(days=9, hours=7)},
+    {"sort": "score"},
+    {"sort": "score", "sector": "energy", "country": "PK"},
+    {"sort": "score", "q_tokens": ("copper",)},
+]
+
+
+async def pages(store: Store, query: dict[str, Any], size: int) -> list[str]:
+    """Every id the query lists, following cursors page by page."""
+    seen: list[str] = []
+    after: tuple[datetime | float, str] | None = None
+    for _ in range(200):
+        page = await store.list_items(EventQuery(**query, limit=size, after=after))
+        seen += [i.id for i in page]
+        if len(page) < size:
+            return seen
+        last = page[-1]
+        after = (last.sort_at if query.get("sort", "time") == "time" else last.top_score, last.id)
+    raise AssertionError("pagination did not end")
+
+
+async def assert_oracle(store: Store, items: dict[str, ClassifiedItem]) -> None:
+    for query in QUERIES:
+        for size in (7, 50):
+            want, after = [], None
+            while page := oracle(items, EventQuery(**query, limit=size, after=after)):
+                want += page
+                last = items[page[-1]]
+                after = (last.sort_at if query.get("sort", "time") == "time" else last.top_score, last.id)
+            assert await pages(store, query, size) == want, (query, size)
+    for country in (None, "PK", "KZ"):
+        for since in (None, T0 + timedelta(days=6), T0 + timedelta(days=6, hours=13)):
+            got = await store.sector_counts(country=country, since=since)
+            assert got == oracle_counts(items, country, since), (country, since)
+
+
+async def test_queries_match_the_oracle(store: Store) -> None:
+    rng = random.Random(11)
+    items = {i.id: i for i in (random_item(rng, n, days=20) for n in range(300))}
+    listed = list(items.values())
+    await store.upsert_items(listed[:250])
+    for i in listed[250:]:
+        await store.upsert_item(i)
+    await assert_oracle(store, items)
+    # Rewrites: new sectors and words, and a time on another day; nothing stale may remain.
+    changed = [random_item(rng, n, days=20) for n in (3, 60, 200, 301, 302)]
+    moved = items["itm_0010"].model_copy(update={"published_at": T0 + timedelta(days=19, hours=23)})
+    await store.upsert_items([*changed, moved])
+    items.update({i.id: i for i in (*changed, moved)})
+    await assert_oracle(store, items)
+    assert await store.get_item("itm_0010") == moved
+    assert await store.get_items(["itm_0301", "itm_9999", "itm_0010"]) == {"itm_0301": changed[3], "itm_0010": moved}
+    assert await store.get_item("itm_9999") is None
+
+
+async def test_duplicates_follow_their_story(store: Store) -> None:
+    rng = random.Random(8)
+    refs = [
+        DuplicateRef(
+            id=f"itm_copy{n:03d}",
+            item_id=f"itm_{rng.randrange(40):04d}",
+            source_id=f"src_{n % 5}",
+            reason=rng.choice(["canonical_url", "near_duplicate"]),
+            seen_at=T0 + timedelta(minutes=rng.randrange(30)),  # equal times: ordered by id
+        )
+        for n in range(150)
+    ]
+    await store.add_duplicates(refs[:100])
+    await store.add_duplicates(refs[100:] + refs[:3])  # idempotent
+    wanted = [f"itm_{n:04d}" for n in range(0, 60, 3)]
+    expected: dict[str, list[DuplicateRef]] = {}
+    for ref in sorted(refs, key=lambda r: (r.seen_at, r.id)):
+        if ref.item_id in wanted:
+            expected.setdefault(ref.item_id, []).append(ref)
+    assert await store.duplicates_of(wanted) == expected
+    assert await store.list_duplicates(refs[7].item_id) == [
+        r for r in sorted(refs, key=lambda r: (r.seen_at, r.id)) if r.item_id == refs[7].item_id
+    ]
+    assert await store.duplicates_of([]) == {}
+
+
+LEGACY_DAY = "events_20260504"
+
+
+def legacy_event_doc(item: ClassifiedItem, *, tokens: object) -> dict[str, Any]:
+    doc = item.model_dump(mode="python")
+    doc["_id"] = doc.pop("id")
+    doc.update(sort_at=item.sort_at, top_score=item.top_score, tokens=tokens, week="x", sector_weeks=[])
+    return doc
+
+
+@pytest.mark.mongo
+async def test_earlier_mongo_layouts_are_migrated(mongo_uri: str, unique: str) -> None:
+    """Databases written by earlier versions: one ``items`` collection; day partitions with their
+    bookkeeping; duplicates in ``{item}#n`` slots of 256 shards; the claims collection."""
+    rng = random.Random(5)
+    legacy = [random_item(rng, n, days=1) for n in range(30)]
+    copies = [
+        DuplicateRef(id=f"itm_c{n}", item_id=f"itm_{n % 3:04d}", source_id="s", reason="canonical_url", seen_at=T0)
+        for n in range(9)
+    ]
+    name = f"test_{unique}"
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_uri, tz_aware=True)
+    db = client[name]
+    try:
+        await db["items"].insert_many([legacy_event_doc(i, tokens=["story"]) for i in legacy[:10]])
+        await db[LEGACY_DAY].insert_many([legacy_event_doc(i, tokens=" story body ") for i in legacy[10:]])
+        await db["events_days"].insert_one({"_id": "2026-05-04", "v": 3})
+        await db["events_stats"].insert_one({"_id": "2026-05-04#1", "day": "2026-05-04", "stats_v": 3})
+        await db["events_ids_07"].insert_one({"_id": "itm_0010", "day": "2026-05-04"})
+        await db["claims"].insert_one({"_id": "source:src_1:1", "lease_until": T0})
+        for n, ref in enumerate(copies):
+            slot = {**ref.model_dump(mode="python", exclude={"id"}), "_id": f"{ref.item_id}#{n}", "dup_id": ref.id}
+            await db[f"duplicates_{n % 2:03d}"].insert_one(slot)
+        store = MongoStore(mongo_uri, name)
+        await store.start()  # migrates
+        try:
+            stored = await store.get_items(i.id for i in legacy)
+            assert stored == {i.id: i for i in legacy}
+            assert sorted(i.id for i in await store.list_items(EventQuery(limit=100))) == sorted(stored)
+            assert [i.id for i in await store.list_items(EventQuery(q_tokens=("story",), limit=100))] != []
+            got = await store.duplicates_of(["itm_0000", "itm_0001", "itm_0002"])
+            assert sorted(r.id for refs in got.values() for r in refs) == sorted(r.id for r in copies)
+            left = set(await store.db.list_collection_names())
+            assert not left & {"items", LEGACY_DAY, "events_days", "events_stats", "events_ids_07", "claims"}
+            assert not any(n.startswith("duplicates_") for n in left)
+            assert await store.migrate() == {"events": 0, "duplicates": 0}  # idempotent
+        finally:
+            await store.close()
+    finally:
+        await client.drop_database(name)
+        await client.close()
+
+
+async def test_earlier_sqlite_layout_is_migrated(tmp_path: Path) -> None:
+    """The embedded store of earlier versions: ``items`` + ``item_index`` + ``item_tokens``, and
+    deliveries that kept their item id only inside the JSON document."""
+    rng = random.Random(6)
+    legacy = [random_item(rng, n, days=2) for n in range(40)]
+    path = tmp_path / "old.sqlite3"
+    con = sqlite3.connect(path)
+    con.executescript(
+        "CREATE TABLE items (id TEXT PRIMARY KEY, sort_at TEXT NOT NULL, doc TEXT NOT NULL);"
+        "CREATE TABLE item_index (id TEXT PRIMARY KEY);"
+        "CREATE TABLE item_tokens (token TEXT, id TEXT);"
+        "CREATE TABLE deliveries (id TEXT PRIMARY KEY, subscription_id TEXT NOT NULL, status TEXT NOT NULL,"
+        " next_attempt_at TEXT NOT NULL, lease_until TEXT, created_at TEXT NOT NULL, doc TEXT NOT NULL);"
+    )
+    con.executemany("INSERT INTO items VALUES (?,?,?)", [(i.id, "x", i.model_dump_json()) for i in legacy])
+    doc = '{"id": "msg_1", "subscription_id": "sub_1", "item_id": "itm_0001", "channel": "webhook"}'
+    con.execute("INSERT INTO deliveries VALUES ('msg_1','sub_1','pending','x',NULL,'x',?)", (doc,))
+    con.commit()
+    con.close()
+    store = SQLiteStore(path)
+    await store.start()
+    try:
+        assert await store.get_items(i.id for i in legacy) == {i.id: i for i in legacy}
+        assert [d.id for d in await store.list_deliveries(item_id="itm_0001")] == ["msg_1"]
+        assert await store.migrate() == {}
+    finally:
+        await store.close()
