@@ -120,13 +120,14 @@ class MongoStore:
     async def start(self) -> None:
         await self._sources.create_index("url", unique=True, name="url_unique")
         await self._sources.create_index([("active", ASCENDING), ("next_check_at", ASCENDING)], name="due")
+        await self._sources.create_index([("created_at", ASCENDING), ("_id", ASCENDING)], name="created")
         await self._expire(self._seen, "seen_at")
         await self._expire(self._keys, "at")
         await self._duplicates.create_index(
             [("item_id", ASCENDING), ("seen_at", ASCENDING), ("_id", ASCENDING)], name="by_item"
         )
         await self._subscriptions.create_index([("active", ASCENDING), ("created_at", ASCENDING)], name="active")
-        await self._subscriptions.create_index("created_at", name="created")
+        await self._subscriptions.create_index([("created_at", ASCENDING), ("_id", ASCENDING)], name="created")
         await self._deliveries.create_index([("status", ASCENDING), ("next_attempt_at", ASCENDING)], name="due")
         for name, keys in (
             ("recent", []),
