@@ -2,6 +2,7 @@
 
     corridor run ingest|classifier|alerts|all   serve one role (or all) with its HTTP routes
     corridor init                               create Kafka topics and store indexes
+    corridor store migrate                      move data of an earlier store layout (also done at start)
     corridor sources add URL [--name N]         add a feed source
     corridor sources list                       sources and their health, as JSON lines
     corridor sources pause|resume|remove ID     operate one source
@@ -256,6 +257,17 @@ async def _reclassify(settings: Settings, taxonomy_path: Path | None, write: boo
     return 0
 
 
+async def _store_migrate(settings: Settings) -> int:
+    store = build_store(settings)
+    await store.start()
+    try:
+        moved = await store.migrate()
+    finally:
+        await store.close()
+    print(json.dumps({"moved": moved}))
+    return 0
+
+
 def _config(settings: Settings) -> int:
     print(json.dumps(settings.model_dump(mode="json"), indent=2, sort_keys=True, default=str))
     return 0
@@ -269,6 +281,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--host", help="override CORRIDOR_HTTP_HOST")
     run.add_argument("--port", type=int, help="override CORRIDOR_HTTP_PORT")
     sub.add_parser("init", help="create Kafka topics and store indexes")
+    store = sub.add_parser("store", help="store maintenance")
+    store.add_subparsers(dest="store_command", required=True).add_parser(
+        "migrate", help="move data written by an earlier store layout into the current one (idempotent)"
+    )
     sources = sub.add_parser("sources", help="manage feed sources")
     ssub = sources.add_subparsers(dest="sources_command", required=True)
     add = ssub.add_parser("add", help="add a feed source")
@@ -337,6 +353,8 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_ingest_parse(settings, args))
     if args.command == "eval":
         return _eval(args.paths, args.taxonomy)
+    if args.command == "store":
+        return asyncio.run(_store_migrate(settings))
     if args.command == "reclassify":
         return asyncio.run(_reclassify(settings, args.taxonomy, args.write))
     return _config(settings)

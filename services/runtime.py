@@ -143,6 +143,9 @@ class Runtime:
         """Connect, seed configured feeds, start the loops of this process's roles."""
         self._stop.clear()
         await self.store.start()
+        moved = await self.store.migrate()
+        if any(moved.values()):
+            log.info("store: moved records of an earlier layout: %s", moved)
         await self.bus.start()
         s = self.settings
         if "ingest" in self.roles:

@@ -111,8 +111,8 @@ class Store(Protocol):
         """True when the store answers within a couple of seconds (for /readyz); never raises."""
 
     async def migrate(self) -> dict[str, int]:
-        """Move data written by an earlier layout into the current one (idempotent, resumable;
-        ``start`` runs it too); how many records were moved, by kind."""
+        """Move data written by an earlier layout into the current one (idempotent, resumable; the
+        runtime runs it after ``start``); how many records were moved, by kind."""
 
     # sources
     async def insert_source(self, source: Source) -> None:

@@ -138,7 +138,6 @@ class MongoStore:
         ):
             await self._deliveries.create_index([*((k, ASCENDING) for k in keys), *_BY_RECENT], name=name)
         await self._events.create_indexes()
-        await self.migrate()
 
     async def _expire(self, collection: Any, field: str) -> None:
         """A TTL index on ``field``; a changed retention is applied to the existing index."""

@@ -134,7 +134,6 @@ class SQLiteStore:
             )
         await self._db.executescript(_SCHEMA)
         await self._db.commit()
-        await self.migrate()
 
     async def migrate(self) -> dict[str, int]:
         async with self.db.execute("SELECT name FROM sqlite_master WHERE type='table'") as cur:

@@ -8,6 +8,8 @@ sectors, a time on another day). Then the layout migrations of the MongoDB store
 
 from __future__ import annotations
 
+import asyncio
+import json
 import random
 import sqlite3
 from collections import Counter
@@ -19,6 +21,7 @@ from typing import Any
 import pytest
 from pymongo import AsyncMongoClient
 
+from services.cli import main
 from shared.models import ClassifiedItem, DuplicateRef, SectorScore
 from shared.store import EventQuery, SectorCount, Store
 from shared.store.mongo import MongoStore
@@ -205,7 +208,9 @@ def legacy_event_doc(item: ClassifiedItem, *, tokens: object) -> dict[str, Any]:
 
 
 @pytest.mark.mongo
-async def test_earlier_mongo_layouts_are_migrated(mongo_uri: str, unique: str) -> None:
+async def test_earlier_mongo_layouts_are_migrated(
+    mongo_uri: str, unique: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Databases written by earlier versions: one ``items`` collection; day partitions with their
     bookkeeping; duplicates in ``{item}#n`` slots of 256 shards; the claims collection."""
     rng = random.Random(5)
@@ -227,8 +232,12 @@ async def test_earlier_mongo_layouts_are_migrated(mongo_uri: str, unique: str) -
         for n, ref in enumerate(copies):
             slot = {**ref.model_dump(mode="python", exclude={"id"}), "_id": f"{ref.item_id}#{n}", "dup_id": ref.id}
             await db[f"duplicates_{n % 2:03d}"].insert_one(slot)
+        monkeypatch.setenv("CORRIDOR_MONGODB_URI", mongo_uri)
+        monkeypatch.setenv("CORRIDOR_MONGODB_DATABASE", name)
+        assert await asyncio.to_thread(main, ["store", "migrate"]) == 0
+        assert json.loads(capsys.readouterr().out) == {"moved": {"events": 30, "duplicates": 9}}
         store = MongoStore(mongo_uri, name)
-        await store.start()  # migrates
+        await store.start()
         try:
             stored = await store.get_items(i.id for i in legacy)
             assert stored == {i.id: i for i in legacy}
@@ -269,6 +278,7 @@ async def test_earlier_sqlite_layout_is_migrated(tmp_path: Path) -> None:
     store = SQLiteStore(path)
     await store.start()
     try:
+        assert await store.migrate() == {"events": 40}
         assert await store.get_items(i.id for i in legacy) == {i.id: i for i in legacy}
         assert [d.id for d in await store.list_deliveries(item_id="itm_0001")] == ["msg_1"]
         assert await store.migrate() == {}
