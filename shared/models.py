@@ -1,16 +1,16 @@
 """Domain records shared by the services, the bus payloads and the store.
 
-Documents avoid what our MongoDB-wire test server (FerretDB 1.24) lacks: no dotted keys and no
-arrays of arrays. Every datetime is aware UTC with millisecond precision (see timeutil).
+Records are stored as documents as they are (no dotted keys, so every field is a plain MongoDB
+path). Every datetime is aware UTC with millisecond precision (see timeutil).
 """
 
 from __future__ import annotations
 
 import hashlib
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from shared.timeutil import to_utc_ms, utcnow
 
@@ -25,13 +25,13 @@ def stable_id(prefix: str, *parts: str) -> str:
     return f"{prefix}_{digest}"
 
 
+# Every stored or published moment: aware UTC, milliseconds (what BSON keeps). A validator on the
+# fields that hold one, rather than on every field: validation is on the hot path of every read.
+Moment = Annotated[datetime, AfterValidator(to_utc_ms)]
+
+
 class _Record(BaseModel):
     model_config = ConfigDict(extra="ignore")
-
-    @field_validator("*", mode="after")
-    @classmethod
-    def _utc_ms(cls, value: object) -> object:
-        return to_utc_ms(value) if isinstance(value, datetime) else value
 
 
 SourceKind = Literal["feed", "html", "gdelt"]
@@ -62,15 +62,15 @@ class Source(_Record):
     note: str | None = None
     interval_s: float
     active: bool = True
-    created_at: datetime = Field(default_factory=utcnow)
+    created_at: Moment = Field(default_factory=utcnow)
     broken: bool = False  # a "source broken" event was published and no recovery yet
-    last_error_at: datetime | None = None
+    last_error_at: Moment | None = None
     etag: str | None = None
     last_modified: str | None = None
-    next_check_at: datetime = Field(default_factory=utcnow)
-    lease_until: datetime | None = None
-    last_fetch_at: datetime | None = None
-    last_success_at: datetime | None = None
+    next_check_at: Moment = Field(default_factory=utcnow)
+    lease_until: Moment | None = None
+    last_fetch_at: Moment | None = None
+    last_success_at: Moment | None = None
     last_status: Literal["ok", "not_modified", "error"] | None = None
     consecutive_errors: int = 0
     last_error: str | None = None
@@ -94,8 +94,8 @@ class RawItem(_Record):
     summary: str = ""
     author: str | None = None
     language: str | None = None
-    published_at: datetime | None = None
-    fetched_at: datetime
+    published_at: Moment | None = None
+    fetched_at: Moment
     content_hash: str = ""
     revision: int = 0
 
@@ -114,7 +114,7 @@ class SourceHealthEvent(_Record):
     consecutive_errors: int
     last_error: str | None = None
     last_error_kind: str | None = None
-    at: datetime
+    at: Moment
 
 
 class SubscriptionDisabled(_Record):
@@ -123,7 +123,7 @@ class SubscriptionDisabled(_Record):
     subscription_id: str
     webhook_url: str
     reason: str
-    at: datetime
+    at: Moment
 
 
 class DuplicateRef(_Record):
@@ -135,7 +135,7 @@ class DuplicateRef(_Record):
     url: str | None = None
     title: str = ""
     reason: Literal["canonical_url", "near_duplicate"]
-    seen_at: datetime = Field(default_factory=utcnow)
+    seen_at: Moment = Field(default_factory=utcnow)
 
 
 class SectorScore(BaseModel):
@@ -164,7 +164,7 @@ class ClassifiedItem(RawItem):
     bilateral: bool = False
     evidence: list[Evidence] = Field(default_factory=list)
     classifier_version: str
-    classified_at: datetime = Field(default_factory=utcnow)
+    classified_at: Moment = Field(default_factory=utcnow)
 
     @property
     def top_score(self) -> float:
@@ -195,7 +195,7 @@ class Subscription(_Record):
     owner_email: str | None = None  # told when a failing webhook endpoint is disabled
     secret: str | None = None
     previous_secret: str | None = None  # still signed with until previous_secret_expires_at
-    previous_secret_expires_at: datetime | None = None
+    previous_secret_expires_at: Moment | None = None
     sectors: list[str] = Field(default_factory=list)
     countries: list[Country] = Field(default_factory=list)
     bilateral_only: bool = False
@@ -208,9 +208,9 @@ class Subscription(_Record):
     timezone: str = "UTC"
     active: bool = True
     confirmed: bool = True
-    failing_since: datetime | None = None
+    failing_since: Moment | None = None
     disabled_reason: str | None = None
-    created_at: datetime = Field(default_factory=utcnow)
+    created_at: Moment = Field(default_factory=utcnow)
 
     def matches(self, item: ClassifiedItem) -> bool:
         """True when every filter of an active, confirmed subscription accepts the item.
@@ -254,11 +254,11 @@ class Delivery(_Record):
     channel: Channel
     status: DeliveryStatus = "pending"
     attempts: int = 0
-    created_at: datetime = Field(default_factory=utcnow)
-    next_attempt_at: datetime = Field(default_factory=utcnow)
-    lease_until: datetime | None = None
-    last_attempt_at: datetime | None = None
-    delivered_at: datetime | None = None
+    created_at: Moment = Field(default_factory=utcnow)
+    next_attempt_at: Moment = Field(default_factory=utcnow)
+    lease_until: Moment | None = None
+    last_attempt_at: Moment | None = None
+    delivered_at: Moment | None = None
     last_status_code: int | None = None
     last_error: str | None = None
     digest_period: str | None = None

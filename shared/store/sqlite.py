@@ -5,12 +5,15 @@ are fixed-width ISO strings (``%Y-%m-%dT%H:%M:%S.%fZ``) so text order is time or
 connection and one lock: SQLite has a single writer anyway, and the lock makes every
 read-modify-write (claims, partial updates) atomic with respect to other coroutines.
 
-Events: ``items`` holds the document and the scalar filters; ``item_terms`` holds one row per
-sector (``s:energy``), country (``c:PK``) and search word (``w:railway``) of each item, with the
-item's sort keys, so a filter on any of them is an ordered range of one index. A page is read
-from the index of its most selective term (a word, else the sectors, else the country) and the
-other terms are checked per row; with several sectors each one's ordered range is read up to
-the page size and the ranges are merged.
+Events: ``events`` holds the document and the scalar filters, each with an index that ends in
+the sort keys. ``event_terms`` holds one row per sector (``s:energy``), country (``c:PK``) and
+country–sector pair (``x:PK:energy``, for timelines) of each event, with its sort keys, so a
+sector or country filter is an ordered range of one index; with several sectors each one's
+range is read up to the page size and the ranges are merged. ``event_words`` is an FTS5 index of
+the event's normalised words (:func:`shared.text.search_tokens`, one token each: the ``ascii``
+tokenizer splits only at the spaces between them), keyed by the event's ``rid``. A search for
+a rare word reads its matches and sorts them; for a common one (more than WORD_SCAN matches) the
+page is read in order and each row is checked against the matches.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from shared.text import search_tokens
 M = TypeVar("M", bound=BaseModel)
 PURGE_EVERY_S = 3600.0  # how often expired seen marks and dedupe keys are deleted
 BATCH = 500  # ids per IN (...) list
+WORD_SCAN = 2000  # a search with more matches reads in order instead of sorting the matches
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sources (
@@ -48,7 +52,7 @@ CREATE TABLE IF NOT EXISTS duplicates (
   id TEXT PRIMARY KEY, item_id TEXT NOT NULL, seen_at TEXT NOT NULL, doc TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS duplicates_item ON duplicates (item_id, seen_at);
 CREATE TABLE IF NOT EXISTS events (
-  id TEXT PRIMARY KEY, sort_at TEXT NOT NULL, top_score REAL NOT NULL, week TEXT NOT NULL,
+  rid INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, sort_at TEXT NOT NULL, top_score REAL NOT NULL,
   source_id TEXT NOT NULL, language TEXT, bilateral INTEGER NOT NULL, doc TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS events_recent ON events (sort_at DESC, id DESC);
 CREATE INDEX IF NOT EXISTS events_best ON events (top_score DESC, id DESC);
@@ -59,6 +63,8 @@ CREATE TABLE IF NOT EXISTS event_terms (
   term TEXT NOT NULL, sort_at TEXT NOT NULL, top_score REAL NOT NULL, id TEXT NOT NULL,
   PRIMARY KEY (term, sort_at, id)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS event_terms_best ON event_terms (term, top_score DESC, id DESC);
+CREATE INDEX IF NOT EXISTS event_terms_id ON event_terms (id);
+CREATE VIRTUAL TABLE IF NOT EXISTS event_words USING fts5(words, detail=none, tokenize="ascii tokenchars '_'");
 CREATE TABLE IF NOT EXISTS subscriptions (
   id TEXT PRIMARY KEY, active INTEGER NOT NULL, created_at TEXT NOT NULL, doc TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS deliveries (
@@ -85,10 +91,21 @@ def _ts(value: datetime | None) -> str | None:
 
 
 def _terms(item: ClassifiedItem) -> list[str]:
-    words = search_tokens(f"{item.title} {item.summary}")
-    return [*(f"s:{s}" for s in dict.fromkeys(item.sectors)), *(f"c:{c}" for c in set(item.countries))] + [
-        f"w:{w}" for w in words
+    sectors, countries = list(dict.fromkeys(item.sectors)), sorted(set(item.countries))
+    return [
+        *(f"s:{s}" for s in sectors),
+        *(f"c:{c}" for c in countries),
+        *(f"x:{c}:{s}" for c in countries for s in sectors),
     ]
+
+
+def _words(item: ClassifiedItem) -> str:
+    return " ".join(search_tokens(f"{item.title} {item.summary}"))
+
+
+def _match(tokens: Iterable[str]) -> str:
+    """An FTS5 query: every token, each quoted (tokens are \\w+ words; quotes only for safety)."""
+    return " ".join('"' + t.replace('"', '""') + '"' for t in tokens)
 
 
 def is_unavailable(exc: BaseException) -> bool:
@@ -136,8 +153,7 @@ class SQLiteStore:
         await self._db.commit()
 
     async def migrate(self) -> dict[str, int]:
-        async with self.db.execute("SELECT name FROM sqlite_master WHERE type='table'") as cur:
-            tables = {r[0] for r in await cur.fetchall()}
+        tables = {r[0] for r in await self._rows("SELECT name FROM sqlite_master WHERE type='table'")}
         moved = 0
         if _LEGACY_EVENTS in tables:
             while page := await self._many(ClassifiedItem, "SELECT doc FROM items ORDER BY id LIMIT ?", (BATCH,)):
@@ -165,15 +181,16 @@ class SQLiteStore:
             return False
         return True
 
+    async def _rows(self, sql: str, args: Iterable[Any] = ()) -> list[Any]:
+        # One hand-off to aiosqlite's thread per query (execute, fetch and close would be three).
+        return list(await self.db.execute_fetchall(sql, tuple(args)))
+
     async def _one(self, model: type[M], sql: str, args: Iterable[Any] = ()) -> M | None:
-        async with self.db.execute(sql, tuple(args)) as cur:
-            row = await cur.fetchone()
-        return model.model_validate_json(row[0]) if row else None
+        rows = await self._rows(sql, args)
+        return model.model_validate_json(rows[0][0]) if rows else None
 
     async def _many(self, model: type[M], sql: str, args: Iterable[Any] = ()) -> list[M]:
-        async with self.db.execute(sql, tuple(args)) as cur:
-            rows = await cur.fetchall()
-        return [model.model_validate_json(r[0]) for r in rows]
+        return [model.model_validate_json(r[0]) for r in await self._rows(sql, args)]
 
     # sources
     def _source_row(self, s: Source) -> tuple[Any, ...]:
@@ -236,8 +253,7 @@ class SQLiteStore:
         found: dict[str, str] = {}
         for i in range(0, len(keys), 500):
             part = keys[i : i + 500]
-            async with self.db.execute(sql.format(marks=",".join("?" * len(part))), part) as cur:
-                found.update({r[0]: r[1] for r in await cur.fetchall()})
+            found.update({r[0]: r[1] for r in await self._rows(sql.format(marks=",".join("?" * len(part))), part)})
         return found
 
     async def seen_hashes(self, ids: Iterable[str]) -> dict[str, str]:
@@ -300,32 +316,47 @@ class SQLiteStore:
         await self.upsert_items([item])
 
     async def upsert_items(self, items: list[ClassifiedItem]) -> None:
+        latest = list({i.id: i for i in items}.values())  # the last of repeated ids wins
         async with self._lock:
-            marks = []
-            for n in range(0, len(items), BATCH):
-                part = [i.id for i in items[n : n + BATCH]]
-                marks.append(part)
-                await self.db.execute(f"DELETE FROM event_terms WHERE id IN ({','.join('?' * len(part))})", part)
-            await self.db.executemany(
-                "REPLACE INTO events VALUES (?,?,?,?,?,?,?,?)",
-                [
-                    (
-                        i.id,
-                        _ts(i.sort_at),
-                        i.top_score,
-                        i.week,
-                        i.source_id,
-                        i.language,
-                        int(i.bilateral),
-                        i.model_dump_json(),
-                    )
-                    for i in items
-                ],
-            )
-            await self.db.executemany(
-                "INSERT OR IGNORE INTO event_terms VALUES (?,?,?,?)",
-                [(t, _ts(i.sort_at), i.top_score, i.id) for i in items for t in _terms(i)],
-            )
+            await self.db.execute("BEGIN IMMEDIATE")  # rids are assigned here: one writer at a time
+            try:
+                found = await self._lookup("SELECT id, rid FROM events WHERE id IN ({marks})", [i.id for i in latest])
+                rids = {item_id: int(rid) for item_id, rid in found.items()}
+                [(top,)] = await self._rows("SELECT coalesce(max(rid), 0) FROM events")
+                for item in latest:
+                    if item.id not in rids:
+                        top += 1
+                        rids[item.id] = top
+                known = [(rids[i.id],) for i in latest]
+                ids = [(i.id,) for i in latest]
+                await self.db.executemany("DELETE FROM event_words WHERE rowid = ?", known)
+                await self.db.executemany("DELETE FROM event_terms WHERE id = ?", ids)
+                await self.db.executemany(
+                    "REPLACE INTO events VALUES (?,?,?,?,?,?,?,?)",
+                    [
+                        (
+                            rids[i.id],
+                            i.id,
+                            _ts(i.sort_at),
+                            i.top_score,
+                            i.source_id,
+                            i.language,
+                            int(i.bilateral),
+                            i.model_dump_json(),
+                        )
+                        for i in latest
+                    ],
+                )
+                await self.db.executemany(
+                    "INSERT INTO event_terms VALUES (?,?,?,?)",
+                    [(t, _ts(i.sort_at), i.top_score, i.id) for i in latest for t in _terms(i)],
+                )
+                await self.db.executemany(
+                    "INSERT INTO event_words (rowid, words) VALUES (?,?)", [(rids[i.id], _words(i)) for i in latest]
+                )
+            except BaseException:
+                await self.db.rollback()
+                raise
             await self.db.commit()
 
     async def get_item(self, item_id: str) -> ClassifiedItem | None:
@@ -343,66 +374,71 @@ class SQLiteStore:
     async def list_items(self, query: EventQuery) -> list[ClassifiedItem]:
         limit = max(1, min(query.limit, MAX_PAGE))
         key = "sort_at" if query.sort == "time" else "top_score"
-        # The driving terms: each is an ordered index range; the rest are checked per row.
-        words = [f"w:{w}" for w in query.q_tokens]
-        sectors = [f"s:{s}" for s in query.any_sectors]
-        country = [f"c:{query.country}"] if query.country else []
-        groups = [[w] for w in words] + [g for g in (sectors, country) if g]
-        drive, checks = (groups[0], groups[1:]) if groups else ([], [])
-        scalar = "e" if drive else "t"  # where the item's scalar columns are read
+        groups = [
+            g for g in ([f"s:{s}" for s in query.any_sectors], [f"c:{query.country}"] if query.country else []) if g
+        ]
+        match = _match(query.q_tokens) if query.q_tokens else None
+        # What hands out the page: a rare word's matches (sorted), else a term's ordered range
+        # (sectors, else country), else an index of ``events``; every other filter is checked on
+        # each row read. "+" keeps SQLite from driving the query with a long match list.
+        rare = match is not None and await self._matches(match) <= WORD_SCAN
+        drive = groups[0] if groups and not rare else []
+        t = "t" if drive else "e"  # the table the sort keys are read from
         where: list[str] = []
         args: list[Any] = []
         for column, op, value in (
-            (f"{scalar}.bilateral", "=", None if query.bilateral is None else int(query.bilateral)),
-            (f"{scalar}.source_id", "=", query.source_id),
-            (f"{scalar}.language", "=", query.language),
-            ("t.sort_at", ">=", _ts(query.since)),
-            ("t.sort_at", "<", _ts(query.until)),
-            ("t.top_score", ">=", query.min_score),
+            ("e.bilateral", "=", None if query.bilateral is None else int(query.bilateral)),
+            ("e.source_id", "=", query.source_id),
+            ("e.language", "=", query.language),
+            (f"{t}.sort_at", ">=", _ts(query.since)),
+            (f"{t}.sort_at", "<", _ts(query.until)),
+            (f"{t}.top_score", ">=", query.min_score),
         ):
             if value is not None:
                 where.append(f"{column} {op} ?")
                 args.append(value)
-        for group in checks:
-            where.append(
-                "EXISTS (SELECT 1 FROM event_terms x WHERE x.sort_at = t.sort_at AND x.id = t.id AND "
-                f"x.term IN ({','.join('?' * len(group))}))"
-            )
+        for group in groups[1:] if drive else groups:
+            marks = ",".join("?" * len(group))
+            where.append(f"EXISTS (SELECT 1 FROM event_terms x WHERE x.id = e.id AND x.term IN ({marks}))")
             args += group
+        if match is not None:
+            where.append(f"{'' if rare else '+'}e.rid IN (SELECT rowid FROM event_words WHERE event_words MATCH ?)")
+            args.append(match)
         if query.after:
             after, last_id = query.after
             bound = _ts(after) if isinstance(after, datetime) else after
-            where.append(f"(t.{key} < ? OR (t.{key} = ? AND t.id < ?))")
+            where.append(f"({t}.{key} < ? OR ({t}.{key} = ? AND {t}.id < ?))")
             args += [bound, bound, last_id]
-        order = f"ORDER BY t.{key} DESC, t.id DESC LIMIT {limit}"
-        if not drive:
-            sql = f"SELECT t.doc FROM events t WHERE {' AND '.join(where) or '1'} {order}"
-            return await self._many(ClassifiedItem, sql, args)
-        ranges = [
-            f"SELECT * FROM (SELECT t.id, t.{key} AS k FROM event_terms t JOIN events e ON e.id = t.id "
-            f"WHERE t.term = ?{''.join(' AND ' + w for w in where)} {order})"
-            for _ in drive
-        ]
-        merged = f"SELECT id, k FROM ({' UNION '.join(ranges)}) ORDER BY k DESC, id DESC LIMIT {limit}"
-        sql = f"SELECT e.doc FROM ({merged}) p JOIN events e ON e.id = p.id ORDER BY p.k DESC, p.id DESC"
-        return await self._many(ClassifiedItem, sql, [a for term in drive for a in (term, *args)])
+        order = f"ORDER BY {t}.{key} DESC, {t}.id DESC LIMIT {limit}"
+        conditions = "".join(" AND " + w for w in where)
+        if drive:
+            ranges = [
+                f"SELECT * FROM (SELECT t.id, t.{key} AS k FROM event_terms t JOIN events e ON e.id = t.id "
+                f"WHERE t.term = ?{conditions} {order})"
+                for _ in drive
+            ]
+            sql = f"SELECT id, k FROM ({' UNION '.join(ranges)}) ORDER BY k DESC, id DESC LIMIT {limit}"
+            args = [a for term in drive for a in (term, *args)]
+        else:
+            sql = f"SELECT e.id, e.{key} AS k FROM events e WHERE 1{conditions} {order}"
+        page = f"SELECT e.doc FROM ({sql}) p JOIN events e ON e.id = p.id ORDER BY p.k DESC, p.id DESC"
+        return await self._many(ClassifiedItem, page, args)
+
+    async def _matches(self, match: str) -> int:
+        """How many events a search matches, counted up to WORD_SCAN + 1."""
+        sql = "SELECT count(*) FROM (SELECT rowid FROM event_words WHERE event_words MATCH ? LIMIT ?)"
+        [(count,)] = await self._rows(sql, (match, WORD_SCAN + 1))
+        return int(count)
 
     async def sector_counts(self, *, country: str | None = None, since: datetime | None = None) -> list[SectorCount]:
-        where, args = ["t.term >= 's:' AND t.term < 's;'"], []
-        if since:
-            where.append("t.sort_at >= ?")
-            args.append(_ts(since))
-        if country:
-            where.append(
-                "EXISTS (SELECT 1 FROM event_terms x WHERE x.term = ? AND x.sort_at = t.sort_at AND x.id = t.id)"
-            )
-            args.append(f"c:{country}")
+        # One range of the terms index: s:<sector> (all items) or x:<country>:<sector>.
+        prefix = f"x:{country}:" if country else "s:"
         sql = (
-            "SELECT substr(t.term, 3), e.week, COUNT(*) FROM event_terms t JOIN events e ON e.id = t.id "
-            f"WHERE {' AND '.join(where)} GROUP BY 1, 2 ORDER BY 2, 1"
+            "SELECT substr(term, ?), date(substr(sort_at, 1, 10), '-6 days', 'weekday 1') AS week, count(*) "
+            "FROM event_terms WHERE term > ? AND term < ? AND sort_at >= ? GROUP BY 1, 2 ORDER BY 2, 1"
         )
-        async with self.db.execute(sql, args) as cur:
-            return [SectorCount(r[0], r[1], int(r[2])) for r in await cur.fetchall()]
+        args = (len(prefix) + 1, prefix, prefix + "\uffff", _ts(since) if since else "")
+        return [SectorCount(r[0], r[1], int(r[2])) for r in await self._rows(sql, args)]
 
     # subscriptions
     async def insert_subscription(self, subscription: Subscription) -> None:

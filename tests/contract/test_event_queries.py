@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import random
 import sqlite3
 from collections import Counter
@@ -234,7 +235,12 @@ async def test_earlier_mongo_layouts_are_migrated(
             await db[f"duplicates_{n % 2:03d}"].insert_one(slot)
         monkeypatch.setenv("CORRIDOR_MONGODB_URI", mongo_uri)
         monkeypatch.setenv("CORRIDOR_MONGODB_DATABASE", name)
-        assert await asyncio.to_thread(main, ["store", "migrate"]) == 0
+        root = logging.getLogger()
+        handlers, level = root.handlers[:], root.level
+        try:
+            assert await asyncio.to_thread(main, ["store", "migrate"]) == 0
+        finally:  # the CLI configures logging for its process; give pytest's back
+            root.handlers[:], root.level = handlers, level
         assert json.loads(capsys.readouterr().out) == {"moved": {"events": 30, "duplicates": 9}}
         store = MongoStore(mongo_uri, name)
         await store.start()
@@ -284,3 +290,18 @@ async def test_earlier_sqlite_layout_is_migrated(tmp_path: Path) -> None:
         assert await store.migrate() == {}
     finally:
         await store.close()
+
+
+async def test_sqlite_search_for_common_words_reads_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Words with more than WORD_SCAN matches are checked row by row on an ordered scan instead
+    of sorting their matches: the same answers either way."""
+    import shared.store.sqlite
+
+    store = SQLiteStore(tmp_path / "s.sqlite3")
+    await store.start()
+    rng = random.Random(12)
+    items = {i.id: i for i in (random_item(rng, n, days=10) for n in range(200))}
+    await store.upsert_items(list(items.values()))
+    monkeypatch.setattr(shared.store.sqlite, "WORD_SCAN", 3)
+    await assert_oracle(store, items)
+    await store.close()
