@@ -22,6 +22,7 @@ import json
 import os
 import random
 import resource
+import shutil
 import socket
 import statistics
 import subprocess
@@ -233,6 +234,7 @@ async def run() -> dict[str, Any]:
     if isinstance(store, MongoStore):
         await store.db.client.drop_database(database)
     await store.close()
+    shutil.rmtree(tmp, ignore_errors=True)
     return {
         "store": KIND,
         "events": EVENTS,

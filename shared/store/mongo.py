@@ -29,7 +29,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, InsertOne, ReplaceOne, ReturnDocument, UpdateOne
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, InsertOne, ReturnDocument, UpdateOne
 from pymongo.errors import (
     BulkWriteError,
     ConnectionFailure,
@@ -43,13 +43,12 @@ from pymongo.errors import (
 from shared.errors import Conflict
 from shared.models import ClassifiedItem, Delivery, DeliveryStatus, DuplicateRef, Source, Subscription
 from shared.store.base import DEFAULT_RETENTION_S, MAX_PAGE, MAX_SCAN, EventQuery, SectorCount, translate_errors
-from shared.store.mongo_events import EventCollection
+from shared.store.mongo_events import DUPLICATE_KEY, EventCollection, insert_or_replace
 from shared.store.mongo_migrate import migrate_layouts
 
 SERVER_SELECTION_TIMEOUT_MS = 10_000
 SOCKET_TIMEOUT_MS = 30_000
 PING_TIMEOUT_S = 2.0
-DUPLICATE_KEY = 11000
 INDEX_OPTIONS_CONFLICT = (85, 86)  # IndexOptionsConflict, IndexKeySpecsConflict
 _BY_RECENT = [("created_at", DESCENDING), ("_id", DESCENDING)]
 
@@ -80,7 +79,7 @@ def is_unavailable(exc: BaseException) -> bool:
 
 
 def _only_duplicates(exc: BulkWriteError) -> list[int]:
-    """The indexes of the documents a bulk write refused as duplicates; re-raise anything else."""
+    """The indexes of the documents a bulk insert refused as duplicates; re-raise anything else."""
     errors = exc.details.get("writeErrors", [])
     if any(e.get("code") != DUPLICATE_KEY for e in errors) or exc.details.get("writeConcernErrors"):
         raise exc
@@ -222,8 +221,7 @@ class MongoStore:
         return {d["_id"]: d["item_id"] async for d in self._keys.find({"_id": {"$in": list(keys)}})}
 
     async def add_duplicates(self, refs: list[DuplicateRef]) -> None:
-        if refs:
-            await self._duplicates.bulk_write([ReplaceOne({"_id": r.id}, _doc(r), upsert=True) for r in refs])
+        await insert_or_replace(self._duplicates, [_doc(r) for r in {r.id: r for r in refs}.values()])
 
     async def list_duplicates(self, item_id: str) -> list[DuplicateRef]:
         return (await self.duplicates_of([item_id])).get(item_id, [])

@@ -21,10 +21,9 @@ import re
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from pymongo import ReplaceOne
 from pymongo.asynchronous.database import AsyncDatabase
 
-from shared.store.mongo_events import item_from
+from shared.store.mongo_events import insert_or_replace, item_from
 
 if TYPE_CHECKING:
     from shared.store.mongo_events import EventCollection
@@ -50,8 +49,7 @@ async def migrate_layouts(db: AsyncDatabase[dict[str, Any]], events: EventCollec
         await events.upsert([item_from(d) for d in docs])
 
     async def duplicates_batch(docs: list[dict[str, Any]]) -> None:
-        ops = [ReplaceOne({"_id": d["_id"]}, d, upsert=True) for d in map(_duplicate_doc, docs)]
-        await db["duplicates"].bulk_write(ops, ordered=False)
+        await insert_or_replace(db["duplicates"], [_duplicate_doc(d) for d in docs])
 
     for name in names:
         if name == "items" or _PARTITION.match(name):
