@@ -13,12 +13,14 @@ from __future__ import annotations
 import asyncio
 import json
 import multiprocessing
+import os
 import random
 import socket
 import statistics
 import sys
 import tempfile
 import time
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -37,9 +39,12 @@ from shared.metrics import Metrics
 from shared.models import ClassifiedItem, Delivery, RawItem, Subscription
 from shared.netguard import AddressPolicy
 from shared.settings import load_settings
+from shared.store import Store
+from shared.store.mongo import MongoStore
 from shared.store.sqlite import SQLiteStore
 
 SEED = 11
+MONGO = os.environ.get("CORRIDOR_TEST_MONGODB_URI", "mongodb://127.0.0.1:27017/")
 
 
 def receiver(port: int) -> None:
@@ -88,11 +93,14 @@ def subscriptions(count: int, sectors: list[str], hook: str) -> list[Subscriptio
     return subs
 
 
-async def matching(items: list[ClassifiedItem], subs: list[Subscription], tmp: Path) -> dict[str, float]:
+async def matching(
+    items: list[ClassifiedItem], subs: list[Subscription], tmp: Path, kind: str = "sqlite"
+) -> dict[str, float | str]:
     started = time.perf_counter()
     matches = sum(1 for item in items for sub in subs if sub.matches(item))
     pure_s = time.perf_counter() - started
-    store = SQLiteStore(tmp / "match.sqlite3")
+    database = f"bench_match_{uuid.uuid4().hex[:8]}"
+    store: Store = MongoStore(MONGO, database) if kind == "mongo" else SQLiteStore(tmp / "match.sqlite3")
     await store.start()
     for sub in subs:
         await store.insert_subscription(sub)
@@ -104,8 +112,11 @@ async def matching(items: list[ClassifiedItem], subs: list[Subscription], tmp: P
         await matcher.handle(Envelope.wrap("item.classified", item))
     real_s = time.perf_counter() - started
     real_matches = len(await store.list_deliveries(limit=10**6))
+    if isinstance(store, MongoStore):
+        await store.db.client.drop_database(database)
     await store.close()
     return {
+        "store": kind,
         "evaluations_per_s": round(len(items) * len(subs) / pure_s),
         "matches": matches,
         "pure_matches_per_s": round(matches / pure_s),
@@ -253,7 +264,10 @@ def main() -> int:
         items = classified_reuters(10_000)
         sectors = list(load_taxonomy().sectors)
         with tempfile.TemporaryDirectory() as tmp:
-            m = asyncio.run(matching(items, subscriptions(1000, sectors, hook), Path(tmp)))
+            subs = subscriptions(1000, sectors, hook)
+            stores = ["sqlite", *sys.argv[1:2]]  # `mongo` adds the MongoDB-wire test server
+            ms = [asyncio.run(matching(items, subs, Path(tmp), kind)) for kind in stores]
+            m = ms[0]
             d = asyncio.run(delivery(hook, Path(tmp)))
             lat = asyncio.run(latency(hook, stats, Path(tmp)))
     finally:
@@ -261,9 +275,13 @@ def main() -> int:
         server.join(10)
     print(
         f"matching: 1,000 subscriptions × 10,000 items: {m['evaluations_per_s']:,} filter evaluations/s, "
-        f"{m['pure_matches_per_s']:,} matches/s ({m['matches']:,} matches); real Matcher with delivery records: "
-        f"{m['matcher_items_per_s']} items/s = {m['matcher_matches_per_s']} matches/s"
+        f"{m['pure_matches_per_s']:,} matches/s ({m['matches']:,} matches)"
     )
+    for one in ms:
+        print(
+            f"  real Matcher, delivery records on {one['store']}: {one['matcher_items_per_s']} items/s = "
+            f"{one['matcher_matches_per_s']} matches/s (target >= 2,000)"
+        )
     print(
         f"webhook delivery: {d['corridor_per_s']} alerts/s (sign, POST, record) vs bare httpx POST "
         f"{d['bare_httpx_per_s']}/s to the same receiver: ratio {d['ratio']}"
@@ -272,7 +290,7 @@ def main() -> int:
         f"end to end at 50 items/s: {lat['received']}/{lat['items']} received, p50 {lat['p50_ms']} ms, "
         f"p99 {lat['p99_ms']} ms, max {lat['max_ms']} ms"
     )
-    print(json.dumps({"benchmark": "alerts", "matching": m, "delivery": d, "latency": lat}))
+    print(json.dumps({"benchmark": "alerts", "matching": ms, "delivery": d, "latency": lat}))
     return 0
 
 

@@ -119,7 +119,9 @@ async def load(store: Store) -> float:
         )
         if n % 5 == 0:
             copies.append(
-                DuplicateRef(id=f"itm_copy{n:07d}", item_id=f"itm_{n:07d}", source_id="src_copy", reason="canonical_url")
+                DuplicateRef(
+                    id=f"itm_copy{n:07d}", item_id=f"itm_{n:07d}", source_id="src_copy", reason="canonical_url"
+                )
             )
         if len(batch) == BATCH:
             await store.upsert_items(batch)
@@ -170,7 +172,7 @@ async def measure(client: httpx.AsyncClient, store: Store) -> dict[str, Any]:
         direct.append((time.perf_counter() - started) * 1000)
     results["sector, next page"] = {"api": summary(api), "store": summary(direct)}
     api, direct = [], []
-    for n in range(REQUESTS):
+    for _ in range(REQUESTS):
         started = time.perf_counter()
         (await client.get("/api/v1/sectors", params={"weeks": 26})).raise_for_status()
         api.append((time.perf_counter() - started) * 1000)
@@ -230,7 +232,7 @@ async def run() -> dict[str, Any]:
         proc.terminate()
         proc.wait(30)
         log.close()
-    disk = sum(p.stat().st_size for p in tmp.glob("bench.sqlite3*")) if KIND == "sqlite" else None
+    disk = sum(p.stat().st_size for p in tmp.glob("bench.sqlite3*")) if KIND == "sqlite" else None  # noqa: ASYNC240
     if isinstance(store, MongoStore):
         await store.db.client.drop_database(database)
     await store.close()

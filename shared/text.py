@@ -1,5 +1,5 @@
 """Portable full-text search: the same word tokens are stored with each item and taken from a
-query, so any store that can match array elements can search (no $text on FerretDB)."""
+query, so any store that can match array elements (or run FTS5) can search, without a text index."""
 
 from __future__ import annotations
 

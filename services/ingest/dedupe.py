@@ -66,24 +66,34 @@ class Deduper:
                 else:
                     decisions.updated.append(item.model_copy(update={"revision": int(revision or 0) + 1}))
         now = self._clock()
+        # Every story key of the batch claimed in one store round trip; a key two entries of
+        # this batch share goes to the first (feed order), as it would one entry at a time.
+        keys = {item.id: self._keys(item) for item in fresh}
+        wanted: dict[str, str] = {}
         for item in fresh:
-            keys = [_url_key(item.canonical_url)] if item.canonical_url else []
-            keys += story_keys(item.title, item.summary)
-            owners = await self._store.claim_keys(dict.fromkeys(keys, item.id), now)
-            first = next((owners[k] for k in keys if owners.get(k, item.id) != item.id), None)
+            for key in keys[item.id]:
+                wanted.setdefault(key, item.id)
+        owners = await self._store.claim_keys(wanted, now)
+        for item in fresh:
+            first = next((owners[k] for k in keys[item.id] if owners.get(k, item.id) != item.id), None)
             if first is None:
                 decisions.new.append(item)
-            else:
-                reason = "canonical_url" if owners.get(keys[0]) == first and item.canonical_url else "near_duplicate"
-                decisions.duplicates.append(
-                    DuplicateRef(
-                        id=item.id,
-                        item_id=first,
-                        source_id=item.source_id,
-                        url=item.url,
-                        title=item.title,
-                        reason=reason,
-                        seen_at=now,
-                    )
+                continue
+            own_url = item.canonical_url and owners.get(keys[item.id][0]) == first
+            decisions.duplicates.append(
+                DuplicateRef(
+                    id=item.id,
+                    item_id=first,
+                    source_id=item.source_id,
+                    url=item.url,
+                    title=item.title,
+                    reason="canonical_url" if own_url else "near_duplicate",
+                    seen_at=now,
                 )
+            )
         return decisions
+
+    @staticmethod
+    def _keys(item: RawItem) -> list[str]:
+        """The item's story keys: its canonical URL first (when it has one), then its text's."""
+        return ([_url_key(item.canonical_url)] if item.canonical_url else []) + story_keys(item.title, item.summary)

@@ -1,5 +1,5 @@
 """No alert lost, none twice: SIGKILL the alerts process at random points while 500 matching
-items stream through the real pipeline (Kafka + FerretDB, three processes), restart it each time,
+items stream through the real pipeline (Kafka + the MongoDB-wire server, three processes), restart it each time,
 and check the receiver ends with every alert under exactly one webhook-id."""
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """End to end: a real feed travels fetch → classify → store → match → webhook + email.
 
 distributed: ingest, classifier and alerts as three processes on the local Kafka broker and
-FerretDB. embedded: `corridor run all`, one process, in-process bus, SQLite.
+the MongoDB-wire test server. embedded: `corridor run all`, one process, in-process bus, SQLite.
 """
 
 from __future__ import annotations
