@@ -1,8 +1,8 @@
 """SQLite adapter of the store contract, for the embedded mode (one process, no servers).
 
-Each record is stored as its JSON document plus the columns we filter and sort on. Timestamps
-are fixed-width ISO strings (``%Y-%m-%dT%H:%M:%S.%fZ``) so text order is time order. One
-connection and one lock: SQLite has a single writer anyway, and the lock makes every
+Each record is stored as its JSON document plus the columns we filter and sort on (``_COLUMNS``).
+Timestamps are fixed-width ISO strings (``%Y-%m-%dT%H:%M:%S.%fZ``) so text order is time order.
+One connection and one lock: SQLite has a single writer anyway, and the lock makes every
 read-modify-write (claims, partial updates) atomic with respect to other coroutines.
 
 Events: ``events`` holds the document and the scalar filters, each with an index that ends in
@@ -88,6 +88,29 @@ def _ts(value: datetime | None) -> str | None:
     if value is None:
         return None
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+# The columns of each record table before ``doc``: what its queries filter and sort on.
+_COLUMNS = {
+    "sources": ("id", "url", "active", "next_check_at", "lease_until", "created_at"),
+    "subscriptions": ("id", "active", "created_at"),
+    "deliveries": (
+        "id",
+        "subscription_id",
+        "status",
+        "next_attempt_at",
+        "lease_until",
+        "created_at",
+        "item_id",
+        "digest_period",
+    ),
+}
+
+
+def _row(table: str, record: BaseModel) -> tuple[Any, ...]:
+    values = (getattr(record, column) for column in _COLUMNS[table])
+    cells = (_ts(v) if isinstance(v, datetime) else int(v) if isinstance(v, bool) else v for v in values)
+    return (*cells, record.model_dump_json())
 
 
 def _terms(item: ClassifiedItem) -> list[str]:
@@ -192,25 +215,48 @@ class SQLiteStore:
     async def _many(self, model: type[M], sql: str, args: Iterable[Any] = ()) -> list[M]:
         return [model.model_validate_json(r[0]) for r in await self._rows(sql, args)]
 
-    # sources
-    def _source_row(self, s: Source) -> tuple[Any, ...]:
-        return (
-            s.id,
-            s.url,
-            int(s.active),
-            _ts(s.next_check_at),
-            _ts(s.lease_until),
-            _ts(s.created_at),
-            s.model_dump_json(),
-        )
+    # records stored as a document plus their _COLUMNS
+    async def _write(self, table: str, record: BaseModel, verb: str = "REPLACE") -> bool:
+        """Write one record (caller holds the lock and commits); False when ``verb`` ignored it."""
+        marks = ",".join("?" * (len(_COLUMNS[table]) + 1))
+        cur = await self.db.execute(f"{verb} INTO {table} VALUES ({marks})", _row(table, record))
+        return cur.rowcount > 0
 
-    async def insert_source(self, source: Source) -> None:
+    async def _insert(self, table: str, record: BaseModel, conflict: Conflict) -> None:
         async with self._lock:
             try:
-                await self.db.execute("INSERT INTO sources VALUES (?,?,?,?,?,?,?)", self._source_row(source))
-            except aiosqlite.IntegrityError as exc:
-                raise Conflict("source", source.url) from exc
+                await self._write(table, record, "INSERT")
+            except sqlite3.IntegrityError as exc:
+                raise conflict from exc
             await self.db.commit()
+
+    async def _patch(self, table: str, model: type[M], record_id: str, fields: dict[str, Any]) -> None:
+        async with self._lock:
+            current = await self._one(model, f"SELECT doc FROM {table} WHERE id=?", (record_id,))
+            if current is not None:
+                await self._write(table, model.model_validate({**current.model_dump(), **fields}))
+                await self.db.commit()
+
+    async def _claim(self, table: str, model: type[M], where: str, args: tuple[Any, ...], until: datetime) -> M | None:
+        """Lease the first record matching ``where`` (the lock makes read-then-write atomic)."""
+        async with self._lock:
+            record = await self._one(model, f"SELECT doc FROM {table} WHERE {where} LIMIT 1", args)
+            if record is None:
+                return None
+            record = record.model_copy(update={"lease_until": until})
+            await self._write(table, record)
+            await self.db.commit()
+            return record
+
+    async def _delete(self, table: str, record_id: str) -> bool:
+        async with self._lock:
+            cur = await self.db.execute(f"DELETE FROM {table} WHERE id=?", (record_id,))
+            await self.db.commit()
+            return cur.rowcount > 0
+
+    # sources
+    async def insert_source(self, source: Source) -> None:
+        await self._insert("sources", source, Conflict("source", source.url))
 
     async def get_source(self, source_id: str) -> Source | None:
         return await self._one(Source, "SELECT doc FROM sources WHERE id=?", (source_id,))
@@ -218,35 +264,15 @@ class SQLiteStore:
     async def list_sources(self) -> list[Source]:
         return await self._many(Source, "SELECT doc FROM sources ORDER BY created_at, id")
 
-    async def _write_source(self, source: Source) -> None:
-        await self.db.execute("REPLACE INTO sources VALUES (?,?,?,?,?,?,?)", self._source_row(source))
-        await self.db.commit()
-
     async def claim_due_source(self, now: datetime, lease_until: datetime) -> Source | None:
-        async with self._lock:
-            source = await self._one(
-                Source,
-                "SELECT doc FROM sources WHERE active=1 AND next_check_at<=? AND "
-                "(lease_until IS NULL OR lease_until<=?) ORDER BY next_check_at LIMIT 1",
-                (_ts(now), _ts(now)),
-            )
-            if source is None:
-                return None
-            source = source.model_copy(update={"lease_until": lease_until})
-            await self._write_source(source)
-            return source
+        where = "active=1 AND next_check_at<=? AND (lease_until IS NULL OR lease_until<=?) ORDER BY next_check_at"
+        return await self._claim("sources", Source, where, (_ts(now), _ts(now)), lease_until)
 
     async def update_source(self, source_id: str, fields: dict[str, Any]) -> None:
-        async with self._lock:
-            current = await self.get_source(source_id)
-            if current is not None:
-                await self._write_source(Source.model_validate({**current.model_dump(), **fields}))
+        await self._patch("sources", Source, source_id, fields)
 
     async def delete_source(self, source_id: str) -> bool:
-        async with self._lock:
-            cur = await self.db.execute("DELETE FROM sources WHERE id=?", (source_id,))
-            await self.db.commit()
-            return cur.rowcount > 0
+        return await self._delete("sources", source_id)
 
     # ingest dedupe
     async def _lookup(self, sql: str, keys: list[str]) -> dict[str, str]:
@@ -442,115 +468,45 @@ class SQLiteStore:
 
     # subscriptions
     async def insert_subscription(self, subscription: Subscription) -> None:
-        async with self._lock:
-            try:
-                await self.db.execute(
-                    "INSERT INTO subscriptions VALUES (?,?,?,?)",
-                    (
-                        subscription.id,
-                        int(subscription.active),
-                        _ts(subscription.created_at),
-                        subscription.model_dump_json(),
-                    ),
-                )
-            except aiosqlite.IntegrityError as exc:
-                raise Conflict("subscription", subscription.id) from exc
-            await self.db.commit()
+        await self._insert("subscriptions", subscription, Conflict("subscription", subscription.id))
 
     async def get_subscription(self, subscription_id: str) -> Subscription | None:
         return await self._one(Subscription, "SELECT doc FROM subscriptions WHERE id=?", (subscription_id,))
 
     async def list_subscriptions(self, *, active_only: bool = False) -> list[Subscription]:
-        sql = "SELECT doc FROM subscriptions"
-        if active_only:
-            sql += " WHERE active=1"
-        return await self._many(Subscription, sql + " ORDER BY created_at, id")
+        where = "active=1" if active_only else "1"
+        return await self._many(Subscription, f"SELECT doc FROM subscriptions WHERE {where} ORDER BY created_at, id")
 
     async def delete_subscription(self, subscription_id: str) -> bool:
-        async with self._lock:
-            cur = await self.db.execute("DELETE FROM subscriptions WHERE id=?", (subscription_id,))
-            await self.db.commit()
-            return cur.rowcount > 0
+        return await self._delete("subscriptions", subscription_id)
 
     async def update_subscription(self, subscription_id: str, fields: dict[str, Any]) -> None:
-        async with self._lock:
-            current = await self.get_subscription(subscription_id)
-            if current is None:
-                return
-            updated = Subscription.model_validate({**current.model_dump(), **fields})
-            await self.db.execute(
-                "UPDATE subscriptions SET active=?, doc=? WHERE id=?",
-                (int(updated.active), updated.model_dump_json(), subscription_id),
-            )
-            await self.db.commit()
+        await self._patch("subscriptions", Subscription, subscription_id, fields)
 
     # deliveries
-    def _delivery_row(self, d: Delivery) -> tuple[Any, ...]:
-        return (
-            d.id,
-            d.subscription_id,
-            d.status,
-            _ts(d.next_attempt_at),
-            _ts(d.lease_until),
-            _ts(d.created_at),
-            d.item_id,
-            d.digest_period,
-            d.model_dump_json(),
-        )
-
     async def insert_delivery(self, delivery: Delivery) -> bool:
         return bool(await self.insert_deliveries([delivery]))
 
     async def insert_deliveries(self, deliveries: list[Delivery]) -> set[str]:
         async with self._lock:
-            new = set()
-            for d in deliveries:
-                cur = await self.db.execute(
-                    "INSERT OR IGNORE INTO deliveries VALUES (?,?,?,?,?,?,?,?,?)", self._delivery_row(d)
-                )
-                if cur.rowcount > 0:
-                    new.add(d.id)
+            new = {d.id for d in deliveries if await self._write("deliveries", d, "INSERT OR IGNORE")}
             await self.db.commit()
             return new
 
     async def get_delivery(self, delivery_id: str) -> Delivery | None:
         return await self._one(Delivery, "SELECT doc FROM deliveries WHERE id=?", (delivery_id,))
 
-    async def _write_delivery(self, delivery: Delivery) -> None:
-        await self.db.execute("REPLACE INTO deliveries VALUES (?,?,?,?,?,?,?,?,?)", self._delivery_row(delivery))
-        await self.db.commit()
-
-    async def _lease_delivery(self, sql: str, args: tuple[Any, ...], lease_until: datetime) -> Delivery | None:
-        delivery = await self._one(Delivery, sql, args)
-        if delivery is None:
-            return None
-        delivery = delivery.model_copy(update={"lease_until": lease_until})
-        await self._write_delivery(delivery)
-        return delivery
-
     async def claim_delivery(self, delivery_id: str, now: datetime, lease_until: datetime) -> Delivery | None:
-        async with self._lock:
-            return await self._lease_delivery(
-                "SELECT doc FROM deliveries WHERE id=? AND status='pending' AND "
-                "(lease_until IS NULL OR lease_until<=?)",
-                (delivery_id, _ts(now)),
-                lease_until,
-            )
+        where = "id=? AND status='pending' AND (lease_until IS NULL OR lease_until<=?)"
+        return await self._claim("deliveries", Delivery, where, (delivery_id, _ts(now)), lease_until)
 
     async def claim_due_delivery(self, now: datetime, lease_until: datetime) -> Delivery | None:
-        async with self._lock:
-            return await self._lease_delivery(
-                "SELECT doc FROM deliveries WHERE status='pending' AND next_attempt_at<=? AND "
-                "(lease_until IS NULL OR lease_until<=?) ORDER BY next_attempt_at LIMIT 1",
-                (_ts(now), _ts(now)),
-                lease_until,
-            )
+        where = "status='pending' AND next_attempt_at<=? AND (lease_until IS NULL OR lease_until<=?)"
+        where += " ORDER BY next_attempt_at"
+        return await self._claim("deliveries", Delivery, where, (_ts(now), _ts(now)), lease_until)
 
     async def update_delivery(self, delivery_id: str, fields: dict[str, Any]) -> None:
-        async with self._lock:
-            current = await self.get_delivery(delivery_id)
-            if current is not None:
-                await self._write_delivery(Delivery.model_validate({**current.model_dump(), **fields}))
+        await self._patch("deliveries", Delivery, delivery_id, fields)
 
     async def list_deliveries(
         self,
@@ -567,7 +523,8 @@ class SQLiteStore:
             "item_id": item_id,
             "digest_period": digest_period,
         }
-        where = [f"{column}=?" for column, value in wanted.items() if value]
-        args: list[Any] = [value for value in wanted.values() if value]
-        sql = f"SELECT doc FROM deliveries WHERE {' AND '.join(where) or '1'} ORDER BY created_at DESC, id DESC LIMIT ?"
-        return await self._many(Delivery, sql, [*args, max(1, min(limit, MAX_SCAN))])
+        where = " AND ".join(f"{column}=?" for column, value in wanted.items() if value) or "1"
+        args = [*(value for value in wanted.values() if value), max(1, min(limit, MAX_SCAN))]
+        return await self._many(
+            Delivery, f"SELECT doc FROM deliveries WHERE {where} ORDER BY created_at DESC, id DESC LIMIT ?", args
+        )
