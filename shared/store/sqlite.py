@@ -489,9 +489,15 @@ class SQLiteStore:
 
     async def insert_deliveries(self, deliveries: list[Delivery]) -> set[str]:
         async with self._lock:
-            new = {d.id for d in deliveries if await self._write("deliveries", d, "INSERT OR IGNORE")}
+            # Two statements for the batch (one per delivery would cost a thread hand-off each).
+            known = await self._lookup(
+                "SELECT id, id FROM deliveries WHERE id IN ({marks})", [d.id for d in deliveries]
+            )
+            marks = ",".join("?" * (len(_COLUMNS["deliveries"]) + 1))
+            rows = [_row("deliveries", d) for d in deliveries]
+            await self.db.executemany(f"INSERT OR IGNORE INTO deliveries VALUES ({marks})", rows)
             await self.db.commit()
-            return new
+            return {d.id for d in deliveries} - set(known)
 
     async def get_delivery(self, delivery_id: str) -> Delivery | None:
         return await self._one(Delivery, "SELECT doc FROM deliveries WHERE id=?", (delivery_id,))
