@@ -77,7 +77,11 @@ class BlockedAddress(FetchError):
     """The SSRF guard refused the destination address."""
 
     def __init__(self, host: str, address: str) -> None:
-        super().__init__("blocked", f"destination {host} resolves to {address}, which is not allowed")
+        super().__init__(
+            "blocked",
+            f"destination {host} resolves to {address}, which is not a public address; to allow a private "
+            "network on purpose, list it in CORRIDOR_ALLOW_PRIVATE_NETWORKS (e.g. 127.0.0.0/8)",
+        )
         self.host = host
         self.address = address
 

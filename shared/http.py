@@ -2,7 +2,7 @@
 
 Every client Corridor uses to reach feeds or webhooks comes from :func:`build_client`: per-phase
 timeouts, bounded connection pools, redirects followed only up to a limit and each hop re-checked
-by the SSRF guard, only http and https.
+by the SSRF guard, connections only to addresses the guard checked, only http and https.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import ssl
 import httpx
 
 from shared.errors import FetchError, TooLarge
-from shared.netguard import AddressPolicy, GuardedTransport
+from shared.netguard import AddressPolicy, GuardedTransport, PinnedTransport
 
 
 def build_client(
@@ -29,12 +29,14 @@ def build_client(
     ``transport`` replaces the network transport (tests pass httpx.MockTransport); the guard
     still wraps it.
     """
-    inner = transport or httpx.AsyncHTTPTransport(
-        limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections // 2),
-        retries=0,
+    limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections // 2)
+    guarded = (
+        GuardedTransport(transport, policy)
+        if transport is not None
+        else GuardedTransport(PinnedTransport(policy, limits=limits), policy, names_checked_at_connect=True)
     )
     return httpx.AsyncClient(
-        transport=GuardedTransport(inner, policy),
+        transport=guarded,
         timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 10.0), pool=timeout_s),
         follow_redirects=max_redirects > 0,
         max_redirects=max_redirects,
