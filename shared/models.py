@@ -25,6 +25,22 @@ def stable_id(prefix: str, *parts: str) -> str:
     return f"{prefix}_{digest}"
 
 
+def web_link(value: str | None) -> str | None:
+    """``value`` if it is an absolute http(s) URL, else None: feed links are shown as ``href`` on
+    the dashboard, in RSS/Atom out and in emails, where ``javascript:`` or ``data:`` would run."""
+    if value is None:
+        return None
+    link = value.strip()
+    scheme, sep, rest = link.partition(":")
+    if not sep or scheme.lower() not in ("http", "https") or not rest.startswith("//"):
+        return None
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in link):
+        return None
+    return link
+
+
+WebLink = Annotated[str | None, AfterValidator(web_link)]
+
 # Every stored or published moment: aware UTC, milliseconds (what BSON keeps). A validator on the
 # fields that hold one, rather than on every field: validation is on the hot path of every read.
 Moment = Annotated[datetime, AfterValidator(to_utc_ms)]
@@ -88,8 +104,8 @@ class RawItem(_Record):
     id: str
     source_id: str
     source_url: str
-    url: str | None = None
-    canonical_url: str | None = None
+    url: WebLink = None
+    canonical_url: WebLink = None
     title: str = ""
     summary: str = ""
     author: str | None = None
@@ -132,7 +148,7 @@ class DuplicateRef(_Record):
     id: str  # the duplicate's own item id
     item_id: str  # the first item of the story
     source_id: str
-    url: str | None = None
+    url: WebLink = None
     title: str = ""
     reason: Literal["canonical_url", "near_duplicate"]
     seen_at: Moment = Field(default_factory=utcnow)

@@ -200,7 +200,8 @@ def build_router(
         checked(filters)
         items = await bounded(store.list_items(filters.query(limit=FEED_ITEMS)))
         fg = FeedGenerator()
-        self_url = str(request.url)
+        # Never echo a read key given as ?key= (feed readers that cannot send headers use it).
+        self_url = str(request.url.remove_query_params("key"))
         fg.id(self_url)
         fg.title("Corridor — Pakistan–Kazakhstan agreements: " + (", ".join(filters.sectors) or "all sectors"))
         fg.link(href=self_url, rel="self")

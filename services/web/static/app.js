@@ -16,6 +16,9 @@ function el(tag, attrs, ...children) {
   return node;
 }
 
+// Only http(s) links become hrefs (the store keeps no others; this holds if one slips through).
+const webLink = (url) => (typeof url === "string" && /^https?:\/\//i.test(url) ? url : null);
+
 function svg(tag, attrs) {
   const node = document.createElementNS("http://www.w3.org/2000/svg", tag);
   for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, v);
@@ -79,7 +82,7 @@ function drawEvents(page) {
   for (const item of page.items) {
     const when = new Date(item.published_at || item.fetched_at);
     const li = el("li", {},
-      el("a", { class: "title", href: item.url || `/api/v1/events/${encodeURIComponent(item.id)}`, target: "_blank", rel: "noopener" }, item.title || "(untitled)"),
+      el("a", { class: "title", href: webLink(item.url) || `/api/v1/events/${encodeURIComponent(item.id)}`, target: "_blank", rel: "noopener" }, item.title || "(untitled)"),
       el("div", { class: "meta" }, `${when.toISOString().slice(0, 16).replace("T", " ")} UTC · ${item.source_url}` +
         (item.duplicates.length ? ` · also in ${item.duplicates.length} other source(s)` : "")));
     const tags = el("div", {});
