@@ -57,8 +57,9 @@ class FetchError(CorridorError):
     """An outbound HTTP request failed.
 
     ``kind`` is one of: ``blocked``, ``dns``, ``connect``, ``tls``, ``timeout``, ``http_status``,
-    ``too_large``, ``protocol``, ``not_a_feed``, ``parse_error``. ``retry_after_s`` carries the
-    server's Retry-After when it sent one.
+    ``too_large``, ``protocol``, ``invalid_url``, ``not_a_feed``, ``parse_error``, ``internal``
+    (an unexpected failure, shown on the source). ``retry_after_s`` carries the server's
+    Retry-After when it sent one.
     """
 
     def __init__(

@@ -20,6 +20,7 @@ import socket
 import unicodedata
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpcore
 import httpx
@@ -77,10 +78,41 @@ def is_public(address: IPAddress) -> bool:
     )
 
 
-def normalise_host(host: str) -> str:
-    """``host`` with compatibility characters folded (full-width digits and dots become ASCII),
-    lower-cased; what the URL parser and the resolver will actually see."""
-    return unicodedata.normalize("NFKC", host).lower()
+MAX_URL_CHARS = 2048
+
+
+class InvalidURL(ValueError):
+    """A user-supplied URL Corridor will not fetch or post to; the message says why."""
+
+
+async def checked_url(policy: AddressPolicy, url: str) -> str:
+    """A user-supplied feed or webhook URL in the form Corridor will use, checked now.
+
+    The host is folded to what a resolver sees (NFKC: full-width digits and dots become ASCII,
+    then lower case; internationalised names become punycode); the URL must be absolute http(s)
+    and parse as httpx will parse it at fetch time. Raises :class:`InvalidURL`, or
+    :class:`~shared.errors.BlockedAddress` when the host is or resolves to a refused address;
+    a name that does not resolve now passes (it may later; the fetch records the DNS error).
+    """
+    text = url.strip()
+    parts = urlsplit(text)
+    if len(text) > MAX_URL_CHARS or parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise InvalidURL(f"must be an absolute http or https URL of at most {MAX_URL_CHARS} characters")
+    host = unicodedata.normalize("NFKC", parts.hostname).lower()
+    netloc = f"[{host}]" if ":" in host else host
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    try:
+        parsed = httpx.URL(urlunsplit((parts.scheme.lower(), netloc, parts.path, parts.query, parts.fragment)))
+    except httpx.InvalidURL as exc:
+        raise InvalidURL(f"invalid host {parts.hostname!r}: {exc}") from exc
+    try:
+        await policy.check_host(parsed.host, parsed.port or (443 if parsed.scheme == "https" else 80))
+    except BlockedAddress:
+        raise
+    except FetchError:
+        pass
+    return str(parsed)
 
 
 async def system_resolver(host: str, port: int) -> list[str]:

@@ -8,7 +8,6 @@ import secrets
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Query, Response
@@ -18,9 +17,9 @@ from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator, mo
 from services.alerts import links
 from services.alerts.deliverer import CONFIRM_ITEM
 from services.alerts.webhook import new_secret
-from shared.errors import BlockedAddress, FetchError
+from shared.errors import BlockedAddress
 from shared.models import Cadence, Country, Delivery, DeliveryStatus, Subscription
-from shared.netguard import AddressPolicy
+from shared.netguard import AddressPolicy, InvalidURL, checked_url
 from shared.settings import Settings
 from shared.store import Store
 from shared.store.base import MAX_PAGE
@@ -74,10 +73,6 @@ class SubscriptionIn(Filters):
             given.append("kafka")
         if len(given) != 1 or (self.channel and self.channel != given[0]):
             raise ValueError("give exactly one channel: webhook_url, email, or channel=kafka")
-        if self.webhook_url is not None:
-            parts = urlsplit(self.webhook_url)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise ValueError("webhook_url must be an absolute http or https URL")
         return self
 
 
@@ -163,23 +158,23 @@ def build_router(
     @router.post("/subscriptions", response_model=SubscriptionCreated, status_code=201, dependencies=admin)
     async def create_subscription(body: SubscriptionIn) -> SubscriptionCreated:
         fields = checked_filters(body)
-        if body.webhook_url:
-            parts = urlsplit(body.webhook_url)
+        webhook_url = None
+        if body.webhook_url is not None:
             try:
-                await policy.check_host(parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80))
+                webhook_url = await checked_url(policy, body.webhook_url)
+            except InvalidURL as exc:
+                raise _invalid("webhook_url", f"webhook_url {exc}") from exc
             except BlockedAddress as exc:
                 raise _invalid("webhook_url", str(exc)) from exc
-            except FetchError:
-                pass  # unresolvable now: attempts will record the DNS error and retry
         now = utcnow()
         channel = "webhook" if body.webhook_url else "email" if body.email else "kafka"
         subscription = Subscription(
             id=f"sub_{secrets.token_hex(12)}",  # random: two identical subscriptions are two subscriptions
             channel=channel,
-            webhook_url=body.webhook_url,
+            webhook_url=webhook_url,
             email=str(body.email) if body.email else None,
             owner_email=str(body.owner_email) if body.owner_email else None,
-            secret=new_secret() if body.webhook_url else None,
+            secret=new_secret() if webhook_url else None,
             confirmed=channel != "email",  # email addresses need double opt-in
             created_at=now,
             **fields,

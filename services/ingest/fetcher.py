@@ -57,3 +57,5 @@ async def fetch_source(client: httpx.AsyncClient, source: Source, *, max_bytes: 
             )
     except httpx.HTTPError as exc:
         raise classify_http_error(exc) from exc
+    except httpx.InvalidURL as exc:  # not an HTTPError: a URL stored before it was checked as now
+        raise FetchError("invalid_url", f"invalid URL: {exc}") from exc

@@ -12,6 +12,7 @@ corridor.ops.v1, and ``source.recovered`` when it works again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from datetime import timedelta
@@ -28,7 +29,7 @@ from services.ingest.parser import parse_source_document
 from services.ingest.schedule import next_delay_s
 from shared.bus import Bus
 from shared.envelope import TOPIC_OPS, TOPIC_RAW, Envelope
-from shared.errors import FetchError
+from shared.errors import FetchError, StoreUnavailable
 from shared.metrics import Metrics
 from shared.models import RawItem, Source, SourceHealthEvent
 from shared.settings import Settings
@@ -133,10 +134,17 @@ class Poller:
         except FetchError as exc:
             self._metrics.fetches.labels(exc.kind).inc()
             await self._record_error(source, exc)
-        except Exception:
-            # A bug or an unavailable bus/store: the lease runs out and the source is retried.
+        except StoreUnavailable as exc:
+            # Nothing can be recorded now; the lease runs out and the source is polled again.
+            log.warning("polling %s: store unavailable: %s", source.id, exc)
+            self._metrics.fetches.labels("store_unavailable").inc()
+        except Exception as exc:
+            # A bug, or the bus down: logged in full, and shown on the source so that an operator
+            # looking at /api/v1/sources sees it too.
             log.exception("polling %s failed unexpectedly", source.id)
             self._metrics.fetches.labels("internal").inc()
+            with contextlib.suppress(Exception):
+                await self._record_error(source, FetchError("internal", f"{type(exc).__name__}: {exc}"))
         finally:
             self._metrics.poll_seconds.observe(time.perf_counter() - started)
 

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit
 
 from services.ingest.gdelt import gdelt_url
-from shared.errors import BlockedAddress, FetchError
+from shared.errors import BlockedAddress
 from shared.models import HtmlSelectors, Source, SourceKind, stable_id
-from shared.netguard import AddressPolicy
+from shared.netguard import AddressPolicy, InvalidURL, checked_url
 from shared.store import Store
 from shared.timeutil import utcnow
-
-MAX_URL_CHARS = 2048
 
 
 class InvalidSource(ValueError):
@@ -20,18 +17,11 @@ class InvalidSource(ValueError):
 
 
 async def check_url(policy: AddressPolicy, url: str) -> str:
-    """Validate an operator-supplied URL: absolute http(s), not resolving to a refused address."""
-    url = url.strip()
-    parts = urlsplit(url)
-    if len(url) > MAX_URL_CHARS or parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InvalidSource("url must be an absolute http or https URL of at most 2048 characters")
+    """Validate an operator-supplied URL (:func:`shared.netguard.checked_url`); the URL to store."""
     try:
-        await policy.check_host(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
-    except BlockedAddress as exc:
-        raise InvalidSource(str(exc)) from exc
-    except FetchError:
-        pass  # unresolvable now may resolve later; the poller records the DNS error on the source
-    return url
+        return await checked_url(policy, url)
+    except (InvalidURL, BlockedAddress) as exc:
+        raise InvalidSource(f"url {exc}" if isinstance(exc, InvalidURL) else str(exc)) from exc
 
 
 async def add_source(
