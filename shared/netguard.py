@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import re
 import socket
 import unicodedata
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -79,6 +80,8 @@ def is_public(address: IPAddress) -> bool:
 
 
 MAX_URL_CHARS = 2048
+# A DNS name (letters, digits, hyphens; punycode for international names) or an IP literal.
+_HOST = re.compile(r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.?|[0-9a-f:.]+")
 
 
 class InvalidURL(ValueError):
@@ -106,6 +109,8 @@ async def checked_url(policy: AddressPolicy, url: str) -> str:
         parsed = httpx.URL(urlunsplit((parts.scheme.lower(), netloc, parts.path, parts.query, parts.fragment)))
     except httpx.InvalidURL as exc:
         raise InvalidURL(f"invalid host {parts.hostname!r}: {exc}") from exc
+    if not _HOST.fullmatch(parsed.raw_host.decode("ascii", "replace")):
+        raise InvalidURL(f"invalid host {parts.hostname!r}")
     try:
         await policy.check_host(parsed.host, parsed.port or (443 if parsed.scheme == "https" else 80))
     except BlockedAddress:
@@ -128,9 +133,9 @@ class AddressPolicy:
     """Decides whether an address may be contacted; ``allow`` lists CIDRs exempt from the block.
     ``resolver`` turns a name into addresses (tests give their own; nothing else resolves)."""
 
-    def __init__(self, allow: Sequence[str] = (), *, resolver: Resolver = system_resolver) -> None:
+    def __init__(self, allow: Sequence[str] = (), *, resolver: Resolver | None = None) -> None:
         self.allow: list[IPNetwork] = [ipaddress.ip_network(c, strict=False) for c in allow]
-        self._resolve = resolver
+        self._resolver = resolver
 
     def permits(self, address: IPAddress) -> bool:
         if is_public(address):
@@ -145,7 +150,7 @@ class AddressPolicy:
         try:
             found: Iterable[str] = [str(ipaddress.ip_address(host.strip("[]")))]
         except ValueError:
-            found = await self._resolve(host, port)
+            found = await (self._resolver or system_resolver)(host, port)
         addresses = [ipaddress.ip_address(a.split("%")[0]) for a in found]
         if not addresses:
             raise FetchError("dns", f"cannot resolve {host}: no addresses")

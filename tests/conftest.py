@@ -59,6 +59,21 @@ def mongo_uri() -> str:
     return MONGO
 
 
+@pytest.fixture(autouse=True)
+def no_outside_dns(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests talk only to loopback: a name the SSRF guard would resolve is answered here (only
+    "localhost"), never by the system resolver. Tests that need a name give their own resolver."""
+    from shared import netguard
+    from shared.errors import FetchError
+
+    async def loopback_only(host: str, port: int) -> list[str]:
+        if host == "localhost":
+            return ["127.0.0.1"]
+        raise FetchError("dns", f"cannot resolve {host}: tests resolve no outside names")
+
+    monkeypatch.setattr(netguard, "system_resolver", loopback_only)
+
+
 @pytest.fixture
 def unique() -> str:
     """A short unique name for topics, groups and databases of one test."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -76,3 +77,43 @@ async def test_feed_out_never_echoes_the_read_key(tmp_path: Path) -> None:
             answer = await client.get(path, params={"key": "read-key-123", "sector": "energy"})
             assert answer.status_code == 200, answer.text
             assert "read-key-123" not in answer.text and "sector=energy" in answer.text
+
+
+async def test_hosts_in_full_width_digits_are_normalised_or_refused(tmp_path: Path) -> None:
+    """Item 5: `http://１２７.０.０.１:18091/x` is 127.0.0.1: refused as such, or stored in ASCII."""
+    weird = "http://１２７.０.０.１:18091/x"
+    admin = {"Authorization": "Bearer admin-key"}
+    refusing = Runtime(load_settings(sqlite_path=tmp_path / "a.sqlite3", api_key="admin-key"), ALL_ROLES)
+    async with runtime_client(refusing) as client:
+        answer = await client.post("/api/v1/sources", headers=admin, json={"url": weird})
+        assert answer.status_code == 422 and "127.0.0.1" in answer.text, answer.text
+        assert "CORRIDOR_ALLOW_PRIVATE_NETWORKS" in answer.text
+        answer = await client.post("/api/v1/subscriptions", headers=admin, json={"webhook_url": weird})
+        assert answer.status_code == 422 and "127.0.0.1" in answer.text, answer.text
+    allowing = Runtime(
+        load_settings(sqlite_path=tmp_path / "b.sqlite3", api_key="admin-key", allow_private_networks="127.0.0.0/8"),
+        ALL_ROLES,
+    )
+    async with runtime_client(allowing) as client:
+        answer = await client.post("/api/v1/sources", headers=admin, json={"url": weird})
+        assert answer.status_code == 201 and answer.json()["url"] == "http://127.0.0.1:18091/x", answer.text
+        answer = await client.post("/api/v1/sources", headers=admin, json={"url": "http://exa mple.example/"})
+        assert answer.status_code == 422
+
+
+async def test_a_url_that_cannot_be_fetched_shows_its_error_on_the_source(tmp_path: Path) -> None:
+    """Item 5: a source stored before URLs were checked fails with an error on the source, not
+    only in the log."""
+    from shared.models import Source
+
+    runtime = Runtime(load_settings(sqlite_path=tmp_path / "s.sqlite3", poll_tick_s=0.05), {"ingest"})
+    await runtime.store.start()
+    await runtime.store.insert_source(Source(id="src_w", url="http://１２７.０.０.１:18091/x", interval_s=60))
+    await runtime.store.close()
+    async with runtime_client(runtime):
+        for _ in range(100):
+            source = await runtime.store.get_source("src_w")
+            if source is not None and source.last_error_kind:
+                break
+            await asyncio.sleep(0.05)
+    assert source is not None and source.last_error_kind == "invalid_url" and source.consecutive_errors == 1
