@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from services.alerts.routes import build_router as alerts_router
@@ -18,7 +19,7 @@ from services.classifier.routes import build_router as events_router
 from services.ingest.routes import build_router as sources_router
 from services.runtime import Runtime
 from services.web.routes import mount_dashboard
-from shared.api import api_key_dependency, ops_router, read_dependency
+from shared.api import RequestGuard, api_key_dependency, ops_router, read_dependency, validation_errors
 from shared.errors import StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,12 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.include_router(
         ops_router(metrics=runtime.metrics, checks={"store": runtime.store.ping, "bus": runtime.bus.ping})
     )
+
+    app.add_middleware(RequestGuard, max_bytes=settings.max_body_bytes, admin_key=settings.api_key)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return validation_errors(exc)
 
     @app.exception_handler(StoreUnavailable)
     async def store_unavailable(request: Request, exc: Exception) -> JSONResponse:

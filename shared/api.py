@@ -1,5 +1,6 @@
 """HTTP pieces every service shares: API keys with two scopes (admin: everything; read: events,
-sectors, sources, feeds — or reads made public by a setting), /healthz, /readyz and /metrics."""
+sectors, sources, feeds — or reads made public by a setting), /healthz, /readyz and /metrics,
+the request guard (key before body, body size cap), request-body validation and its 422s."""
 
 from __future__ import annotations
 
@@ -8,7 +9,11 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Header, HTTPException, Query, Response
-from pydantic import SecretStr
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, SecretStr, model_validator
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.metrics import Metrics
 
@@ -71,3 +76,118 @@ def ops_router(*, metrics: Metrics, checks: dict[str, Check]) -> APIRouter:
         return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     return router
+
+
+class Body(BaseModel):
+    """Base of request bodies: refuses text that is not valid Unicode (a lone surrogate, which
+    JSON's ``\\udXXX`` escapes can carry) in any field, before it reaches a store or a log."""
+
+    @model_validator(mode="after")
+    def _valid_unicode(self) -> Body:
+        def check(value: object) -> None:
+            if isinstance(value, str):
+                try:
+                    value.encode("utf-8")
+                except UnicodeEncodeError as exc:
+                    raise ValueError("text must be valid Unicode (no lone surrogates)") from exc
+            elif isinstance(value, list | tuple | set):
+                for element in value:
+                    check(element)
+            elif isinstance(value, dict):
+                for key, element in value.items():
+                    check(key)
+                    check(element)
+            elif isinstance(value, BaseModel):
+                for field in type(value).model_fields:
+                    check(getattr(value, field))
+
+        for name in type(self).model_fields:
+            check(getattr(self, name))
+        return self
+
+
+MAX_ERRORS = 20
+
+
+def validation_errors(exc: RequestValidationError) -> JSONResponse:
+    """422 with where and what was wrong, never the input itself: an answer must not echo a
+    large body back, and an input value (NaN, a surrogate) may not even be JSON."""
+    errors = [
+        {
+            "loc": [str(part) for part in error.get("loc", ())],
+            "msg": str(error.get("msg", "")),
+            "type": error.get("type"),
+        }
+        for error in exc.errors()[:MAX_ERRORS]
+    ]
+    return JSONResponse({"detail": errors}, status_code=422)
+
+
+class RequestGuard:
+    """ASGI middleware in front of every route: a mutating ``/api/`` request without the admin
+    key is refused (401) before its body is read, except the keyless email-link pages; a body over
+    ``max_bytes`` is refused (413) — by its Content-Length before it is read, else as soon as the
+    bytes read pass it. The routes check the key again; this makes sure nothing is read first."""
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int, admin_key: SecretStr) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.expected = admin_key.get_secret_value().encode()
+
+    @staticmethod
+    def _keyless(path: str) -> bool:
+        return path.startswith("/api/v1/subscriptions/") and path.endswith(("/confirm", "/unsubscribe"))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        path = str(scope["path"])
+        if (
+            scope["method"] in ("POST", "PUT", "PATCH", "DELETE")
+            and path.startswith("/api/")
+            and not self._keyless(path)
+        ):
+            scheme, _, token = headers.get("authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), self.expected):
+                response = JSONResponse(
+                    {"detail": "missing or invalid API key"}, status_code=401, headers={"WWW-Authenticate": "Bearer"}
+                )
+                await response(scope, receive, send)
+                return
+        declared = headers.get("content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            await self._too_large(scope, receive, send)
+            return
+        if scope["method"] not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        # Read the body here, at most max_bytes of it (a chunked body has no Content-Length to
+        # check first), then hand it to the app as if it came from the client.
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.max_bytes:
+                await self._too_large(scope, receive, send)
+                return
+            more = bool(message.get("more_body"))
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()  # after the body: wait for a disconnect, as Starlette does
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        detail = f"request body larger than {self.max_bytes} bytes (CORRIDOR_MAX_BODY_BYTES)"
+        await JSONResponse({"detail": detail}, status_code=413)(scope, receive, send)

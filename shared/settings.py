@@ -44,6 +44,7 @@ class Settings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8000, ge=0, le=65535)
     public_base_url: str = "http://127.0.0.1:8000"
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024, le=64 * 1024 * 1024)
 
     # Distributed mode switches: unset means the embedded in-process bus and SQLite store.
     kafka_bootstrap_servers: str | None = Field(

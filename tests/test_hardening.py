@@ -117,3 +117,67 @@ async def test_a_url_that_cannot_be_fetched_shows_its_error_on_the_source(tmp_pa
                 break
             await asyncio.sleep(0.05)
     assert source is not None and source.last_error_kind == "invalid_url" and source.consecutive_errors == 1
+
+
+async def test_hostile_input_gets_4xx_not_500(tmp_path: Path) -> None:
+    """Item 8: inputs that used to answer 500."""
+    admin = {"Authorization": "Bearer admin-key"}
+    runtime = Runtime(load_settings(sqlite_path=tmp_path / "s.sqlite3", api_key="admin-key"), ALL_ROLES)
+    async with runtime_client(runtime) as client:
+        created = await client.post("/api/v1/subscriptions", headers=admin, json={"channel": "kafka"})
+        sub = created.json()["id"]
+        for purpose in ("confirm", "unsubscribe"):
+            answer = await client.post(f"/api/v1/subscriptions/{sub}/{purpose}", data={"token": "ünïcödé-tökén"})
+            assert answer.status_code == 404, answer.text
+        body = b'{"url": "https://feeds.example/rss", "interval_s": NaN}'
+        answer = await client.post(
+            "/api/v1/sources", headers={**admin, "content-type": "application/json"}, content=body
+        )
+        assert answer.status_code == 422 and answer.json()["detail"][0]["loc"][-1] == "interval_s", answer.text
+        body = b'{"url": "https://feeds.example/rss", "name": "bad \\udc80 name"}'
+        answer = await client.post(
+            "/api/v1/sources", headers={**admin, "content-type": "application/json"}, content=body
+        )
+        assert answer.status_code == 422 and "unicode" in answer.text.lower(), answer.text
+        body = b'{"channel": "kafka", "keywords": ["ok", "\\ud800"]}'
+        answer = await client.post(
+            "/api/v1/subscriptions", headers={**admin, "content-type": "application/json"}, content=body
+        )
+        assert answer.status_code == 422, answer.text
+        for name in ("since", "until"):
+            for value in ("0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"):
+                answer = await client.get("/api/v1/events", params={name: value})
+                assert answer.status_code == 422 and name in answer.text, answer.text
+
+
+async def test_request_bodies_are_capped_and_keys_checked_first(tmp_path: Path) -> None:
+    """Item 9: the cap holds while reading, the key is checked before the body is read, and an
+    error answer never echoes the input."""
+    admin = {"Authorization": "Bearer admin-key", "content-type": "application/json"}
+    settings = load_settings(sqlite_path=tmp_path / "s.sqlite3", api_key="admin-key", max_body_bytes=64 * 1024)
+    runtime = Runtime(settings, ALL_ROLES)
+    pulled = 0
+
+    async def chunks(count: int) -> AsyncIterator[bytes]:
+        nonlocal pulled
+        for _ in range(count):
+            pulled += 1
+            yield b" " * 16384
+
+    async with runtime_client(runtime) as client:
+        declared = await client.post("/api/v1/sources", headers=admin, content=b"x" * (65 * 1024))
+        assert declared.status_code == 413 and "CORRIDOR_MAX_BODY_BYTES" in declared.text
+        streamed = await client.post("/api/v1/sources", headers=admin, content=chunks(1000))
+        assert streamed.status_code == 413 and pulled <= 6, (streamed.status_code, pulled)
+        pulled = 0
+        keyless = await client.post(
+            "/api/v1/sources", headers={"content-type": "application/json"}, content=chunks(1000)
+        )
+        assert keyless.status_code == 401 and pulled <= 1, (keyless.status_code, pulled)
+        huge_name = "n" * 50_000
+        answer = await client.post(
+            "/api/v1/sources", headers=admin, json={"url": "https://f.example/", "name": huge_name}
+        )
+        assert answer.status_code == 422 and len(answer.content) < 2000 and huge_name not in answer.text
+        ok = await client.post("/api/v1/subscriptions/sub_x/unsubscribe", data={"token": "t"})
+        assert ok.status_code == 404, "the keyless email-link pages stay keyless"

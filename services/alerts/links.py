@@ -24,7 +24,9 @@ def link_token(secret: SecretStr, purpose: Purpose, subscription_id: str) -> str
 
 
 def check_token(secret: SecretStr, purpose: Purpose, subscription_id: str, token: str) -> bool:
-    return hmac.compare_digest(link_token(secret, purpose, subscription_id), token)
+    # As bytes: compare_digest refuses non-ASCII str, and a token is whatever a client sent.
+    given = token.encode("utf-8", "replace")
+    return hmac.compare_digest(link_token(secret, purpose, subscription_id).encode(), given)
 
 
 def link(base_url: str, secret: SecretStr, purpose: Purpose, subscription: Subscription) -> str:

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator, mo
 from services.alerts import links
 from services.alerts.deliverer import CONFIRM_ITEM
 from services.alerts.webhook import new_secret
+from shared.api import Body
 from shared.errors import BlockedAddress
 from shared.models import Cadence, Country, Delivery, DeliveryStatus, Subscription
 from shared.netguard import AddressPolicy, InvalidURL, checked_url
@@ -28,7 +29,7 @@ from shared.timeutil import utcnow
 _HHMM = r"^([01]\d|2[0-3]):[0-5]\d$"
 
 
-class Filters(BaseModel):
+class Filters(Body):
     """What a subscription wants; every field optional in a PATCH."""
 
     model_config = ConfigDict(extra="forbid")

@@ -107,6 +107,11 @@ class EventFilters:
         for name, value in (("since", since), ("until", until)):
             if value is not None and value.tzinfo is None:
                 raise _invalid(name, "give a time zone (e.g. 2026-03-01T00:00:00Z)")
+            try:
+                if value is not None:
+                    value.astimezone(UTC)
+            except OverflowError:
+                raise _invalid(name, "out of range once converted to UTC") from None
 
     @classmethod
     def dependency(cls) -> Callable[..., Awaitable[EventFilters]]:

@@ -11,13 +11,14 @@ from fastapi import APIRouter, Depends, HTTPException, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.ingest.sources import InvalidSource, add_source, poll_now, update_source
+from shared.api import Body
 from shared.errors import Conflict
 from shared.models import HtmlSelectors, Source, SourceKind
 from shared.netguard import AddressPolicy
 from shared.store import Store
 
 
-class SourceIn(BaseModel):
+class SourceIn(Body):
     """Body of POST /api/v1/sources. Unknown fields are ignored."""
 
     model_config = ConfigDict(extra="ignore")
@@ -30,7 +31,7 @@ class SourceIn(BaseModel):
     interval_s: float | None = Field(default=None, ge=60, le=86400, description="poll interval in seconds")
 
 
-class SourcePatch(BaseModel):
+class SourcePatch(Body):
     """Body of PATCH /api/v1/sources/{id}: only the fields given change."""
 
     model_config = ConfigDict(extra="forbid")
