@@ -340,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"corridor: {exc}", file=sys.stderr)
         return 2
-    configure_logging(settings.log_level, json_lines=settings.log_json)
+    configure_logging(settings.log_level, json_lines=settings.log_json, secrets=settings.secret_values())
     if args.command == "run":
         return _run(settings, args.role)
     if args.command == "init":

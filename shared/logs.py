@@ -1,11 +1,34 @@
-"""Logging set-up: one call at the entrypoint; plain text or one JSON object per line."""
+"""Logging set-up: one call at the entrypoint; plain text or one JSON object per line.
+
+No secret reaches a log at any level. Corridor's own code never logs one; the libraries that
+would at DEBUG (aiosqlite logs every statement with its parameters — a new subscription's
+``whsec_`` secret among them —, pymongo logs commands, aiosmtplib the SMTP dialogue, httpcore
+headers) are held at INFO or above whatever the level; and a filter on the handler masks the
+configured secrets and anything shaped like a webhook secret in every record, as a last line.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
+from collections.abc import Iterable
 from datetime import UTC, datetime
+from typing import TextIO
+
+# Libraries whose DEBUG output carries statement parameters, commands, headers or SMTP lines.
+QUIET = {
+    "aiosqlite": logging.INFO,
+    "pymongo": logging.INFO,
+    "aiosmtplib": logging.INFO,
+    "httpcore": logging.INFO,
+    "httpx": logging.WARNING,  # logs every request URL at INFO; URLs may carry tokens
+    "aiokafka": logging.WARNING,
+    "hpack": logging.INFO,
+}
+WEBHOOK_SECRET = re.compile(r"whsec_[A-Za-z0-9+/=_-]+")
+MASK = "[secret]"
 
 
 class JsonFormatter(logging.Formatter):
@@ -20,19 +43,46 @@ class JsonFormatter(logging.Formatter):
         }
         if record.exc_info:
             data["exc"] = self.formatException(record.exc_info)
+        elif record.exc_text:  # already formatted (and masked) by SecretMask
+            data["exc"] = record.exc_text
         return json.dumps(data, ensure_ascii=False)
 
 
-def configure_logging(level: str, *, json_lines: bool = False) -> None:
-    """Configure the root logger once. Secrets are never passed to loggers by Corridor code."""
-    handler = logging.StreamHandler(sys.stderr)
+class SecretMask(logging.Filter):
+    """Replaces the given secrets, and anything shaped like a webhook secret, in a record's
+    final message and exception text (the record is rewritten to its masked message)."""
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        super().__init__()
+        # Longest first, so a secret that contains another is masked whole; short values are
+        # not secrets worth masking (and would mask ordinary words).
+        self._secrets = sorted({s for s in secrets if len(s) >= 6}, key=len, reverse=True)
+
+    def mask(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, MASK)
+        return WEBHOOK_SECRET.sub(MASK, text)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = self.mask(record.getMessage()), None
+        if record.exc_info:
+            record.exc_text = self.mask(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None
+        return True
+
+
+def configure_logging(
+    level: str, *, json_lines: bool = False, secrets: Iterable[str] = (), stream: TextIO | None = None
+) -> None:
+    """Configure the root logger once, at the entrypoint."""
+    handler = logging.StreamHandler(stream or sys.stderr)
     if json_lines:
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(SecretMask(secrets))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # httpx logs every request URL at INFO; URLs may carry tokens, so keep it at WARNING.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    for name, floor in QUIET.items():
+        logging.getLogger(name).setLevel(max(floor, logging.getLevelName(level)))

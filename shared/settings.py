@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import unquote, urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -158,6 +159,18 @@ class Settings(BaseSettings):
                 f"({self.fetch_timeout_s})"
             )
         return self
+
+    def secret_values(self) -> list[str]:
+        """Every configured secret, for the log filter that masks them (shared/logs.py)."""
+        values = [self.api_key, *self.read_api_keys, self.link_secret, self.smtp_password]
+        found = [v.get_secret_value() for v in values if v is not None]
+        if self.mongodb_uri is not None:
+            uri = self.mongodb_uri.get_secret_value()
+            found.append(uri)
+            password = urlsplit(uri).password
+            if password:
+                found += [password, unquote(password)]
+        return found
 
     @property
     def reads_are_public(self) -> bool:

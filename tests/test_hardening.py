@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+from helpers import SmtpSink, WebhookReceiver
 
 from services.app import create_app
 from services.ingest.parser import parse_document
@@ -181,3 +182,73 @@ async def test_request_bodies_are_capped_and_keys_checked_first(tmp_path: Path) 
         assert answer.status_code == 422 and len(answer.content) < 2000 and huge_name not in answer.text
         ok = await client.post("/api/v1/subscriptions/sub_x/unsubscribe", data={"token": "t"})
         assert ok.status_code == 404, "the keyless email-link pages stay keyless"
+
+
+async def test_no_secret_reaches_the_log_at_debug(tmp_path: Path, receiver: WebhookReceiver, smtp: SmtpSink) -> None:
+    """Item 6: at DEBUG, webhook secrets (stored through the SQLite driver, which logs statement
+    parameters at DEBUG) and the configured keys never appear in the log."""
+    import io
+    import logging
+
+    from shared.bus.memory import MemoryBus
+    from shared.envelope import TOPIC_CLASSIFIED, Envelope
+    from shared.logs import configure_logging
+    from shared.models import ClassifiedItem
+
+    settings = load_settings(
+        sqlite_path=tmp_path / "s.sqlite3",
+        api_key="admin-key-9f8e7d6c",
+        read_api_keys="read-key-1a2b3c4d",
+        link_secret="link-secret-5e6f7a8b",
+        smtp_port=smtp.port,
+        smtp_password="smtp-pass-0c1d2e3f",
+        allow_private_networks="127.0.0.0/8",
+        log_level="DEBUG",
+        env="development",
+    )
+    out = io.StringIO()
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level, {n: logging.getLogger(n).level for n in ("aiosqlite", "pymongo")}
+    configure_logging("DEBUG", secrets=settings.secret_values(), stream=out)
+    admin = {"Authorization": "Bearer admin-key-9f8e7d6c"}
+    try:
+        runtime = Runtime(settings, ALL_ROLES)
+        async with runtime_client(runtime) as client:
+            created = (
+                await client.post("/api/v1/subscriptions", headers=admin, json={"webhook_url": receiver.url})
+            ).json()
+            rotated = (await client.post(f"/api/v1/subscriptions/{created['id']}/rotate-secret", headers=admin)).json()
+            await client.post("/api/v1/subscriptions", headers=admin, json={"email": "reader@example.org"})
+            item = ClassifiedItem(
+                id="itm_1",
+                source_id="s",
+                source_url="http://s",
+                title="Rail freight to Gwadar",
+                fetched_at=NOW,
+                classifier_version="t",
+            )
+            assert isinstance(runtime.bus, MemoryBus)
+            await runtime.bus.publish(settings.topic(TOPIC_CLASSIFIED), item.id, Envelope.wrap("item.classified", item))
+            for _ in range(100):
+                if receiver.snapshot() and smtp.messages:
+                    break
+                await asyncio.sleep(0.05)
+            logging.getLogger("corridor.test").debug("a stray %s", created["secret"])  # the filter's last line
+    finally:
+        root.handlers[:], level, floors = saved[0], saved[1], saved[2]
+        root.setLevel(level)
+        for name, floor in floors.items():
+            logging.getLogger(name).setLevel(floor)
+    log = out.getvalue()
+    assert receiver.snapshot(), "a webhook went out while logging at DEBUG"
+    assert "DEBUG" in log and len(log) > 1000, "the log really was at DEBUG"
+    for secret in (
+        created["secret"],
+        rotated["secret"],
+        "admin-key-9f8e7d6c",
+        "read-key-1a2b3c4d",
+        "link-secret-5e6f7a8b",
+        "smtp-pass-0c1d2e3f",
+    ):
+        assert secret not in log, secret
+    assert "whsec_" not in log
