@@ -8,6 +8,8 @@ by the SSRF guard, connections only to addresses the guard checked, only http an
 from __future__ import annotations
 
 import ssl
+import zlib
+from collections.abc import Iterator
 
 import httpx
 
@@ -40,26 +42,61 @@ def build_client(
         timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 10.0), pool=timeout_s),
         follow_redirects=max_redirects > 0,
         max_redirects=max_redirects,
-        headers={"User-Agent": user_agent},
+        # Only what read_capped decodes in bounded steps (httpx would add br/zstd if installed).
+        headers={"User-Agent": user_agent, "Accept-Encoding": "gzip, deflate"},
         trust_env=False,
     )
 
 
-async def read_capped(response: httpx.Response, limit: int) -> bytes:
-    """Read a streamed response body, raising :class:`TooLarge` past ``limit`` bytes.
+class _Decoder:
+    """Incremental Content-Encoding decoder whose every step yields at most ``room`` bytes, so a
+    small compressed body that expands enormously (a gzip bomb) is stopped at the cap without
+    ever holding more than the cap in memory."""
 
-    Never buffers more than ``limit`` plus one chunk, whatever Content-Length claims.
+    def __init__(self, encoding: str) -> None:
+        self.encoding = encoding.strip().lower()
+        if self.encoding not in ("gzip", "x-gzip", "deflate"):
+            raise FetchError("protocol", f"unsupported Content-Encoding {encoding!r}")
+        gzip = self.encoding != "deflate"
+        self._zlib = zlib.decompressobj(16 + zlib.MAX_WBITS if gzip else zlib.MAX_WBITS)
+        self._raw_deflate_ok = not gzip  # some servers send deflate without its zlib header
+
+    def decode(self, data: bytes, room: int) -> Iterator[bytes]:
+        while data:
+            try:
+                out = self._zlib.decompress(data, room + 1)
+            except zlib.error as exc:
+                if not self._raw_deflate_ok:
+                    raise FetchError("protocol", f"corrupt {self.encoding} body: {exc}") from exc
+                self._raw_deflate_ok = False
+                self._zlib = zlib.decompressobj(-zlib.MAX_WBITS)
+                continue
+            self._raw_deflate_ok = False
+            room -= len(out)
+            yield out
+            data = self._zlib.unconsumed_tail
+
+
+async def read_capped(response: httpx.Response, limit: int) -> bytes:
+    """Read a streamed response body, decoded, raising :class:`TooLarge` past ``limit`` bytes.
+
+    Never buffers more than ``limit`` plus one chunk, whatever Content-Length claims and however
+    much a compressed body expands: gzip and deflate are decoded here, step by bounded step (the
+    raw stream is read, so httpx's own decoder, which expands a whole chunk at once, is not used).
     """
     declared = response.headers.get("content-length")
+    encoding = response.headers.get("content-encoding", "identity").strip().lower()
     if declared and declared.isdigit() and int(declared) > limit:
         raise TooLarge(limit)
+    decoder = None if encoding in ("", "identity") else _Decoder(encoding)
     chunks: list[bytes] = []
     size = 0
-    async for chunk in response.aiter_bytes():
-        size += len(chunk)
-        if size > limit:
-            raise TooLarge(limit)
-        chunks.append(chunk)
+    async for raw in response.aiter_raw():
+        for chunk in decoder.decode(raw, limit - size) if decoder else (raw,):
+            size += len(chunk)
+            if size > limit:
+                raise TooLarge(limit)
+            chunks.append(chunk)
     return b"".join(chunks)
 
 

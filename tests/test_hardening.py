@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+import pytest
 from helpers import SmtpSink, WebhookReceiver
 
 from services.app import create_app
@@ -252,3 +253,45 @@ async def test_no_secret_reaches_the_log_at_debug(tmp_path: Path, receiver: Webh
     ):
         assert secret not in log, secret
     assert "whsec_" not in log
+
+
+async def test_a_gzip_bomb_is_stopped_without_expanding_in_memory() -> None:
+    """Item 10: a compressed body is decoded in steps bounded by the cap: memory stays near it."""
+    import gzip
+    import tracemalloc
+    import zlib
+
+    from helpers import FeedServer, Route
+
+    from services.ingest.fetcher import fetch_source
+    from shared.errors import TooLarge
+    from shared.http import build_client
+    from shared.models import Source
+    from shared.netguard import AddressPolicy
+
+    bomb = gzip.compress(b"\0" * (200 * 1024 * 1024), compresslevel=9)  # 200 MiB of zeros in ~200 KB
+    feed = RSS_WITH_SCRIPT_LINKS
+    raw_deflate = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    with FeedServer() as server:
+        server.routes["/bomb"] = Route(body=bomb, headers={"Content-Encoding": "gzip"})
+        server.routes["/gz"] = Route(body=gzip.compress(feed), headers={"Content-Encoding": "gzip"})
+        server.routes["/deflate"] = Route(
+            body=raw_deflate.compress(feed) + raw_deflate.flush(), headers={"Content-Encoding": "deflate"}
+        )
+        client = build_client(policy=AddressPolicy(["127.0.0.0/8"]), timeout_s=10, max_redirects=0, user_agent="t")
+        async with client:
+
+            def source(path: str) -> Source:
+                return Source(id="s", url=server.url(path), interval_s=60)
+
+            for path in ("/gz", "/deflate"):
+                result = await fetch_source(client, source(path), max_bytes=10 * 1024 * 1024, now=NOW)
+                assert result.body == feed, path
+            tracemalloc.start()
+            try:
+                with pytest.raises(TooLarge):
+                    await fetch_source(client, source("/bomb"), max_bytes=10 * 1024 * 1024, now=NOW)
+                _, peak = tracemalloc.get_traced_memory()
+            finally:
+                tracemalloc.stop()
+    assert peak < 25 * 1024 * 1024, f"peak {peak / 2**20:.0f} MiB while refusing a 200 MiB bomb at a 10 MiB cap"
