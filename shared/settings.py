@@ -85,6 +85,7 @@ class Settings(BaseSettings):
     load_catalogue: bool = False
     ops_email: str | None = None
     fetch_timeout_s: float = Field(default=15.0, gt=0.0, le=300.0)
+    fetch_deadline_s: float = Field(default=60.0, gt=0.0, le=1800.0)
     fetch_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     fetch_max_redirects: int = Field(default=5, ge=0, le=20)
     user_agent: str = "Corridor/0.1 (feed monitor)"
@@ -151,12 +152,18 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _lease_outlives_fetch(self) -> Settings:
-        # A poll holds its source's lease while it waits for a host slot, fetches and publishes;
-        # a lease shorter than two fetch timeouts would let another replica poll the same source.
-        if self.poll_lease_s < 2 * self.fetch_timeout_s:
+        # A poll holds its source's lease while it fetches (at most the deadline), parses and
+        # publishes; a lease shorter than twice the deadline could run out while the poll is
+        # still working, and another replica would poll the same source again.
+        if self.fetch_deadline_s < self.fetch_timeout_s:
             raise ValueError(
-                f"CORRIDOR_POLL_LEASE_S ({self.poll_lease_s}) must be at least twice CORRIDOR_FETCH_TIMEOUT_S "
+                f"CORRIDOR_FETCH_DEADLINE_S ({self.fetch_deadline_s}) must be at least CORRIDOR_FETCH_TIMEOUT_S "
                 f"({self.fetch_timeout_s})"
+            )
+        if self.poll_lease_s < 2 * self.fetch_deadline_s:
+            raise ValueError(
+                f"CORRIDOR_POLL_LEASE_S ({self.poll_lease_s}) must be at least twice CORRIDOR_FETCH_DEADLINE_S "
+                f"({self.fetch_deadline_s})"
             )
         return self
 

@@ -55,6 +55,7 @@ class Route:
     content_type: str = "application/xml"
     delay_s: float = 0.0
     stream_bytes: int = 0  # when set, stream this many bytes of filler instead of ``body``
+    trickle_s: float = 0.0  # when set, send ``body`` one byte at a time, this long apart
     etag: str | None = None  # when set, answer 304 to a matching If-None-Match
     headers: dict[str, str] = field(default_factory=dict)
     hits: int = 0
@@ -113,6 +114,12 @@ class FeedServer:
                         return
                     self.send_header("Content-Length", str(len(route.body)))
                     self.end_headers()
+                    if route.trickle_s:
+                        for n in range(len(route.body)):
+                            self.wfile.write(route.body[n : n + 1])
+                            self.wfile.flush()
+                            time.sleep(route.trickle_s)
+                        return
                     self.wfile.write(route.body)
                 except (BrokenPipeError, ConnectionResetError):
                     pass

@@ -295,3 +295,55 @@ async def test_a_gzip_bomb_is_stopped_without_expanding_in_memory() -> None:
             finally:
                 tracemalloc.stop()
     assert peak < 25 * 1024 * 1024, f"peak {peak / 2**20:.0f} MiB while refusing a 200 MiB bomb at a 10 MiB cap"
+
+
+async def test_a_trickling_host_neither_holds_a_fetch_past_its_deadline_nor_starves_other_hosts(
+    tmp_path: Path,
+) -> None:
+    """Item 2: a server sending one byte a second never times out a read; the fetch still ends at
+    its total deadline, within the lease, and sources on other hosts are polled meanwhile."""
+    from helpers import FeedServer, Route
+
+    from shared.models import Source
+
+    settings = load_settings(
+        sqlite_path=tmp_path / "s.sqlite3",
+        allow_private_networks="127.0.0.0/8",
+        fetch_timeout_s=1.5,
+        fetch_deadline_s=3,
+        poll_lease_s=6,
+        poll_concurrency=4,
+        poll_per_host=2,
+        poll_tick_s=0.05,
+        poll_interval_s=3600,
+    )
+    runtime = Runtime(settings, {"ingest"})
+    with FeedServer() as slow, FeedServer() as fast:
+        for n in range(4):
+            slow.routes[f"/s{n}"] = Route(body=RSS_WITH_SCRIPT_LINKS, trickle_s=1.0)
+            fast.routes[f"/f{n}"] = Route(body=RSS_WITH_SCRIPT_LINKS)
+        await runtime.store.start()
+        # The slow host's sources are the most overdue: claimed first.
+        for n in range(4):
+            await runtime.store.insert_source(
+                Source(id=f"src_s{n}", url=slow.url(f"/s{n}"), interval_s=3600, next_check_at=NOW)
+            )
+        for n in range(4):
+            url = fast.url(f"/f{n}").replace("127.0.0.1", "localhost")  # another host, same machine
+            await runtime.store.insert_source(Source(id=f"src_f{n}", url=url, interval_s=3600))
+        await runtime.store.close()
+        started = asyncio.get_running_loop().time()
+        fast_done: float | None = None
+        async with runtime_client(runtime):
+            while asyncio.get_running_loop().time() - started < 15:
+                sources = {s.id: s for s in await runtime.store.list_sources()}
+                if fast_done is None and all(sources[f"src_f{n}"].last_status == "ok" for n in range(4)):
+                    fast_done = asyncio.get_running_loop().time() - started
+                if all(sources[f"src_s{n}"].last_error_kind == "timeout" for n in range(4)):
+                    break
+                await asyncio.sleep(0.1)
+    assert fast_done is not None and fast_done < 2.5, f"the fast host's sources waited {fast_done} s"
+    for n in range(4):
+        source = sources[f"src_s{n}"]
+        assert source.last_error_kind == "timeout" and "within 3 s" in (source.last_error or ""), source
+        assert slow.routes[f"/s{n}"].hits == 1, "never fetched a second time: the deadline ends it within the lease"

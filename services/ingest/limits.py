@@ -17,6 +17,7 @@ class _Host:
         self.gap_lock = asyncio.Lock()
         self.next_start = 0.0
         self.users = 0
+        self.reserved = 0
 
 
 class HostLimiter:
@@ -33,15 +34,26 @@ class HostLimiter:
             entry = self._hosts[host] = _Host(self._per_host)
             while len(self._hosts) > MAX_HOSTS:
                 oldest, idle = next(iter(self._hosts.items()))
-                if idle.users:
+                if idle.users or idle.reserved:
                     break
                 del self._hosts[oldest]
         self._hosts.move_to_end(host)
         return entry
 
+    def reserve(self, host: str) -> bool:
+        """Reserve a place in ``host``'s next :meth:`slot` if one is free now (True), so a poll
+        starts only when it will not wait: a slow host's polls never sit in the poller's slots
+        waiting for their turn while other hosts' sources are due."""
+        entry = self._get(host)
+        if entry.users + entry.reserved >= self._per_host:
+            return False
+        entry.reserved += 1
+        return True
+
     @asynccontextmanager
     async def slot(self, host: str, gap_s: float = 0.0) -> AsyncIterator[None]:
         entry = self._get(host)
+        entry.reserved = max(0, entry.reserved - 1)  # a reservation, if any, turns into this slot
         entry.users += 1
         self.waiting += 1
         acquired = False

@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 MAX_ERROR_CHARS = 500
 DRAIN_DEADLINE_S = 10.0
+HOST_BUSY_RETRY_S = 2.0  # a due source whose host is busy is offered again this much later
 
 
 class Poller:
@@ -80,16 +81,25 @@ class Poller:
         lease_s = self._settings.poll_lease_s  # validated at start: at least twice the fetch timeout
         while not stop.is_set():
             self._wake.clear()
-            while len(in_flight) < limit:
+            deferred = 0
+            while len(in_flight) < limit and deferred < limit:
                 now = self._clock()
                 source = await self._store.claim_due_source(now, now + timedelta(seconds=lease_s))
                 if source is None:
                     break
+                if not self._hosts.reserve(urlsplit(source.url).hostname or ""):
+                    # Its host is busy: give the source back for a moment rather than hold a poll
+                    # slot waiting, so one slow host cannot keep every other host waiting.
+                    await self._store.update_source(
+                        source.id, {"lease_until": None, "next_check_at": now + timedelta(seconds=HOST_BUSY_RETRY_S)}
+                    )
+                    deferred += 1
+                    continue
                 task = asyncio.create_task(self.poll_one(source), name=f"poll {source.id}")
                 in_flight.add(task)
                 task.add_done_callback(in_flight.discard)
             self._metrics.polls_in_flight.set(len(in_flight))
-            self._metrics.poll_queue.set(self._hosts.waiting)
+            self._metrics.poll_queue.set(deferred)
             waiters = [asyncio.create_task(self._wake.wait()), asyncio.create_task(stop.wait())]
             await asyncio.wait(
                 [*waiters, *in_flight], timeout=self._settings.poll_tick_s, return_when=asyncio.FIRST_COMPLETED
@@ -108,9 +118,16 @@ class Poller:
         try:
             host = urlsplit(source.url).hostname or ""
             async with self._hosts.slot(host, self._gap_s(source)):
-                result = await fetch_source(
-                    self._client, source, max_bytes=self._settings.fetch_max_bytes, now=self._clock()
-                )
+                deadline_s = self._settings.fetch_deadline_s
+                try:
+                    # Per-phase timeouts bound each read; this bounds the whole fetch (a server
+                    # trickling a byte at a time never times out a phase).
+                    async with asyncio.timeout(deadline_s):
+                        result = await fetch_source(
+                            self._client, source, max_bytes=self._settings.fetch_max_bytes, now=self._clock()
+                        )
+                except TimeoutError:
+                    raise FetchError("timeout", f"no complete answer within {deadline_s:g} s") from None
             if result.body is None:
                 self._metrics.fetches.labels("not_modified").inc()
                 await self._record_success(

@@ -26,6 +26,7 @@ def test_replicas_share_sources_and_take_over(
 ) -> None:
     env = corridor_env("distributed", request, unique, tmp_path, smtp) | {
         "CORRIDOR_FETCH_TIMEOUT_S": "2",
+        "CORRIDOR_FETCH_DEADLINE_S": "2.5",
         "CORRIDOR_POLL_LEASE_S": "5",
         "CORRIDOR_POLL_PER_HOST": "8",
     }
