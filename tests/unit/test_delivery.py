@@ -82,7 +82,7 @@ async def test_webhook_outcomes(status: int, ok: bool, retryable: bool) -> None:
 async def test_webhook_to_blocked_address_is_permanent() -> None:
     async with client_for(httpx.MockTransport(lambda r: httpx.Response(200))) as client:
         outcome = await send_webhook(client, sub("http://10.0.0.5/hook"), "msg_1", {}, datetime.now(UTC))
-    assert not outcome.ok and not outcome.retryable and "not allowed" in (outcome.error or "")
+    assert not outcome.ok and not outcome.retryable and "not a public address" in (outcome.error or "")
 
 
 async def test_webhook_connect_error_is_transient() -> None:
