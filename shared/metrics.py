@@ -23,7 +23,11 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
-        self.poll_queue = Gauge("corridor_ingest_poll_queue", "Due sources given back in the last round because their host was busy", registry=r)
+        self.poll_queue = Gauge(
+            "corridor_ingest_poll_queue",
+            "Due sources given back in the last round because their host was busy",
+            registry=r,
+        )
         self.polls_in_flight = Gauge("corridor_ingest_polls_in_flight", "Polls in progress", registry=r)
         self.poll_seconds = Histogram("corridor_ingest_poll_seconds", "Poll latency per source", registry=r)
         self.classified = Counter("corridor_classifier_items", "Items classified", registry=r)

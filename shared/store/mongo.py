@@ -29,7 +29,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, InsertOne, ReturnDocument, UpdateOne
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, InsertOne, ReturnDocument
 from pymongo.errors import (
     BulkWriteError,
     ConnectionFailure,
@@ -207,9 +207,7 @@ class MongoStore:
         return {d["_id"]: d["hash"] async for d in self._seen.find({"_id": {"$in": wanted}}, {"hash": 1})}
 
     async def mark_seen(self, hashes: dict[str, str], now: datetime) -> None:
-        if hashes:
-            ops = [UpdateOne({"_id": i}, {"$set": {"hash": h, "seen_at": now}}, upsert=True) for i, h in hashes.items()]
-            await self._seen.bulk_write(ops, ordered=False)
+        await insert_or_replace(self._seen, [{"_id": i, "hash": h, "seen_at": now} for i, h in hashes.items()])
 
     async def claim_keys(self, keys: dict[str, str], now: datetime) -> dict[str, str]:
         if not keys:
@@ -217,8 +215,10 @@ class MongoStore:
         try:
             await self._keys.insert_many([{"_id": k, "item_id": i, "at": now} for k, i in keys.items()], ordered=False)
         except BulkWriteError as exc:
-            _only_duplicates(exc)  # a key someone owns already: read its owner below
-        return {d["_id"]: d["item_id"] async for d in self._keys.find({"_id": {"$in": list(keys)}})}
+            taken = [list(keys)[n] for n in _only_duplicates(exc)]  # owned already: read the owners
+            owners = {d["_id"]: d["item_id"] async for d in self._keys.find({"_id": {"$in": taken}})}
+            return {k: owners.get(k, i) for k, i in keys.items()}
+        return dict(keys)  # every key inserted: this caller owns them all
 
     async def add_duplicates(self, refs: list[DuplicateRef]) -> None:
         await insert_or_replace(self._duplicates, [_doc(r) for r in {r.id: r for r in refs}.values()])
