@@ -23,6 +23,26 @@ from shared.timeutil import Clock, utcnow
 SUBSCRIPTION_CACHE_S = 2.0
 
 
+class SubscriptionIndex:
+    """Subscriptions by the sectors they ask for: an item is checked only against those that
+    ask for one of its sectors, or for none (most ask for a few of the sixteen, so an item meets
+    a fraction of them). :meth:`Subscription.matches` still decides; this only skips the ones
+    whose sector filter cannot pass."""
+
+    def __init__(self, subscriptions: list[Subscription]) -> None:
+        self._order = {s.id: n for n, s in enumerate(subscriptions)}
+        self._any = [s for s in subscriptions if not s.sectors]
+        self._by_sector: dict[str, list[Subscription]] = {}
+        for subscription in subscriptions:
+            for sector in set(subscription.sectors):
+                self._by_sector.setdefault(sector, []).append(subscription)
+
+    def candidates(self, item: ClassifiedItem) -> list[Subscription]:
+        found = {s.id: s for sector in item.sectors for s in self._by_sector.get(sector, ())}
+        found.update((s.id, s) for s in self._any)
+        return sorted(found.values(), key=lambda s: self._order[s.id])  # the stored order, as before
+
+
 class Matcher:
     """Handles corridor.items.classified.v1."""
 
@@ -36,21 +56,21 @@ class Matcher:
         self._handoff = timedelta(seconds=settings.delivery_lease_s)
         # Active subscriptions, re-read at most every SUBSCRIPTION_CACHE_S: one store read per
         # item would dominate matching; a new or changed subscription applies within seconds.
-        self._cache: list[Subscription] = []
+        self._index = SubscriptionIndex([])
         self._cache_at = float("-inf")
 
-    async def _subscriptions(self) -> list[Subscription]:
+    async def _subscriptions(self, item: ClassifiedItem) -> list[Subscription]:
         if time.monotonic() - self._cache_at > SUBSCRIPTION_CACHE_S:
-            self._cache = await self._store.list_subscriptions(active_only=True)
+            self._index = SubscriptionIndex(await self._store.list_subscriptions(active_only=True))
             self._cache_at = time.monotonic()
-        return self._cache
+        return self._index.candidates(item)
 
     async def handle(self, envelope: Envelope) -> None:
         if envelope.type != "item.classified":
             raise PoisonMessage(f"unexpected event type {envelope.type!r} on the classified topic")
         item = envelope.payload_as(ClassifiedItem)
         now = self._clock()
-        matched = [(s, self._delivery(s, item, now)) for s in await self._subscriptions() if s.matches(item)]
+        matched = [(s, self._delivery(s, item, now)) for s in await self._subscriptions(item) if s.matches(item)]
         if not matched:
             return
         # One store round trip for all of the item's deliveries, before any alert is published.

@@ -137,3 +137,41 @@ def test_recipient_limiter() -> None:
     assert limiter.wait_s("a@x.org", 20) == pytest.approx(3580)
     assert limiter.wait_s("b@x.org", 20) == 0
     assert limiter.wait_s("a@x.org", 3601) == 0
+
+
+def test_the_sector_index_skips_only_subscriptions_that_cannot_match() -> None:
+    """The matcher checks an item against its sectors' subscriptions (and those without a sector
+    filter): the same matches, in the same order, as checking every subscription."""
+    import random
+
+    from services.alerts.matcher import SubscriptionIndex
+    from shared.models import ClassifiedItem, SectorScore, Subscription
+
+    rng = random.Random(3)
+    sectors = ["energy", "transport", "mining", "maritime", "agriculture", "textiles"]
+    subs = [
+        Subscription(
+            id=f"sub_{n}",
+            channel="kafka",
+            sectors=rng.sample(sectors, rng.choice([0, 1, 2])),
+            countries=rng.choice([[], ["PK"], ["KZ"]]),
+            min_score=rng.choice([None, 1.5]),
+            keywords=rng.choice([[], ["rail"]]),
+        )
+        for n in range(300)
+    ]
+    index = SubscriptionIndex(subs)
+    for n in range(200):
+        chosen = rng.sample(sectors, rng.choice([0, 1, 2, 3]))
+        item = ClassifiedItem(
+            id=f"itm_{n}",
+            source_id="s",
+            source_url="s",
+            title=rng.choice(["rail deal", "wheat deal"]),
+            fetched_at="2026-12-01T00:00:00Z",  # type: ignore[arg-type]
+            sectors=chosen,
+            sector_scores=[SectorScore(id=s, score=rng.choice([1.0, 2.0]), terms=[]) for s in chosen],
+            countries=rng.choice([[], ["PK"], ["KZ"], ["PK", "KZ"]]),
+            classifier_version="t",
+        )
+        assert [s.id for s in index.candidates(item) if s.matches(item)] == [s.id for s in subs if s.matches(item)]
