@@ -9,24 +9,65 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from services.alerts.routes import build_router as alerts_router
 from services.classifier.routes import build_router as events_router
 from services.ingest.routes import build_router as sources_router
-from services.runtime import Runtime
+from services.runtime import Role, Runtime
 from services.web.routes import mount_dashboard
-from shared.api import RequestGuard, api_key_dependency, ops_router, read_dependency, validation_errors
+from shared.api import AccessLog, RequestGuard, api_key_dependency, ops_router, read_dependency, validation_errors
 from shared.errors import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
 
+TITLE = "Corridor"
+__version__ = "0.1.0"
+DESCRIPTION = "Follow-through of the Pakistan–Kazakhstan agreements: events, sources, subscriptions."
+
+
+def api_routers(runtime: Runtime) -> dict[Role, APIRouter]:
+    """The API routes of each role, built on ``runtime``'s clients."""
+    settings = runtime.settings
+    require_key = api_key_dependency(settings.api_key)
+    require_read = read_dependency(
+        admin_key=settings.api_key, read_keys=settings.read_api_keys, public=settings.reads_are_public
+    )
+    return {
+        "ingest": sources_router(
+            store=runtime.store,
+            policy=runtime.policy,
+            default_interval_s=settings.poll_interval_s,
+            on_added=runtime.poller.wake,
+            require_key=require_key,
+            require_read=require_read,
+        ),
+        "classifier": events_router(
+            store=runtime.store,
+            sector_ids=runtime.sector_ids,
+            require_read=require_read,
+            base_url=settings.public_base_url,
+            query_timeout_s=settings.query_timeout_s,
+        ),
+        "alerts": alerts_router(
+            store=runtime.store,
+            policy=runtime.policy,
+            sector_ids=runtime.sector_ids,
+            require_key=require_key,
+            settings=settings,
+        ),
+    }
+
+
 def create_app(runtime: Runtime) -> FastAPI:
-    """An app whose lifespan starts and stops ``runtime``."""
+    """An app whose lifespan starts and stops ``runtime``: the routes of its roles, the ops routes
+    and, at /openapi.json and /docs, the document of the whole API (every role's routes): behind
+    the compose proxy, which sends /docs to one service, it still shows everything."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -36,56 +77,29 @@ def create_app(runtime: Runtime) -> FastAPI:
         finally:
             await runtime.stop()
 
-    app = FastAPI(
-        title="Corridor",
-        version="0.1.0",
-        description="Follow-through of the Pakistan–Kazakhstan agreements: events, sources, subscriptions.",
-        lifespan=lifespan,
-    )
+    app = FastAPI(title=TITLE, version=__version__, description=DESCRIPTION, lifespan=lifespan)
     settings = runtime.settings
-    require_key = api_key_dependency(settings.api_key)
-    require_read = read_dependency(
-        admin_key=settings.api_key, read_keys=settings.read_api_keys, public=settings.reads_are_public
-    )
-    roles = runtime.roles
-    if "ingest" in roles:
-        app.include_router(
-            sources_router(
-                store=runtime.store,
-                policy=runtime.policy,
-                default_interval_s=runtime.settings.poll_interval_s,
-                on_added=runtime.poller.wake,
-                require_key=require_key,
-                require_read=require_read,
-            )
-        )
-    if "classifier" in roles:
-        app.include_router(
-            events_router(
-                store=runtime.store,
-                sector_ids=runtime.sector_ids,
-                require_read=require_read,
-                base_url=settings.public_base_url,
-                query_timeout_s=settings.query_timeout_s,
-            )
-        )
-    if "alerts" in roles:
-        app.include_router(
-            alerts_router(
-                store=runtime.store,
-                policy=runtime.policy,
-                sector_ids=runtime.sector_ids,
-                require_key=require_key,
-                settings=runtime.settings,
-            )
-        )
-    if "classifier" in roles:
+    routers = api_routers(runtime)
+    for role in ("ingest", "classifier", "alerts"):
+        if role in runtime.roles:
+            app.include_router(routers[role])
+    if "classifier" in runtime.roles:
         mount_dashboard(app)  # the page reads /api/v1; in compose the proxy sends / here
-    app.include_router(
-        ops_router(metrics=runtime.metrics, checks={"store": runtime.store.ping, "bus": runtime.bus.ping})
-    )
+    ops = ops_router(metrics=runtime.metrics, checks={"store": runtime.store.ping, "bus": runtime.bus.ping})
+    app.include_router(ops)
+
+    def whole_api() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            everything = FastAPI(title=TITLE, version=__version__, description=DESCRIPTION)
+            for router in (*routers.values(), ops):
+                everything.include_router(router)
+            app.openapi_schema = everything.openapi()
+        return app.openapi_schema
+
+    app.openapi = whole_api  # type: ignore[method-assign]
 
     app.add_middleware(RequestGuard, max_bytes=settings.max_body_bytes, admin_key=settings.api_key)
+    app.add_middleware(AccessLog)  # added last: outermost, so refused requests are logged too
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:

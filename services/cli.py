@@ -22,8 +22,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import cast
 
@@ -50,6 +55,24 @@ from shared.settings import Settings, load_settings
 from shared.timeutil import utcnow
 
 
+class GracefulServer(uvicorn.Server):
+    """uvicorn's server, except that SIGTERM and SIGINT are requests to stop: it drains and the
+    process exits 0. uvicorn itself raises the signal again after its shutdown, so the process
+    ends with 143 (or 130), which a supervisor and `make run` report as a failure."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
 def _run(settings: Settings, role: str) -> int:
     roles: frozenset[Role] = ALL_ROLES if role == "all" else frozenset({cast(Role, role)})
     server: uvicorn.Server | None = None
@@ -69,7 +92,7 @@ def _run(settings: Settings, role: str) -> int:
         timeout_graceful_shutdown=10,
         limit_concurrency=1000,
     )
-    server = uvicorn.Server(config)
+    server = GracefulServer(config)
     server.run()
     if runtime.failed or not server.started:
         return 1
@@ -360,5 +383,18 @@ def main(argv: list[str] | None = None) -> int:
     return _config(settings)
 
 
+def entrypoint() -> None:
+    """The console script: ``main`` with a closed pipe treated as the reader being done
+    (``corridor config | head``), not as an error with a traceback."""
+    try:
+        code = main()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Python flushes stdout again at exit; point it at /dev/null so that fails quietly too.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 0
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entrypoint()

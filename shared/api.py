@@ -1,12 +1,17 @@
 """HTTP pieces every service shares: API keys with two scopes (admin: everything; read: events,
 sectors, sources, feeds — or reads made public by a setting), /healthz, /readyz and /metrics,
-the request guard (key before body, body size cap), request-body validation and its 422s."""
+the request guard (key before body, body size cap, JSON bodies only), the access log,
+request-body validation and its 422s."""
 
 from __future__ import annotations
 
 import hmac
+import json
+import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Annotated
+from urllib.parse import parse_qsl, urlencode
 
 from fastapi import APIRouter, Header, HTTPException, Query, Response
 from fastapi.exceptions import RequestValidationError
@@ -177,6 +182,11 @@ class RequestGuard:
                 return
             more = bool(message.get("more_body"))
         body = b"".join(chunks)
+        media = headers.get("content-type", "").split(";")[0].strip().lower()
+        if body and path.startswith("/api/") and not self._keyless(path) and media != "application/json":
+            detail = "send the body as JSON with the header Content-Type: application/json"
+            await JSONResponse({"detail": detail}, status_code=415)(scope, receive, send)
+            return
         replayed = False
 
         async def replay() -> Message:
@@ -191,3 +201,49 @@ class RequestGuard:
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
         detail = f"request body larger than {self.max_bytes} bytes (CORRIDOR_MAX_BODY_BYTES)"
         await JSONResponse({"detail": detail}, status_code=413)(scope, receive, send)
+
+
+SECRET_PARAMS = frozenset({"key", "token"})
+access_log = logging.getLogger("corridor.access")
+
+
+def _masked_query(raw: bytes) -> str:
+    pairs = parse_qsl(raw.decode("latin-1"), keep_blank_values=True)
+    return urlencode([(k, "[secret]" if k.lower() in SECRET_PARAMS else v) for k, v in pairs])
+
+
+class AccessLog:
+    """ASGI middleware: one log line per request (``corridor.access``, INFO): method, path, query
+    with the ``key`` and ``token`` values masked, status, duration, client address. Fields also
+    ride on the record as ``http`` for the JSON log format. Headers are never logged."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not access_log.isEnabledFor(logging.INFO):
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # what the client gets if the app fails before answering
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            client = scope.get("client")
+            fields = {
+                "method": scope["method"],
+                "path": scope["path"],
+                "query": _masked_query(scope.get("query_string", b"")),
+                "status": status,
+                "ms": round((time.perf_counter() - started) * 1000, 1),
+                "client": client[0] if client else None,
+            }
+            line = " ".join(f"{k}={json.dumps(v) if k == 'query' else v}" for k, v in fields.items() if v != "")
+            access_log.info(line, extra={"http": fields})

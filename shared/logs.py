@@ -35,12 +35,15 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per record: time, level, logger, message, and the exception if any."""
 
     def format(self, record: logging.LogRecord) -> str:
-        data = {
+        data: dict[str, object] = {
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        http = getattr(record, "http", None)
+        if isinstance(http, dict):  # the access log's fields (shared.api.AccessLog)
+            data["http"] = http
         if record.exc_info:
             data["exc"] = self.formatException(record.exc_info)
         elif record.exc_text:  # already formatted (and masked) by SecretMask

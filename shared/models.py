@@ -91,7 +91,7 @@ class Source(_Record):
     consecutive_errors: int = 0
     last_error: str | None = None
     last_error_kind: str | None = None
-    items_seen: int = 0
+    items_seen: int = 0  # entries first seen from this source: new stories and copies of others'
 
 
 class RawItem(_Record):

@@ -95,8 +95,8 @@ class Settings(BaseSettings):
     secret_rotation_grace_s: float = Field(default=86400.0, ge=0.0)
     email_rate_per_hour: int = Field(default=30, ge=1, le=100_000)
     webhook_timeout_s: float = Field(default=10.0, gt=0.0, le=120.0)
-    delivery_retry_schedule_s: CommaList = Field(
-        default_factory=lambda: ["5", "30", "120", "600", "1800", "7200", "21600", "43200", "86400"]
+    delivery_retry_schedule_s: Annotated[list[float], NoDecode] = Field(
+        default_factory=lambda: [5.0, 30.0, 120.0, 600.0, 1800.0, 7200.0, 21600.0, 43200.0, 86400.0]
     )
     delivery_lease_s: float = Field(default=60.0, ge=0.5)
     delivery_sweep_s: float = Field(default=2.0, gt=0.0, le=600.0)
@@ -132,13 +132,9 @@ class Settings(BaseSettings):
 
     @field_validator("delivery_retry_schedule_s")
     @classmethod
-    def _check_schedule(cls, value: list[str]) -> list[str]:
+    def _check_schedule(cls, value: list[float]) -> list[float]:
         for delay in value:
-            try:
-                ok = float(delay) >= 0
-            except ValueError:
-                ok = False
-            if not ok:
+            if not 0 <= delay < float("inf"):
                 raise ValueError(f"retry delays must be non-negative seconds, got {delay!r}")
         return value
 
@@ -186,8 +182,8 @@ class Settings(BaseSettings):
 
     @property
     def retry_delays_s(self) -> list[float]:
-        """The webhook/email retry schedule as seconds; attempt n+1 waits ``retry_delays_s[n]``."""
-        return [float(d) for d in self.delivery_retry_schedule_s]
+        """The webhook/email retry schedule in seconds; attempt n+1 waits ``retry_delays_s[n]``."""
+        return list(self.delivery_retry_schedule_s)
 
     def topic(self, name: str) -> str:
         """The full topic name for a logical topic (tests give each run its own prefix)."""

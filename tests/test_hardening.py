@@ -347,3 +347,60 @@ async def test_a_trickling_host_neither_holds_a_fetch_past_its_deadline_nor_star
         source = sources[f"src_s{n}"]
         assert source.last_error_kind == "timeout" and "within 3 s" in (source.last_error or ""), source
         assert slow.routes[f"/s{n}"].hits == 1, "never fetched a second time: the deadline ends it within the lease"
+
+
+def test_cli_output_into_a_closed_pipe_and_settings_as_values(tmp_path: Path) -> None:
+    """Item 14: `corridor config | head` ends quietly; list settings print as what they are."""
+    import subprocess
+
+    from helpers import CORRIDOR
+
+    env = {"PATH": "/usr/bin:/bin", "CORRIDOR_SQLITE_PATH": str(tmp_path / "s.sqlite3")}
+    piped = subprocess.run(
+        f"{CORRIDOR} config | head -1", shell=True, capture_output=True, env=env, timeout=60, check=False
+    )
+    assert piped.returncode == 0 and piped.stderr == b"", piped.stderr.decode()[-2000:]
+    full = json.loads(subprocess.run([CORRIDOR, "config"], capture_output=True, env=env, timeout=60, check=True).stdout)
+    assert full["delivery_retry_schedule_s"][:3] == [5.0, 30.0, 120.0]
+    assert full["api_key"] == "**********", "secrets stay masked"
+
+
+def test_sigterm_drains_and_exits_0(tmp_path: Path) -> None:
+    """Item 14 (and `make run` after Ctrl-C): a stop request is not a crash."""
+    import signal
+
+    from helpers import CorridorProcess
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        corridor = CorridorProcess(
+            "all", {"CORRIDOR_SQLITE_PATH": str(tmp_path / "s.sqlite3")}, tmp_path / "c.log"
+        ).start()
+        assert corridor.proc is not None
+        corridor.proc.send_signal(sig)
+        assert corridor.proc.wait(30) == 0, (sig, (tmp_path / "c.log").read_text()[-2000:])
+
+
+async def test_access_log_content_type_items_seen_and_whole_api_docs(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Items 14 and 15: one structured access line per request with keys and tokens masked; a
+    body without Content-Type gets a plain 415; a single role's app documents the whole API."""
+    import logging
+
+    admin = {"Authorization": "Bearer admin-key"}
+    settings = load_settings(sqlite_path=tmp_path / "s.sqlite3", api_key="admin-key", read_api_keys="read-key-77")
+    caplog.set_level(logging.INFO, logger="corridor.access")
+    async with runtime_client(Runtime(settings, ALL_ROLES)) as client:
+        await client.get("/api/v1/events.rss", params={"key": "read-key-77", "sector": "energy"})
+        await client.post("/api/v1/subscriptions/sub_x/unsubscribe", params={"token": "tok-123456"})
+        plain = await client.post("/api/v1/sources", headers=admin, content=b'{"url": "https://f.example/"}')
+        assert plain.status_code == 415 and "Content-Type: application/json" in plain.text
+    lines = [r for r in caplog.records if r.name == "corridor.access"]
+    assert len(lines) == 3
+    rss = lines[0].http  # type: ignore[attr-defined]
+    assert rss["method"] == "GET" and rss["path"] == "/api/v1/events.rss" and rss["status"] == 200
+    assert "sector=energy" in rss["query"] and "read-key-77" not in caplog.text and "tok-123456" not in caplog.text
+    assert lines[2].http["status"] == 415  # type: ignore[attr-defined]
+    classifier_only = create_app(Runtime(settings, {"classifier"}))
+    paths = set(classifier_only.openapi()["paths"])
+    assert {"/api/v1/events", "/api/v1/sources", "/api/v1/subscriptions", "/api/v1/deliveries"} <= paths

@@ -172,7 +172,8 @@ class Poller:
         return item.model_copy(update={"language": language}) if language else item
 
     async def _publish(self, source: Source, items: list[RawItem]) -> int:
-        """Publish new items and updates, link duplicates; mark all seen only after publishing."""
+        """Publish new items and updates, link duplicates; mark all seen only after publishing.
+        How many entries were seen for the first time (new items and duplicates)."""
         decisions = await self._deduper.decide(items)
         for outcome, count in (
             ("new", len(decisions.new)),
@@ -190,7 +191,9 @@ class Poller:
         await self._store.add_duplicates(decisions.duplicates)
         await self._store.mark_seen(decisions.seen_marks(), self._clock())
         self._metrics.items_published.inc(len(decisions.new))
-        return len(decisions.new)
+        # Seen from this source: its new stories and its copies of stories another source had
+        # first (a source that only repeats others still shows what it brought).
+        return len(decisions.new) + len(decisions.duplicates)
 
     async def _record_success(
         self,
@@ -220,7 +223,7 @@ class Poller:
         await self._store.update_source(source.id, fields)
         if source.broken:
             await self._health_event("source.recovered", source, 0, None, None)
-        log.info("polled %s: %s, %d new items", source.url, status, new)
+        log.info("polled %s: %s, %d entries seen for the first time", source.url, status, new)
 
     async def _record_error(self, source: Source, exc: FetchError) -> None:
         now = self._clock()
