@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum
 DEV_STAMP := $(VENV)/.installed-dev-$(shell cat requirements.lock requirements-dev.lock pyproject.toml | cksum | cut -d' ' -f1)
 PIP := $(BIN)/python -m pip install -q --disable-pip-version-check
 
-.PHONY: install install-dev run test unit lint servers stop-servers compose-schema browser eval bench clean
+.PHONY: install install-dev run demo test unit lint servers stop-servers compose-schema browser eval bench clean
 
 # Runtime dependencies only: what `make run` needs on a fresh machine.
 $(STAMP): requirements.lock pyproject.toml
@@ -29,6 +29,10 @@ install-dev: $(DEV_STAMP)
 ## Corridor on embedded defaults: one process, in-process bus, SQLite store, http://127.0.0.1:8000
 run: install
 	$(BIN)/corridor run all
+
+## The whole loop offline: a local sample feed, Corridor, a receiver that prints verified alerts
+demo: install
+	$(BIN)/corridor demo
 
 ## Start the real servers the tests need (idempotent): Kafka 3.9 (KRaft) and the Mongo-wire test server
 ## (SecantusDB's secantusd-rs; built once per machine with cargo, ~10 min, cached in ~/.cache/corridor)

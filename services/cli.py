@@ -1,6 +1,8 @@
 """`corridor`: run services and operate Corridor from the command line.
 
     corridor run ingest|classifier|alerts|all   serve one role (or all) with its HTTP routes
+    corridor demo [--port P]                    the whole loop offline: a local sample feed, Corridor,
+                                                a local receiver that prints verified alerts
     corridor init                               create Kafka topics and store indexes
     corridor store migrate                      move data of an earlier store layout (also done at start)
     corridor sources add URL [--name N]         add a feed source
@@ -303,6 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("role", choices=["ingest", "classifier", "alerts", "all"])
     run.add_argument("--host", help="override CORRIDOR_HTTP_HOST")
     run.add_argument("--port", type=int, help="override CORRIDOR_HTTP_PORT")
+    demo = sub.add_parser("demo", help="run Corridor offline with a local sample feed and a printing receiver")
+    demo.add_argument("--port", type=int, help="Corridor's port (default 8000)")
     sub.add_parser("init", help="create Kafka topics and store indexes")
     store = sub.add_parser("store", help="store maintenance")
     store.add_subparsers(dest="store_command", required=True).add_parser(
@@ -366,6 +370,10 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings.log_level, json_lines=settings.log_json, secrets=settings.secret_values())
     if args.command == "run":
         return _run(settings, args.role)
+    if args.command == "demo":
+        from services.demo import run_demo
+
+        return run_demo(args.port)
     if args.command == "init":
         return asyncio.run(_init(settings))
     if args.command == "sources":

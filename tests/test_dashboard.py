@@ -17,13 +17,28 @@ from shared.models import ClassifiedItem, Evidence, SectorScore, Source
 from shared.store.sqlite import SQLiteStore
 
 NOW = datetime.now(UTC)
-STORIES = [
-    ("Pakistan and Kazakhstan agree rail corridor via Afghanistan", ["transport", "infrastructure"], ["PK", "KZ"]),
-    ("Kazakh wheat shipments to Karachi rise", ["agriculture", "trade_investment"], ["PK", "KZ"]),
-    ("Gwadar port to handle Kazakh transit cargo", ["maritime", "transport"], ["PK", "KZ"]),
-    ("KazMunayGas and OGDCL discuss upstream cooperation", ["petroleum", "energy"], ["PK", "KZ"]),
-    ("Pakistan textile exports to Central Asia grow", ["textiles", "trade_investment"], ["PK"]),
-    ("Kazatomprom uranium output steady", ["mining", "energy"], ["KZ"]),
+STORIES = [  # title, sectors, countries, the matched term of each sector (in the title)
+    (
+        "Pakistan and Kazakhstan agree rail corridor via Afghanistan",
+        ["transport", "infrastructure"],
+        ["PK", "KZ"],
+        ["rail corridor", "corridor"],
+    ),
+    (
+        "Kazakh wheat shipments to Karachi rise",
+        ["agriculture", "trade_investment"],
+        ["PK", "KZ"],
+        ["wheat", "shipments"],
+    ),
+    ("Gwadar port to handle Kazakh transit cargo", ["maritime", "transport"], ["PK", "KZ"], ["Gwadar port", "transit"]),
+    (
+        "KazMunayGas and OGDCL discuss upstream cooperation",
+        ["petroleum", "energy"],
+        ["PK", "KZ"],
+        ["KazMunayGas", "upstream"],
+    ),
+    ("Pakistan textile exports to Central Asia grow", ["textiles", "trade_investment"], ["PK"], ["textile", "exports"]),
+    ("Kazatomprom uranium output steady", ["mining", "energy"], ["KZ"], ["uranium", "uranium"]),
 ]
 
 
@@ -37,12 +52,12 @@ def chromium() -> str:
     return path
 
 
-async def seed(path: Path) -> None:
+async def seed(path: Path, weeks: int = 10) -> None:
     store = SQLiteStore(path)
     await store.start()
     n = 0
-    for week in range(10):
-        for i, (title, sectors, countries) in enumerate(STORIES):
+    for week in range(weeks):
+        for i, (title, sectors, countries, terms) in enumerate(STORIES):
             if (week + i) % 3 == 0:
                 continue
             n += 1
@@ -63,7 +78,11 @@ async def seed(path: Path) -> None:
                     ],
                     countries=countries,
                     bilateral=len(countries) == 2,  # type: ignore[arg-type]
-                    evidence=[Evidence(kind="sector", label=sectors[0], term=sectors[0], snippet=f"…{title}…")],
+                    # Both sectors matched in the title: two pieces of evidence, one snippet.
+                    evidence=[
+                        Evidence(kind="sector", label=s, term=t, snippet=f"…{title}…")
+                        for s, t in zip(sectors, terms, strict=True)
+                    ],
                     classifier_version="seed",
                 )
             )
@@ -125,7 +144,7 @@ def test_dashboard_renders_chart_events_and_health(tmp_path: Path, artifacts: Pa
     ).start()
     try:
         dom = render(browser, corridor.base + "/", artifacts / "dashboard.png", "1280,1500")
-        render(browser, corridor.base + "/", artifacts / "dashboard-phone.png", "390,1600")
+        phone = render(browser, corridor.base + "/", artifacts / "dashboard-phone.png", "390,1600")
     finally:
         corridor.stop()
     assert 'data-ready="ok"' in dom, "every panel loaded its data"
@@ -136,3 +155,32 @@ def test_dashboard_renders_chart_events_and_health(tmp_path: Path, artifacts: Pa
     failing = re.search(r"<tr class=\"failing\">(.{0,160})", dom)
     assert failing and "MOFA press releases" in failing.group(1) and "http_status ×7" in failing.group(1), failing
     assert (artifacts / "dashboard.png").stat().st_size > 10_000
+    # Issue 13, item 13: what a first run showed.
+    assert 'data-subscription-form="hidden"' in dom, "no key: the subscription form stays hidden"
+    events = re.findall(r"<li>(.*?)</li>", re.search(r'<ol id="events".*?</ol>', dom, re.S).group(0), re.S)  # type: ignore[union-attr]
+    assert len(events) == 25
+    for event in events:
+        assert event.count('class="evidence"') == 1, "two sectors matched in one title: one snippet shown"
+        assert "<mark>" in event, "the matched term is marked"
+        assert "Dawn business" in event and "feeds/business" not in event, "the source's name, not its feed URL"
+    assert "<mark>Gwadar port</mark>" in dom
+    width = int(re.search(r'<svg viewBox="0 0 (\d+) ', phone).group(1))  # type: ignore[union-attr]
+    assert width < 400, f"drawn at the phone's width (labels keep their size), not scaled down: {width}"
+    assert 'data-weeks="11"' in dom, "26 weeks asked, 10 weeks of data: the chart starts a week before the first"
+
+
+def test_dashboard_with_little_data_fits_the_chart_to_it(tmp_path: Path, artifacts: Path) -> None:
+    browser = chromium()
+    db = tmp_path / "little.sqlite3"
+    asyncio.run(seed(db, weeks=2))
+    corridor = CorridorProcess(
+        "all",
+        {"CORRIDOR_SQLITE_PATH": str(db), "CORRIDOR_POLL_TICK_S": "60", "CORRIDOR_POLL_INTERVAL_S": "86400"},
+        tmp_path / "corridor.log",
+    ).start()
+    try:
+        dom = render(browser, corridor.base + "/", artifacts / "dashboard-little.png", "1280,1200")
+    finally:
+        corridor.stop()
+    assert 'data-weeks="4"' in dom, "two weeks of data: four weeks drawn, not 26 mostly flat"
+    assert len(re.findall(r"<polyline", dom)) >= 6

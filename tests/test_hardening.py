@@ -404,3 +404,35 @@ async def test_access_log_content_type_items_seen_and_whole_api_docs(
     classifier_only = create_app(Runtime(settings, {"classifier"}))
     paths = set(classifier_only.openapi()["paths"])
     assert {"/api/v1/events", "/api/v1/sources", "/api/v1/subscriptions", "/api/v1/deliveries"} <= paths
+
+
+def test_the_offline_demo_shows_verified_alerts_and_stops_cleanly(tmp_path: Path) -> None:
+    """Item 11: one command, no network: a local feed of real items, Corridor, a receiver that
+    prints verified alerts."""
+    import signal
+    import subprocess
+    import time
+
+    from helpers import CORRIDOR, free_port
+
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    proc = subprocess.Popen(
+        [CORRIDOR, "demo", "--port", str(free_port())], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    assert proc.stdout is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + 90
+    try:
+        while time.monotonic() < deadline and sum("✔ verified alert" in line for line in lines) < 12:
+            line = proc.stdout.readline().decode()
+            if not line:
+                break
+            lines.append(line)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=30)
+    output = "".join(lines) + rest.decode()
+    assert output.count("✔ verified alert msg_") == 12, output[-3000:]
+    assert "Pakistan, Kazakhstan deepen educational ties with signing of eight MoUs" in output
+    assert "sectors: " in output and "why: " in output
+    assert proc.returncode == 0 and output.rstrip().endswith("stopped"), output[-1000:]

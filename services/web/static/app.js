@@ -5,7 +5,8 @@
 const COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
   "#7f7f7f", "#bcbd22", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd"];
 const $ = (id) => document.getElementById(id);
-const state = { key: sessionStorage.getItem("corridor-key") || "", sectors: [], color: {} };
+const state = { key: sessionStorage.getItem("corridor-key") || "", sectors: [], color: {}, sourceNames: {} };
+const MIN_WEEKS = 4; // the chart shows at least this many weeks, starting near the first with data
 
 function el(tag, attrs, ...children) {
   const node = document.createElement(tag);
@@ -48,20 +49,30 @@ function query() {
 function drawChart(data) {
   const box = $("chart");
   box.replaceChildren();
-  const weeks = data.weeks;
-  const top = data.sectors.filter((s) => s.total > 0).sort((a, b) => b.total - a.total).slice(0, 8);
-  const W = 900, H = 260, L = 34, R = 10, T = 10, B = 26;
+  // Fit the range to the data: start a week before the first week with any item (at least
+  // MIN_WEEKS shown), so a new installation does not draw 26 weeks of flat zeros.
+  const first = data.weeks.findIndex((w, i) => data.sectors.some((s) => s.weeks[i].count > 0));
+  const from = first < 0 ? 0 : Math.max(0, Math.min(first - 1, data.weeks.length - MIN_WEEKS));
+  const weeks = data.weeks.slice(from);
+  const top = data.sectors.filter((s) => s.total > 0).sort((a, b) => b.total - a.total).slice(0, 8)
+    .map((s) => ({ ...s, weeks: s.weeks.slice(from) }));
+  // Drawn at the width it is shown at, so text keeps its size on a phone (a 900-unit drawing
+  // scaled into 390 pixels made 11-pixel labels about 5 pixels tall).
+  const W = Math.max(300, Math.round(box.clientWidth || 900)), H = W < 600 ? 220 : 260;
+  const L = 34, R = 10, T = 10, B = 26;
   const max = Math.max(1, ...top.flatMap((s) => s.weeks.map((w) => w.count)));
   const x = (i) => L + (weeks.length > 1 ? i * (W - L - R) / (weeks.length - 1) : (W - L - R) / 2);
   const y = (v) => H - B - v * (H - T - B) / max;
-  const chart = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": "items per sector per week" });
+  const chart = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": "items per sector per week",
+    "data-weeks": weeks.length });
   for (let tick = 0; tick <= 4; tick++) {
     const v = Math.round(max * tick / 4);
     chart.append(svg("line", { x1: L, x2: W - R, y1: y(v), y2: y(v), class: "axis" }));
     const label = svg("text", { x: 2, y: y(v) + 4 }); label.textContent = v; chart.append(label);
   }
+  const labels = Math.max(2, Math.floor((W - L - R) / 70)); // about one date label per 70 pixels
   weeks.forEach((week, i) => {
-    if (i % Math.ceil(weeks.length / 8) === 0) {
+    if (i % Math.ceil(weeks.length / labels) === 0) {
       const label = svg("text", { x: x(i) - 16, y: H - 6 }); label.textContent = week.slice(5); chart.append(label);
     }
   });
@@ -76,6 +87,18 @@ function drawChart(data) {
   box.append(chart);
 }
 
+// The snippet with the matched term marked (found case-insensitively; built as DOM nodes).
+function marked(snippet, term) {
+  const at = term ? snippet.toLowerCase().indexOf(term.toLowerCase()) : -1;
+  if (at < 0) return el("q", {}, snippet);
+  return el("q", {}, snippet.slice(0, at), el("mark", {}, snippet.slice(at, at + term.length)), snippet.slice(at + term.length));
+}
+
+function sourceName(item) {
+  if (state.sourceNames[item.source_id]) return state.sourceNames[item.source_id];
+  try { return new URL(item.source_url).hostname; } catch (e) { return item.source_id; }
+}
+
 function drawEvents(page) {
   const list = $("events");
   list.replaceChildren();
@@ -83,14 +106,16 @@ function drawEvents(page) {
     const when = new Date(item.published_at || item.fetched_at);
     const li = el("li", {},
       el("a", { class: "title", href: webLink(item.url) || `/api/v1/events/${encodeURIComponent(item.id)}`, target: "_blank", rel: "noopener" }, item.title || "(untitled)"),
-      el("div", { class: "meta" }, `${when.toISOString().slice(0, 16).replace("T", " ")} UTC · ${item.source_url}` +
+      el("div", { class: "meta" }, `${when.toISOString().slice(0, 16).replace("T", " ")} UTC · ${sourceName(item)}` +
         (item.duplicates.length ? ` · also in ${item.duplicates.length} other source(s)` : "")));
     const tags = el("div", {});
     for (const c of item.countries) tags.append(el("span", { class: "country" }, c === "PK" ? "Pakistan" : "Kazakhstan"));
     for (const s of item.sector_scores) tags.append(el("span", { class: "badge", style: `background:${state.color[s.id] || "#555"}` }, `${s.id} ${s.score}`));
     li.append(tags);
-    const evidence = item.evidence.filter((e) => e.kind === "sector").slice(0, 2);
-    for (const e of evidence) li.append(el("p", { class: "evidence" }, `${e.label}: `, el("q", {}, e.snippet)));
+    // One line per distinct snippet (two sectors matched in one title share it), term marked.
+    const seen = new Set();
+    const evidence = item.evidence.filter((e) => e.kind === "sector" && !seen.has(e.snippet) && seen.add(e.snippet));
+    for (const e of evidence.slice(0, 2)) li.append(el("p", { class: "evidence" }, `${e.label}: `, marked(e.snippet, e.term)));
     list.append(li);
   }
   if (!page.items.length) list.append(el("li", {}, "No events match."));
@@ -116,7 +141,7 @@ function drawSources(sources) {
 
 async function loadSubscriptions() {
   const msg = $("admin-msg");
-  if (!state.key) { msg.textContent = "Enter an admin key to manage subscriptions."; $("subform").hidden = true; return; }
+  if (!state.key) { msg.textContent = "Enter an admin key to manage subscriptions."; $("subform").hidden = true; markAdmin(); return; }
   try {
     const subs = await api("/api/v1/subscriptions");
     $("subs").replaceChildren(...subs.map((s) => el("li", {},
@@ -125,6 +150,12 @@ async function loadSubscriptions() {
     msg.textContent = `${subs.length} subscription(s).`;
     $("subform").hidden = false;
   } catch (e) { msg.textContent = "Cannot list subscriptions: " + e.message; $("subform").hidden = true; }
+  markAdmin();
+}
+
+// Whether the subscription form is on screen, as rendered (for people reading the DOM, and tests).
+function markAdmin() {
+  document.body.dataset.subscriptionForm = getComputedStyle($("subform")).display === "none" ? "hidden" : "shown";
 }
 
 async function removeSubscription(id) {
@@ -152,9 +183,12 @@ async function refresh() {
     api("/api/v1/events?limit=25&" + params.toString()),
     api("/api/v1/sources"),
   ]);
+  if (sources.status === "fulfilled") {
+    for (const source of sources.value) if (source.name) state.sourceNames[source.id] = source.name;
+    drawSources(sources.value);
+  }
   if (sectors.status === "fulfilled") drawChart(sectors.value);
   if (events.status === "fulfilled") drawEvents(events.value);
-  if (sources.status === "fulfilled") drawSources(sources.value);
   const failed = [sectors, events, sources].find((r) => r.status === "rejected");
   document.body.dataset.ready = failed ? "error" : "ok";
   if (failed) $("admin-msg").textContent = "Some data could not be loaded: " + failed.reason.message;
