@@ -47,6 +47,7 @@ function query() {
 }
 
 function drawChart(data) {
+  state.chartData = data;
   const box = $("chart");
   box.replaceChildren();
   // Fit the range to the data: start a week before the first week with any item (at least
@@ -73,7 +74,7 @@ function drawChart(data) {
   const labels = Math.max(2, Math.floor((W - L - R) / 70)); // about one date label per 70 pixels
   weeks.forEach((week, i) => {
     if (i % Math.ceil(weeks.length / labels) === 0) {
-      const label = svg("text", { x: x(i) - 16, y: H - 6 }); label.textContent = week.slice(5); chart.append(label);
+      const label = svg("text", { x: Math.min(x(i) - 16, W - 36), y: H - 6 }); label.textContent = week.slice(5); chart.append(label);
     }
   });
   $("legend").replaceChildren();
@@ -204,6 +205,8 @@ async function init() {
   $("keyform").addEventListener("submit", (e) => { e.preventDefault(); state.key = $("key").value.trim(); sessionStorage.setItem("corridor-key", state.key); refresh(); loadSubscriptions(); });
   $("subform").addEventListener("submit", subscribe);
   $("controls").addEventListener("submit", (e) => e.preventDefault());
+  let resized; // the chart is drawn at its width: draw it again when that changes
+  window.addEventListener("resize", () => { clearTimeout(resized); resized = setTimeout(() => state.chartData && drawChart(state.chartData), 150); });
   await refresh();
   loadSubscriptions();
   setInterval(refresh, 60000);
