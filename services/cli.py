@@ -38,6 +38,7 @@ import httpx
 import uvicorn
 
 from services.app import create_app
+from services.classifier.agreements import load_registry
 from services.classifier.classify import Classifier
 from services.classifier.evaluate import evaluate, format_report, load_records
 from services.classifier.reclassify import reclassify
@@ -232,8 +233,8 @@ async def _ingest_parse(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _eval(paths: list[Path], taxonomy_path: Path | None) -> int:
-    classifier = Classifier(load_taxonomy(taxonomy_path))
+def _eval(paths: list[Path], taxonomy_path: Path | None, agreements_path: Path | None) -> int:
+    classifier = Classifier(load_taxonomy(taxonomy_path), load_registry(agreements_path))
     summaries = []
     for path in paths:
         summary = evaluate(classifier, load_records(path), path=str(path)).summary()
@@ -244,7 +245,9 @@ def _eval(paths: list[Path], taxonomy_path: Path | None) -> int:
 
 
 async def _reclassify(settings: Settings, taxonomy_path: Path | None, write: bool) -> int:
-    classifier = Classifier(load_taxonomy(taxonomy_path))
+    classifier = Classifier(
+        load_taxonomy(taxonomy_path or settings.taxonomy_path), load_registry(settings.agreements_path)
+    )
     store = build_store(settings)
     await store.start()
     try:
@@ -349,6 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="score the classifier on labelled JSONL files")
     ev.add_argument("paths", nargs="+", type=Path)
     ev.add_argument("--taxonomy", type=Path, help="taxonomy file (default: the built-in one)")
+    ev.add_argument("--agreements", type=Path, help="agreements registry (default: the built-in one)")
     rc = sub.add_parser("reclassify", help="replay stored items through a taxonomy; report, then optionally write")
     rc.add_argument("--taxonomy", type=Path, help="taxonomy file (default: the built-in one)")
     rc.add_argument("--write", action="store_true", help="store the new classifications (default: report only)")
@@ -383,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "ingest":
         return asyncio.run(_ingest_parse(settings, args))
     if args.command == "eval":
-        return _eval(args.paths, args.taxonomy)
+        return _eval(args.paths, args.taxonomy, args.agreements)
     if args.command == "store":
         return asyncio.run(_store_migrate(settings))
     if args.command == "reclassify":

@@ -19,6 +19,7 @@ import httpx
 from services.alerts.deliverer import Deliverer
 from services.alerts.matcher import Matcher
 from services.alerts.ops import OpsNotifier
+from services.classifier.agreements import load_registry
 from services.classifier.classify import Classifier
 from services.classifier.service import ClassifierService
 from services.classifier.taxonomy import load_taxonomy
@@ -95,6 +96,7 @@ class Runtime:
         self.store = build_store(settings)
         self.bus = build_bus(settings)
         self.taxonomy = load_taxonomy(settings.taxonomy_path)
+        self.registry = load_registry(settings.agreements_path)
         self.failed = False
         self._on_failure = on_failure
         self._stop = asyncio.Event()
@@ -126,7 +128,7 @@ class Runtime:
         self.classifier = ClassifierService(
             store=self.store,
             bus=self.bus,
-            classifier=Classifier(self.taxonomy),
+            classifier=Classifier(self.taxonomy, self.registry),
             settings=settings,
             metrics=self.metrics,
         )

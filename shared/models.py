@@ -8,13 +8,40 @@ from __future__ import annotations
 
 import hashlib
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from shared.timeutil import to_utc_ms, utcnow
 
 Country = Literal["PK", "KZ"]
+# The areas of the agreements (services/classifier/agreements.json assigns each agreement one).
+Area = Literal[
+    "strategic-partnership",
+    "transit-trade",
+    "railways",
+    "transport-corridor",
+    "maritime",
+    "customs",
+    "petroleum-mining-geosciences",
+    "energy",
+    "agriculture",
+    "health-pharma",
+    "textiles-industry",
+    "trade-investment",
+    "ai-digital",
+    "education-science",
+    "media",
+    "culture-humanitarian-sports",
+    "climate-environment",
+    "justice-security",
+    "aviation",
+    "islamic-finance",
+]
+AREAS: tuple[Area, ...] = get_args(Area)
+# Implementation stages, in order of progress; "setback" stands apart (shown beside the stage).
+Stage = Literal["signed", "follow_up_talks", "approved", "planning", "financed", "underway", "operational", "setback"]
+PROGRESS: tuple[Stage, ...] = ("signed", "follow_up_talks", "approved", "planning", "financed", "underway", "operational")
 Channel = Literal["webhook", "email", "kafka"]
 DeliveryStatus = Literal["pending", "queued", "delivered", "failed"]
 
@@ -162,10 +189,20 @@ class SectorScore(BaseModel):
     terms: list[str]
 
 
-class Evidence(BaseModel):
-    """One matched term and the snippet around it, for a sector or a country."""
+class AgreementLink(BaseModel):
+    """An agreement the item reports on, with its score and the matched terms."""
 
-    kind: Literal["sector", "country"]
+    id: str
+    area: Area
+    score: float
+    terms: list[str]
+
+
+class Evidence(BaseModel):
+    """One matched term and the snippet around it, for a sector, a country, an agreement or the
+    implementation stage the item reports."""
+
+    kind: Literal["sector", "country", "agreement", "stage"]
     label: str
     term: str
     snippet: str
@@ -179,6 +216,8 @@ class ClassifiedItem(RawItem):
     countries: list[Country] = Field(default_factory=list)
     bilateral: bool = False
     evidence: list[Evidence] = Field(default_factory=list)
+    agreements: list[AgreementLink] = Field(default_factory=list)
+    stage: Stage | None = None  # what the item reports of its agreements' implementation
     classifier_version: str
     classified_at: Moment = Field(default_factory=utcnow)
 

@@ -69,6 +69,7 @@ class Settings(BaseSettings):
     memory_bus_max_retained: int = Field(default=10_000, ge=10)
 
     taxonomy_path: Path | None = None
+    agreements_path: Path | None = None
 
     allow_private_networks: CommaList = Field(default_factory=list)
 

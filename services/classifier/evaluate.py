@@ -5,6 +5,11 @@ Accepted records: Corridor's labelled news (``title``, ``text``, ``sectors``, ``
 ``about_kazakhstan``) and the Reuters mapping (``title``, ``body``, ``sectors``; no country labels).
 Macro-F1 is averaged over the sectors that occur in the labels of the file, so a sector no label
 uses neither helps nor hurts it.
+
+Records may also carry ``agreements`` (agreement ids, or area ids — then a predicted agreement
+counts through its area) and ``stage``: the report adds agreement-link precision/recall/F1 per
+area, their macro-F1 (over the areas in the labels) and the stage accuracy (over the records
+with a labelled stage: the predicted stage must be that stage).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from services.classifier.classify import Classifier
-from shared.models import RawItem
+from shared.models import ClassifiedItem, RawItem
 
 _EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -71,6 +76,11 @@ class Report:
     sectors: dict[str, Counts] = field(default_factory=dict)
     countries: dict[str, Counts] = field(default_factory=dict)
     labelled_sectors: set[str] = field(default_factory=set)
+    areas: dict[str, Counts] = field(default_factory=dict)
+    labelled_areas: set[str] = field(default_factory=set)
+    stages_right: int = 0
+    stages_labelled: int = 0
+    stage_confusion: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         present = sorted(self.labelled_sectors)
@@ -86,9 +96,16 @@ class Report:
                 country_all.fp + c.fp,
                 country_all.fn + c.fn,
             )
+        areas = sorted(self.labelled_areas)
+        agreement_macro = sum(self.areas[a].f1 for a in areas) / len(areas) if areas else None
         return {
             "path": self.path,
             "items": self.items,
+            "agreement_areas": {a: self.areas[a].as_dict() for a in areas} or None,
+            "agreement_macro_f1": round(agreement_macro, 4) if agreement_macro is not None else None,
+            "stage_accuracy": round(self.stages_right / self.stages_labelled, 4) if self.stages_labelled else None,
+            "stages_labelled": self.stages_labelled or None,
+            "stage_confusion": self.stage_confusion or None,
             "items_per_s": round(self.items / self.seconds, 1) if self.seconds else None,
             "sectors": {s: self.sectors[s].as_dict() for s in present},
             "micro_f1": round(micro.f1, 4),
@@ -144,7 +161,27 @@ def evaluate(classifier: Classifier, records: Iterable[dict[str, Any]], *, path:
         if has_countries:
             report.countries["PK"].add("PK" in result.countries, bool(record["about_pakistan"]))
             report.countries["KZ"].add("KZ" in result.countries, bool(record["about_kazakhstan"]))
+        if "agreements" in record:
+            _score_agreements(report, record, result)
     return report
+
+
+def _score_agreements(report: Report, record: dict[str, Any], result: ClassifiedItem) -> None:
+    labels = set(record.get("agreements") or [])
+    predicted_ids = {a.id for a in result.agreements}
+    predicted_areas = {a.area for a in result.agreements}
+    for label in labels:
+        report.labelled_areas.add(label)
+    for key in labels | predicted_areas | predicted_ids:
+        counts = report.areas.setdefault(key, Counts())
+        # An area label is met by any agreement of that area; an agreement label by that agreement.
+        counts.add(key in predicted_areas or key in predicted_ids, key in labels)
+    if record.get("stage"):
+        report.stages_labelled += 1
+        predicted = result.stage or "none"
+        report.stages_right += predicted == record["stage"]
+        row = report.stage_confusion.setdefault(str(record["stage"]), {})
+        row[predicted] = row.get(predicted, 0) + 1
 
 
 def format_report(summary: dict[str, Any]) -> str:
@@ -156,6 +193,15 @@ def format_report(summary: dict[str, Any]) -> str:
     for sector, m in summary["sectors"].items():
         lines.append(f"  {sector:<18} {m['precision']:>6.3f} {m['recall']:>6.3f} {m['f1']:>6.3f} {m['support']:>7}")
     lines.append(f"  micro-F1 {summary['micro_f1']:.3f}   macro-F1 {summary['macro_f1']:.3f}")
+    if summary.get("agreement_areas"):
+        lines.append(f"  {'agreement area':<30} {'prec':>6} {'recall':>6} {'f1':>6} {'support':>7}")
+        for area, m in summary["agreement_areas"].items():
+            lines.append(f"  {area:<30} {m['precision']:>6.3f} {m['recall']:>6.3f} {m['f1']:>6.3f} {m['support']:>7}")
+        lines.append(f"  agreement macro-F1 {summary['agreement_macro_f1']:.3f}")
+    if summary.get("stage_accuracy") is not None:
+        lines.append(
+            f"  stage accuracy {summary['stage_accuracy']:.3f} over {summary['stages_labelled']} labelled stages"
+        )
     if summary["countries"]:
         for country, m in summary["countries"].items():
             lines.append(

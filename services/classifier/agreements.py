@@ -1,0 +1,107 @@
+"""The agreements registry: the Pakistan–Kazakhstan agreements and MoUs Corridor tracks, as data.
+
+``agreements.json`` (shipped) lists the documents signed in Islamabad on 4 February 2026 and any
+signed later, each with its area, parties, date, what it commits to, its terms in the languages
+the taxonomy covers, the sources every fact comes from and what is uncertain; and, per
+implementation stage, the phrases that report it. Loaded and validated at start; operators extend
+it without code by pointing ``CORRIDOR_AGREEMENTS_PATH`` (or ``--agreements``) at their own file.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+from typing import Literal, get_args
+
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
+
+from shared.datafiles import load_json_model
+from shared.models import AREAS, PROGRESS, Area, Stage
+
+Language = Literal["en", "ru", "kk", "ur", "uz", "hi"]
+
+
+class SourceRef(BaseModel):
+    """Where a fact comes from."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: HttpUrl
+    title: str = ""
+    says: str = ""
+
+
+class Agreement(BaseModel):
+    """One signed document (or a package of them, when reports do not tell them apart)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{1,79}$")
+    area: Area
+    title: str = Field(min_length=3)
+    parties: list[str] = Field(default_factory=list)
+    signed_on: date
+    commits_to: str = ""
+    terms: dict[Language, list[str]] = Field(description="phrases that name this agreement's subject, by language")
+    sources: list[SourceRef] = Field(min_length=1)
+    uncertain: list[str] = Field(default_factory=list, description="facts not confirmed by two sources")
+
+    @model_validator(mode="after")
+    def _some_terms(self) -> Agreement:
+        if not any(t.strip() for terms in self.terms.values() for t in terms):
+            raise ValueError(f"agreement {self.id} has no terms")
+        return self
+
+
+class AreaSpec(BaseModel):
+    """An area: its label, and phrases that name its subject without naming one agreement (an
+    item matching them is linked to the area's first agreement in the file, its broadest)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    label: str = Field(min_length=1)
+    terms: dict[Language, list[str]] = Field(default_factory=dict)
+
+
+class Registry(BaseModel):
+    """The registry file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: str = Field(min_length=1)
+    signed_in: str = ""
+    notes: str = ""
+    areas: dict[Area, AreaSpec] = Field(description="every area id: its label and its terms")
+    stages: dict[Stage, dict[Language, list[str]]] = Field(description="phrases reporting each stage")
+    agreements: list[Agreement] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Registry:
+        missing = set(get_args(Area)) - set(self.areas)
+        if missing:
+            raise ValueError(f"areas without a label: {sorted(missing)}")
+        if set(self.stages) != set(get_args(Stage)):
+            raise ValueError(f"stages must list phrases for exactly {list(get_args(Stage))}")
+        ids = [a.id for a in self.agreements]
+        repeated = sorted({i for i in ids if ids.count(i) > 1})
+        if repeated:
+            raise ValueError(f"agreement ids must be unique: {repeated}")
+        return self
+
+    def by_id(self) -> dict[str, Agreement]:
+        return {a.id: a for a in self.agreements}
+
+    def leads(self) -> dict[Area, str]:
+        """Each area's first agreement in the file (its broadest), which area-level mentions link to."""
+        leads: dict[Area, str] = {}
+        for agreement in self.agreements:
+            leads.setdefault(agreement.area, agreement.id)
+        return leads
+
+
+def load_registry(path: Path | None = None) -> Registry:
+    """Load ``path`` or the registry shipped with Corridor; :class:`ConfigError` when invalid."""
+    return load_json_model(Registry, package="services.classifier", filename="agreements.json", path=path)
+
+
+__all__ = ["AREAS", "PROGRESS", "Agreement", "Area", "Registry", "Stage", "load_registry"]

@@ -1,0 +1,114 @@
+"""Linking classified items to the agreements they report on, and the stage they report.
+
+An item is linked only when it concerns both countries: both are among its countries, or one is
+and the other is named in it at least once (a corridor story naming Pakistan as its end). Each
+agreement's score is the sum of its distinct matched terms (a term in the title counts
+TITLE_BOOST times); so is each area's, from the area's own terms, and an area at or above the
+AREA_THRESHOLD links its first agreement (its broadest) unless one of its agreements scored on its
+own. Agreements at or above LINK_THRESHOLD are linked, best first, at most MAX_LINKS. The stage
+is read from the registry's stage phrases: a setback phrase makes it
+``setback``; otherwise the most advanced stage named; a linked item that names none reports
+talks (DEFAULT_STAGE). Every link and the stage carry their evidence, like sectors do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from services.classifier.agreements import Registry
+from services.classifier.matching import Hit, Term, TermMatcher
+from services.classifier.taxonomy import Taxonomy
+from shared.models import PROGRESS, AgreementLink, ClassifiedItem, Country, Evidence, Stage
+
+LINK_THRESHOLD = 1.0
+AREA_THRESHOLD = 1.5  # area terms are broader: two of them, or one in the title plus one more
+TITLE_BOOST = 1.5
+MAX_LINKS = 5
+DEFAULT_STAGE: Stage = "follow_up_talks"
+
+
+@dataclass(frozen=True)
+class _Cue:
+    kind: str  # "agreement", "stage" or "country"
+    label: str
+
+
+class AgreementLinker:
+    """Adds agreements, stage and their evidence to classified items; shares no per-item state."""
+
+    def __init__(self, registry: Registry, taxonomy: Taxonomy) -> None:
+        self.registry = registry
+        self.version = registry.version
+        self._areas = {a.id: a.area for a in registry.agreements}
+        terms: list[Term[_Cue]] = []
+        for agreement in registry.agreements:
+            for phrases in agreement.terms.values():
+                terms += [Term.of(p, _Cue("agreement", agreement.id)) for p in phrases if p.strip()]
+        self._leads = registry.leads()
+        for area, spec in registry.areas.items():
+            if area in self._leads:  # an area without agreements links nothing
+                for phrases in spec.terms.values():
+                    terms += [Term.of(p, _Cue("area", area)) for p in phrases if p.strip()]
+        for stage, by_language in registry.stages.items():
+            for phrases in by_language.values():
+                terms += [Term.of(p, _Cue("stage", stage)) for p in phrases if p.strip()]
+        for country, names in taxonomy.countries.items():
+            terms += [Term.of(n, _Cue("country", country)) for n in names]
+        self._matcher = TermMatcher(terms)
+
+    def link(self, item: ClassifiedItem) -> ClassifiedItem:
+        hits = self._matcher.hits(item.title, True) + self._matcher.hits(item.summary, False)
+        named: set[Country] = {h.term.payload.label for h in hits if h.term.payload.kind == "country"}  # type: ignore[misc]
+        countries = set(item.countries)
+        if not (countries == {"PK", "KZ"} or (countries and named >= {"PK", "KZ"})):
+            return item.model_copy(update={"agreements": [], "stage": None})
+        scores: dict[str, float] = {}
+        matched: dict[str, list[Hit[_Cue]]] = {}
+        area_scores: dict[str, float] = {}
+        area_hits: dict[str, list[Hit[_Cue]]] = {}
+        for hit in hits:
+            cue = hit.term.payload
+            if cue.kind not in ("agreement", "area"):
+                continue
+            table, found = (scores, matched) if cue.kind == "agreement" else (area_scores, area_hits)
+            terms = found.setdefault(cue.label, [])
+            if all(h.term.term != hit.term.term for h in terms):
+                terms.append(hit)
+                table[cue.label] = table.get(cue.label, 0.0) + (TITLE_BOOST if hit.in_title else 1.0)
+        for area, score in area_scores.items():
+            lead = self._leads[area]  # type: ignore[index]
+            has_own = any(self._areas[a] == area and s >= LINK_THRESHOLD for a, s in scores.items())
+            if score >= AREA_THRESHOLD and not has_own:
+                scores[lead] = max(scores.get(lead, 0.0), score)
+                matched[lead] = [*matched.get(lead, []), *area_hits[area]]
+        linked = sorted((a for a, s in scores.items() if s >= LINK_THRESHOLD), key=lambda a: (-scores[a], a))
+        linked = linked[:MAX_LINKS]
+        if not linked:
+            return item.model_copy(update={"agreements": [], "stage": None})
+        stage, stage_hit = self._stage(hits)
+        evidence = [
+            Evidence(kind="agreement", label=a, term=h.term.term, snippet=h.snippet)
+            for a in linked
+            for h in matched[a][:2]
+        ]
+        if stage_hit is not None:
+            evidence.append(Evidence(kind="stage", label=stage, term=stage_hit.term.term, snippet=stage_hit.snippet))
+        links = [
+            AgreementLink(id=a, area=self._areas[a], score=round(scores[a], 3), terms=[h.term.term for h in matched[a]])
+            for a in linked
+        ]
+        kept = [e for e in item.evidence if e.kind in ("sector", "country")]
+        return item.model_copy(update={"agreements": links, "stage": stage, "evidence": kept + evidence})
+
+    @staticmethod
+    def _stage(hits: list[Hit[_Cue]]) -> tuple[Stage, Hit[_Cue] | None]:
+        found: dict[str, Hit[_Cue]] = {}
+        for hit in hits:
+            if hit.term.payload.kind == "stage":
+                found.setdefault(hit.term.payload.label, hit)
+        if "setback" in found:
+            return "setback", found["setback"]
+        for stage in reversed(PROGRESS):
+            if stage in found:
+                return stage, found[stage]
+        return DEFAULT_STAGE, None

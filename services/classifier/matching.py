@@ -1,0 +1,106 @@
+"""Finding many terms in a text at once: one Aho-Corasick pass (pyahocorasick), then word rules.
+
+Matching rules, by script of the term:
+- Latin: case-insensitive, whole words; an English plural ending (-s, -es) still matches. Short
+  all-capital acronyms (AI, APP, KTZ) match only in capitals.
+- Cyrillic and Arabic script (Russian, Kazakh, Uzbek, Urdu): the term is a stem that must start a
+  word and may be followed by an inflection (нефт → нефть, нефтяной; پاکستان → پاکستانی).
+
+Shared by the sector classifier and the agreement linker: each gives its terms with a payload
+(what the term stands for) and reads back the hits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+import ahocorasick
+
+SNIPPET_RADIUS = 60
+P = TypeVar("P")
+
+
+def is_stem_script(term: str) -> bool:
+    return any("\u0400" <= ch <= "\u04ff" or "\u0600" <= ch <= "\u06ff" for ch in term)
+
+
+def lower(text: str) -> str:
+    lowered = text.lower()
+    if len(lowered) == len(text):
+        return lowered
+    # A few characters change length when lowered (İ); keep offsets aligned with the original.
+    return "".join(c if len(c.lower()) != 1 else c.lower() for c in text)
+
+
+def snippet(text: str, start: int, end: int) -> str:
+    left = max(0, start - SNIPPET_RADIUS)
+    right = min(len(text), end + SNIPPET_RADIUS)
+    return ("…" if left else "") + text[left:right].strip() + ("…" if right < len(text) else "")
+
+
+@dataclass(frozen=True)
+class Term(Generic[P]):
+    """A term to find and what it stands for (``payload``)."""
+
+    term: str
+    payload: P
+    stem: bool  # may be followed by more letters (Cyrillic, Arabic script)
+    exact_case: bool  # acronyms
+
+    @classmethod
+    def of(cls, term: str, payload: P) -> Term[P]:
+        return cls(term, payload, is_stem_script(term), term.isupper() and len(term) <= 5)
+
+
+@dataclass(frozen=True)
+class Hit(Generic[P]):
+    term: Term[P]
+    start: int
+    end: int  # exclusive
+    in_title: bool
+    text: str
+
+    @property
+    def snippet(self) -> str:
+        return snippet(self.text, self.start, self.end)
+
+
+class TermMatcher(Generic[P]):
+    """Finds every term of a fixed set in texts; safe to share, holds no per-text state."""
+
+    def __init__(self, terms: Iterable[Term[P]]) -> None:
+        keyed: dict[str, list[Term[P]]] = {}
+        for term in terms:
+            keyed.setdefault(lower(term.term), []).append(term)
+        automaton = ahocorasick.Automaton()
+        for key, group in keyed.items():
+            automaton.add_word(key, (len(key), tuple(group)))
+        automaton.make_automaton()
+        self._automaton = automaton
+        self._empty = not keyed
+
+    def hits(self, text: str, in_title: bool) -> list[Hit[P]]:
+        """Every match in ``text`` that passes the word rules, in order of position."""
+        if self._empty:
+            return []
+        lowered = lower(text)
+        found: list[Hit[P]] = []
+        n = len(text)
+        for last, (length, group) in self._automaton.iter(lowered):
+            start, end = last - length + 1, last + 1
+            if start > 0 and lowered[start - 1].isalnum():
+                continue  # not at a word start
+            for term in group:
+                if not term.stem and end < n and lowered[end].isalnum():
+                    tail = lowered[end : end + 3]
+                    plural = (tail[:1] == "s" and not tail[1:2].isalnum()) or (
+                        tail[:2] == "es" and not tail[2:3].isalnum()
+                    )
+                    if term.exact_case or not plural:
+                        continue
+                if term.exact_case and text[start:end] != term.term:
+                    continue
+                found.append(Hit(term, start, end, in_title, text))
+        return found
