@@ -5,15 +5,22 @@ and the other is named in it at least once (a corridor story naming Pakistan as 
 agreement's score is the sum of its distinct matched terms (a term in the title counts
 TITLE_BOOST times); so is each area's, from the area's own terms, and an area at or above the
 AREA_THRESHOLD links its first agreement (its broadest) unless one of its agreements scored on its
-own. Agreements at or above LINK_THRESHOLD are linked, best first, at most MAX_LINKS. The stage
-is read from the registry's stage phrases: a setback phrase makes it
-``setback``; otherwise the most advanced stage named; a linked item that names none reports
-talks (DEFAULT_STAGE). Every link and the stage carry their evidence, like sectors do.
+own. Agreements at or above LINK_THRESHOLD are linked, best first, at most MAX_LINKS.
+
+The stage is read from the registry's stage phrases. Each stage scores where it is named most
+prominently — the title (STAGE_TITLE_WEIGHT), the lead, the first LEAD_CHARS characters
+(STAGE_LEAD_WEIGHT), else 1 — plus STAGE_REPEAT per further phrase. Talks are the background of
+most stories and a signing is news whenever reported, so: the stages after a signing (approved …
+operational) and a setback are weighed against each other by score (ties: setback, then the more
+advanced); failing those a signing, unless talks are named SIGNED_MARGIN more prominently; then
+talks. A linked item that names no stage reports talks (DEFAULT_STAGE). Tuned on the dev split of
+the labelled news only. Every link and the stage carry their evidence, like sectors do.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 from services.classifier.agreements import Registry
 from services.classifier.matching import Hit, Term, TermMatcher
@@ -25,6 +32,11 @@ AREA_THRESHOLD = 1.5  # area terms are broader: two of them, or one in the title
 TITLE_BOOST = 1.5
 MAX_LINKS = 5
 DEFAULT_STAGE: Stage = "follow_up_talks"
+STAGE_TITLE_WEIGHT = 3.0
+STAGE_LEAD_WEIGHT = 1.5
+LEAD_CHARS = 300
+STAGE_REPEAT = 0.25
+SIGNED_MARGIN = 0.5  # a signing beats talks unless talks are named much more prominently
 
 
 @dataclass(frozen=True)
@@ -102,13 +114,30 @@ class AgreementLinker:
 
     @staticmethod
     def _stage(hits: list[Hit[_Cue]]) -> tuple[Stage, Hit[_Cue] | None]:
-        found: dict[str, Hit[_Cue]] = {}
+        scores: dict[str, float] = {}
+        best_hit: dict[str, tuple[float, Hit[_Cue]]] = {}
+        seen: set[tuple[str, str]] = set()
         for hit in hits:
-            if hit.term.payload.kind == "stage":
-                found.setdefault(hit.term.payload.label, hit)
-        if "setback" in found:
-            return "setback", found["setback"]
-        for stage in reversed(PROGRESS):
-            if stage in found:
-                return stage, found[stage]
-        return DEFAULT_STAGE, None
+            cue = hit.term.payload
+            if cue.kind != "stage" or (cue.label, hit.term.term) in seen:
+                continue
+            seen.add((cue.label, hit.term.term))
+            weight = STAGE_TITLE_WEIGHT if hit.in_title else STAGE_LEAD_WEIGHT if hit.start < LEAD_CHARS else 1.0
+            # The strongest place a stage is named, plus a little for each further phrase: a story
+            # about a signing names talks and visits too, more often than it names the signing.
+            scores[cue.label] = max(scores.get(cue.label, 0.0), weight) + (STAGE_REPEAT if cue.label in scores else 0.0)
+            if weight > best_hit.get(cue.label, (0.0, hit))[0] or cue.label not in best_hit:
+                best_hit[cue.label] = (weight, hit)
+        # Talks are the background of most stories, and a signing is news whenever one is
+        # reported: so talks count only when nothing else is named, a signing beats talks, and
+        # the later stages (and a setback) are weighed against each other by score.
+        later = [s for s in (*PROGRESS[2:], "setback") if s in scores]
+        if later:
+            leader = max(later, key=lambda s: (scores[s], s == "setback", s in PROGRESS and PROGRESS.index(s)))
+        elif "signed" in scores and scores["signed"] >= scores.get("follow_up_talks", 0.0) - SIGNED_MARGIN:
+            leader = "signed"
+        elif "follow_up_talks" in scores:
+            leader = "follow_up_talks"
+        else:
+            return DEFAULT_STAGE, None
+        return cast(Stage, leader), best_hit[leader][1]
