@@ -20,7 +20,6 @@ the labelled news only. Every link and the stage carry their evidence, like sect
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import cast
 
 from services.classifier.agreements import Registry
 from services.classifier.matching import Hit, Term, TermMatcher
@@ -140,4 +139,4 @@ class AgreementLinker:
             leader = "follow_up_talks"
         else:
             return DEFAULT_STAGE, None
-        return cast(Stage, leader), best_hit[leader][1]
+        return leader, best_hit[leader][1]
