@@ -41,7 +41,15 @@ Area = Literal[
 AREAS: tuple[Area, ...] = get_args(Area)
 # Implementation stages, in order of progress; "setback" stands apart (shown beside the stage).
 Stage = Literal["signed", "follow_up_talks", "approved", "planning", "financed", "underway", "operational", "setback"]
-PROGRESS: tuple[Stage, ...] = ("signed", "follow_up_talks", "approved", "planning", "financed", "underway", "operational")
+PROGRESS: tuple[Stage, ...] = (
+    "signed",
+    "follow_up_talks",
+    "approved",
+    "planning",
+    "financed",
+    "underway",
+    "operational",
+)
 Channel = Literal["webhook", "email", "kafka"]
 DeliveryStatus = Literal["pending", "queued", "delivered", "failed"]
 
@@ -118,6 +126,8 @@ class Source(_Record):
     consecutive_errors: int = 0
     last_error: str | None = None
     last_error_kind: str | None = None
+    country: Country | None = None  # where the publisher is (corroboration: both countries' press)
+    official: bool = False  # a government or state body's own channel (one official source suffices)
     items_seen: int = 0  # entries first seen from this source: new stories and copies of others'
 
 
@@ -233,7 +243,36 @@ class ClassifiedItem(RawItem):
         return (day - timedelta(days=day.weekday())).isoformat()
 
 
+AgreementEventKind = Literal["agreement.stage_changed", "agreement.setback", "agreement.stalled"]
+AlertKind = Literal["item", "agreement.stage_changed", "agreement.setback", "agreement.stalled"]
+
+
+class AgreementEvent(_Record):
+    """Payload of corridor.agreements.v1: an agreement moved, met a setback, or went quiet.
+
+    ``id`` is fixed by what happened (the agreement, the change, the item or the quiet period),
+    so however many replicas notice it, it is one event and one alert per subscription.
+    """
+
+    id: str
+    kind: AgreementEventKind
+    agreement_id: str
+    area: Area
+    title: str
+    before: Stage | None = None
+    after: Stage | None = None
+    item_id: str | None = None
+    detail: str = ""
+    evidence: list[Evidence] = Field(default_factory=list)
+    at: Moment = Field(default_factory=utcnow)
+    published_at: Moment | None = None
+
+
 Cadence = Literal["immediate", "hourly", "daily"]
+
+
+def _item_alerts() -> list[AlertKind]:
+    return ["item"]
 
 
 class Subscription(_Record):
@@ -258,6 +297,9 @@ class Subscription(_Record):
     keywords: list[str] = Field(default_factory=list)
     sources: list[str] = Field(default_factory=list)
     languages: list[str] = Field(default_factory=list)
+    agreements: list[str] = Field(default_factory=list)
+    areas: list[Area] = Field(default_factory=list)
+    kinds: list[AlertKind] = Field(default_factory=_item_alerts)
     cadence: Cadence = "immediate"
     digest_time: str = "08:00"  # local HH:MM of the daily digest
     timezone: str = "UTC"
@@ -271,7 +313,9 @@ class Subscription(_Record):
         """True when every filter of an active, confirmed subscription accepts the item.
 
         An item in no sector never matches a sector filter; ``min_score`` applies to the best
-        score among the wanted sectors (or all sectors when none are named).
+        score among the wanted sectors (or all sectors when none are named). Item alerts go only to
+        subscriptions whose ``kinds`` include "item"; ``agreements`` and ``areas`` ask for items
+        linked to one of those agreements or areas.
         """
         if not self.active or not self.confirmed:
             return False
@@ -293,7 +337,20 @@ class Subscription(_Record):
             text = f"{item.title} {item.summary}".casefold()
             if not any(k.casefold() in text for k in self.keywords):
                 return False
-        return True
+        if "item" not in self.kinds:
+            return False
+        if self.agreements and not {a.id for a in item.agreements} & set(self.agreements):
+            return False
+        return not (self.areas and not {a.area for a in item.agreements} & set(self.areas))
+
+    def wants(self, event: AgreementEvent) -> bool:
+        """True when an active, confirmed subscription asks for this kind of agreement event and
+        its agreement and area filters accept it (the item filters do not apply to it)."""
+        if not self.active or not self.confirmed or event.kind not in self.kinds:
+            return False
+        if self.agreements and event.agreement_id not in self.agreements:
+            return False
+        return not (self.areas and event.area not in self.areas)
 
 
 class Delivery(_Record):

@@ -96,11 +96,13 @@ class EventFilters:
         until: Annotated[datetime | None, Query(description="ISO 8601, exclusive")] = None,
         min_score: Annotated[float | None, Query(ge=0, le=1000)] = None,
         q: Annotated[str | None, Query(min_length=2, max_length=200, description="words that must all occur")] = None,
+        agreement: Annotated[str | None, Query(max_length=80, description="agreement id (registry)")] = None,
         sort: Annotated[Literal["time", "score"], Query()] = "time",
     ) -> None:
         self.sectors = tuple(sector or ())
         self.country, self.bilateral, self.source, self.language = country, bilateral, source, language
         self.since, self.until, self.min_score, self.sort = since, until, min_score, sort
+        self.agreement = agreement
         self.q_tokens = tuple(search_tokens(q or "", limit=MAX_QUERY_TOKENS))
         if q and not self.q_tokens:
             raise _invalid("q", "the query has no searchable words")
@@ -135,6 +137,7 @@ class EventFilters:
             until=self.until,
             min_score=self.min_score,
             q_tokens=self.q_tokens,
+            agreement=self.agreement,
             sort=self.sort,
             limit=limit,
             after=after,

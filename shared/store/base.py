@@ -26,7 +26,16 @@ from datetime import datetime
 from typing import Any, Literal, ParamSpec, Protocol, TypeVar
 
 from shared.errors import StoreUnavailable
-from shared.models import ClassifiedItem, Delivery, DeliveryStatus, DuplicateRef, Source, Subscription
+from shared.models import (
+    AgreementEvent,
+    ClassifiedItem,
+    Delivery,
+    DeliveryStatus,
+    DuplicateRef,
+    Source,
+    Stage,
+    Subscription,
+)
 
 MAX_PAGE = 200  # API pages
 MAX_SCAN = 5000  # internal scans (a digest's queued deliveries)
@@ -80,6 +89,7 @@ class EventQuery:
     until: datetime | None = None
     min_score: float | None = None
     q_tokens: tuple[str, ...] = ()  # all of (see shared.text.search_tokens)
+    agreement: str | None = None  # linked to this agreement
     sort: Literal["time", "score"] = "time"
     limit: int = 50
     after: tuple[datetime | float, str] | None = None
@@ -87,6 +97,18 @@ class EventQuery:
     @property
     def any_sectors(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys((*((self.sector,) if self.sector else ()), *self.sectors)))
+
+
+@dataclass(frozen=True)
+class AgreementActivity:
+    """Items linked to one agreement, reporting one stage, from one source."""
+
+    agreement_id: str
+    stage: Stage | None
+    source_id: str
+    items: int
+    first_at: datetime
+    last_at: datetime
 
 
 @dataclass(frozen=True)
@@ -168,6 +190,28 @@ class Store(Protocol):
 
     async def duplicates_of(self, item_ids: Iterable[str]) -> dict[str, list[DuplicateRef]]:
         """For each item id that has copies, its duplicates (oldest first)."""
+
+    # agreements
+    async def agreement_activity(self, agreement_id: str | None = None) -> list[AgreementActivity]:
+        """Linked items counted by (agreement, stage, source), with their first and last times."""
+
+    async def get_agreement_stage(self, agreement_id: str) -> Stage | None:
+        """The stage last recorded for the agreement (None before any)."""
+
+    async def swap_agreement_stage(self, agreement_id: str, expected: Stage | None, new: Stage) -> bool:
+        """Record ``new`` only if the recorded stage is still ``expected`` (atomic); whether it was."""
+
+    async def insert_agreement_event(self, event: AgreementEvent) -> bool:
+        """Insert; False (and no change) when an event with that id exists."""
+
+    async def get_agreement_event(self, event_id: str) -> AgreementEvent | None: ...
+
+    async def list_agreement_events(
+        self, *, agreement_id: str | None = None, unpublished_before: datetime | None = None, limit: int = 50
+    ) -> list[AgreementEvent]:
+        """Newest first; with ``unpublished_before``, only those not marked published by then."""
+
+    async def mark_agreement_event_published(self, event_id: str, at: datetime) -> None: ...
 
     # subscriptions
     async def insert_subscription(self, subscription: Subscription) -> None: ...

@@ -13,6 +13,8 @@ dedupe_keys    dedupe key; TTL on ``at``                        first owner of a
 duplicates     the copy's item id; (item_id, seen_at, _id)      copies of a page of events
 events         item id; see :mod:`shared.store.mongo_events`    the events API, timelines
 subscriptions  subscription id; (active, created_at)            active subscriptions
+agreement_*    stages: agreement id; events: event id, by         the tracker: recorded stages (one
+               agreement, newest, unpublished                    atomic swap), its events
 deliveries     delivery id; (status, next_attempt_at) and one   claim the most overdue delivery;
                per /deliveries filter, each + (created_at, _id) list newest first
 ============== ================================================ ===================================
@@ -27,7 +29,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, InsertOne, ReturnDocument
 from pymongo.errors import (
@@ -41,8 +43,25 @@ from pymongo.errors import (
 )
 
 from shared.errors import Conflict
-from shared.models import ClassifiedItem, Delivery, DeliveryStatus, DuplicateRef, Source, Subscription
-from shared.store.base import DEFAULT_RETENTION_S, MAX_PAGE, MAX_SCAN, EventQuery, SectorCount, translate_errors
+from shared.models import (
+    AgreementEvent,
+    ClassifiedItem,
+    Delivery,
+    DeliveryStatus,
+    DuplicateRef,
+    Source,
+    Stage,
+    Subscription,
+)
+from shared.store.base import (
+    DEFAULT_RETENTION_S,
+    MAX_PAGE,
+    MAX_SCAN,
+    AgreementActivity,
+    EventQuery,
+    SectorCount,
+    translate_errors,
+)
 from shared.store.mongo_events import DUPLICATE_KEY, EventCollection, insert_or_replace
 from shared.store.mongo_migrate import migrate_layouts
 
@@ -53,7 +72,7 @@ INDEX_OPTIONS_CONFLICT = (85, 86)  # IndexOptionsConflict, IndexKeySpecsConflict
 _BY_RECENT = [("created_at", DESCENDING), ("_id", DESCENDING)]
 
 
-def _doc(model: Source | Subscription | Delivery | DuplicateRef) -> dict[str, Any]:
+def _doc(model: Source | Subscription | Delivery | DuplicateRef | AgreementEvent) -> dict[str, Any]:
     doc = model.model_dump(mode="python")
     doc["_id"] = doc.pop("id")
     return doc
@@ -115,6 +134,8 @@ class MongoStore:
         self._subscriptions = self.db["subscriptions"]
         self._deliveries = self.db["deliveries"]
         self._events = EventCollection(self.db["events"])
+        self._stages = self.db["agreement_stages"]
+        self._agreement_events = self.db["agreement_events"]
 
     async def start(self) -> None:
         await self._sources.create_index("url", unique=True, name="url_unique")
@@ -137,6 +158,11 @@ class MongoStore:
         ):
             await self._deliveries.create_index([*((k, ASCENDING) for k in keys), *_BY_RECENT], name=name)
         await self._events.create_indexes()
+        await self._agreement_events.create_index(
+            [("agreement_id", ASCENDING), ("at", DESCENDING)], name="by_agreement"
+        )
+        await self._agreement_events.create_index([("at", DESCENDING), ("_id", DESCENDING)], name="recent")
+        await self._agreement_events.create_index([("published_at", ASCENDING), ("at", ASCENDING)], name="unpublished")
 
     async def _expire(self, collection: Any, field: str) -> None:
         """A TTL index on ``field``; a changed retention is applied to the existing index."""
@@ -258,6 +284,48 @@ class MongoStore:
 
     async def sector_counts(self, *, country: str | None = None, since: datetime | None = None) -> list[SectorCount]:
         return await self._events.sector_counts(country=country, since=since)
+
+    # agreements
+    async def agreement_activity(self, agreement_id: str | None = None) -> list[AgreementActivity]:
+        return await self._events.agreement_activity(agreement_id)
+
+    async def get_agreement_stage(self, agreement_id: str) -> Stage | None:
+        doc = await self._stages.find_one({"_id": agreement_id})
+        return cast(Stage, doc["stage"]) if doc else None
+
+    async def swap_agreement_stage(self, agreement_id: str, expected: Stage | None, new: Stage) -> bool:
+        if expected is None:
+            try:
+                await self._stages.insert_one({"_id": agreement_id, "stage": new})
+            except DuplicateKeyError:
+                return False
+            return True
+        result = await self._stages.update_one({"_id": agreement_id, "stage": expected}, {"$set": {"stage": new}})
+        return result.modified_count == 1
+
+    async def insert_agreement_event(self, event: AgreementEvent) -> bool:
+        try:
+            await self._agreement_events.insert_one(_doc(event))
+        except DuplicateKeyError:
+            return False
+        return True
+
+    async def get_agreement_event(self, event_id: str) -> AgreementEvent | None:
+        doc = await self._agreement_events.find_one({"_id": event_id})
+        return AgreementEvent.model_validate(_undoc(doc)) if doc else None
+
+    async def list_agreement_events(
+        self, *, agreement_id: str | None = None, unpublished_before: datetime | None = None, limit: int = 50
+    ) -> list[AgreementEvent]:
+        flt: dict[str, Any] = {"agreement_id": agreement_id} if agreement_id else {}
+        order = [("at", DESCENDING)] if agreement_id else [("at", DESCENDING), ("_id", DESCENDING)]
+        if unpublished_before is not None:
+            flt, order = {"published_at": None, "at": {"$lt": unpublished_before}}, [("at", ASCENDING)]
+        cursor = self._agreement_events.find(flt).sort(order).limit(max(1, min(limit, MAX_SCAN)))
+        return [AgreementEvent.model_validate(_undoc(d)) async for d in cursor]
+
+    async def mark_agreement_event_published(self, event_id: str, at: datetime) -> None:
+        await self._agreement_events.update_one({"_id": event_id}, {"$set": {"published_at": at}})
 
     # subscriptions
     async def insert_subscription(self, subscription: Subscription) -> None:

@@ -2,15 +2,16 @@
 
 Besides the item's own fields each document carries what the queries filter and sort on:
 ``sort_at`` (published, else fetched time), ``top_score`` (best sector score), ``week`` (the
-Monday of ``sort_at``, for timelines) and ``tokens`` (the item's normalised words,
-:func:`shared.text.search_tokens`: ``q`` is ``tokens: {$all: [...]}`` on a multikey index, as the
-server has no text index we may rely on). Readers never see these fields.
+Monday of ``sort_at``, for timelines), ``agreement_ids`` (the linked agreements) and ``tokens``
+(the item's normalised words, :func:`shared.text.search_tokens`: ``q`` is ``tokens: {$all:
+[...]}`` on a multikey index, as the server has no text index we may rely on). Readers never see
+these fields.
 
 Every page is ``find(filter).sort([(key, -1), ("_id", -1)]).limit(n)``; the keyset cursor adds
 ``key <= v`` (a bound the index seeks to) and ``key < v or _id < id`` (a filter on the rows at the
 bound). The indexes follow the API's filters: each equality field first, then the sort keys, so
 the winning plan reads the page in order and stops at ``limit`` (no in-memory sort). Time order
-has one index per filter (sector, country, source, language, word, bilateral); score order has
+has one index per filter (sector, country, source, language, word, bilateral, agreement); score order has
 the plain and per-sector ones, and other filters combined with it read one of the above and sort
 at most what matches.
 """
@@ -26,10 +27,10 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError
 
 from shared.models import ClassifiedItem
-from shared.store.base import MAX_PAGE, EventQuery, SectorCount
+from shared.store.base import MAX_PAGE, AgreementActivity, EventQuery, SectorCount
 from shared.text import search_tokens
 
-DERIVED = ("sort_at", "top_score", "week", "tokens")
+DERIVED = ("sort_at", "top_score", "week", "tokens", "agreement_ids")
 DUPLICATE_KEY = 11000
 _TIME = [("sort_at", DESCENDING), ("_id", DESCENDING)]
 _SCORE = [("top_score", DESCENDING), ("_id", DESCENDING)]
@@ -43,6 +44,7 @@ INDEXES: dict[str, list[tuple[str, int]]] = {
     "language_recent": [("language", ASCENDING), *_TIME],
     "bilateral_recent": [("bilateral", ASCENDING), *_TIME],
     "token_recent": [("tokens", ASCENDING), *_TIME],
+    "agreement_recent": [("agreement_ids", ASCENDING), *_TIME],
 }
 
 
@@ -55,6 +57,7 @@ def item_doc(item: ClassifiedItem) -> dict[str, Any]:
         top_score=item.top_score,
         week=item.week,
         tokens=search_tokens(f"{item.title} {item.summary}"),
+        agreement_ids=[a.id for a in item.agreements],
     )
     return doc
 
@@ -93,6 +96,8 @@ def event_filter(query: EventQuery) -> dict[str, Any]:
             flt[field] = wanted
     if query.bilateral is not None:
         flt["bilateral"] = query.bilateral
+    if query.agreement:
+        flt["agreement_ids"] = query.agreement
     when: dict[str, Any] = {}
     if query.since:
         when["$gte"] = query.since
@@ -137,6 +142,30 @@ class EventCollection:
         order = _TIME if query.sort == "time" else _SCORE
         cursor = self.collection.find(event_filter(query)).sort(order).limit(max(1, min(query.limit, MAX_PAGE)))
         return [item_from(d) async for d in cursor]
+
+    async def agreement_activity(self, agreement_id: str | None) -> list[AgreementActivity]:
+        """Linked items by (agreement, stage, source): one aggregation on the agreement index."""
+        linked: Any = agreement_id if agreement_id else {"$gt": ""}  # any non-empty id: an index range
+        pipeline: list[dict[str, Any]] = [
+            {"$match": {"agreement_ids": linked}},
+            {"$project": {"_id": 0, "agreement_ids": 1, "stage": 1, "source_id": 1, "sort_at": 1}},
+            {"$unwind": "$agreement_ids"},
+            *([{"$match": {"agreement_ids": agreement_id}}] if agreement_id else []),
+            {
+                "$group": {
+                    "_id": {"a": "$agreement_ids", "stage": "$stage", "source": "$source_id"},
+                    "n": {"$sum": 1},
+                    "first": {"$min": "$sort_at"},
+                    "last": {"$max": "$sort_at"},
+                }
+            },
+        ]
+        return [
+            AgreementActivity(
+                d["_id"]["a"], d["_id"].get("stage"), d["_id"]["source"], int(d["n"]), d["first"], d["last"]
+            )
+            async for d in await self.collection.aggregate(pipeline)
+        ]
 
     async def sector_counts(self, *, country: str | None, since: datetime | None) -> list[SectorCount]:
         """Items per (sector, week): one aggregation over the events in the window."""

@@ -24,14 +24,31 @@ import time
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar, overload
+from typing import Any, TypeVar, cast, overload
 
 import aiosqlite
 from pydantic import BaseModel
 
 from shared.errors import Conflict
-from shared.models import ClassifiedItem, Delivery, DeliveryStatus, DuplicateRef, Source, Subscription
-from shared.store.base import DEFAULT_RETENTION_S, MAX_PAGE, MAX_SCAN, EventQuery, SectorCount, translate_errors
+from shared.models import (
+    AgreementEvent,
+    ClassifiedItem,
+    Delivery,
+    DeliveryStatus,
+    DuplicateRef,
+    Source,
+    Stage,
+    Subscription,
+)
+from shared.store.base import (
+    DEFAULT_RETENTION_S,
+    MAX_PAGE,
+    MAX_SCAN,
+    AgreementActivity,
+    EventQuery,
+    SectorCount,
+    translate_errors,
+)
 from shared.text import search_tokens
 
 M = TypeVar("M", bound=BaseModel)
@@ -53,7 +70,7 @@ CREATE TABLE IF NOT EXISTS duplicates (
 CREATE INDEX IF NOT EXISTS duplicates_item ON duplicates (item_id, seen_at);
 CREATE TABLE IF NOT EXISTS events (
   rid INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, sort_at TEXT NOT NULL, top_score REAL NOT NULL,
-  source_id TEXT NOT NULL, language TEXT, bilateral INTEGER NOT NULL, doc TEXT NOT NULL);
+  source_id TEXT NOT NULL, language TEXT, bilateral INTEGER NOT NULL, stage TEXT, doc TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS events_recent ON events (sort_at DESC, id DESC);
 CREATE INDEX IF NOT EXISTS events_best ON events (top_score DESC, id DESC);
 CREATE INDEX IF NOT EXISTS events_source ON events (source_id, sort_at DESC, id DESC);
@@ -65,6 +82,11 @@ CREATE TABLE IF NOT EXISTS event_terms (
 CREATE INDEX IF NOT EXISTS event_terms_best ON event_terms (term, top_score DESC, id DESC);
 CREATE INDEX IF NOT EXISTS event_terms_id ON event_terms (id);
 CREATE VIRTUAL TABLE IF NOT EXISTS event_words USING fts5(words, detail=none, tokenize="ascii tokenchars '_'");
+CREATE TABLE IF NOT EXISTS agreement_stages (agreement_id TEXT PRIMARY KEY, stage TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS agreement_events (
+  id TEXT PRIMARY KEY, agreement_id TEXT NOT NULL, at TEXT NOT NULL, published_at TEXT, doc TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS agreement_events_by ON agreement_events (agreement_id, at DESC);
+CREATE INDEX IF NOT EXISTS agreement_events_recent ON agreement_events (at DESC, id DESC);
 CREATE TABLE IF NOT EXISTS subscriptions (
   id TEXT PRIMARY KEY, active INTEGER NOT NULL, created_at TEXT NOT NULL, doc TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS deliveries (
@@ -113,12 +135,17 @@ def _row(table: str, record: BaseModel) -> tuple[Any, ...]:
     return (*cells, record.model_dump_json())
 
 
+def _moment(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+
+
 def _terms(item: ClassifiedItem) -> list[str]:
     sectors, countries = list(dict.fromkeys(item.sectors)), sorted(set(item.countries))
     return [
         *(f"s:{s}" for s in sectors),
         *(f"c:{c}" for c in countries),
         *(f"x:{c}:{s}" for c in countries for s in sectors),
+        *(f"a:{a.id}" for a in item.agreements),
     ]
 
 
@@ -358,7 +385,7 @@ class SQLiteStore:
                 await self.db.executemany("DELETE FROM event_words WHERE rowid = ?", known)
                 await self.db.executemany("DELETE FROM event_terms WHERE id = ?", ids)
                 await self.db.executemany(
-                    "REPLACE INTO events VALUES (?,?,?,?,?,?,?,?)",
+                    "REPLACE INTO events VALUES (?,?,?,?,?,?,?,?,?)",
                     [
                         (
                             rids[i.id],
@@ -368,6 +395,7 @@ class SQLiteStore:
                             i.source_id,
                             i.language,
                             int(i.bilateral),
+                            i.stage,
                             i.model_dump_json(),
                         )
                         for i in latest
@@ -400,9 +428,9 @@ class SQLiteStore:
     async def list_items(self, query: EventQuery) -> list[ClassifiedItem]:
         limit = max(1, min(query.limit, MAX_PAGE))
         key = "sort_at" if query.sort == "time" else "top_score"
-        groups = [
-            g for g in ([f"s:{s}" for s in query.any_sectors], [f"c:{query.country}"] if query.country else []) if g
-        ]
+        agreement = [f"a:{query.agreement}"] if query.agreement else []
+        sectors = [f"s:{s}" for s in query.any_sectors]
+        groups = [g for g in (agreement, sectors, [f"c:{query.country}"] if query.country else []) if g]
         match = _match(query.q_tokens) if query.q_tokens else None
         # What hands out the page: a rare word's matches (sorted), else a term's ordered range
         # (sectors, else country), else an index of ``events``; every other filter is checked on
@@ -465,6 +493,67 @@ class SQLiteStore:
         )
         args = (len(prefix) + 1, prefix, prefix + "\uffff", _ts(since) if since else "")
         return [SectorCount(r[0], r[1], int(r[2])) for r in await self._rows(sql, args)]
+
+    # agreements
+    async def agreement_activity(self, agreement_id: str | None = None) -> list[AgreementActivity]:
+        # One agreement's range of the terms index, or the whole a: prefix.
+        where, args = ("t.term = ?", [f"a:{agreement_id}"]) if agreement_id else ("t.term > 'a:' AND t.term < 'a;'", [])
+        sql = (
+            "SELECT substr(t.term, 3), e.stage, e.source_id, count(*), min(t.sort_at), max(t.sort_at) "
+            f"FROM event_terms t JOIN events e ON e.id = t.id WHERE {where} GROUP BY 1, 2, 3"
+        )
+        return [
+            AgreementActivity(r[0], r[1], r[2], int(r[3]), _moment(r[4]), _moment(r[5]))
+            for r in await self._rows(sql, args)
+        ]
+
+    async def get_agreement_stage(self, agreement_id: str) -> Stage | None:
+        rows = await self._rows("SELECT stage FROM agreement_stages WHERE agreement_id=?", (agreement_id,))
+        return cast(Stage, rows[0][0]) if rows else None
+
+    async def swap_agreement_stage(self, agreement_id: str, expected: Stage | None, new: Stage) -> bool:
+        async with self._lock:
+            if expected is None:
+                cur = await self.db.execute("INSERT OR IGNORE INTO agreement_stages VALUES (?,?)", (agreement_id, new))
+            else:
+                update = "UPDATE agreement_stages SET stage=? WHERE agreement_id=? AND stage=?"
+                cur = await self.db.execute(update, (new, agreement_id, expected))
+            await self.db.commit()
+            return cur.rowcount > 0
+
+    async def insert_agreement_event(self, event: AgreementEvent) -> bool:
+        async with self._lock:
+            cur = await self.db.execute(
+                "INSERT OR IGNORE INTO agreement_events VALUES (?,?,?,?,?)",
+                (event.id, event.agreement_id, _ts(event.at), _ts(event.published_at), event.model_dump_json()),
+            )
+            await self.db.commit()
+            return cur.rowcount > 0
+
+    async def get_agreement_event(self, event_id: str) -> AgreementEvent | None:
+        return await self._one(AgreementEvent, "SELECT doc FROM agreement_events WHERE id=?", (event_id,))
+
+    async def list_agreement_events(
+        self, *, agreement_id: str | None = None, unpublished_before: datetime | None = None, limit: int = 50
+    ) -> list[AgreementEvent]:
+        where, args, order = "1", [], "at DESC, id DESC"
+        if agreement_id:
+            where, args = "agreement_id=?", [agreement_id]
+        if unpublished_before is not None:
+            where, args, order = "published_at IS NULL AND at < ?", [_ts(unpublished_before)], "at"
+        sql = f"SELECT doc FROM agreement_events WHERE {where} ORDER BY {order} LIMIT ?"
+        return await self._many(AgreementEvent, sql, [*args, max(1, min(limit, MAX_SCAN))])
+
+    async def mark_agreement_event_published(self, event_id: str, at: datetime) -> None:
+        async with self._lock:
+            current = await self.get_agreement_event(event_id)
+            if current is not None:
+                updated = current.model_copy(update={"published_at": at})
+                await self.db.execute(
+                    "UPDATE agreement_events SET published_at=?, doc=? WHERE id=?",
+                    (_ts(at), updated.model_dump_json(), event_id),
+                )
+                await self.db.commit()
 
     # subscriptions
     async def insert_subscription(self, subscription: Subscription) -> None:

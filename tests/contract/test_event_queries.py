@@ -23,7 +23,7 @@ import pytest
 from pymongo import AsyncMongoClient
 
 from services.cli import main
-from shared.models import ClassifiedItem, DuplicateRef, SectorScore
+from shared.models import AgreementLink, ClassifiedItem, DuplicateRef, SectorScore
 from shared.store import EventQuery, SectorCount, Store
 from shared.store.mongo import MongoStore
 from shared.store.sqlite import SQLiteStore
@@ -32,6 +32,7 @@ from shared.text import search_tokens
 T0 = datetime(2026, 5, 4, 0, 0, tzinfo=UTC)  # a Monday
 SECTORS = ["energy", "transport", "mining", "maritime"]
 WORDS = ["rail", "gas", "port", "wheat", "copper", "tariff"]
+AGREEMENTS = [("railways-mou", "railways"), ("transit-trade", "transit-trade"), ("media-app", "media")]
 
 
 @pytest.fixture(params=["sqlite", pytest.param("mongo", marks=pytest.mark.mongo)])
@@ -55,6 +56,7 @@ def random_item(rng: random.Random, n: int, days: int) -> ClassifiedItem:
     score = rng.choice([0.5, 1.0, 2.0, 3.5])
     at = T0 + timedelta(minutes=rng.randrange(days * 24 * 4) * 15)
     words = " ".join(rng.sample(WORDS, 2))
+    linked = rng.sample(AGREEMENTS, rng.choice([0, 0, 1, 2]))
     return ClassifiedItem(
         id=f"itm_{n:04d}",
         source_id=rng.choice(["src_a", "src_b", "src_c"]),
@@ -68,6 +70,8 @@ def random_item(rng: random.Random, n: int, days: int) -> ClassifiedItem:
         sector_scores=[SectorScore(id=s, score=score, terms=[]) for s in sectors],
         countries=countries,  # type: ignore[arg-type]
         bilateral=len(countries) == 2,
+        agreements=[AgreementLink(id=a, area=area, score=1.0, terms=[]) for a, area in linked],
+        stage=rng.choice(["signed", "follow_up_talks", "underway", "setback"]) if linked else None,
         classifier_version="test",
     )
 
@@ -87,6 +91,7 @@ def oracle(items: dict[str, ClassifiedItem], q: EventQuery) -> list[str]:
             and (q.until is None or i.sort_at < q.until)
             and (q.min_score is None or i.top_score >= q.min_score)
             and set(q.q_tokens) <= words
+            and (q.agreement is None or q.agreement in {a.id for a in i.agreements})
         )
 
     def key(i: ClassifiedItem) -> tuple[Any, str]:
@@ -121,6 +126,9 @@ QUERIES: list[dict[str, Any]] = [
     {"sort": "score"},
     {"sort": "score", "sector": "energy", "country": "PK"},
     {"sort": "score", "q_tokens": ("copper",)},
+    {"agreement": "railways-mou"},
+    {"agreement": "transit-trade", "sector": "energy"},
+    {"agreement": "media-app", "q_tokens": ("gas",), "sort": "score"},
 ]
 
 
@@ -153,6 +161,22 @@ async def assert_oracle(store: Store, items: dict[str, ClassifiedItem]) -> None:
             assert got == oracle_counts(items, country, since), (country, since)
 
 
+async def assert_activity(store: Store, items: dict[str, ClassifiedItem]) -> None:
+    """Linked items by (agreement, stage, source), with first and last times, as Python counts them."""
+    want: dict[tuple[str, str | None, str], list[datetime]] = {}
+    for i in items.values():
+        for a in i.agreements:
+            want.setdefault((a.id, i.stage, i.source_id), []).append(i.sort_at)
+    got = await store.agreement_activity()
+    assert {(r.agreement_id, r.stage, r.source_id): (r.items, r.first_at, r.last_at) for r in got} == {
+        k: (len(v), min(v), max(v)) for k, v in want.items()
+    }
+    one = await store.agreement_activity("railways-mou")
+    assert {r.agreement_id for r in one} == {"railways-mou"} and sum(r.items for r in one) == sum(
+        len(v) for k, v in want.items() if k[0] == "railways-mou"
+    )
+
+
 async def test_queries_match_the_oracle(store: Store) -> None:
     rng = random.Random(11)
     items = {i.id: i for i in (random_item(rng, n, days=20) for n in range(300))}
@@ -168,6 +192,7 @@ async def test_queries_match_the_oracle(store: Store) -> None:
     items.update({i.id: i for i in (*changed, moved)})
     await assert_oracle(store, items)
     assert await store.get_item("itm_0010") == moved
+    await assert_activity(store, items)
     assert await store.get_items(["itm_0301", "itm_9999", "itm_0010"]) == {"itm_0301": changed[3], "itm_0010": moved}
     assert await store.get_item("itm_9999") is None
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import itertools
 import random
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -35,7 +35,7 @@ READ_COMMANDS = {"find", "aggregate", "findAndModify", "update", "delete", "coun
 # Filters that lead an index followed by the sort keys. A page filtered on one of them (or on
 # nothing but bounds of the sort key) must take its order from an index; other score-ordered
 # pages are read through a filter's index and sorted in memory (bounded by what matches).
-TIME_LEADING = {"sector", "sectors", "country", "source", "language", "bilateral", "q", "q2"}
+TIME_LEADING = {"sector", "sectors", "country", "source", "language", "bilateral", "q", "q2", "agreement"}
 SCORE_ONLY = {"sector", "sectors", "min_score"}
 
 
@@ -48,6 +48,7 @@ FIELD = {
     "bilateral": "bilateral",
     "q": "tokens",
     "q2": "tokens",
+    "agreement": "agreement_ids",
 }
 
 
@@ -69,6 +70,7 @@ FILTERS: dict[str, dict[str, str]] = {
     "min_score": {"min_score": "2"},
     "q": {"q": "rail"},
     "q2": {"q": "gas port"},
+    "agreement": {"agreement": "railways-mou"},
 }
 
 
@@ -97,6 +99,7 @@ def events(count: int) -> Iterator[ClassifiedItem]:
     rng = random.Random(2)
     for n in range(count):
         sectors = rng.sample(SECTORS, rng.choice([0, 1, 1, 2]))
+        linked = rng.sample(["railways-mou", "transit-trade", "media-app"], rng.choice([0, 0, 0, 1]))
         countries = rng.choice([[], ["PK"], ["KZ"], ["PK", "KZ"]])
         score = rng.choice([0.5, 1.0, 2.0, 3.5])
         yield ClassifiedItem.model_validate(
@@ -113,6 +116,8 @@ def events(count: int) -> Iterator[ClassifiedItem]:
                 "sector_scores": [SectorScore(id=s, score=score, terms=[]) for s in sectors],
                 "countries": countries,
                 "bilateral": len(countries) == 2,
+                "agreements": [{"id": a, "area": "railways", "score": 1.0, "terms": []} for a in linked],
+                "stage": "signed" if linked else None,
                 "classifier_version": "test",
             }
         )
@@ -191,19 +196,35 @@ async def test_every_query_shape_uses_an_index(mongo_uri: str, unique: str) -> N
                 )
             )
 
-        # The services' calls (the runtime's own loops add theirs while it runs).
-        await store.seen_hashes([i.id for i in items[:20]])
-        await store.claim_keys({"url:x": "itm_00001", "fp:y": "itm_00001"}, NOW)
-        await store.claim_due_source(NOW, NOW + timedelta(minutes=2))
-        await store.claim_due_delivery(NOW, NOW + timedelta(minutes=1))
-        await store.claim_delivery("msg_1", NOW, NOW + timedelta(minutes=1))
-        await store.list_deliveries(subscription_id="sub_3", status="queued", limit=5000)
-        await store.list_deliveries(subscription_id="sub_3", status="queued", digest_period="2026-11-30", limit=5000)
-        await store.get_items([i.id for i in items[:30]])
-        await store.list_subscriptions(active_only=True)
-
-        recorder.commands.clear()  # from here on, exactly what the API sends, named
+        # The services' calls, each recorded under its name (the runtime's own loops add theirs
+        # while it runs; those are explained under whatever request was running).
+        recorder.commands.clear()
         shapes: list[tuple[str, int]] = []
+        service_calls: list[tuple[str, Awaitable[object]]] = [
+            ("seen_hashes", store.seen_hashes([i.id for i in items[:20]])),
+            ("claim_keys", store.claim_keys({"url:x": "itm_00001", "fp:y": "itm_00001"}, NOW)),
+            ("claim_due_source", store.claim_due_source(NOW, NOW + timedelta(minutes=2))),
+            ("claim_due_delivery", store.claim_due_delivery(NOW, NOW + timedelta(minutes=1))),
+            ("claim_delivery", store.claim_delivery("msg_1", NOW, NOW + timedelta(minutes=1))),
+            ("queued deliveries", store.list_deliveries(subscription_id="sub_3", status="queued", limit=5000)),
+            (
+                "digest deliveries",
+                store.list_deliveries(subscription_id="sub_3", status="queued", digest_period="2026-11-30", limit=5000),
+            ),
+            ("get_items", store.get_items([i.id for i in items[:30]])),
+            ("active subscriptions", store.list_subscriptions(active_only=True)),
+            ("agreement_activity", store.agreement_activity()),
+            ("agreement_activity one", store.agreement_activity("railways-mou")),
+            ("agreement events", store.list_agreement_events(agreement_id="railways-mou")),
+            ("all agreement events", store.list_agreement_events()),
+            ("unpublished events", store.list_agreement_events(unpublished_before=NOW)),
+            ("agreement stage", store.get_agreement_stage("railways-mou")),
+        ]
+        for name, call in service_calls:
+            mark = len(recorder.commands)
+            await call
+            shapes += [(f"service {name}", n) for n in range(mark, len(recorder.commands))]
+
         client = httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(runtime)), base_url="http://c")
         async with client:
             combos = [(name,) for name in FILTERS] + list(itertools.combinations(sorted(FILTERS), 2))

@@ -309,3 +309,41 @@ async def test_an_unreachable_store_raises_store_unavailable(tmp_path: Path) -> 
     (tmp_path / "dir.sqlite3").mkdir()
     with pytest.raises(StoreUnavailable, match="start: OperationalError"):
         await SQLiteStore(tmp_path / "dir.sqlite3").start()
+
+
+async def test_agreement_stages_swap_atomically_and_events_are_unique(store: Store) -> None:
+    from shared.models import AgreementEvent
+
+    assert await store.get_agreement_stage("railways-mou") is None
+    first = await asyncio.gather(*(store.swap_agreement_stage("railways-mou", None, "signed") for _ in range(8)))
+    assert sum(first) == 1, "one replica records the first stage"
+    moves = await asyncio.gather(
+        *(store.swap_agreement_stage("railways-mou", "signed", s) for s in ("planning", "underway", "financed") * 3)
+    )
+    assert sum(moves) == 1, "of replicas that saw the same stage, one moves it"
+    moved_to = await store.get_agreement_stage("railways-mou")
+    assert moved_to in ("planning", "underway", "financed")
+    assert await store.swap_agreement_stage("railways-mou", "signed", "operational") is False
+    event = AgreementEvent(
+        id="evt_1",
+        kind="agreement.stage_changed",
+        agreement_id="railways-mou",
+        area="railways",
+        title="Railways MoU",
+        before="signed",
+        after=moved_to,
+        at=T0,
+    )
+    assert await store.insert_agreement_event(event) is True
+    assert await store.insert_agreement_event(event.model_copy(update={"detail": "again"})) is False
+    later = event.model_copy(update={"id": "evt_2", "kind": "agreement.stalled", "at": T0 + timedelta(days=1)})
+    await store.insert_agreement_event(later)
+    assert [e.id for e in await store.list_agreement_events(agreement_id="railways-mou")] == ["evt_2", "evt_1"]
+    assert [e.id for e in await store.list_agreement_events(unpublished_before=T0 + timedelta(days=2))] == [
+        "evt_1",
+        "evt_2",
+    ]
+    await store.mark_agreement_event_published("evt_1", T0 + timedelta(hours=1))
+    assert [e.id for e in await store.list_agreement_events(unpublished_before=T0 + timedelta(days=2))] == ["evt_2"]
+    got = await store.get_agreement_event("evt_1")
+    assert got is not None and got.published_at == T0 + timedelta(hours=1) and got.detail == ""
