@@ -1,0 +1,164 @@
+"""Where each agreement stands: its stage, the support behind it, setbacks, and whether it stalled.
+
+Computed from the registry and the store's agreement activity (linked items counted by stage
+and source), with the sources' publishers (country, official):
+
+- A stage is *supported* when two independent sources report it (distinct sources; another
+  source's copy of a story is a duplicate, not a second item) or one official source does.
+  Every agreement is ``signed`` on its signing date: the registry is the record of that.
+- The *current stage* is the most advanced supported stage of progress. A setback is shown beside
+  it (``setback``: the latest setback item) when reported after the agreement's last progress,
+  and never lowers the stage.
+- *Corroboration* of a stage: which sources report it, whether publishers of both countries do,
+  whether an official source does.
+- *Stalled*: no item beyond ``signed`` for ``stall_days`` (default 90), or no item at all for
+  ``silence_days`` (60), counted from the last such item or from the signing. The quiet period's
+  start names the stall, so a stall is one event however often it is noticed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time
+
+from services.classifier.agreements import Agreement, Registry
+from shared.models import PROGRESS, Country, Source, Stage, stable_id
+from shared.store import AgreementActivity
+
+STALL_DAYS = 90
+SILENCE_DAYS = 60
+
+
+@dataclass
+class StageSupport:
+    """The items reporting one stage of one agreement."""
+
+    stage: Stage
+    items: int = 0
+    sources: list[str] = field(default_factory=list)
+    first_at: datetime | None = None
+    last_at: datetime | None = None
+    official: bool = False
+    countries: list[Country] = field(default_factory=list)
+
+    @property
+    def supported(self) -> bool:
+        return len(self.sources) >= 2 or self.official
+
+    @property
+    def both_countries(self) -> bool:
+        return set(self.countries) == {"PK", "KZ"}
+
+
+@dataclass
+class AgreementState:
+    """One agreement as the tracker sees it (see the module docstring)."""
+
+    agreement: Agreement
+    stage: Stage
+    stage_since: datetime
+    supports: dict[str, StageSupport]
+    items: int
+    sources: int
+    last_item_at: datetime | None
+    last_progress_at: datetime | None
+    setback_at: datetime | None
+    days_quiet: int
+    stalled: bool
+    stall_reason: str | None
+    stall_id: str | None
+
+    @property
+    def setback(self) -> bool:
+        return self.setback_at is not None
+
+
+def _midnight(day: date) -> datetime:
+    return datetime.combine(day, time(), tzinfo=UTC)
+
+
+def agreement_states(
+    registry: Registry,
+    activity: list[AgreementActivity],
+    sources: dict[str, Source],
+    now: datetime,
+    *,
+    stall_days: int = STALL_DAYS,
+    silence_days: int = SILENCE_DAYS,
+) -> list[AgreementState]:
+    """The state of every agreement of the registry, in registry order."""
+    rows: dict[str, list[AgreementActivity]] = {}
+    for row in activity:
+        rows.setdefault(row.agreement_id, []).append(row)
+    return [
+        agreement_state(a, rows.get(a.id, []), sources, now, stall_days=stall_days, silence_days=silence_days)
+        for a in registry.agreements
+    ]
+
+
+def agreement_state(
+    agreement: Agreement,
+    rows: list[AgreementActivity],
+    sources: dict[str, Source],
+    now: datetime,
+    *,
+    stall_days: int = STALL_DAYS,
+    silence_days: int = SILENCE_DAYS,
+) -> AgreementState:
+    signed_at = _midnight(agreement.signed_on)
+    supports: dict[str, StageSupport] = {"signed": StageSupport("signed", official=True, first_at=signed_at)}
+    for row in rows:
+        if row.stage is None:
+            continue
+        support = supports.setdefault(row.stage, StageSupport(row.stage))
+        support.items += row.items
+        source = sources.get(row.source_id)
+        if row.source_id not in support.sources:
+            support.sources.append(row.source_id)
+        if source is not None:
+            support.official = support.official or source.official
+            if source.country and source.country not in support.countries:
+                support.countries.append(source.country)
+        support.first_at = min(filter(None, (support.first_at, row.first_at)), default=None)
+        support.last_at = max(filter(None, (support.last_at, row.last_at)), default=None)
+    stage: Stage = "signed"
+    for candidate in PROGRESS:
+        if candidate in supports and supports[candidate].supported:
+            stage = candidate
+    dated = [r for r in rows if r.stage is not None]
+    last_item = max((r.last_at for r in dated), default=None)
+    progress_rows = [r for r in dated if r.stage not in ("signed", "setback")]
+    last_progress = max((r.last_at for r in progress_rows), default=None)
+    setbacks = [r.last_at for r in dated if r.stage == "setback"]
+    setback_at = max(setbacks, default=None)
+    if setback_at is not None and last_progress is not None and setback_at < last_progress:
+        setback_at = None  # progress reported since: the setback is behind it
+    stage_since = supports[stage].first_at or signed_at
+    quiet_from = max(filter(None, (last_item, signed_at)))
+    progress_from = max(filter(None, (last_progress, signed_at)))
+    days_quiet = max(0, (now - quiet_from).days)
+    stalled, reason, stall_id = False, None, None
+    if (now - progress_from).days >= stall_days:
+        stalled, reason = (
+            True,
+            f"no progress reported for {(now - progress_from).days} days (since {progress_from:%Y-%m-%d})",
+        )
+        stall_id = stable_id("stall", agreement.id, "progress", progress_from.date().isoformat())
+    elif days_quiet >= silence_days:
+        stalled, reason = True, f"no news for {days_quiet} days (since {quiet_from:%Y-%m-%d})"
+        stall_id = stable_id("stall", agreement.id, "silence", quiet_from.date().isoformat())
+    return AgreementState(
+        agreement=agreement,
+        stage=stage,
+        stage_since=stage_since,
+        supports=supports,
+        items=sum(r.items for r in rows),
+        sources=len({r.source_id for r in rows}),
+        last_item_at=last_item,
+        last_progress_at=last_progress,
+        setback_at=setback_at,
+        days_quiet=days_quiet,
+        stalled=stalled,
+        stall_reason=reason,
+        stall_id=stall_id,
+    )

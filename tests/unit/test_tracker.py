@@ -1,0 +1,77 @@
+"""Where an agreement stands: support, stage, setbacks, corroboration, stalls."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+from services.classifier.agreements import Agreement, SourceRef
+from services.classifier.tracker import agreement_state
+from shared.models import Source
+from shared.store import AgreementActivity
+
+SIGNED = date(2026, 2, 4)
+AGREEMENT = Agreement(
+    id="railways-mou",
+    area="railways",
+    title="MoU on railway cooperation",
+    signed_on=SIGNED,
+    terms={"en": ["railway"]},
+    sources=[SourceRef(url="https://example.org/x")],  # type: ignore[arg-type]
+)
+SOURCES = {
+    "dawn": Source(id="dawn", url="https://dawn.example/rss", interval_s=900, country="PK"),
+    "kazinform": Source(id="kazinform", url="https://kazinform.example/rss", interval_s=900, country="KZ"),
+    "mofa": Source(id="mofa", url="https://mofa.example/press", interval_s=900, country="PK", official=True),
+    "blog": Source(id="blog", url="https://blog.example/feed", interval_s=900),
+}
+
+
+def at(days: int) -> datetime:
+    return datetime(2026, 2, 4, tzinfo=UTC) + timedelta(days=days)
+
+
+def row(stage: str, source: str, first: int, last: int | None = None, items: int = 1) -> AgreementActivity:
+    return AgreementActivity("railways-mou", stage, source, items, at(first), at(last if last is not None else first))  # type: ignore[arg-type]
+
+
+def test_a_stage_needs_two_sources_or_an_official_one() -> None:
+    one = agreement_state(AGREEMENT, [row("planning", "dawn", 10)], SOURCES, at(20))
+    assert one.stage == "signed" and not one.supports["planning"].supported
+    two = agreement_state(AGREEMENT, [row("planning", "dawn", 10), row("planning", "kazinform", 12)], SOURCES, at(20))
+    assert two.stage == "planning" and two.stage_since == at(10)
+    assert two.supports["planning"].both_countries and not two.supports["planning"].official
+    official = agreement_state(AGREEMENT, [row("underway", "mofa", 30)], SOURCES, at(31))
+    assert official.stage == "underway" and official.supports["underway"].official
+    same_source_twice = agreement_state(AGREEMENT, [row("financed", "blog", 5, 9, items=2)], SOURCES, at(10))
+    assert same_source_twice.stage == "signed", "two items of one source are one source"
+
+
+def test_the_most_advanced_supported_stage_wins_and_a_setback_stands_beside_it() -> None:
+    rows = [
+        row("planning", "dawn", 10),
+        row("planning", "kazinform", 11),
+        row("operational", "blog", 40),  # unsupported: does not count
+        row("setback", "dawn", 50),
+    ]
+    state = agreement_state(AGREEMENT, rows, SOURCES, at(55))
+    assert state.stage == "planning" and state.setback and state.setback_at == at(50)
+    later = agreement_state(AGREEMENT, [*rows, row("underway", "mofa", 60)], SOURCES, at(61))
+    assert later.stage == "underway" and not later.setback, "progress reported after the setback"
+
+
+def test_stalls_after_quiet_periods_named_by_their_start() -> None:
+    quiet = agreement_state(AGREEMENT, [], SOURCES, at(59))
+    assert not quiet.stalled and quiet.days_quiet == 59
+    silent = agreement_state(AGREEMENT, [], SOURCES, at(60))
+    assert silent.stalled and "no news for 60 days" in (silent.stall_reason or "")
+    # Only news repeating the signing: items keep coming, nothing beyond "signed".
+    signing_news = [row("signed", "dawn", 30, 85)]
+    assert not agreement_state(AGREEMENT, signing_news, SOURCES, at(89)).stalled, "news, 89 days since signing"
+    stalled = agreement_state(AGREEMENT, signing_news, SOURCES, at(95))
+    assert stalled.stalled and "no progress reported for 95 days" in (stalled.stall_reason or "")
+    again = agreement_state(AGREEMENT, signing_news, SOURCES, at(120))
+    assert again.stall_id == stalled.stall_id, "one stall period, one id however often it is checked"
+    talks = [*signing_news, row("follow_up_talks", "dawn", 100)]
+    assert not agreement_state(AGREEMENT, talks, SOURCES, at(150)).stalled, "talks are beyond signed"
+    moved = agreement_state(AGREEMENT, talks, SOURCES, at(195))
+    assert moved.stalled and moved.stall_id != stalled.stall_id, "a new quiet period is a new stall"
