@@ -23,6 +23,7 @@ from services.classifier.agreements import load_registry
 from services.classifier.classify import Classifier
 from services.classifier.service import ClassifierService
 from services.classifier.taxonomy import load_taxonomy
+from services.classifier.watch import AgreementWatch
 from services.ingest.catalogue import import_catalogue, load_catalogue
 from services.ingest.normalize import LanguageDetector
 from services.ingest.poller import Poller
@@ -30,7 +31,15 @@ from services.ingest.sources import InvalidSource, add_source
 from shared.bus import Bus
 from shared.bus.kafka import KafkaBus
 from shared.bus.memory import MemoryBus
-from shared.envelope import ALL_TOPICS, TOPIC_ALERTS, TOPIC_CLASSIFIED, TOPIC_DEADLETTER, TOPIC_OPS, TOPIC_RAW
+from shared.envelope import (
+    ALL_TOPICS,
+    TOPIC_AGREEMENTS,
+    TOPIC_ALERTS,
+    TOPIC_CLASSIFIED,
+    TOPIC_DEADLETTER,
+    TOPIC_OPS,
+    TOPIC_RAW,
+)
 from shared.errors import Conflict
 from shared.http import build_client
 from shared.metrics import Metrics
@@ -125,12 +134,14 @@ class Runtime:
             detector=LanguageDetector() if "ingest" in self.roles else None,
         )
         self.ops = OpsNotifier(settings)
+        self.watch = AgreementWatch(store=self.store, bus=self.bus, registry=self.registry, settings=settings)
         self.classifier = ClassifierService(
             store=self.store,
             bus=self.bus,
             classifier=Classifier(self.taxonomy, self.registry),
             settings=settings,
             metrics=self.metrics,
+            watch=self.watch,
         )
         self.matcher = Matcher(store=self.store, bus=self.bus, settings=settings, metrics=self.metrics)
         self.deliverer = Deliverer(
@@ -158,6 +169,7 @@ class Runtime:
                 "classifier.consumer",
                 self.bus.consume([s.topic(TOPIC_RAW)], s.group("classifier"), self.classifier.handle, self._stop),
             )
+            self._spawn("classifier.agreements", self.watch.run(self._stop))
         if "alerts" in self.roles:
             self._spawn(
                 "alerts.matcher",
@@ -169,6 +181,12 @@ class Runtime:
                 "alerts.deliverer",
                 self.bus.consume(
                     [s.topic(TOPIC_ALERTS)], s.group("alerts-deliverer"), self.deliverer.handle, self._stop
+                ),
+            )
+            self._spawn(
+                "alerts.agreements",
+                self.bus.consume(
+                    [s.topic(TOPIC_AGREEMENTS)], s.group("alerts-agreements"), self.matcher.handle_agreement, self._stop
                 ),
             )
             self._spawn("alerts.sweeper", self.deliverer.sweep(self._stop))

@@ -22,7 +22,8 @@ TOPIC_CLASSIFIED = "corridor.items.classified.v1"
 TOPIC_ALERTS = "corridor.alerts.v1"
 TOPIC_DEADLETTER = "corridor.deadletter.v1"
 TOPIC_OPS = "corridor.ops.v1"  # operator events: source broken / recovered
-ALL_TOPICS = (TOPIC_RAW, TOPIC_CLASSIFIED, TOPIC_ALERTS, TOPIC_DEADLETTER, TOPIC_OPS)
+TOPIC_AGREEMENTS = "corridor.agreements.v1"  # an agreement moved, met a setback or stalled
+ALL_TOPICS = (TOPIC_RAW, TOPIC_CLASSIFIED, TOPIC_ALERTS, TOPIC_DEADLETTER, TOPIC_OPS, TOPIC_AGREEMENTS)
 
 MAX_MESSAGE_BYTES = 900_000  # below Kafka's default 1 MiB message.max.bytes
 

@@ -381,10 +381,15 @@ class Delivery(_Record):
         return stable_id("msg", subscription_id, item_id, channel)
 
 
+EVENT_ITEM_PREFIX = "agreement-event:"  # a delivery's item_id when it carries an agreement event
+
+
 class AlertPayload(BaseModel):
-    """Payload of corridor.alerts.v1: a delivery to attempt, with the item it is about."""
+    """Payload of corridor.alerts.v1: a delivery to attempt, with the item or the agreement event
+    it is about (exactly one of them)."""
 
     delivery_id: str
     subscription_id: str
     channel: Channel
-    item: ClassifiedItem
+    item: ClassifiedItem | None = None
+    event: AgreementEvent | None = None

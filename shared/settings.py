@@ -70,6 +70,9 @@ class Settings(BaseSettings):
 
     taxonomy_path: Path | None = None
     agreements_path: Path | None = None
+    stall_days: int = Field(default=90, ge=1, le=3650)
+    silence_days: int = Field(default=60, ge=1, le=3650)
+    stall_check_s: float = Field(default=3600.0, gt=0.0, le=86400.0)
 
     allow_private_networks: CommaList = Field(default_factory=list)
 

@@ -20,15 +20,30 @@ from datetime import timedelta
 
 import httpx
 
-from services.alerts.mailer import build_confirmation, build_digest, build_disabled_notice, build_message, send_email
+from services.alerts.mailer import (
+    build_agreement_message,
+    build_confirmation,
+    build_digest,
+    build_disabled_notice,
+    build_message,
+    send_email,
+)
 from services.alerts.outcome import Outcome
 from services.alerts.ratelimit import RecipientLimiter
-from services.alerts.webhook import alert_body, send_webhook
+from services.alerts.webhook import agreement_body, alert_body, send_webhook
 from shared.bus import Bus
 from shared.envelope import TOPIC_DEADLETTER, TOPIC_OPS, DeadLetter, Envelope
 from shared.errors import PoisonMessage
 from shared.metrics import Metrics
-from shared.models import AlertPayload, ClassifiedItem, Delivery, Subscription, SubscriptionDisabled
+from shared.models import (
+    EVENT_ITEM_PREFIX,
+    AgreementEvent,
+    AlertPayload,
+    ClassifiedItem,
+    Delivery,
+    Subscription,
+    SubscriptionDisabled,
+)
 from shared.settings import Settings
 from shared.store import Store
 from shared.store.base import MAX_SCAN
@@ -79,7 +94,7 @@ class Deliverer:
         delivery = await self._store.claim_delivery(alert.delivery_id, now, now + self._lease)
         if delivery is None:
             return  # already delivered, given up, or being attempted by another worker
-        await self.attempt(delivery, alert.item)
+        await self.attempt(delivery, alert.item or alert.event)
 
     async def sweep(self, stop: asyncio.Event) -> None:
         """Attempt due deliveries until ``stop``, at most ``delivery_concurrency`` at once; open
@@ -135,17 +150,22 @@ class Deliverer:
             if delivery.item_id == CONFIRM_ITEM or delivery.item_id.startswith("digest:"):
                 await self.attempt(delivery, None)
                 return
-            item = await self._store.get_item(delivery.item_id)
-            if item is None:
+            subject: ClassifiedItem | AgreementEvent | None
+            if delivery.item_id.startswith(EVENT_ITEM_PREFIX):
+                subject = await self._store.get_agreement_event(delivery.item_id.removeprefix(EVENT_ITEM_PREFIX))
+            else:
+                subject = await self._store.get_item(delivery.item_id)
+            if subject is None:
                 await self._finish(delivery, Outcome.permanent("item no longer stored"))
                 return
-            await self.attempt(delivery, item)
+            await self.attempt(delivery, subject)
         except Exception:
             # The lease runs out and the sweep tries again; the error is not swallowed silently.
             log.exception("delivery %s failed unexpectedly", delivery.id)
 
-    async def attempt(self, delivery: Delivery, item: ClassifiedItem | None) -> None:
-        """Send one claimed delivery (alert, digest or confirmation) and record the outcome."""
+    async def attempt(self, delivery: Delivery, item: ClassifiedItem | AgreementEvent | None) -> None:
+        """Send one claimed delivery (an item's or an agreement event's alert, a digest or a
+        confirmation) and record the outcome."""
         subscription = await self._store.get_subscription(delivery.subscription_id)
         is_confirm = delivery.item_id == CONFIRM_ITEM
         if subscription is None or not subscription.active or (not subscription.confirmed and not is_confirm):
@@ -164,11 +184,22 @@ class Deliverer:
             )
             stored = await self._store.get_items(d.item_id for d in queued)
             items = [stored[d.item_id] for d in queued if d.item_id in stored]
-            if not items:
+            events = [
+                e
+                for d in queued
+                if d.item_id.startswith(EVENT_ITEM_PREFIX)
+                and (e := await self._store.get_agreement_event(d.item_id.removeprefix(EVENT_ITEM_PREFIX)))
+            ]
+            if not items and not events:
                 await self._finish(delivery, Outcome.success())
                 return
             message = build_digest(
-                self._settings, subscription, items, delivery_id=delivery.id, period=delivery.digest_period or ""
+                self._settings,
+                subscription,
+                items,
+                delivery_id=delivery.id,
+                period=delivery.digest_period or "",
+                events=events,
             )
             outcome = await send_email(self._settings, message)
         elif is_confirm:
@@ -177,6 +208,16 @@ class Deliverer:
             )
         elif item is None:
             outcome = Outcome.permanent("item no longer stored")
+        elif isinstance(item, AgreementEvent):
+            link = f"{self._settings.public_base_url.rstrip('/')}/api/v1/agreements/{item.agreement_id}"
+            if delivery.channel == "webhook":
+                body = agreement_body(subscription, item, link=link)
+                outcome = await send_webhook(self._client, subscription, delivery.id, body, now)
+            else:
+                message = build_agreement_message(
+                    self._settings, subscription, item, delivery_id=delivery.id, link=link
+                )
+                outcome = await send_email(self._settings, message)
         elif delivery.channel == "webhook":
             link = f"{self._settings.public_base_url.rstrip('/')}/api/v1/events/{item.id}"
             outcome = await send_webhook(

@@ -14,7 +14,7 @@ import aiosmtplib
 
 from services.alerts import links
 from services.alerts.outcome import Outcome
-from shared.models import ClassifiedItem, Subscription
+from shared.models import AgreementEvent, ClassifiedItem, Subscription
 from shared.settings import Settings
 
 
@@ -40,6 +40,47 @@ def build_message(
         f"<h2>{html.escape(item.title)}</h2><p>Sectors: {html.escape(sectors)}<br>Countries: "
         f'{html.escape(countries)}</p><p><a href="{html.escape(item.url or link)}">Read the item</a></p>'
         f"<p>{html.escape(item.summary[:2000])}</p><ul>{items_html}</ul>"
+        f'<p><a href="{html.escape(unsubscribe)}">Unsubscribe</a></p>',
+        subtype="html",
+    )
+    return msg
+
+
+_KIND_TITLES = {
+    "agreement.stage_changed": "moved",
+    "agreement.setback": "setback",
+    "agreement.stalled": "stalled",
+}
+
+
+def describe(event: AgreementEvent) -> str:
+    """One line saying what happened to the agreement."""
+    if event.kind == "agreement.stage_changed":
+        return f"{event.title}: {event.before or '-'} → {event.after}"
+    if event.kind == "agreement.setback":
+        return f"{event.title}: setback reported ({event.detail or 'see the evidence'})"
+    return f"{event.title}: stalled — {event.detail}"
+
+
+def build_agreement_message(
+    settings: Settings, subscription: Subscription, event: AgreementEvent, *, delivery_id: str, link: str
+) -> EmailMessage:
+    """The alert email for one agreement event."""
+    subject = f"[Corridor] agreement {_KIND_TITLES[event.kind]}: {event.title[:140]}"
+    msg = _base(settings, subscription, subject, delivery_id)
+    unsubscribe = _unsubscribe_headers(settings, subscription, msg)
+    evidence = "\n".join(f"- {e.kind} {e.label}: “{e.term}” … {e.snippet}" for e in event.evidence[:8])
+    msg.set_content(
+        f"{describe(event)}\n\nArea: {event.area}\nAgreement: {link}\n\nEvidence:\n{evidence or '-'}\n\n"
+        f"Unsubscribe: {unsubscribe}\n"
+    )
+    items_html = "".join(
+        f"<li><b>{html.escape(e.label)}</b>: {html.escape(e.term)} — {html.escape(e.snippet)}</li>"
+        for e in event.evidence[:8]
+    )
+    msg.add_alternative(
+        f"<h2>{html.escape(describe(event))}</h2><p>Area: {html.escape(event.area)}</p>"
+        f'<p><a href="{html.escape(link)}">The agreement in Corridor</a></p><ul>{items_html}</ul>'
         f'<p><a href="{html.escape(unsubscribe)}">Unsubscribe</a></p>',
         subtype="html",
     )
@@ -105,18 +146,34 @@ def build_confirmation(settings: Settings, subscription: Subscription, *, delive
 
 
 def build_digest(
-    settings: Settings, subscription: Subscription, items: list[ClassifiedItem], *, delivery_id: str, period: str
+    settings: Settings,
+    subscription: Subscription,
+    items: list[ClassifiedItem],
+    *,
+    delivery_id: str,
+    period: str,
+    events: list[AgreementEvent] | None = None,
 ) -> EmailMessage:
-    """One email for a digest period: items grouped by sector, with counts."""
+    """One email for a digest period: agreement events first, then items grouped by sector."""
     groups: dict[str, list[ClassifiedItem]] = {}
     for item in sorted(items, key=lambda i: i.sort_at, reverse=True):
         wanted = [s for s in item.sectors if not subscription.sectors or s in subscription.sectors]
         groups.setdefault(wanted[0] if wanted else "other", []).append(item)
     label = "hourly" if subscription.cadence == "hourly" else "daily"
-    msg = _base(settings, subscription, f"[Corridor] {label} digest {period}: {len(items)} items", delivery_id)
+    events = events or []
+    count = f"{len(items)} items" + (f", {len(events)} agreement events" if events else "")
+    msg = _base(settings, subscription, f"[Corridor] {label} digest {period}: {count}", delivery_id)
     unsubscribe = _unsubscribe_headers(settings, subscription, msg)
-    lines = [f"Corridor {label} digest for {period}: {len(items)} items.", ""]
-    html_parts = [f"<h2>Corridor {label} digest for {html.escape(period)}: {len(items)} items</h2>"]
+    lines = [f"Corridor {label} digest for {period}: {count}.", ""]
+    html_parts = [f"<h2>Corridor {label} digest for {html.escape(period)}: {html.escape(count)}</h2>"]
+    if events:
+        lines.append(f"agreements ({len(events)})")
+        html_parts.append(f"<h3>agreements ({len(events)})</h3><ul>")
+        for event in sorted(events, key=lambda e: e.at, reverse=True):
+            lines.append(f"  - {describe(event)}")
+            html_parts.append(f"<li>{html.escape(describe(event))}</li>")
+        lines.append("")
+        html_parts.append("</ul>")
     for sector, group in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0])):
         lines.append(f"{sector} ({len(group)})")
         html_parts.append(f"<h3>{html.escape(sector)} ({len(group)})</h3><ul>")

@@ -15,7 +15,7 @@ from shared.bus import Bus
 from shared.envelope import TOPIC_ALERTS, Envelope
 from shared.errors import PoisonMessage
 from shared.metrics import Metrics
-from shared.models import AlertPayload, ClassifiedItem, Delivery, Subscription
+from shared.models import EVENT_ITEM_PREFIX, AgreementEvent, AlertPayload, ClassifiedItem, Delivery, Subscription
 from shared.settings import Settings
 from shared.store import Store
 from shared.timeutil import Clock, utcnow
@@ -30,6 +30,7 @@ class SubscriptionIndex:
     whose sector filter cannot pass."""
 
     def __init__(self, subscriptions: list[Subscription]) -> None:
+        self.all = subscriptions
         self._order = {s.id: n for n, s in enumerate(subscriptions)}
         self._any = [s for s in subscriptions if not s.sectors]
         self._by_sector: dict[str, list[Subscription]] = {}
@@ -59,18 +60,39 @@ class Matcher:
         self._index = SubscriptionIndex([])
         self._cache_at = float("-inf")
 
-    async def _subscriptions(self, item: ClassifiedItem) -> list[Subscription]:
+    async def _subscriptions(self, item: ClassifiedItem | None) -> list[Subscription]:
         if time.monotonic() - self._cache_at > SUBSCRIPTION_CACHE_S:
             self._index = SubscriptionIndex(await self._store.list_subscriptions(active_only=True))
             self._cache_at = time.monotonic()
-        return self._index.candidates(item)
+        return self._index.candidates(item) if item is not None else self._index.all
 
     async def handle(self, envelope: Envelope) -> None:
+        """Bus handler for corridor.items.classified.v1."""
         if envelope.type != "item.classified":
             raise PoisonMessage(f"unexpected event type {envelope.type!r} on the classified topic")
         item = envelope.payload_as(ClassifiedItem)
         now = self._clock()
-        matched = [(s, self._delivery(s, item, now)) for s in await self._subscriptions(item) if s.matches(item)]
+        matched = [(s, self._delivery(s, item.id, now)) for s in await self._subscriptions(item) if s.matches(item)]
+        await self._deliver(matched, item=item)
+
+    async def handle_agreement(self, envelope: Envelope) -> None:
+        """Bus handler for corridor.agreements.v1: the subscriptions that asked for this kind of
+        agreement event (and its agreement or area) get one delivery each."""
+        if envelope.type != "agreement.event":
+            raise PoisonMessage(f"unexpected event type {envelope.type!r} on the agreements topic")
+        event = envelope.payload_as(AgreementEvent)
+        now = self._clock()
+        wanted = [s for s in await self._subscriptions(None) if s.wants(event)]
+        matched = [(s, self._delivery(s, EVENT_ITEM_PREFIX + event.id, now)) for s in wanted]
+        await self._deliver(matched, event=event)
+
+    async def _deliver(
+        self,
+        matched: list[tuple[Subscription, Delivery]],
+        *,
+        item: ClassifiedItem | None = None,
+        event: AgreementEvent | None = None,
+    ) -> None:
         if not matched:
             return
         # One store round trip for all of the item's deliveries, before any alert is published.
@@ -82,15 +104,19 @@ class Matcher:
             # Published even when the delivery existed: the previous run may have died before
             # publishing; the deliverer's claim makes a second message harmless.
             payload = AlertPayload(
-                delivery_id=delivery.id, subscription_id=subscription.id, channel=subscription.channel, item=item
+                delivery_id=delivery.id,
+                subscription_id=subscription.id,
+                channel=subscription.channel,
+                item=item,
+                event=event,
             )
             await self._bus.publish(self._out, subscription.id, Envelope.wrap("alert", payload))
 
-    def _delivery(self, subscription: Subscription, item: ClassifiedItem, now: datetime) -> Delivery:
+    def _delivery(self, subscription: Subscription, item_id: str, now: datetime) -> Delivery:
         delivery = Delivery(
-            id=Delivery.make_id(subscription.id, item.id, subscription.channel),
+            id=Delivery.make_id(subscription.id, item_id, subscription.channel),
             subscription_id=subscription.id,
-            item_id=item.id,
+            item_id=item_id,
             channel=subscription.channel,
             created_at=now,
             next_attempt_at=now + self._handoff,

@@ -19,7 +19,7 @@ from standardwebhooks.webhooks import Webhook
 from services.alerts.outcome import Outcome
 from shared.errors import BlockedAddress, FetchError
 from shared.http import classify_http_error, read_capped
-from shared.models import ClassifiedItem, Subscription
+from shared.models import AgreementEvent, ClassifiedItem, Subscription
 
 RESPONSE_SNIPPET_BYTES = 1024
 SECRET_BYTES = 24
@@ -37,6 +37,17 @@ def alert_body(subscription: Subscription, item: ClassifiedItem, *, link: str) -
         "subscription_id": subscription.id,
         "link": link,
         "item": item.model_dump(mode="json"),
+    }
+
+
+def agreement_body(subscription: Subscription, event: AgreementEvent, *, link: str) -> dict[str, Any]:
+    """The JSON body of an agreement alert (stage changed, setback, stalled)."""
+    return {
+        "type": "corridor.agreement",
+        "kind": event.kind,
+        "subscription_id": subscription.id,
+        "link": link,
+        "event": event.model_dump(mode="json", exclude={"published_at"}),
     }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from services.classifier.classify import Classifier
+from services.classifier.watch import AgreementWatch
 from shared.bus import Bus
 from shared.envelope import TOPIC_CLASSIFIED, Envelope
 from shared.errors import PoisonMessage
@@ -14,10 +15,21 @@ from shared.store import Store
 
 class ClassifierService:
     """Handles corridor.items.raw.v1 (``item.raw`` and ``item.updated``). Idempotent: the item is
-    upserted by id, so an update replaces the stored event and keeps its deliveries."""
+    upserted by id, so an update replaces the stored event and keeps its deliveries; agreement
+    events have ids fixed by what happened, so a redelivered item announces nothing twice."""
 
-    def __init__(self, *, store: Store, bus: Bus, classifier: Classifier, settings: Settings, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        bus: Bus,
+        classifier: Classifier,
+        settings: Settings,
+        metrics: Metrics,
+        watch: AgreementWatch | None = None,
+    ) -> None:
         self._store = store
+        self._watch = watch
         self._bus = bus
         self._classifier = classifier
         self._metrics = metrics
@@ -31,4 +43,7 @@ class ClassifierService:
         classified = self._classifier.classify(item)
         await self._store.upsert_item(classified)
         await self._bus.publish(self._out, classified.id, Envelope.wrap("item.classified", classified))
+        if self._watch is not None:
+            # After the item is stored: its agreements' stages are recomputed from the store.
+            await self._watch.after_item(classified)
         self._metrics.classified.inc()

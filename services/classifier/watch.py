@@ -1,0 +1,177 @@
+"""Agreement events: a stage reached, a setback reported, an agreement gone quiet.
+
+After each stored item the classifier asks :meth:`AgreementWatch.after_item` about the item's
+agreements: each one's stage is recomputed (:mod:`services.classifier.tracker`) and, when it
+differs from the stage recorded in the store, recorded with an atomic swap — of replicas that saw
+the same old stage only one wins, and only the winner announces ``agreement.stage_changed``. An
+item reporting a setback announces ``agreement.setback`` (one per item).
+
+:meth:`AgreementWatch.run` checks for stalls every ``stall_check_s`` and announces
+``agreement.stalled`` once per quiet period. Every event's id is fixed by what happened, and it is
+stored (unique) before it is published on corridor.agreements.v1, then marked published; events
+left unpublished by a crash are published by the next round. So however many replicas notice
+something and however often they restart, it is one event, and one alert per subscription.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from datetime import timedelta
+
+from services.classifier.agreements import Registry
+from services.classifier.tracker import AgreementState, agreement_state, agreement_states
+from shared.bus import Bus
+from shared.envelope import TOPIC_AGREEMENTS, Envelope
+from shared.errors import StoreUnavailable
+from shared.models import AgreementEvent, ClassifiedItem, Source, stable_id
+from shared.settings import Settings
+from shared.store import Store
+from shared.timeutil import Clock, utcnow
+
+log = logging.getLogger(__name__)
+
+SOURCES_CACHE_S = 60.0
+REPUBLISH_AFTER = timedelta(minutes=1)
+
+
+class AgreementWatch:
+    """See the module docstring."""
+
+    def __init__(
+        self, *, store: Store, bus: Bus, registry: Registry, settings: Settings, clock: Clock = utcnow
+    ) -> None:
+        self._store = store
+        self._bus = bus
+        self._registry = registry
+        self._agreements = registry.by_id()
+        self._settings = settings
+        self._clock = clock
+        self._topic = settings.topic(TOPIC_AGREEMENTS)
+        self._sources: dict[str, Source] = {}
+        self._sources_at = float("-inf")
+
+    async def _known_sources(self) -> dict[str, Source]:
+        if time.monotonic() - self._sources_at > SOURCES_CACHE_S:
+            self._sources = {s.id: s for s in await self._store.list_sources()}
+            self._sources_at = time.monotonic()
+        return self._sources
+
+    async def state(self, agreement_id: str) -> AgreementState:
+        agreement = self._agreements[agreement_id]
+        rows = await self._store.agreement_activity(agreement_id)
+        s = self._settings
+        return agreement_state(
+            agreement,
+            rows,
+            await self._known_sources(),
+            self._clock(),
+            stall_days=s.stall_days,
+            silence_days=s.silence_days,
+        )
+
+    async def states(self) -> list[AgreementState]:
+        s = self._settings
+        return agreement_states(
+            self._registry,
+            await self._store.agreement_activity(),
+            await self._known_sources(),
+            self._clock(),
+            stall_days=s.stall_days,
+            silence_days=s.silence_days,
+        )
+
+    async def after_item(self, item: ClassifiedItem) -> None:
+        """Announce what this stored item changed for its agreements."""
+        for link in item.agreements:
+            if link.id not in self._agreements:
+                continue  # linked by an older registry: nothing to track
+            agreement = self._agreements[link.id]
+            state = await self.state(link.id)
+            recorded = await self._store.get_agreement_stage(link.id)
+            # The first recorded "signed" is no news: every agreement starts there.
+            news = recorded is not None or state.stage != "signed"
+            swapped = recorded != state.stage and await self._store.swap_agreement_stage(link.id, recorded, state.stage)
+            if swapped and news:
+                before = recorded or "signed"
+                await self._emit(
+                    AgreementEvent(
+                        id=stable_id("evt", link.id, "stage", before, state.stage, item.id),
+                        kind="agreement.stage_changed",
+                        agreement_id=link.id,
+                        area=agreement.area,
+                        title=agreement.title,
+                        before=before,
+                        after=state.stage,
+                        item_id=item.id,
+                        detail=f"{item.title} ({item.url or item.source_url})",
+                        evidence=[e for e in item.evidence if e.kind in ("agreement", "stage")],
+                    )
+                )
+            if item.stage == "setback":
+                await self._emit(
+                    AgreementEvent(
+                        id=stable_id("evt", link.id, "setback", item.id),
+                        kind="agreement.setback",
+                        agreement_id=link.id,
+                        area=agreement.area,
+                        title=agreement.title,
+                        before=state.stage,
+                        after=state.stage,
+                        item_id=item.id,
+                        detail=item.title,
+                        evidence=[e for e in item.evidence if e.kind in ("agreement", "stage")],
+                    )
+                )
+
+    async def check_stalls(self) -> int:
+        """Announce every agreement stalled in a quiet period not announced before; how many."""
+        announced = 0
+        for state in await self.states():
+            if state.stalled and state.stall_id:
+                agreement = state.agreement
+                event = AgreementEvent(
+                    id=state.stall_id,
+                    kind="agreement.stalled",
+                    agreement_id=agreement.id,
+                    area=agreement.area,
+                    title=agreement.title,
+                    before=state.stage,
+                    after=state.stage,
+                    detail=state.stall_reason or "",
+                )
+                announced += await self._emit(event)
+        return announced
+
+    async def republish(self) -> int:
+        """Publish events a crash left stored but unpublished; how many."""
+        stale = await self._store.list_agreement_events(unpublished_before=self._clock() - REPUBLISH_AFTER)
+        for event in stale:
+            await self._publish(event)
+        return len(stale)
+
+    async def _emit(self, event: AgreementEvent) -> bool:
+        if not await self._store.insert_agreement_event(event):
+            return False  # announced before (by this process or another)
+        await self._publish(event)
+        log.info("agreement event %s: %s", event.kind, event.id)
+        return True
+
+    async def _publish(self, event: AgreementEvent) -> None:
+        await self._bus.publish(self._topic, event.agreement_id, Envelope.wrap("agreement.event", event))
+        await self._store.mark_agreement_event_published(event.id, self._clock())
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Check for stalls and unpublished events every ``stall_check_s`` until ``stop``."""
+        while not stop.is_set():
+            try:
+                stalled = await self.check_stalls()
+                republished = await self.republish()
+                if stalled or republished:
+                    log.info("agreements: %d stalls announced, %d events republished", stalled, republished)
+            except StoreUnavailable as exc:
+                log.warning("agreement checks skipped this round: %s", exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self._settings.stall_check_s)
