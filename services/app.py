@@ -16,9 +16,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from services.alerts.routes import build_router as alerts_router
+from services.classifier.agreement_routes import build_router as agreements_router
 from services.classifier.routes import build_router as events_router
 from services.ingest.routes import build_router as sources_router
-from services.runtime import Role, Runtime
+from services.runtime import Runtime
 from services.web.routes import mount_dashboard
 from shared.api import AccessLog, RequestGuard, api_key_dependency, ops_router, read_dependency, validation_errors
 from shared.errors import StoreUnavailable
@@ -31,7 +32,7 @@ __version__ = "0.1.0"
 DESCRIPTION = "Follow-through of the Pakistan–Kazakhstan agreements: events, sources, subscriptions."
 
 
-def api_routers(runtime: Runtime) -> dict[Role, APIRouter]:
+def api_routers(runtime: Runtime) -> dict[str, APIRouter]:
     """The API routes of each role, built on ``runtime``'s clients."""
     settings = runtime.settings
     require_key = api_key_dependency(settings.api_key)
@@ -54,10 +55,18 @@ def api_routers(runtime: Runtime) -> dict[Role, APIRouter]:
             base_url=settings.public_base_url,
             query_timeout_s=settings.query_timeout_s,
         ),
+        "agreements": agreements_router(
+            store=runtime.store,
+            registry=runtime.registry,
+            watch=runtime.watch,
+            require_read=require_read,
+            base_url=settings.public_base_url,
+        ),
         "alerts": alerts_router(
             store=runtime.store,
             policy=runtime.policy,
             sector_ids=runtime.sector_ids,
+            agreement_ids=[a.id for a in runtime.registry.agreements],
             require_key=require_key,
             settings=settings,
         ),
@@ -80,9 +89,10 @@ def create_app(runtime: Runtime) -> FastAPI:
     app = FastAPI(title=TITLE, version=__version__, description=DESCRIPTION, lifespan=lifespan)
     settings = runtime.settings
     routers = api_routers(runtime)
-    for role in ("ingest", "classifier", "alerts"):
-        if role in runtime.roles:
-            app.include_router(routers[role])
+    for name, router in routers.items():
+        # The tracker's routes belong to the classifier, which links items to agreements.
+        if (name if name != "agreements" else "classifier") in runtime.roles:
+            app.include_router(router)
     if "classifier" in runtime.roles:
         mount_dashboard(app)  # the page reads /api/v1; in compose the proxy sends / here
     ops = ops_router(metrics=runtime.metrics, checks={"store": runtime.store.ping, "bus": runtime.bus.ping})

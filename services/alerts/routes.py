@@ -19,7 +19,7 @@ from services.alerts.deliverer import CONFIRM_ITEM
 from services.alerts.webhook import new_secret
 from shared.api import Body
 from shared.errors import BlockedAddress
-from shared.models import Cadence, Country, Delivery, DeliveryStatus, Subscription
+from shared.models import AlertKind, Area, Cadence, Country, Delivery, DeliveryStatus, Subscription
 from shared.netguard import AddressPolicy, InvalidURL, checked_url
 from shared.settings import Settings
 from shared.store import Store
@@ -41,6 +41,16 @@ class Filters(Body):
     keywords: list[Annotated[str, Field(min_length=2, max_length=100)]] | None = Field(default=None, max_length=50)
     sources: list[str] | None = Field(default=None, max_length=200)
     languages: list[Annotated[str, Field(min_length=2, max_length=8)]] | None = Field(default=None, max_length=20)
+    agreements: list[Annotated[str, Field(max_length=80)]] | None = Field(
+        default=None, max_length=100, description="agreement ids (GET /api/v1/agreements): items linked to one of them"
+    )
+    areas: list[Area] | None = Field(default=None, max_length=20, description="agreement areas, any of")
+    kinds: list[AlertKind] | None = Field(
+        default=None,
+        min_length=1,
+        description='what to be alerted of: "item" (default), "agreement.stage_changed", "agreement.setback", '
+        '"agreement.stalled"',
+    )
     cadence: Cadence | None = None
     digest_time: str | None = Field(default=None, pattern=_HHMM, description="local HH:MM of the daily digest")
     timezone: str | None = Field(default=None, max_length=64, description="IANA time zone, e.g. Asia/Karachi")
@@ -92,6 +102,9 @@ class SubscriptionOut(BaseModel):
     keywords: list[str]
     sources: list[str]
     languages: list[str]
+    agreements: list[str]
+    areas: list[str]
+    kinds: list[str]
     cadence: Cadence
     digest_time: str
     timezone: str
@@ -134,7 +147,13 @@ def _button_page(title: str, label: str, token: str) -> HTMLResponse:
 
 
 def build_router(
-    *, store: Store, policy: AddressPolicy, sector_ids: list[str], require_key: Callable[..., Any], settings: Settings
+    *,
+    store: Store,
+    policy: AddressPolicy,
+    sector_ids: list[str],
+    agreement_ids: list[str],
+    require_key: Callable[..., Any],
+    settings: Settings,
 ) -> APIRouter:
     """Routes for subscriptions and deliveries."""
     router = APIRouter(prefix="/api/v1", tags=["alerts"])
@@ -151,7 +170,10 @@ def build_router(
         unknown = sorted(set(fields.get("sectors") or []) - set(sector_ids))
         if unknown:
             raise _invalid("sectors", f"unknown sectors {unknown}; valid: {sector_ids}")
-        for key in ("sectors", "countries", "sources", "languages"):
+        unknown = sorted(set(fields.get("agreements") or []) - set(agreement_ids))
+        if unknown:
+            raise _invalid("agreements", f"unknown agreements {unknown}; see GET /api/v1/agreements")
+        for key in ("sectors", "countries", "sources", "languages", "agreements", "areas", "kinds"):
             if fields.get(key) is not None:
                 fields[key] = sorted(set(fields[key]))
         return {k: v for k, v in fields.items() if v is not None}

@@ -53,8 +53,10 @@ class AgreementWatch:
         self._sources: dict[str, Source] = {}
         self._sources_at = float("-inf")
 
-    async def _known_sources(self) -> dict[str, Source]:
-        if time.monotonic() - self._sources_at > SOURCES_CACHE_S:
+    async def _known_sources(self, needed: set[str] = frozenset()) -> dict[str, Source]:  # type: ignore[assignment]
+        """The sources (publishers' country, official), re-read every SOURCES_CACHE_S and when a
+        source not read yet reports on an agreement."""
+        if time.monotonic() - self._sources_at > SOURCES_CACHE_S or needed - self._sources.keys():
             self._sources = {s.id: s for s in await self._store.list_sources()}
             self._sources_at = time.monotonic()
         return self._sources
@@ -66,7 +68,7 @@ class AgreementWatch:
         return agreement_state(
             agreement,
             rows,
-            await self._known_sources(),
+            await self._known_sources({r.source_id for r in rows}),
             self._clock(),
             stall_days=s.stall_days,
             silence_days=s.silence_days,
@@ -74,10 +76,11 @@ class AgreementWatch:
 
     async def states(self) -> list[AgreementState]:
         s = self._settings
+        rows = await self._store.agreement_activity()
         return agreement_states(
             self._registry,
-            await self._store.agreement_activity(),
-            await self._known_sources(),
+            rows,
+            await self._known_sources({r.source_id for r in rows}),
             self._clock(),
             stall_days=s.stall_days,
             silence_days=s.silence_days,

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shared.datafiles import load_json_model
 from shared.errors import Conflict
-from shared.models import HtmlSelectors, Source, SourceKind, stable_id
+from shared.models import Country, HtmlSelectors, Source, SourceKind, stable_id
 from shared.store import Store
 from shared.timeutil import utcnow
 
@@ -26,7 +26,8 @@ class CatalogueEntry(BaseModel):
     url: str
     kind: SourceKind = "feed"
     language: str | None = None
-    country: str | None = None
+    country: Country | None = None
+    official: bool = Field(default=False, description="a government or state body's own channel")
     note: str | None = None
     selectors: HtmlSelectors | None = None
     active: bool = True
@@ -57,6 +58,8 @@ async def import_catalogue(store: Store, catalogue: Catalogue, default_interval_
             language=entry.language,
             selectors=entry.selectors,
             note=entry.note,
+            country=entry.country,
+            official=entry.official,
             active=entry.active,
             interval_s=entry.interval_s or default_interval_s,
             next_check_at=utcnow(),

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from services.ingest.sources import InvalidSource, add_source, poll_now, update_source
 from shared.api import Body
 from shared.errors import Conflict
-from shared.models import HtmlSelectors, Source, SourceKind
+from shared.models import Country, HtmlSelectors, Source, SourceKind
 from shared.netguard import AddressPolicy
 from shared.store import Store
 
@@ -29,6 +29,8 @@ class SourceIn(Body):
     language: str | None = Field(default=None, min_length=2, max_length=8)
     selectors: HtmlSelectors | None = Field(default=None, description="CSS selectors, required for kind=html")
     interval_s: float | None = Field(default=None, ge=60, le=86400, description="poll interval in seconds")
+    country: Country | None = Field(default=None, description="where the publisher is (PK or KZ)")
+    official: bool = Field(default=False, description="a government or state body's own channel")
 
 
 class SourcePatch(Body):
@@ -41,6 +43,8 @@ class SourcePatch(Body):
     selectors: HtmlSelectors | None = None
     interval_s: float | None = Field(default=None, ge=60, le=86400)
     active: bool | None = None
+    country: Country | None = None
+    official: bool | None = None
 
 
 class SourceOut(BaseModel):
@@ -66,6 +70,8 @@ class SourceOut(BaseModel):
     last_error: str | None
     last_error_kind: str | None
     items_seen: int
+    country: Country | None
+    official: bool
 
     @classmethod
     def of(cls, source: Source) -> SourceOut:
@@ -111,6 +117,8 @@ def build_router(
                 kind=body.kind,
                 language=body.language,
                 selectors=body.selectors,
+                country=body.country,
+                official=body.official,
             )
         except InvalidSource as exc:
             raise _invalid("selectors" if "selectors" in str(exc) else "url", str(exc)) from exc

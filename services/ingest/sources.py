@@ -6,7 +6,7 @@ from typing import Any
 
 from services.ingest.gdelt import gdelt_url
 from shared.errors import BlockedAddress
-from shared.models import HtmlSelectors, Source, SourceKind, stable_id
+from shared.models import Country, HtmlSelectors, Source, SourceKind, stable_id
 from shared.netguard import AddressPolicy, InvalidURL, checked_url
 from shared.store import Store
 from shared.timeutil import utcnow
@@ -34,6 +34,8 @@ async def add_source(
     kind: SourceKind = "feed",
     language: str | None = None,
     selectors: HtmlSelectors | None = None,
+    country: Country | None = None,
+    official: bool = False,
 ) -> Source:
     """Validate and store a new source, due for polling at once.
 
@@ -52,6 +54,8 @@ async def add_source(
         kind=kind,
         language=language,
         selectors=selectors,
+        country=country,
+        official=official,
         interval_s=interval_s,
         next_check_at=utcnow(),
     )

@@ -1,0 +1,234 @@
+"""HTTP routes of the agreement tracker: /api/v1/agreements (the board), one agreement's timeline
+with its corroboration, and iCalendar (RFC 5545) feeds of stage events for calendar apps.
+
+Events of one agreement are also its event list (``/api/v1/events?agreement=ID``) and feeds
+(``/api/v1/events.rss?agreement=ID``), served by the events routes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, date, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Response
+from icalendar import Calendar
+from icalendar import Event as CalendarEvent
+from pydantic import BaseModel
+
+from services.classifier.agreements import Registry, SourceRef
+from services.classifier.tracker import AgreementState
+from services.classifier.watch import AgreementWatch
+from shared.models import AgreementEvent, Area, Country, Stage
+from shared.store import EventQuery, Store
+from shared.store.base import MAX_PAGE
+
+TIMELINE_ITEMS = 100
+CALENDAR_EVENTS = 500
+
+
+class AgreementOut(BaseModel):
+    """One row of the board."""
+
+    id: str
+    area: Area
+    area_label: str
+    title: str
+    signed_on: date
+    stage: Stage
+    stage_since: datetime
+    setback: bool
+    setback_at: datetime | None
+    last_item_at: datetime | None
+    last_progress_at: datetime | None
+    days_quiet: int
+    items: int
+    sources: int
+    stalled: bool
+    stall_reason: str | None
+    uncertain: list[str]
+
+
+class SourceOut(BaseModel):
+    id: str
+    name: str | None
+    country: Country | None
+    official: bool
+
+
+class Corroboration(BaseModel):
+    """Who reports a stage, and whether that is enough."""
+
+    stage: Stage
+    items: int
+    sources: list[SourceOut]
+    supported: bool
+    both_countries: bool
+    official: bool
+    first_at: datetime | None
+    last_at: datetime | None
+
+
+class TimelineItem(BaseModel):
+    id: str
+    title: str
+    url: str | None
+    source_id: str
+    source_name: str | None
+    stage: Stage | None
+    at: datetime
+
+
+class AgreementDetail(AgreementOut):
+    """One agreement: the registry's facts, where it stands, who says so, what was reported."""
+
+    parties: list[str]
+    commits_to: str
+    registry_sources: list[SourceRef]
+    corroboration: list[Corroboration]
+    timeline: list[TimelineItem]
+    events: list[AgreementEvent]
+
+
+def _row(state: AgreementState, registry: Registry) -> dict[str, Any]:
+    a = state.agreement
+    return {
+        "id": a.id,
+        "area": a.area,
+        "area_label": registry.areas[a.area].label,
+        "title": a.title,
+        "signed_on": a.signed_on,
+        "stage": state.stage,
+        "stage_since": state.stage_since,
+        "setback": state.setback,
+        "setback_at": state.setback_at,
+        "last_item_at": state.last_item_at,
+        "last_progress_at": state.last_progress_at,
+        "days_quiet": state.days_quiet,
+        "items": state.items,
+        "sources": state.sources,
+        "stalled": state.stalled,
+        "stall_reason": state.stall_reason,
+        "uncertain": a.uncertain,
+    }
+
+
+def build_router(
+    *, store: Store, registry: Registry, watch: AgreementWatch, require_read: Callable[..., Any], base_url: str
+) -> APIRouter:
+    router = APIRouter(prefix="/api/v1", tags=["agreements"], dependencies=[Depends(require_read)])
+    agreements = registry.by_id()
+
+    def known(agreement_id: str) -> None:
+        if agreement_id not in agreements:
+            raise HTTPException(404, detail="no such agreement")
+
+    @router.get("/agreements", response_model=list[AgreementOut])
+    async def board(
+        area: Annotated[Area | None, Query()] = None,
+        stage: Annotated[Stage | None, Query()] = None,
+        stalled: Annotated[bool | None, Query()] = None,
+    ) -> list[AgreementOut]:
+        rows = [AgreementOut(**_row(s, registry)) for s in await watch.states()]
+        return [
+            r
+            for r in rows
+            if (area is None or r.area == area)
+            and (stage is None or r.stage == stage or (stage == "setback" and r.setback))
+            and (stalled is None or r.stalled == stalled)
+        ]
+
+    async def calendar(agreement_id: str | None) -> Response:
+        cal = Calendar()
+        cal.add("prodid", "-//Corridor//agreement stages//EN")
+        cal.add("version", "2.0")
+        cal.add("x-wr-calname", "Corridor: " + (agreements[agreement_id].title if agreement_id else "agreements"))
+        now = datetime.now(UTC)
+        chosen = [agreements[agreement_id]] if agreement_id else registry.agreements
+        for a in chosen:
+            signed = CalendarEvent()
+            signed.add("uid", f"signed-{a.id}@corridor")
+            signed.add("dtstamp", now)
+            signed.add("dtstart", a.signed_on)
+            signed.add("summary", f"{a.title}: signed")
+            signed.add("url", f"{base_url.rstrip('/')}/api/v1/agreements/{a.id}")
+            cal.add_component(signed)
+        events = await store.list_agreement_events(agreement_id=agreement_id, limit=CALENDAR_EVENTS)
+        for e in events:
+            entry = CalendarEvent()
+            entry.add("uid", f"{e.id}@corridor")
+            entry.add("dtstamp", now)
+            entry.add("dtstart", e.at)
+            entry.add("dtend", e.at)
+            what = {"agreement.stage_changed": f"{e.before} → {e.after}", "agreement.setback": "setback"}
+            entry.add("summary", f"{e.title}: {what.get(e.kind, 'stalled')}")
+            entry.add("description", e.detail)
+            entry.add("url", f"{base_url.rstrip('/')}/api/v1/agreements/{e.agreement_id}")
+            cal.add_component(entry)
+        return Response(cal.to_ical(), media_type="text/calendar; charset=utf-8")
+
+    calendar_doc: dict[int | str, dict[str, Any]] = {200: {"content": {"text/calendar": {}}}}
+
+    @router.get("/agreements.ics", response_class=Response, responses=calendar_doc)
+    async def all_calendar() -> Response:
+        """Every agreement's signing and stage events, for calendar apps (RFC 5545)."""
+        return await calendar(None)
+
+    @router.get(
+        "/agreements/{agreement_id}.ics", response_class=Response, responses={200: {"content": {"text/calendar": {}}}}
+    )
+    async def one_calendar(agreement_id: str) -> Response:
+        known(agreement_id)
+        return await calendar(agreement_id)
+
+    @router.get("/agreements/{agreement_id}", response_model=AgreementDetail)
+    async def detail(agreement_id: str) -> AgreementDetail:
+        known(agreement_id)
+        state = await watch.state(agreement_id)
+        sources = {s.id: s for s in await store.list_sources()}
+
+        def source(source_id: str) -> SourceOut:
+            s = sources.get(source_id)
+            return SourceOut(
+                id=source_id,
+                name=s.name if s else None,
+                country=s.country if s else None,
+                official=bool(s and s.official),
+            )
+
+        items = await store.list_items(EventQuery(agreement=agreement_id, limit=min(TIMELINE_ITEMS, MAX_PAGE)))
+        a = state.agreement
+        return AgreementDetail(
+            **_row(state, registry),
+            parties=a.parties,
+            commits_to=a.commits_to,
+            registry_sources=a.sources,
+            corroboration=[
+                Corroboration(
+                    stage=s.stage,
+                    items=s.items,
+                    sources=[source(i) for i in s.sources],
+                    supported=s.supported,
+                    both_countries=s.both_countries,
+                    official=s.official,
+                    first_at=s.first_at,
+                    last_at=s.last_at,
+                )
+                for s in state.supports.values()
+            ],
+            timeline=[
+                TimelineItem(
+                    id=i.id,
+                    title=i.title,
+                    url=i.url,
+                    source_id=i.source_id,
+                    source_name=source(i.source_id).name,
+                    stage=i.stage,
+                    at=i.sort_at,
+                )
+                for i in items
+            ],
+            events=await store.list_agreement_events(agreement_id=agreement_id),
+        )
+
+    return router
