@@ -69,6 +69,7 @@ def api_routers(runtime: Runtime) -> dict[str, APIRouter]:
             agreement_ids=[a.id for a in runtime.registry.agreements],
             require_key=require_key,
             settings=settings,
+            on_change=runtime.matcher.subscriptions_changed,
         ),
     }
 

@@ -27,6 +27,7 @@ from starlette.routing import Route
 
 from services.app import create_app
 from services.runtime import ALL_ROLES, Runtime
+from shared.logs import configure_logging
 from shared.settings import Settings, load_settings
 
 FEED = Path(__file__).parent / "demo" / "sample_feed.xml"
@@ -70,11 +71,15 @@ def _feed_app() -> Starlette:
 def _show(alert: dict[str, Any]) -> str:
     item = alert["item"]
     sectors = ", ".join(f"{s['id']} {s['score']}" for s in item["sector_scores"]) or "no sector"
-    evidence = "; ".join(f"{e['label']}: “{e['term']}”" for e in item["evidence"][:3])
+    agreements = ", ".join(a["id"] for a in item.get("agreements", [])) or "-"
+    order = {"sector": 0, "agreement": 1, "stage": 2, "country": 3}
+    evidence = sorted(item["evidence"], key=lambda e: order.get(e["kind"], 9))
+    why = "; ".join(f"{e['label']}: “{e['term']}”" for e in evidence[:4])
     return (
         f"\n✔ verified alert {alert['webhook_id']}\n  {item['title']}\n"
         f"  sectors: {sectors} · countries: {', '.join(item['countries']) or '-'}\n"
-        f"  why: {evidence}\n  link: {item.get('url') or alert['link']}"
+        f"  agreements: {agreements} · stage reported: {item.get('stage') or '-'}\n"
+        f"  why: {why}\n  link: {item.get('url') or alert['link']}"
     )
 
 
@@ -151,4 +156,6 @@ def run_demo(port: int | None = None) -> int:
     }
     if port is not None:
         overrides["http_port"] = port
-    return asyncio.run(demo(load_settings(**overrides)))
+    settings = load_settings(**overrides)
+    configure_logging(settings.log_level, secrets=settings.secret_values())  # the alerts, not the chatter
+    return asyncio.run(demo(settings))

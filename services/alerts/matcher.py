@@ -60,6 +60,10 @@ class Matcher:
         self._index = SubscriptionIndex([])
         self._cache_at = float("-inf")
 
+    def subscriptions_changed(self) -> None:
+        """Re-read the subscriptions before the next match (called when this process changed one)."""
+        self._cache_at = float("-inf")
+
     async def _subscriptions(self, item: ClassifiedItem | None) -> list[Subscription]:
         if time.monotonic() - self._cache_at > SUBSCRIPTION_CACHE_S:
             self._index = SubscriptionIndex(await self._store.list_subscriptions(active_only=True))

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import html
 import secrets
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from fastapi import APIRouter, Depends, Form, HTTPException, Query, Response
+from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request, Response
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator, model_validator
 
@@ -154,9 +154,17 @@ def build_router(
     agreement_ids: list[str],
     require_key: Callable[..., Any],
     settings: Settings,
+    on_change: Callable[[], None] = lambda: None,
 ) -> APIRouter:
-    """Routes for subscriptions and deliveries."""
-    router = APIRouter(prefix="/api/v1", tags=["alerts"])
+    """Routes for subscriptions and deliveries. ``on_change`` is called after every request that
+    may have changed a subscription (the matcher of this process re-reads them at once)."""
+
+    async def changed(request: Request) -> AsyncIterator[None]:
+        yield
+        if request.method != "GET":
+            on_change()
+
+    router = APIRouter(prefix="/api/v1", tags=["alerts"], dependencies=[Depends(changed)])
     admin = [Depends(require_key)]
 
     async def found(subscription_id: str) -> Subscription:
