@@ -186,3 +186,76 @@ def test_dashboard_with_little_data_fits_the_chart_to_it(tmp_path: Path, artifac
         corridor.stop()
     assert 'data-weeks="4"' in dom, "two weeks of data: four weeks drawn, not 26 mostly flat"
     assert len(re.findall(r"<polyline", dom)) >= 6
+
+
+async def seed_agreements(path: Path) -> None:
+    from shared.models import AgreementLink
+
+    store = SQLiteStore(path)
+    await store.start()
+    for n, (source, stage, days) in enumerate(
+        [("src_ok", "planning", 20), ("src_kz", "planning", 18), ("src_ok", "setback", 3)]
+    ):
+        at = NOW - timedelta(days=days)
+        await store.upsert_item(
+            ClassifiedItem(
+                id=f"itm_a{n}",
+                source_id=source,
+                source_url="https://news.example/rss",
+                url=f"https://news.example/a{n}",
+                title=f"Pakistan Kazakhstan railway report {n} ({stage})",
+                published_at=at,
+                fetched_at=at,
+                countries=["PK", "KZ"],
+                bilateral=True,
+                agreements=[AgreementLink(id="railways-cooperation-mou", area="railways", score=2.0, terms=["KTZ"])],
+                stage=stage,  # type: ignore[arg-type]
+                classifier_version="seed",
+            )
+        )
+    for source_id, country in (("src_ok", "PK"), ("src_kz", "KZ")):
+        await store.insert_source(
+            Source(
+                id=source_id,
+                url=f"https://{source_id}.example/rss",
+                name=f"{source_id} news",
+                country=country,  # type: ignore[arg-type]
+                interval_s=900,
+                next_check_at=NOW + timedelta(days=1),
+            )
+        )
+    await store.close()
+
+
+def test_agreements_board_shows_stages_flags_and_a_timeline(tmp_path: Path, artifacts: Path) -> None:
+    """The Monday-morning page: one row per agreement, its stage as a progress bar, stalled and
+    setback rows marked; /#agreement=ID opens that agreement's timeline with its evidence."""
+    browser = chromium()
+    db = tmp_path / "board.sqlite3"
+    asyncio.run(seed_agreements(db))
+    corridor = CorridorProcess(
+        "all",
+        {"CORRIDOR_SQLITE_PATH": str(db), "CORRIDOR_POLL_TICK_S": "60", "CORRIDOR_POLL_INTERVAL_S": "86400"},
+        tmp_path / "corridor.log",
+    ).start()
+    try:
+        dom = render(
+            browser, corridor.base + "/#agreement=railways-cooperation-mou", artifacts / "board.png", "1280,1800"
+        )
+    finally:
+        corridor.stop()
+    assert 'data-ready="ok"' in dom
+    board = re.search(r'<table id="board".*?</table>', dom, re.S)
+    assert board is not None
+    rows = re.findall(r'<tr class="row[^"]*" data-id="([a-z0-9-]+)"', board.group(0))
+    assert len(rows) == 35 and "railways-cooperation-mou" in rows
+    railways = re.search(r'<tr class="row([^"]*)" data-id="railways-cooperation-mou">(.*?)</tr>', board.group(0), re.S)
+    assert railways is not None and "setback" in railways.group(1) and 'data-stage="planning"' in railways.group(2)
+    assert railways.group(2).count('class="on"') == 4, "signed, talks, approved, planning lit"
+    assert board.group(0).count('class="flag stalled"') == 34, "every other agreement is quiet since February"
+    detail = re.search(r'<tr class="detail" data-detail="railways-cooperation-mou">(.*?)</tr>', board.group(0), re.S)
+    assert detail is not None, "the linked agreement's timeline is open"
+    planning = re.search(r"planning: ([^|<]*)", detail.group(1))
+    assert planning and "✓ · both countries" in planning.group(1), "two sources, one from each country"
+    assert "src_ok news" in planning.group(1) and "src_kz news" in planning.group(1)
+    assert detail.group(1).count("<li>") == 3 and "railway report 2 (setback)" in detail.group(1)

@@ -5,7 +5,7 @@
 const COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
   "#7f7f7f", "#bcbd22", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd"];
 const $ = (id) => document.getElementById(id);
-const state = { key: sessionStorage.getItem("corridor-key") || "", sectors: [], color: {}, sourceNames: {} };
+const state = { key: sessionStorage.getItem("corridor-key") || "", sectors: [], color: {}, sourceNames: {}, open: new Set() };
 const MIN_WEEKS = 4; // the chart shows at least this many weeks, starting near the first with data
 
 function el(tag, attrs, ...children) {
@@ -140,6 +140,61 @@ function drawSources(sources) {
   if (!sources.length) body.append(el("tr", {}, el("td", { colspan: 4 }, "No sources yet.")));
 }
 
+const PROGRESS = ["signed", "follow_up_talks", "approved", "planning", "financed", "underway", "operational"];
+const day = (iso) => (iso ? iso.slice(0, 10) : "–");
+
+function drawBoard(rows) {
+  const body = document.querySelector("#board tbody");
+  body.replaceChildren();
+  for (const a of rows) {
+    const steps = el("span", { class: "steps", title: a.stage, "data-stage": a.stage });
+    PROGRESS.forEach((s, i) => steps.append(el("i", { class: i <= PROGRESS.indexOf(a.stage) ? "on" : "" })));
+    const flags = [];
+    if (a.setback) flags.push(el("span", { class: "flag setback", title: "setback reported " + day(a.setback_at) }, "setback"));
+    if (a.stalled) flags.push(el("span", { class: "flag stalled", title: a.stall_reason || "" }, "stalled"));
+    const row = el("tr", { class: ["row", a.stalled ? "stalled" : "", a.setback ? "setback" : ""].join(" ").trim(), "data-id": a.id },
+      el("td", {}, a.title, el("span", { class: "area" }, a.area_label)),
+      el("td", {}, steps, el("span", { class: "stage-name" }, a.stage.replace(/_/g, " ")), ...flags),
+      el("td", {}, day(a.last_progress_at)),
+      el("td", {}, `${a.days_quiet} d`));
+    row.addEventListener("click", () => toggleTimeline(row, a.id));
+    body.append(row);
+    if (state.open.has(a.id)) showTimeline(row, a.id); // kept open across refreshes
+  }
+  if (!rows.length) body.append(el("tr", {}, el("td", { colspan: 4 }, "No agreements in the registry.")));
+}
+
+function toggleTimeline(row, id) {
+  const next = row.nextElementSibling;
+  if (next && next.classList.contains("detail")) { next.remove(); state.open.delete(id); return; }
+  state.open.add(id);
+  location.hash = "agreement=" + encodeURIComponent(id); // a link to this view
+  showTimeline(row, id);
+}
+
+async function showTimeline(row, id) {
+  const cell = el("td", { colspan: 4 }, "Loading…");
+  row.after(el("tr", { class: "detail", "data-detail": id }, cell));
+  try {
+    const a = await api(`/api/v1/agreements/${encodeURIComponent(id)}`);
+    const support = a.corroboration.filter((c) => c.items).map((c) =>
+      `${c.stage.replace(/_/g, " ")}: ${c.sources.map((s) => s.name || s.id).join(", ")}` +
+      (c.supported ? " ✓" : " (not yet corroborated)") + (c.both_countries ? " · both countries" : "") + (c.official ? " · official" : ""));
+    const list = el("ol", { class: "timeline" });
+    for (const t of a.timeline.slice(0, 20)) {
+      list.append(el("li", {}, `${day(t.at)} · ${(t.stage || "").replace(/_/g, " ")} · `,
+        el("a", { href: webLink(t.url) || `/api/v1/events/${encodeURIComponent(t.id)}`, target: "_blank", rel: "noopener" }, t.title),
+        ` — ${t.source_name || t.source_id}`));
+    }
+    cell.replaceChildren(
+      el("p", { class: "meta" }, `Signed ${a.signed_on} · ${a.commits_to}`),
+      el("p", { class: "meta" }, support.length ? "Reported: " + support.join(" | ") : "No reports yet."),
+      a.timeline.length ? list : el("p", { class: "meta" }, "No items linked yet."),
+      el("p", { class: "meta" }, el("a", { href: `/api/v1/events.rss?agreement=${encodeURIComponent(id)}` }, "RSS"), " · ",
+        el("a", { href: `/api/v1/agreements/${encodeURIComponent(id)}.ics` }, "calendar")));
+  } catch (e) { cell.textContent = "Could not load: " + e.message; }
+}
+
 async function loadSubscriptions() {
   const msg = $("admin-msg");
   if (!state.key) { msg.textContent = "Enter an admin key to manage subscriptions."; $("subform").hidden = true; markAdmin(); return; }
@@ -179,23 +234,27 @@ async function subscribe(event) {
 
 async function refresh() {
   const params = query();
-  const [sectors, events, sources] = await Promise.allSettled([
+  const [sectors, events, sources, board] = await Promise.allSettled([
     api(`/api/v1/sectors?weeks=${$("weeks").value}` + ($("country").value ? `&country=${$("country").value}` : "")),
     api("/api/v1/events?limit=25&" + params.toString()),
     api("/api/v1/sources"),
+    api("/api/v1/agreements"),
   ]);
+  if (board.status === "fulfilled") drawBoard(board.value);
   if (sources.status === "fulfilled") {
     for (const source of sources.value) if (source.name) state.sourceNames[source.id] = source.name;
     drawSources(sources.value);
   }
   if (sectors.status === "fulfilled") drawChart(sectors.value);
   if (events.status === "fulfilled") drawEvents(events.value);
-  const failed = [sectors, events, sources].find((r) => r.status === "rejected");
+  const failed = [sectors, events, sources, board].find((r) => r.status === "rejected");
   document.body.dataset.ready = failed ? "error" : "ok";
   if (failed) $("admin-msg").textContent = "Some data could not be loaded: " + failed.reason.message;
 }
 
 async function init() {
+  const linked = /^#agreement=(.+)$/.exec(location.hash); // /#agreement=ID opens that timeline
+  if (linked) state.open.add(decodeURIComponent(linked[1]));
   const sectors = await api(`/api/v1/sectors?weeks=1`).catch(() => ({ sectors: [] }));
   state.sectors = sectors.sectors.map((s) => s.id);
   state.sectors.forEach((id, i) => { state.color[id] = COLORS[i % COLORS.length]; });
