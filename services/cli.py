@@ -264,6 +264,10 @@ async def _reclassify(settings: Settings, taxonomy_path: Path | None, write: boo
                     "lost": change.lost,
                     "countries_before": change.countries_before,
                     "countries_after": change.countries_after,
+                    "agreements_gained": change.agreements_gained,
+                    "agreements_lost": change.agreements_lost,
+                    "stage_before": change.stage_before,
+                    "stage_after": change.stage_after,
                 },
                 ensure_ascii=False,
             )
@@ -277,6 +281,9 @@ async def _reclassify(settings: Settings, taxonomy_path: Path | None, write: boo
                 "written": report.written,
                 "gained": dict(report.gained),
                 "lost": dict(report.lost),
+                "agreements_gained": dict(report.agreements_gained),
+                "agreements_lost": dict(report.agreements_lost),
+                "stages": dict(report.stages),
             }
         )
     )

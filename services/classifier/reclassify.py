@@ -1,7 +1,9 @@
-"""Replaying stored items through a (new) taxonomy: what would change, and optionally write it.
+"""Replaying stored items through a (new) taxonomy or agreements registry: what would change,
+and optionally write it.
 
 The report comes first and nothing is written unless asked: an operator sees which items would
-gain or lose which sector before a taxonomy change reaches the events API.
+gain or lose which sector, which agreement, and which stage they would report, before a change
+reaches the events API and the agreement tracker.
 """
 
 from __future__ import annotations
@@ -26,6 +28,10 @@ class Change:
     lost: list[str]
     countries_before: list[str]
     countries_after: list[str]
+    agreements_gained: list[str] = field(default_factory=list)
+    agreements_lost: list[str] = field(default_factory=list)
+    stage_before: str | None = None
+    stage_after: str | None = None
 
 
 @dataclass
@@ -37,6 +43,9 @@ class ReclassifyReport:
     written: int = 0
     gained: Counter[str] = field(default_factory=Counter)
     lost: Counter[str] = field(default_factory=Counter)
+    agreements_gained: Counter[str] = field(default_factory=Counter)
+    agreements_lost: Counter[str] = field(default_factory=Counter)
+    stages: Counter[str] = field(default_factory=Counter)  # "before → after"
     changes: list[Change] = field(default_factory=list)
 
 
@@ -53,10 +62,29 @@ async def reclassify(store: Store, classifier: Classifier, *, write: bool = Fals
             new = classifier.classify(RawItem.model_validate(old.model_dump(include=set(RawItem.model_fields))))
             gained = sorted(set(new.sectors) - set(old.sectors))
             lost = sorted(set(old.sectors) - set(new.sectors))
-            if gained or lost or new.countries != old.countries:
+            linked_before, linked_after = {a.id for a in old.agreements}, {a.id for a in new.agreements}
+            a_gained, a_lost = sorted(linked_after - linked_before), sorted(linked_before - linked_after)
+            if gained or lost or new.countries != old.countries or a_gained or a_lost or new.stage != old.stage:
                 report.gained.update(gained)
                 report.lost.update(lost)
-                report.changes.append(Change(old.id, old.title, gained, lost, list(old.countries), list(new.countries)))
+                report.agreements_gained.update(a_gained)
+                report.agreements_lost.update(a_lost)
+                if new.stage != old.stage:
+                    report.stages[f"{old.stage} → {new.stage}"] += 1
+                report.changes.append(
+                    Change(
+                        old.id,
+                        old.title,
+                        gained,
+                        lost,
+                        list(old.countries),
+                        list(new.countries),
+                        a_gained,
+                        a_lost,
+                        old.stage,
+                        new.stage,
+                    )
+                )
                 if write:
                     await store.upsert_item(_keep_identity(old, new))
                     report.written += 1
