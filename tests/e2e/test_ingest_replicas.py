@@ -37,8 +37,10 @@ def test_replicas_share_sources_and_take_over(
     # Phase 1: twelve sources, two replicas: each source fetched exactly once, work shared.
     for n in range(12):
         feed_server.routes[f"/f{n}.xml"] = Route(body=body, delay_s=0.3)
+        # Added through both replicas in turn: each polls what it is told of at once (and what
+        # is due at its next tick), so both take part whatever the timing of the machine.
         created = httpx.post(
-            f"{a.base}/api/v1/sources",
+            f"{(a, b)[n % 2].base}/api/v1/sources",
             headers=AUTH,
             timeout=10,
             json={"url": feed_server.url(f"/f{n}.xml"), "interval_s": 3600},
