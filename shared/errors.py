@@ -5,9 +5,11 @@ Hierarchy::
     CorridorError
     ├── ConfigError            impossible configuration, raised at start-up
     ├── PoisonMessage          a bus message that can never be processed → dead-letter topic
+    ├── Unavailable            a dependency is down: transient, back off and retry (never crash)
+    │   ├── StoreUnavailable   the store cannot be reached or timed out (also a StoreError)
+    │   └── BusUnavailable     the broker cannot be reached or timed out
     ├── StoreError
-    │   ├── Conflict           a unique key already exists (e.g. a source URL)
-    │   └── StoreUnavailable   the store cannot be reached or timed out: transient, retry later
+    │   └── Conflict           a unique key already exists (e.g. a source URL)
     └── FetchError             an outbound HTTP request failed; ``kind`` classifies why
         ├── BlockedAddress     SSRF guard refused the destination
         └── TooLarge           the response body exceeded the cap
@@ -47,10 +49,21 @@ class Conflict(StoreError):
         self.key = key
 
 
-class StoreUnavailable(StoreError):
+class Unavailable(CorridorError):
+    """A dependency (store, broker) did not answer. Transient: a consumer retries the message
+    without committing, a loop backs off, the API answers 503 with Retry-After; the process stays
+    up and recovers by itself when the dependency returns (shared.bus.base.consume_policy)."""
+
+
+class StoreUnavailable(StoreError, Unavailable):
     """The store did not answer (connection refused or lost, server selection or operation timed
-    out, database locked). Transient: the API answers 503 with Retry-After, workers back off and
-    retry. Raised only by the store adapters, which translate their drivers' errors into it."""
+    out, database locked). Raised only by the store adapters, which translate their drivers'
+    errors into it."""
+
+
+class BusUnavailable(Unavailable):
+    """The broker did not answer (connection refused or lost, request timed out). Raised only by
+    the bus adapters, which translate their client's errors into it."""
 
 
 class FetchError(CorridorError):

@@ -2,22 +2,31 @@
 
 - ``publish`` returns only once the message is durable for this adapter (Kafka: acks=all).
 - ``consume`` delivers messages of one key in publish order, at least once, to one consumer of
-  a group; it commits a message's offset only after ``handler`` returned for it and every
-  message before it.
+  a group; messages of different keys are handled concurrently (bounded). It commits a
+  message's offset only after ``handler`` returned for it and every message before it in its
+  partition. Both adapters run the same loop (shared.bus.loop), so they behave the same.
 - A message that cannot be decoded, or whose handler raises :class:`PoisonMessage`, goes to the
   dead-letter topic with the reason and is committed: poison never blocks a partition.
+- A handler raising :class:`~shared.errors.Unavailable` (store or broker down) has its message
+  retried with capped back-off until it succeeds or ``stop``; ``consume`` keeps running.
 - Any other exception from ``handler`` propagates out of ``consume`` without committing, so
   the work is redone by the next consumer (crash loudly; never swallow unknown errors).
-- ``consume`` returns after ``stop`` is set, once the in-flight batch is done and committed.
+- ``consume`` returns after ``stop`` is set, once the messages in work are done (within a
+  deadline) and committed.
+- ``publish`` raises :class:`~shared.errors.BusUnavailable` when the broker cannot take the
+  message now.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from shared.envelope import DeadLetter, Envelope
+
+if TYPE_CHECKING:
+    from shared.bus.loop import LoopLimits
 
 Handler = Callable[[Envelope], Awaitable[None]]
 
@@ -39,8 +48,17 @@ class Bus(Protocol):
     async def publish(self, topic: str, key: str, envelope: Envelope) -> None:
         """Append one message; return once it is durable."""
 
-    async def consume(self, topics: Sequence[str], group: str, handler: Handler, stop: asyncio.Event) -> None:
-        """Run ``handler`` on every message of ``topics`` for consumer group ``group`` until ``stop``."""
+    async def consume(
+        self,
+        topics: Sequence[str],
+        group: str,
+        handler: Handler,
+        stop: asyncio.Event,
+        *,
+        limits: LoopLimits | None = None,
+    ) -> None:
+        """Run ``handler`` on every message of ``topics`` for consumer group ``group`` until
+        ``stop``, within ``limits`` (concurrency, buffered records) or the adapter's defaults."""
 
 
 def dead_letter_for(

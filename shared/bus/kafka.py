@@ -1,28 +1,51 @@
 """Kafka adapter of the bus contract, on aiokafka.
 
-Producer: acks=all and idempotence, so ``publish`` returns once the broker has the message.
-Consumer: auto-commit off; a partition's offset is committed after every message up to it was
-handled (the contiguous finished prefix), and again on stop. Poison goes to the dead-letter
-topic; any other handler error commits the finished prefix and propagates.
+Producer: acks=all and idempotence, so ``publish`` returns once the in-sync replicas have the
+message; a broker that cannot be reached or does not answer in time raises
+:class:`~shared.errors.BusUnavailable` (transient: callers back off and retry).
+Consumer: auto-commit off; the shared consume loop (shared.bus.loop) runs on a thin backend
+over :class:`AIOKafkaConsumer` — poll is ``getmany``, pause/resume act on the whole assignment,
+and the rebalance listener lets the loop finish and commit a partition's records in work before
+the partition moves to another member.
+
+Topics are created on start when missing, with the configured partitions, replication factor
+and ``min.insync.replicas`` (three brokers: 3 and 2, so a write survives one broker down; one
+broker: 1 and 1).
+
+aiokafka retries connections on its own and logs each failure at ERROR; shared.logs holds its
+loggers at CRITICAL and the loop's outage log says what matters, once per state change.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
 
 from shared.bus.base import Handler, dead_letter_for
+from shared.bus.loop import ConsumeLoop, LoopLimits, OnRevoked
+from shared.bus.steps import Partition, Record
 from shared.envelope import MAX_MESSAGE_BYTES, TOPIC_DEADLETTER, Envelope
-from shared.errors import PoisonMessage
+from shared.errors import BusUnavailable
 
 log = logging.getLogger(__name__)
 
-POLL_TIMEOUT_MS = 500
 REQUEST_TIMEOUT_MS = 15_000
+RETRY_BACKOFF_MS = 500  # aiokafka's default (100 ms) spins a core while a broker is down
+PING_TIMEOUT_S = 2.0
+ERROR_TOPIC_ALREADY_EXISTS = 36
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A Kafka error that an outage or a leader change explains (retry later), as opposed to a
+    request the cluster will never accept (a bug: let it be loud)."""
+    return isinstance(exc, KafkaConnectionError | KafkaTimeoutError | TimeoutError) or bool(
+        getattr(exc, "retriable", False)
+    )
 
 
 class KafkaBus:
@@ -35,45 +58,60 @@ class KafkaBus:
         topics: Sequence[str],
         partitions: int = 3,
         replication_factor: int = 1,
+        min_insync_replicas: int = 1,
         batch_size: int = 100,
         deadletter_topic: str = TOPIC_DEADLETTER,
+        limits: LoopLimits | None = None,
     ) -> None:
         self._bootstrap = bootstrap_servers
         self._topics = list(topics)
         self._partitions = partitions
         self._replication = replication_factor
+        self._min_isr = min_insync_replicas
         self._batch = batch_size
         self._deadletter = deadletter_topic
+        self._limits = limits or LoopLimits(batch=batch_size)
         self._producer: AIOKafkaProducer | None = None
 
     async def start(self) -> None:
-        await self.ensure_topics(self._topics)
-        producer = AIOKafkaProducer(
-            bootstrap_servers=self._bootstrap,
-            acks="all",
-            enable_idempotence=True,
-            max_request_size=MAX_MESSAGE_BYTES + 100_000,
-            request_timeout_ms=REQUEST_TIMEOUT_MS,
-            linger_ms=5,
-        )
-        await producer.start()
+        try:
+            await self.ensure_topics(self._topics)
+            producer = AIOKafkaProducer(
+                bootstrap_servers=self._bootstrap,
+                acks="all",
+                enable_idempotence=True,
+                max_request_size=MAX_MESSAGE_BYTES + 100_000,
+                request_timeout_ms=REQUEST_TIMEOUT_MS,
+                retry_backoff_ms=RETRY_BACKOFF_MS,
+                linger_ms=5,
+            )
+            await producer.start()
+        except KafkaError as exc:
+            if is_transient(exc):
+                raise BusUnavailable(f"cannot reach Kafka at {self._bootstrap}: {exc}") from exc
+            raise
         self._producer = producer
 
     async def ensure_topics(self, topics: Sequence[str]) -> None:
         """Create the topics that are missing (idempotent; safe with concurrent replicas)."""
-        admin = AIOKafkaAdminClient(bootstrap_servers=self._bootstrap, request_timeout_ms=REQUEST_TIMEOUT_MS)
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=self._bootstrap,
+            request_timeout_ms=REQUEST_TIMEOUT_MS,
+            retry_backoff_ms=RETRY_BACKOFF_MS,
+        )
         await admin.start()
         try:
             existing = set(await admin.list_topics())
             missing = [t for t in topics if t not in existing]
             if missing:
-                # Errors per topic come back in the response; "already exists" (36) is fine when
+                config = {"min.insync.replicas": str(self._min_isr)}
+                # Errors per topic come back in the response; "already exists" is fine when
                 # another replica won the race, anything else fails the start.
                 response = await admin.create_topics(
-                    [NewTopic(t, self._partitions, self._replication) for t in missing]
+                    [NewTopic(t, self._partitions, self._replication, topic_configs=config) for t in missing]
                 )
                 for name, code, *_ in getattr(response, "topic_errors", []):
-                    if code not in (0, 36):
+                    if code not in (0, ERROR_TOPIC_ALREADY_EXISTS):
                         raise RuntimeError(f"cannot create Kafka topic {name}: error code {code}")
         finally:
             await admin.close()
@@ -88,10 +126,9 @@ class KafkaBus:
         if producer is None:
             return False
         try:
-            await asyncio.wait_for(producer.client.fetch_all_metadata(), 5)
-        except Exception:  # any failure means "not ready"; the reason is logged, not raised
-            log.warning("kafka ping failed", exc_info=True)
-            return False
+            await asyncio.wait_for(producer.client.fetch_all_metadata(), PING_TIMEOUT_S)
+        except (KafkaError, TimeoutError, OSError):
+            return False  # the reason is the readiness check's answer, not a log line per probe
         return True
 
     async def publish(self, topic: str, key: str, envelope: Envelope) -> None:
@@ -101,50 +138,113 @@ class KafkaBus:
         """Append bytes as they are (tests use it to publish malformed messages)."""
         if self._producer is None:
             raise RuntimeError("KafkaBus.publish before start()")
-        await self._producer.send_and_wait(topic, value=data, key=key.encode())
-
-    async def consume(self, topics: Sequence[str], group: str, handler: Handler, stop: asyncio.Event) -> None:
-        consumer = AIOKafkaConsumer(
-            *topics,
-            bootstrap_servers=self._bootstrap,
-            group_id=group,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_poll_records=self._batch,
-            request_timeout_ms=REQUEST_TIMEOUT_MS,
-        )
-        await consumer.start()
         try:
-            while not stop.is_set():
-                batches = await consumer.getmany(timeout_ms=POLL_TIMEOUT_MS, max_records=self._batch)
-                for tp, records in batches.items():
-                    await self._handle_partition(consumer, tp, records, handler)
-        finally:
-            await consumer.stop()
+            await self._producer.send_and_wait(topic, value=data, key=key.encode())
+        except KafkaError as exc:
+            if is_transient(exc):
+                raise BusUnavailable(f"publish to {topic}: {type(exc).__name__}: {exc}") from exc
+            raise
 
-    async def _handle_partition(
-        self, consumer: AIOKafkaConsumer, tp: TopicPartition, records: list[ConsumerRecord], handler: Handler
+    async def consume(
+        self,
+        topics: Sequence[str],
+        group: str,
+        handler: Handler,
+        stop: asyncio.Event,
+        *,
+        limits: LoopLimits | None = None,
     ) -> None:
-        done: int | None = None
-        try:
-            for record in records:
-                await self._handle(record, handler)
-                done = record.offset + 1
-        finally:
-            # Commit the contiguous finished prefix even when a handler crashed, so only the
-            # failed message and those after it are redone.
-            if done is not None:
-                await consumer.commit({tp: done})
+        limits = limits or self._limits
 
-    async def _handle(self, record: ConsumerRecord, handler: Handler) -> None:
-        key = record.key.decode("utf-8", errors="replace") if record.key is not None else None
-        data: bytes = record.value or b""
-        try:
-            envelope = Envelope.decode(data)
-            await handler(envelope)
-        except PoisonMessage as exc:
-            log.warning("dead-lettering %s[%d]@%d: %s", record.topic, record.partition, record.offset, exc.reason)
-            dead = dead_letter_for(
-                record.topic, key, data, exc.reason, partition=record.partition, offset=record.offset
+        def new_consumer() -> AIOKafkaConsumer:
+            return AIOKafkaConsumer(
+                bootstrap_servers=self._bootstrap,
+                group_id=group,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                max_poll_records=limits.batch,
+                request_timeout_ms=REQUEST_TIMEOUT_MS,
+                retry_backoff_ms=RETRY_BACKOFF_MS,
             )
-            await self.publish(self._deadletter, key or "", dead)
+
+        async def dead_letter(record: Record, reason: str) -> None:
+            dead = dead_letter_for(
+                record.topic, record.key, record.value, reason, partition=record.partition, offset=record.offset
+            )
+            await self.publish(self._deadletter, record.key or "", dead)
+
+        backend = _KafkaConsumer(new_consumer, topics, self._bootstrap)
+        name = f"consumer {group}"
+        await ConsumeLoop(backend, handler, dead_letter=dead_letter, stop=stop, limits=limits, name=name).run()
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, on_revoked: OnRevoked) -> None:
+        self._on_revoked = on_revoked
+
+    async def on_partitions_revoked(self, revoked: Collection[TopicPartition]) -> None:
+        await self._on_revoked([(tp.topic, tp.partition) for tp in revoked])
+
+    async def on_partitions_assigned(self, assigned: Collection[TopicPartition]) -> None:
+        return None
+
+
+class _KafkaConsumer:
+    """The :class:`~shared.bus.loop.ConsumerBackend` over one :class:`AIOKafkaConsumer`."""
+
+    def __init__(self, new_consumer: Callable[[], AIOKafkaConsumer], topics: Sequence[str], bootstrap: str) -> None:
+        self._new_consumer = new_consumer
+        self._consumer = new_consumer()
+        self._topics = list(topics)
+        self._bootstrap = bootstrap
+        self._paused = False
+        self._used = False
+
+    async def start(self, on_revoked: OnRevoked) -> None:
+        # A client whose start failed cannot be started again: each retry gets a new one.
+        if self._used:
+            self._consumer = self._new_consumer()
+        self._used = True
+        self._consumer.subscribe(self._topics, listener=_Listener(on_revoked))
+        try:
+            await self._consumer.start()
+        except KafkaError as exc:
+            if is_transient(exc):
+                raise BusUnavailable(f"cannot reach Kafka at {self._bootstrap}: {exc}") from exc
+            raise
+
+    async def poll(self, timeout_s: float, max_records: int) -> list[Record]:
+        if self._paused:
+            # Partitions assigned since the pause (a rebalance) are paused too.
+            self._consumer.pause(*self._consumer.assignment())
+        batches = await self._consumer.getmany(timeout_ms=int(timeout_s * 1000), max_records=max_records)
+        return [
+            Record(
+                r.topic,
+                r.partition,
+                r.offset,
+                r.key.decode("utf-8", errors="replace") if r.key is not None else None,
+                r.value or b"",
+            )
+            for records in batches.values()
+            for r in records
+        ]
+
+    async def commit(self, offsets: dict[Partition, int]) -> None:
+        try:
+            await self._consumer.commit({TopicPartition(t, p): o for (t, p), o in offsets.items()})
+        except KafkaError as exc:
+            # Includes CommitFailedError after a rebalance: the partitions moved, their new owner
+            # redoes the uncommitted records. Either way the loop keeps going.
+            raise BusUnavailable(f"commit: {type(exc).__name__}: {exc}") from exc
+
+    def pause(self) -> None:
+        self._paused = True
+        self._consumer.pause(*self._consumer.assignment())
+
+    def resume(self) -> None:
+        self._paused = False
+        self._consumer.resume(*self._consumer.assignment())
+
+    async def close(self) -> None:
+        await self._consumer.stop()

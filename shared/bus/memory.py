@@ -19,8 +19,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from shared.bus.base import Handler, dead_letter_for
+from shared.bus.loop import ConsumeLoop, LoopLimits, OnRevoked
+from shared.bus.steps import Partition, Record
 from shared.envelope import TOPIC_DEADLETTER, Envelope
-from shared.errors import PoisonMessage
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +47,6 @@ class _Log:
 
 class MemoryBus:
     """The :class:`~shared.bus.base.Bus` contract in one process."""
-
-    # How often an idle consumer re-checks its stop event; bounds shutdown latency only.
-    IDLE_CHECK_S = 0.2
 
     def __init__(
         self, *, max_retained: int = 10_000, batch_size: int = 100, deadletter_topic: str = TOPIC_DEADLETTER
@@ -89,38 +87,84 @@ class MemoryBus:
             log_.messages.append((key, data))
             self._changed.notify_all()
 
-    async def consume(self, topics: Sequence[str], group: str, handler: Handler, stop: asyncio.Event) -> None:
-        logs = [(topic, self._log(topic)) for topic in topics]
-        for _, log_ in logs:
-            log_.committed.setdefault(group, log_.base)
+    async def consume(
+        self,
+        topics: Sequence[str],
+        group: str,
+        handler: Handler,
+        stop: asyncio.Event,
+        *,
+        limits: LoopLimits | None = None,
+    ) -> None:
+        backend = _MemoryConsumer(self, topics, group)
+
+        async def dead_letter(record: Record, reason: str) -> None:
+            dead = dead_letter_for(record.topic, record.key, record.value, reason, offset=record.offset)
+            await self.publish(self._deadletter, record.key or "", dead)
+
+        loop = ConsumeLoop(
+            backend,
+            handler,
+            dead_letter=dead_letter,
+            stop=stop,
+            limits=limits or LoopLimits(batch=self._batch),
+            name=f"consumer {group}",
+        )
+        await loop.run()
+
+
+class _MemoryConsumer:
+    """The :class:`~shared.bus.loop.ConsumerBackend` of one group on a :class:`MemoryBus`: each
+    topic is one partition; the group's committed offset is where a new consumer starts."""
+
+    def __init__(self, bus: MemoryBus, topics: Sequence[str], group: str) -> None:
+        self._bus = bus
+        self._group = group
+        self._logs = [(topic, bus._log(topic)) for topic in topics]
+        self._position: dict[str, int] = {}
+        self._paused = False
+
+    async def start(self, on_revoked: OnRevoked) -> None:
+        for topic, log_ in self._logs:
+            self._position[topic] = log_.committed.setdefault(self._group, log_.base)
+
+    def _take(self, max_records: int) -> list[Record]:
+        if self._paused:
+            return []
+        records: list[Record] = []
+        for topic, log_ in self._logs:
+            position = max(self._position[topic], log_.base)
+            for key, data in log_.messages[position - log_.base : position - log_.base + max_records - len(records)]:
+                records.append(Record(topic, 0, position, key, data))
+                position += 1
+            self._position[topic] = position
+        return records
+
+    async def poll(self, timeout_s: float, max_records: int) -> list[Record]:
+        if records := self._take(max_records):
+            return records
 
         def pending() -> bool:
-            return any(log_.end > log_.committed[group] for _, log_ in logs)
+            return not self._paused and any(log_.end > self._position[topic] for topic, log_ in self._logs)
 
-        while not stop.is_set():
-            for topic, log_ in logs:
-                start = log_.committed[group]
-                batch = log_.messages[start - log_.base : start - log_.base + self._batch]
-                done = start
-                try:
-                    for key, data in batch:
-                        await self._handle(topic, key, data, handler, done)
-                        done += 1
-                finally:
-                    # Commit the finished prefix, also when a handler crashed (as the Kafka adapter does).
-                    if done > start:
-                        async with self._changed:
-                            log_.committed[group] = done
-                            log_.trim()
-                            self._changed.notify_all()
-            async with self._changed:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._changed.wait_for(pending), self.IDLE_CHECK_S)
+        async with self._bus._changed:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._bus._changed.wait_for(pending), timeout_s)
+        return self._take(max_records)
 
-    async def _handle(self, topic: str, key: str, data: bytes, handler: Handler, offset: int) -> None:
-        try:
-            envelope = Envelope.decode(data)
-            await handler(envelope)
-        except PoisonMessage as exc:
-            log.warning("dead-lettering message from %s at offset %d: %s", topic, offset, exc.reason)
-            await self.publish(self._deadletter, key, dead_letter_for(topic, key, data, exc.reason, offset=offset))
+    async def commit(self, offsets: dict[Partition, int]) -> None:
+        async with self._bus._changed:
+            for (topic, _), offset in offsets.items():
+                log_ = self._bus._log(topic)
+                log_.committed[self._group] = max(offset, log_.committed.get(self._group, 0))
+                log_.trim()
+            self._bus._changed.notify_all()
+
+    def pause(self) -> None:
+        self._paused = True
+
+    def resume(self) -> None:
+        self._paused = False
+
+    async def close(self) -> None:
+        return None

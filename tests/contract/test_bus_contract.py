@@ -11,9 +11,10 @@ from pydantic import BaseModel
 
 from shared.bus import Bus
 from shared.bus.kafka import KafkaBus
+from shared.bus.loop import LoopLimits
 from shared.bus.memory import MemoryBus
 from shared.envelope import DeadLetter, Envelope
-from shared.errors import PoisonMessage
+from shared.errors import PoisonMessage, StoreUnavailable
 
 WAIT_S = 45.0
 
@@ -179,3 +180,125 @@ async def test_poison_raised_by_handler_is_dead_lettered(bus_and_topics: tuple[B
     await consume_until(bus, topic, f"g-{unique}", refuse, lambda: bool(refused))
     await consume_until(bus, dead, f"d-{unique}", collect_dead, lambda: len(letters) >= 1)
     assert letters[0].reason == "refused by handler"
+
+
+async def test_keys_run_concurrently_and_a_stuck_key_holds_back_only_itself(
+    bus_and_topics: tuple[Bus, str, str], unique: str
+) -> None:
+    """One key's handler waiting (a slow endpoint) does not delay the other keys' messages, and
+    nothing past the waiting message is committed in its partition."""
+    bus, topic, _ = bus_and_topics
+    await bus.publish(topic, "slow", note(0))
+    for n in range(1, 11):
+        await bus.publish(topic, f"fast{n}", note(n))
+    release = asyncio.Event()
+    done: list[int] = []
+
+    async def handler(env: Envelope) -> None:
+        n = env.payload_as(Note).n
+        if n == 0:
+            await release.wait()
+        done.append(n)
+
+    stop = asyncio.Event()
+    task = asyncio.create_task(bus.consume([topic], f"g-{unique}", handler, stop))
+    try:
+        deadline = asyncio.get_running_loop().time() + WAIT_S
+        while len(done) < 10:
+            assert asyncio.get_running_loop().time() < deadline, f"fast keys waited on the slow one: {done}"
+            assert not task.done(), task
+            await asyncio.sleep(0.05)
+        assert 0 not in done
+        release.set()
+        while 0 not in done:
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.05)
+    finally:
+        release.set()
+        stop.set()
+        await asyncio.wait_for(task, WAIT_S)
+    assert sorted(done) == list(range(11))
+
+
+async def test_outage_in_a_handler_is_retried_and_the_consumer_stays_up(
+    bus_and_topics: tuple[Bus, str, str], unique: str
+) -> None:
+    bus, topic, _ = bus_and_topics
+    for n in range(3):
+        await bus.publish(topic, "k", note(n))
+    failures = 0
+    handled: list[int] = []
+
+    async def flaky(env: Envelope) -> None:
+        nonlocal failures
+        n = env.payload_as(Note).n
+        if n == 1 and failures < 3:
+            failures += 1
+            raise StoreUnavailable("connection refused")
+        handled.append(n)
+
+    await consume_until(bus, topic, f"g-{unique}", flaky, lambda: len(handled) >= 3)
+    assert failures == 3
+    assert handled == [0, 1, 2], "retried in place, order kept"
+
+
+async def test_a_message_stuck_in_an_outage_is_not_committed(bus_and_topics: tuple[Bus, str, str], unique: str) -> None:
+    """Stopping a consumer while its handler waits out an outage leaves the message to the next one."""
+    bus, topic, _ = bus_and_topics
+    group = f"g-{unique}"
+    for n in range(2):
+        await bus.publish(topic, "k", note(n))
+    attempts: list[int] = []
+
+    async def store_down(env: Envelope) -> None:
+        n = env.payload_as(Note).n
+        if n == 1:
+            attempts.append(n)
+            raise StoreUnavailable("server selection timed out")
+
+    await consume_until(bus, topic, group, store_down, lambda: len(attempts) >= 2)
+    again: list[int] = []
+
+    async def collect(env: Envelope) -> None:
+        again.append(env.payload_as(Note).n)
+
+    await consume_until(bus, topic, group, collect, lambda: 1 in again)
+    assert again == [1]
+
+
+async def test_a_full_consumer_pauses_and_keeps_polling(bus_and_topics: tuple[Bus, str, str], unique: str) -> None:
+    """Backpressure: with every worker busy, the consumer holds at most ``max_buffered`` messages
+    (partitions paused, not a blocked poll) and takes the rest once work frees up."""
+    bus, topic, _ = bus_and_topics
+    total = 60
+    for n in range(total):
+        await bus.publish(topic, f"k{n}", note(n))
+    release = asyncio.Event()
+    started: list[int] = []
+    done: list[int] = []
+
+    async def handler(env: Envelope) -> None:
+        started.append(env.payload_as(Note).n)
+        await release.wait()
+        done.append(env.payload_as(Note).n)
+
+    limits = LoopLimits(concurrency=4, max_buffered=10, batch=5, poll_timeout_s=0.1)
+    stop = asyncio.Event()
+    task = asyncio.create_task(bus.consume([topic], f"g-{unique}", handler, stop, limits=limits))
+    try:
+        deadline = asyncio.get_running_loop().time() + WAIT_S
+        while len(started) < 4:
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(1.5)  # many polls while full
+        assert len(started) == 4, "no more than `concurrency` in work"
+        assert not task.done()
+        release.set()
+        while len(done) < total:
+            assert asyncio.get_running_loop().time() < deadline, f"{len(done)} of {total}"
+            await asyncio.sleep(0.05)
+    finally:
+        release.set()
+        stop.set()
+        await asyncio.wait_for(task, WAIT_S)
+    assert sorted(done) == list(range(total))
