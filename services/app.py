@@ -22,7 +22,7 @@ from services.ingest.routes import build_router as sources_router
 from services.runtime import Runtime
 from services.web.routes import mount_dashboard
 from shared.api import AccessLog, RequestGuard, api_key_dependency, ops_router, read_dependency, validation_errors
-from shared.errors import StoreUnavailable
+from shared.errors import Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ def api_routers(runtime: Runtime) -> dict[str, APIRouter]:
             store=runtime.store,
             policy=runtime.policy,
             default_interval_s=settings.poll_interval_s,
-            on_added=runtime.poller.wake,
+            on_added=runtime.wake_poller,
             require_key=require_key,
             require_read=require_read,
         ),
@@ -69,7 +69,7 @@ def api_routers(runtime: Runtime) -> dict[str, APIRouter]:
             agreement_ids=[a.id for a in runtime.registry.agreements],
             require_key=require_key,
             settings=settings,
-            on_change=runtime.matcher.subscriptions_changed,
+            on_change=runtime.subscriptions_changed,
         ),
     }
 
@@ -116,7 +116,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         return validation_errors(exc)
 
-    @app.exception_handler(StoreUnavailable)
+    @app.exception_handler(Unavailable)
     async def store_unavailable(request: Request, exc: Exception) -> JSONResponse:
         # The store is down or timed out: a condition of the server, not of the request. Log it
         # once with the cause; answer 503 so clients and proxies retry later.

@@ -111,27 +111,28 @@ async def _init(settings: Settings) -> int:
 
 
 async def _sources(settings: Settings, args: argparse.Namespace) -> int:
-    runtime = Runtime(settings, ())
-    await runtime.store.start()
+    store = build_store(settings)
+    policy = AddressPolicy(settings.allow_private_networks)
+    await store.start()
     try:
         if args.sources_command in ("pause", "resume", "remove"):
             if args.sources_command == "remove":
-                ok = await runtime.store.delete_source(args.source_id)
+                ok = await store.delete_source(args.source_id)
             else:
                 active = args.sources_command == "resume"
-                ok = await update_source(runtime.store, args.source_id, {"active": active}) is not None
+                ok = await update_source(store, args.source_id, {"active": active}) is not None
             if not ok:
                 print(f"error: no such source {args.source_id}", file=sys.stderr)
                 return 2
             print(f"{args.sources_command}: {args.source_id}")
         elif args.sources_command == "import-catalogue":
-            added = await import_catalogue(runtime.store, load_catalogue(args.path), settings.poll_interval_s)
+            added = await import_catalogue(store, load_catalogue(args.path), settings.poll_interval_s)
             print(f"{added} sources added")
         elif args.sources_command == "add":
             try:
                 source = await add_source(
-                    runtime.store,
-                    runtime.policy,
+                    store,
+                    policy,
                     url=args.url,
                     name=args.name,
                     interval_s=args.interval or settings.poll_interval_s,
@@ -141,13 +142,11 @@ async def _sources(settings: Settings, args: argparse.Namespace) -> int:
                 return 2
             print(source.model_dump_json())
         else:
-            for source in await runtime.store.list_sources():
+            for source in await store.list_sources():
                 print(source.model_dump_json())
         return 0
     finally:
-        await runtime.store.close()
-        await runtime.feed_client.aclose()
-        await runtime.webhook_client.aclose()
+        await store.close()
 
 
 async def _subscriptions(settings: Settings, args: argparse.Namespace) -> int:

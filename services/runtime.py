@@ -29,6 +29,7 @@ from services.ingest.normalize import LanguageDetector
 from services.ingest.poller import Poller
 from services.ingest.sources import InvalidSource, add_source
 from shared.bus import Bus
+from shared.bus.base import Handler
 from shared.bus.kafka import KafkaBus
 from shared.bus.memory import MemoryBus
 from shared.envelope import (
@@ -79,6 +80,7 @@ def build_bus(settings: Settings) -> Bus:
             topics=[settings.topic(t) for t in ALL_TOPICS],
             partitions=settings.topic_partitions,
             replication_factor=settings.topic_replication_factor,
+            min_insync_replicas=settings.topic_min_insync_replicas,
             batch_size=settings.bus_batch_size,
             deadletter_topic=deadletter,
         )
@@ -110,96 +112,110 @@ class Runtime:
         self._on_failure = on_failure
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self.feed_client = build_client(
-            policy=self.policy,
-            timeout_s=settings.fetch_timeout_s,
-            max_redirects=settings.fetch_max_redirects,
-            user_agent=settings.user_agent,
-            max_connections=settings.poll_concurrency * 2,
-            transport=feed_transport,
-        )
-        self.webhook_client = build_client(
-            policy=self.policy,
-            timeout_s=settings.webhook_timeout_s,
-            max_redirects=0,
-            user_agent=settings.user_agent,
-            max_connections=settings.delivery_concurrency * 2,
-        )
-        self.poller = Poller(
-            store=self.store,
-            bus=self.bus,
-            client=self.feed_client,
-            settings=settings,
-            metrics=self.metrics,
-            detector=LanguageDetector() if "ingest" in self.roles else None,
-        )
-        self.ops = OpsNotifier(settings)
+        self._clients: list[httpx.AsyncClient] = []
+        # Read side, used by the API of every role (cheap, no I/O): the agreement states.
         self.watch = AgreementWatch(store=self.store, bus=self.bus, registry=self.registry, settings=settings)
-        self.classifier = ClassifierService(
-            store=self.store,
-            bus=self.bus,
-            classifier=Classifier(self.taxonomy, self.registry),
-            settings=settings,
-            metrics=self.metrics,
-            watch=self.watch,
+        # Each role builds only what it runs.
+        self.poller: Poller | None = None
+        self.classifier: ClassifierService | None = None
+        self.matcher: Matcher | None = None
+        self.deliverer: Deliverer | None = None
+        self.ops: OpsNotifier | None = None
+        if "ingest" in self.roles:
+            feed_client = self._client(
+                settings.fetch_timeout_s, settings.fetch_max_redirects, settings.poll_concurrency * 2, feed_transport
+            )
+            self.poller = Poller(
+                store=self.store,
+                bus=self.bus,
+                client=feed_client,
+                settings=settings,
+                metrics=self.metrics,
+                detector=LanguageDetector(),
+            )
+        if "classifier" in self.roles:
+            self.classifier = ClassifierService(
+                store=self.store,
+                bus=self.bus,
+                classifier=Classifier(self.taxonomy, self.registry),
+                settings=settings,
+                metrics=self.metrics,
+                watch=self.watch,
+            )
+        if "alerts" in self.roles:
+            webhook_client = self._client(settings.webhook_timeout_s, 0, settings.delivery_concurrency * 2, None)
+            self.matcher = Matcher(store=self.store, bus=self.bus, settings=settings, metrics=self.metrics)
+            self.deliverer = Deliverer(
+                store=self.store, bus=self.bus, client=webhook_client, settings=settings, metrics=self.metrics
+            )
+            self.ops = OpsNotifier(settings)
+
+    def _client(
+        self, timeout_s: float, max_redirects: int, max_connections: int, transport: httpx.AsyncBaseTransport | None
+    ) -> httpx.AsyncClient:
+        client = build_client(
+            policy=self.policy,
+            timeout_s=timeout_s,
+            max_redirects=max_redirects,
+            user_agent=self.settings.user_agent,
+            max_connections=max_connections,
+            transport=transport,
         )
-        self.matcher = Matcher(store=self.store, bus=self.bus, settings=settings, metrics=self.metrics)
-        self.deliverer = Deliverer(
-            store=self.store, bus=self.bus, client=self.webhook_client, settings=settings, metrics=self.metrics
-        )
+        self._clients.append(client)
+        return client
+
+    def wake_poller(self) -> None:
+        """A source was added or resumed: poll it now (when this process runs the poller)."""
+        if self.poller is not None:
+            self.poller.wake()
+
+    def subscriptions_changed(self) -> None:
+        """A subscription changed: the matcher of this process (if any) re-reads them at once."""
+        if self.matcher is not None:
+            self.matcher.subscriptions_changed()
 
     @property
     def sector_ids(self) -> list[str]:
         return list(self.taxonomy.sectors)
 
     async def start(self) -> None:
-        """Connect, seed configured feeds, start the loops of this process's roles."""
+        """Connect, seed configured feeds, start the loops of this process's roles. If any step
+        fails, what was opened is closed again before the error propagates."""
         self._stop.clear()
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
         await self.store.start()
         moved = await self.store.migrate()
         if any(moved.values()):
             log.info("store: moved records of an earlier layout: %s", moved)
         await self.bus.start()
-        s = self.settings
-        if "ingest" in self.roles:
+        if self.poller is not None:
             await self._seed_feeds()
             self._spawn("ingest.poller", self.poller.run(self._stop))
-        if "classifier" in self.roles:
-            self._spawn(
-                "classifier.consumer",
-                self.bus.consume([s.topic(TOPIC_RAW)], s.group("classifier"), self.classifier.handle, self._stop),
-            )
+        if self.classifier is not None:
+            self._consume("classifier.consumer", TOPIC_RAW, "classifier", self.classifier.handle)
             self._spawn("classifier.agreements", self.watch.run(self._stop))
-        if "alerts" in self.roles:
-            self._spawn(
-                "alerts.matcher",
-                self.bus.consume(
-                    [s.topic(TOPIC_CLASSIFIED)], s.group("alerts-matcher"), self.matcher.handle, self._stop
-                ),
-            )
-            self._spawn(
-                "alerts.deliverer",
-                self.bus.consume(
-                    [s.topic(TOPIC_ALERTS)], s.group("alerts-deliverer"), self.deliverer.handle, self._stop
-                ),
-            )
-            self._spawn(
-                "alerts.agreements",
-                self.bus.consume(
-                    [s.topic(TOPIC_AGREEMENTS)], s.group("alerts-agreements"), self.matcher.handle_agreement, self._stop
-                ),
-            )
+        if self.matcher is not None and self.deliverer is not None and self.ops is not None:
+            self._consume("alerts.matcher", TOPIC_CLASSIFIED, "alerts-matcher", self.matcher.handle)
+            self._consume("alerts.deliverer", TOPIC_ALERTS, "alerts-deliverer", self.deliverer.handle)
+            self._consume("alerts.agreements", TOPIC_AGREEMENTS, "alerts-agreements", self.matcher.handle_agreement)
             self._spawn("alerts.sweeper", self.deliverer.sweep(self._stop))
-            self._spawn(
-                "alerts.ops",
-                self.bus.consume([s.topic(TOPIC_OPS)], s.group("alerts-ops"), self.ops.handle, self._stop),
-            )
+            self._consume("alerts.ops", TOPIC_OPS, "alerts-ops", self.ops.handle)
         log.info(
             "corridor started: roles=%s bus=%s store=%s",
             sorted(self.roles),
             type(self.bus).__name__,
             type(self.store).__name__,
         )
+
+    def _consume(self, name: str, topic: str, group: str, handler: Handler) -> None:
+        s = self.settings
+        self._spawn(name, self.bus.consume([s.topic(topic)], s.group(group), handler, self._stop))
 
     async def _seed_feeds(self) -> None:
         if self.settings.load_catalogue:
@@ -238,7 +254,7 @@ class Runtime:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
         self._tasks.clear()
-        await self.webhook_client.aclose()
-        await self.feed_client.aclose()
+        for client in self._clients:
+            await client.aclose()
         await self.bus.close()
         await self.store.close()

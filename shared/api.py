@@ -5,6 +5,7 @@ request-body validation and its 422s."""
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -23,6 +24,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from shared.metrics import Metrics
 
 Check = Callable[[], Awaitable[bool]]
+log = logging.getLogger(__name__)
+
+READY_CHECK_S = 2.0  # each dependency check of /readyz answers within this, or counts as down
 
 
 def api_key_dependency(api_key: SecretStr) -> Callable[[str | None], Awaitable[None]]:
@@ -69,9 +73,28 @@ def ops_router(*, metrics: Metrics, checks: dict[str, Check]) -> APIRouter:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
+    last: dict[str, bool] = {}
+
+    async def bounded(name: str, check: Check) -> bool:
+        reason = "no answer"
+        try:
+            async with asyncio.timeout(READY_CHECK_S):
+                ok = await check()
+        except TimeoutError:
+            ok, reason = False, f"no answer within {READY_CHECK_S:g} s"
+        except Exception as exc:  # a failing check means "not ready", never a 500
+            ok, reason = False, f"{type(exc).__name__}: {exc}"
+        if last.get(name, True) != ok:  # one line per change of state, not one per probe
+            log.warning("readiness: %s %s", name, "answers again" if ok else f"not ready ({reason})")
+        last[name] = ok
+        return ok
+
     @router.get("/readyz")
     async def readyz(response: Response) -> dict[str, object]:
-        results = {name: await check() for name, check in checks.items()}
+        """200 when every dependency answers, else 503 — within READY_CHECK_S, never hanging."""
+        names = list(checks)
+        answers = await asyncio.gather(*(bounded(name, checks[name]) for name in names))
+        results = dict(zip(names, answers, strict=True))
         ready = all(results.values())
         response.status_code = 200 if ready else 503
         return {"status": "ready" if ready else "not ready", "checks": results}

@@ -24,7 +24,9 @@ QUIET = {
     "aiosmtplib": logging.INFO,
     "httpcore": logging.INFO,
     "httpx": logging.WARNING,  # logs every request URL at INFO; URLs may carry tokens
-    "aiokafka": logging.WARNING,
+    # Logs every failed reconnect at ERROR (hundreds of thousands of lines in a 30 s broker
+    # outage); the consume loops' outage log reports the outage once per state change instead.
+    "aiokafka": logging.CRITICAL,
     "hpack": logging.INFO,
 }
 WEBHOOK_SECRET = re.compile(r"whsec_[A-Za-z0-9+/=_-]+")

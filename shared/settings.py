@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     group_prefix: str = "corridor"
     topic_partitions: int = Field(default=3, ge=1, le=64)
     topic_replication_factor: int = Field(default=1, ge=1, le=5)
+    # min.insync.replicas of the topics Corridor creates: with acks=all a write needs this many
+    # replicas; 2 of 3 survives one broker down without losing an acknowledged message.
+    topic_min_insync_replicas: int = Field(default=1, ge=1, le=5)
     bus_batch_size: int = Field(default=100, ge=1, le=10_000)
     memory_bus_max_retained: int = Field(default=10_000, ge=10)
 
@@ -105,6 +108,12 @@ class Settings(BaseSettings):
     delivery_lease_s: float = Field(default=60.0, ge=0.5)
     delivery_sweep_s: float = Field(default=2.0, gt=0.0, le=600.0)
     delivery_concurrency: int = Field(default=8, ge=1, le=256)
+    # A subscription's share of the attempts in flight: a dead endpoint holds at most this many
+    # slots (each up to webhook_timeout_s), the others stay free for everyone else.
+    delivery_per_subscription: int = Field(default=2, ge=1, le=256)
+    # Fresh alerts waiting in memory for their subscription's slot (ids only); beyond it they
+    # wait in the store for the sweep.
+    delivery_waiting_max: int = Field(default=10_000, ge=0, le=1_000_000)
 
     smtp_host: str = "127.0.0.1"
     smtp_port: int = Field(default=1025, ge=1, le=65535)
@@ -164,6 +173,15 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"CORRIDOR_POLL_LEASE_S ({self.poll_lease_s}) must be at least twice CORRIDOR_FETCH_DEADLINE_S "
                 f"({self.fetch_deadline_s})"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _insync_within_replicas(self) -> Settings:
+        if self.topic_min_insync_replicas > self.topic_replication_factor:
+            raise ValueError(
+                f"CORRIDOR_TOPIC_MIN_INSYNC_REPLICAS ({self.topic_min_insync_replicas}) cannot exceed "
+                f"CORRIDOR_TOPIC_REPLICATION_FACTOR ({self.topic_replication_factor}): no write would ever succeed"
             )
         return self
 

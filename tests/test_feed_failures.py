@@ -59,7 +59,7 @@ async def test_failures_are_recorded_and_polling_goes_on(runtime: Runtime, feeds
             runtime.store, runtime.policy, url=feeds.url(f"/{name}.xml"), name=name, interval_s=60
         )
         ids[name] = source.id
-    runtime.poller.wake()
+    runtime.wake_poller()
 
     async def settled() -> bool:
         sources = {s.name: s for s in await runtime.store.list_sources()}
@@ -95,7 +95,7 @@ async def test_failures_are_recorded_and_polling_goes_on(runtime: Runtime, feeds
     # The poller is still alive: a source added now is polled at once.
     feeds.routes["/later.xml"] = Route(body=GOOD_FEED.read_bytes())
     later = await add_source(runtime.store, runtime.policy, url=feeds.url("/later.xml"), name="later", interval_s=60)
-    runtime.poller.wake()
+    runtime.wake_poller()
     for _ in range(100):
         got = await runtime.store.get_source(later.id)
         if got and got.last_status == "ok":

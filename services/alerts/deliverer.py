@@ -1,18 +1,21 @@
 """The deliverer: sends alerts, records every attempt, retries on a schedule, never twice.
 
 Two ways in, one path out:
-- ``handle`` consumes corridor.alerts.v1 and attempts the delivery at once;
-- ``sweep`` finds pending deliveries whose next attempt is due (retries, and alerts whose
-  message was lost) and attempts them.
+- ``handle`` consumes corridor.alerts.v1 and starts the attempt in the background at once (or,
+  when the subscription has its share of attempts in flight, leaves the alert waiting);
+- ``sweep`` claims pending deliveries whose next attempt is due (retries, alerts whose message
+  was lost, alerts that waited) and attempts them.
 Both first *claim* the delivery (an atomic lease in the store), so one delivery is attempted by
 one worker at a time, across replicas and restarts. The webhook-id is the delivery id, stable
 across retries, so a receiver can drop the rare duplicate (a crash between send and record).
+Attempts run in one bounded pool (shared.workpool) with a per-subscription share: a dead
+endpoint's backlog waits in the store for its retry schedule, never in front of other
+subscribers, and never in the consume path.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -30,6 +33,7 @@ from services.alerts.mailer import (
 )
 from services.alerts.outcome import Outcome
 from services.alerts.ratelimit import RecipientLimiter
+from services.alerts.waiting import WaitingAlerts
 from services.alerts.webhook import agreement_body, alert_body, send_webhook
 from shared.bus import Bus
 from shared.envelope import TOPIC_DEADLETTER, TOPIC_OPS, DeadLetter, Envelope
@@ -48,13 +52,13 @@ from shared.settings import Settings
 from shared.store import Store
 from shared.store.base import MAX_SCAN
 from shared.timeutil import Clock, utcnow
+from shared.workpool import WorkPool, claim_loop
 
 log = logging.getLogger(__name__)
 
 CONFIRM_ITEM = "confirm"  # item id of a double opt-in email's delivery
 MAX_ERROR_CHARS = 500
 MAX_RETRY_AFTER_S = 6 * 3600.0
-DRAIN_DEADLINE_S = 10.0
 DIGEST_CHECK_S = 30.0  # a digest goes out at most this long after its period closes
 
 
@@ -82,46 +86,81 @@ class Deliverer:
         self._deadletter = settings.topic(TOPIC_DEADLETTER)
         self._ops = settings.topic(TOPIC_OPS)
         self._recipients = RecipientLimiter(settings.email_rate_per_hour)
+        # Attempts in flight: at most delivery_concurrency, at most delivery_per_subscription for
+        # one subscription, so a slow or dead endpoint holds a bounded share of the slots.
+        self._pool = WorkPool(
+            "alerts deliverer",
+            limit=settings.delivery_concurrency,
+            per_key_limit=min(settings.delivery_per_subscription, settings.delivery_concurrency),
+        )
+        self._waiting = WaitingAlerts(settings.delivery_waiting_max)
+        self._wake = asyncio.Event()
 
     async def handle(self, envelope: Envelope) -> None:
-        """Bus handler for corridor.alerts.v1."""
+        """Bus handler for corridor.alerts.v1: start the attempt in the background and return —
+        the consume path never waits on an endpoint. When the alert's subscription already has
+        its share of attempts in flight (a slow or dead endpoint), the alert waits for a slot as
+        an id in memory, and in the store in any case: the sweep claims it if this process
+        dies, or once its hand-off time passes."""
         if envelope.type != "alert":
             raise PoisonMessage(f"unexpected event type {envelope.type!r} on the alerts topic")
         alert = envelope.payload_as(AlertPayload)
         if alert.channel == "kafka":
             return  # delivered by being on the topic
+        if not self._pool.has_room(alert.subscription_id):
+            self._waiting.add(alert.subscription_id, alert.delivery_id)
+            self._wake.set()
+            return
         now = self._clock()
         delivery = await self._store.claim_delivery(alert.delivery_id, now, now + self._lease)
         if delivery is None:
             return  # already delivered, given up, or being attempted by another worker
-        await self.attempt(delivery, alert.item or alert.event)
+        self._start(delivery, alert.item or alert.event, stored=False)
+
+    def _start(self, delivery: Delivery, subject: ClassifiedItem | AgreementEvent | None, *, stored: bool) -> None:
+        work = self._attempt_stored(delivery) if stored else self.attempt(delivery, subject)
+        self._pool.spawn(work, key=delivery.subscription_id, name=f"deliver {delivery.id}")
+
+    async def _claim_next(self) -> Delivery | None:
+        """The next delivery to attempt: a fresh alert waiting for its subscription's slot, else
+        the longest-due delivery of a subscription with a free slot."""
+        now = self._clock()
+        for delivery_id in self._waiting.take(self._pool):
+            delivery = await self._store.claim_delivery(delivery_id, now, now + self._lease)
+            if delivery is None:
+                continue
+            if delivery.attempts and delivery.next_attempt_at > now:
+                # Attempted meanwhile (by the sweep of another process): keep its retry schedule.
+                await self._store.update_delivery(delivery.id, {"lease_until": None})
+                continue
+            return delivery
+        return await self._store.claim_due_delivery(
+            now, now + self._lease, exclude_subscriptions=self._pool.full_keys()
+        )
 
     async def sweep(self, stop: asyncio.Event) -> None:
-        """Attempt due deliveries until ``stop``, at most ``delivery_concurrency`` at once; open
-        the digests whose period closed."""
-        in_flight: set[asyncio.Task[None]] = set()
+        """Attempt due deliveries until ``stop`` (retries, alerts whose message was lost, alerts
+        that waited for a slot), within the pool's bounds; open the digests whose period closed.
+        Drains the attempts in flight before returning."""
         digests_checked = float("-inf")
-        while not stop.is_set():
+
+        async def on_tick() -> None:
+            nonlocal digests_checked
             # Digest periods are an hour at the shortest: scanning every subscription on each
             # sweep (every 2 s) would be repeated store reads for nothing.
             if time.monotonic() - digests_checked >= DIGEST_CHECK_S:
+                await self.open_digests()
                 digests_checked = time.monotonic()
-                try:
-                    await self.open_digests()
-                except Exception:
-                    log.exception("scheduling digests failed; the next check tries again")
-            while len(in_flight) < self._settings.delivery_concurrency:
-                now = self._clock()
-                delivery = await self._store.claim_due_delivery(now, now + self._lease)
-                if delivery is None:
-                    break
-                task = asyncio.create_task(self._attempt_stored(delivery))
-                in_flight.add(task)
-                task.add_done_callback(in_flight.discard)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self._settings.delivery_sweep_s)
-        if in_flight:
-            await asyncio.wait(in_flight, timeout=DRAIN_DEADLINE_S)
+
+        await claim_loop(
+            self._pool,
+            claim=self._claim_next,
+            start=lambda delivery: self._start(delivery, None, stored=True),
+            stop=stop,
+            tick_s=self._settings.delivery_sweep_s,
+            wake=self._wake,
+            on_tick=on_tick,
+        )
 
     async def open_digests(self) -> None:
         """For every digest subscription, turn each closed period's queued alerts into one digest
@@ -146,22 +185,20 @@ class Deliverer:
                 )
 
     async def _attempt_stored(self, delivery: Delivery) -> None:
-        try:
-            if delivery.item_id == CONFIRM_ITEM or delivery.item_id.startswith("digest:"):
-                await self.attempt(delivery, None)
-                return
-            subject: ClassifiedItem | AgreementEvent | None
-            if delivery.item_id.startswith(EVENT_ITEM_PREFIX):
-                subject = await self._store.get_agreement_event(delivery.item_id.removeprefix(EVENT_ITEM_PREFIX))
-            else:
-                subject = await self._store.get_item(delivery.item_id)
-            if subject is None:
-                await self._finish(delivery, Outcome.permanent("item no longer stored"))
-                return
-            await self.attempt(delivery, subject)
-        except Exception:
-            # The lease runs out and the sweep tries again; the error is not swallowed silently.
-            log.exception("delivery %s failed unexpectedly", delivery.id)
+        """Attempt a claimed delivery whose subject is read from the store. An outage propagates
+        (the pool logs it; the lease runs out and the delivery is claimed again); so does a bug."""
+        if delivery.item_id == CONFIRM_ITEM or delivery.item_id.startswith("digest:"):
+            await self.attempt(delivery, None)
+            return
+        subject: ClassifiedItem | AgreementEvent | None
+        if delivery.item_id.startswith(EVENT_ITEM_PREFIX):
+            subject = await self._store.get_agreement_event(delivery.item_id.removeprefix(EVENT_ITEM_PREFIX))
+        else:
+            subject = await self._store.get_item(delivery.item_id)
+        if subject is None:
+            await self._finish(delivery, Outcome.permanent("item no longer stored"))
+            return
+        await self.attempt(delivery, subject)
 
     async def attempt(self, delivery: Delivery, item: ClassifiedItem | AgreementEvent | None) -> None:
         """Send one claimed delivery (an item's or an agreement event's alert, a digest or a

@@ -16,7 +16,6 @@ something and however often they restart, it is one event, and one alert per sub
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from datetime import timedelta
@@ -25,8 +24,9 @@ from services.classifier.agreements import Registry
 from services.classifier.tracker import AgreementState, agreement_state, agreement_states
 from shared.bus import Bus
 from shared.envelope import TOPIC_AGREEMENTS, Envelope
-from shared.errors import StoreUnavailable
+from shared.errors import Unavailable
 from shared.models import AgreementEvent, ClassifiedItem, Source, stable_id
+from shared.outage import OutageLog, sleep_or_stop
 from shared.settings import Settings
 from shared.store import Store
 from shared.timeutil import Clock, utcnow
@@ -167,14 +167,16 @@ class AgreementWatch:
         await self._store.mark_agreement_event_published(event.id, self._clock())
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Check for stalls and unpublished events every ``stall_check_s`` until ``stop``."""
+        """Check for stalls and unpublished events every ``stall_check_s`` until ``stop``. An
+        outage (store or broker) skips the round, logged once per state change; a bug raises."""
+        outage = OutageLog("agreement checks")
         while not stop.is_set():
             try:
                 stalled = await self.check_stalls()
                 republished = await self.republish()
                 if stalled or republished:
                     log.info("agreements: %d stalls announced, %d events republished", stalled, republished)
-            except StoreUnavailable as exc:
-                log.warning("agreement checks skipped this round: %s", exc)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self._settings.stall_check_s)
+                outage.up()
+            except Unavailable as exc:
+                outage.down(str(exc))
+            await sleep_or_stop(self._settings.stall_check_s, stop)

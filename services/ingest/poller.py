@@ -29,17 +29,17 @@ from services.ingest.parser import parse_source_document
 from services.ingest.schedule import next_delay_s
 from shared.bus import Bus
 from shared.envelope import TOPIC_OPS, TOPIC_RAW, Envelope
-from shared.errors import FetchError, StoreUnavailable
+from shared.errors import FetchError, Unavailable
 from shared.metrics import Metrics
 from shared.models import RawItem, Source, SourceHealthEvent
 from shared.settings import Settings
 from shared.store import Store
 from shared.timeutil import Clock, utcnow
+from shared.workpool import WorkPool, claim_loop
 
 log = logging.getLogger(__name__)
 
 MAX_ERROR_CHARS = 500
-DRAIN_DEADLINE_S = 10.0
 HOST_BUSY_RETRY_S = 2.0  # a due source whose host is busy is offered again this much later
 
 
@@ -69,51 +69,61 @@ class Poller:
         self._deduper = Deduper(store, clock)
         self._hosts = HostLimiter(settings.poll_per_host)
         self._wake = asyncio.Event()
+        self._pool = WorkPool("ingest poller", limit=settings.poll_concurrency)
 
     def wake(self) -> None:
         """Check for due sources now instead of at the next tick."""
         self._wake.set()
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Poll until ``stop``; then let in-flight polls finish (bounded by a deadline)."""
-        in_flight: set[asyncio.Task[None]] = set()
+        """Poll until ``stop``; then let in-flight polls finish (bounded by a deadline). Store
+        outages are waited out (shared.workpool); a bug stops the loop with its exception."""
         limit = self._settings.poll_concurrency
-        lease_s = self._settings.poll_lease_s  # validated at start: at least twice the fetch timeout
-        while not stop.is_set():
-            self._wake.clear()
-            deferred = 0
-            while len(in_flight) < limit and deferred < limit:
-                now = self._clock()
-                source = await self._store.claim_due_source(now, now + timedelta(seconds=lease_s))
-                if source is None:
-                    break
-                if not self._hosts.reserve(urlsplit(source.url).hostname or ""):
-                    # Its host is busy: give the source back for a moment rather than hold a poll
-                    # slot waiting, so one slow host cannot keep every other host waiting.
-                    await self._store.update_source(
-                        source.id, {"lease_until": None, "next_check_at": now + timedelta(seconds=HOST_BUSY_RETRY_S)}
-                    )
-                    deferred += 1
-                    continue
-                task = asyncio.create_task(self.poll_one(source), name=f"poll {source.id}")
-                in_flight.add(task)
-                task.add_done_callback(in_flight.discard)
-            self._metrics.polls_in_flight.set(len(in_flight))
+        deferred = 0
+
+        async def on_tick() -> None:
+            nonlocal deferred
+            self._metrics.polls_in_flight.set(len(self._pool))
             self._metrics.poll_queue.set(deferred)
-            waiters = [asyncio.create_task(self._wake.wait()), asyncio.create_task(stop.wait())]
-            await asyncio.wait(
-                [*waiters, *in_flight], timeout=self._settings.poll_tick_s, return_when=asyncio.FIRST_COMPLETED
-            )
-            for w in waiters:
-                w.cancel()
-        if in_flight:
-            await asyncio.wait(in_flight, timeout=DRAIN_DEADLINE_S)
+            deferred = 0
+
+        async def claim() -> Source | None:
+            nonlocal deferred
+            lease = timedelta(seconds=self._settings.poll_lease_s)  # at least twice the fetch timeout
+            while deferred < limit:
+                now = self._clock()
+                source = await self._store.claim_due_source(now, now + lease)
+                if source is None:
+                    return None
+                if self._hosts.reserve(urlsplit(source.url).hostname or ""):
+                    return source
+                # Its host is busy: give the source back for a moment rather than hold a poll
+                # slot waiting, so one slow host cannot keep every other host waiting.
+                await self._store.update_source(
+                    source.id, {"lease_until": None, "next_check_at": now + timedelta(seconds=HOST_BUSY_RETRY_S)}
+                )
+                deferred += 1
+            return None
+
+        def start(source: Source) -> None:
+            self._pool.spawn(self.poll_one(source), name=f"poll {source.id}")
+
+        await claim_loop(
+            self._pool,
+            claim=claim,
+            start=start,
+            stop=stop,
+            tick_s=self._settings.poll_tick_s,
+            wake=self._wake,
+            on_tick=on_tick,
+        )
 
     def _gap_s(self, source: Source) -> float:
         return max(self._settings.poll_host_gap_s, self._settings.gdelt_gap_s if source.kind == "gdelt" else 0.0)
 
     async def poll_one(self, source: Source) -> None:
-        """Fetch, parse, dedupe and publish one source, then record its health. Never raises FetchError."""
+        """Fetch, parse, dedupe and publish one source, then record its health. A fetch failure is
+        recorded on the source; an outage (Unavailable) and a bug propagate to the pool."""
         started = time.perf_counter()
         try:
             host = urlsplit(source.url).hostname or ""
@@ -151,17 +161,18 @@ class Poller:
         except FetchError as exc:
             self._metrics.fetches.labels(exc.kind).inc()
             await self._record_error(source, exc)
-        except StoreUnavailable as exc:
-            # Nothing can be recorded now; the lease runs out and the source is polled again.
-            log.warning("polling %s: store unavailable: %s", source.id, exc)
-            self._metrics.fetches.labels("store_unavailable").inc()
+        except Unavailable:
+            # The store or the broker is down: nothing is recorded (the pool logs the outage);
+            # the lease runs out and the source is polled again, its items republished.
+            self._metrics.fetches.labels("unavailable").inc()
+            raise
         except Exception as exc:
-            # A bug, or the bus down: logged in full, and shown on the source so that an operator
-            # looking at /api/v1/sources sees it too.
-            log.exception("polling %s failed unexpectedly", source.id)
+            # A bug: shown on the source, so an operator looking at /api/v1/sources sees it too,
+            # then raised — the poller stops and the process exits loudly.
             self._metrics.fetches.labels("internal").inc()
             with contextlib.suppress(Exception):
                 await self._record_error(source, FetchError("internal", f"{type(exc).__name__}: {exc}"))
+            raise
         finally:
             self._metrics.poll_seconds.observe(time.perf_counter() - started)
 

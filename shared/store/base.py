@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, ParamSpec, Protocol, TypeVar
@@ -238,8 +238,12 @@ class Store(Protocol):
     async def claim_delivery(self, delivery_id: str, now: datetime, lease_until: datetime) -> Delivery | None:
         """Lease a pending delivery whose lease has expired, whatever its next attempt time."""
 
-    async def claim_due_delivery(self, now: datetime, lease_until: datetime) -> Delivery | None:
-        """Lease one pending delivery whose next attempt is due and whose lease has expired."""
+    async def claim_due_delivery(
+        self, now: datetime, lease_until: datetime, *, exclude_subscriptions: Collection[str] = ()
+    ) -> Delivery | None:
+        """Lease one pending delivery whose next attempt is due and whose lease has expired, the
+        longest due first, skipping those of ``exclude_subscriptions`` (subscriptions the caller
+        already has enough attempts in flight for)."""
 
     async def update_delivery(self, delivery_id: str, fields: dict[str, Any]) -> None: ...
 

@@ -27,7 +27,7 @@ document. A crashed worker's lease simply runs out.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from datetime import datetime
 from typing import Any, cast
 
@@ -372,8 +372,12 @@ class MongoStore:
         doc = await self._claim(self._deliveries, flt, lease_until)
         return Delivery.model_validate(_undoc(doc)) if doc else None
 
-    async def claim_due_delivery(self, now: datetime, lease_until: datetime) -> Delivery | None:
-        flt = {"status": "pending", "next_attempt_at": {"$lte": now}, "lease_until": _lease_free(now)}
+    async def claim_due_delivery(
+        self, now: datetime, lease_until: datetime, *, exclude_subscriptions: Collection[str] = ()
+    ) -> Delivery | None:
+        flt: dict[str, Any] = {"status": "pending", "next_attempt_at": {"$lte": now}, "lease_until": _lease_free(now)}
+        if exclude_subscriptions:
+            flt["subscription_id"] = {"$nin": sorted(exclude_subscriptions)}
         doc = await self._claim(self._deliveries, flt, lease_until, [("next_attempt_at", ASCENDING)])
         return Delivery.model_validate(_undoc(doc)) if doc else None
 

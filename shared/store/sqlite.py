@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar, cast, overload
@@ -595,10 +595,16 @@ class SQLiteStore:
         where = "id=? AND status='pending' AND (lease_until IS NULL OR lease_until<=?)"
         return await self._claim("deliveries", Delivery, where, (delivery_id, _ts(now)), lease_until)
 
-    async def claim_due_delivery(self, now: datetime, lease_until: datetime) -> Delivery | None:
+    async def claim_due_delivery(
+        self, now: datetime, lease_until: datetime, *, exclude_subscriptions: Collection[str] = ()
+    ) -> Delivery | None:
         where = "status='pending' AND next_attempt_at<=? AND (lease_until IS NULL OR lease_until<=?)"
+        args: list[Any] = [_ts(now), _ts(now)]
+        if exclude_subscriptions:
+            where += f" AND subscription_id NOT IN ({','.join('?' * len(exclude_subscriptions))})"
+            args += sorted(exclude_subscriptions)
         where += " ORDER BY next_attempt_at"
-        return await self._claim("deliveries", Delivery, where, (_ts(now), _ts(now)), lease_until)
+        return await self._claim("deliveries", Delivery, where, tuple(args), lease_until)
 
     async def update_delivery(self, delivery_id: str, fields: dict[str, Any]) -> None:
         await self._patch("deliveries", Delivery, delivery_id, fields)
