@@ -44,7 +44,7 @@ def test_stack_shape(compose: dict[str, Any]) -> None:
         svc = services[role]
         assert svc["command"] == ["run", role]
         assert svc["build"]["dockerfile"] == "deploy/Dockerfile"
-        assert svc["environment"]["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
+        assert svc["environment"]["KAFKA_BOOTSTRAP_SERVERS"] == "${KAFKA_BOOTSTRAP_SERVERS:-kafka:9092}"
         assert svc["environment"]["MONGODB_URI"].startswith("mongodb://mongo:")
     for name, svc in services.items():
         for dep, cond in (svc.get("depends_on") or {}).items():
@@ -64,3 +64,64 @@ def test_proxy_routes_every_api_path() -> None:
     conf = (REPO / "deploy/nginx.conf").read_text()
     routed = set(re.findall(r"location\s+(/api/v1/[a-z]+)", conf))
     assert prefixes == routed, f"the proxy must route exactly the API's paths: {prefixes ^ routed}"
+
+
+def _interpolate(value: Any, env: dict[str, str]) -> Any:
+    """Compose's `${VAR:-default}` / `${VAR:?error}` / `${VAR}` substitution, enough for this file."""
+    if isinstance(value, dict):
+        return {k: _interpolate(v, env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, env) for v in value]
+    if not isinstance(value, str):
+        return value
+
+    def sub(m: re.Match[str]) -> str:
+        name, op, arg = m.group(1), m.group(2), m.group(3) or ""
+        if env.get(name):
+            return env[name]
+        if op == ":?":
+            raise AssertionError(f"{name} is required: {arg}")
+        return arg
+
+    return re.sub(r"\$\{([A-Z0-9_]+)(?:(:-|:\?)([^}]*))?\}", sub, value)
+
+
+def _env_file(path: str) -> dict[str, str]:
+    lines = (REPO / path).read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if line.strip() and not line.startswith("#"))
+
+
+SECRETS = {"CORRIDOR_API_KEY": "k", "CORRIDOR_LINK_SECRET": "s"}
+
+
+@pytest.mark.parametrize("env_file", [None, "deploy/cluster.env"])
+def test_kafka_nodes_form_one_cluster_and_keep_their_data(compose: dict[str, Any], env_file: str | None) -> None:
+    env = SECRETS | (_env_file(env_file) if env_file else {})
+    profiles = set(env.get("COMPOSE_PROFILES", "").split(",")) - {""}
+    services = {
+        name: _interpolate(svc, env)
+        for name, svc in compose["services"].items()
+        if not svc.get("profiles") or profiles & set(svc["profiles"])
+    }
+    brokers = {name: svc for name, svc in services.items() if svc.get("image", "").startswith("apache/kafka:")}
+    assert len(brokers) == (3 if env_file else 1)
+    ids = set()
+    for name, svc in brokers.items():
+        e = svc["environment"]
+        ids.add(f"{e['KAFKA_NODE_ID']}@{name}:9093")
+        # The data volume is mounted where the broker writes (the image's default is /tmp/kraft-combined-logs).
+        mounts = {v.split(":")[1] for v in svc["volumes"]}
+        assert e["KAFKA_LOG_DIRS"] in mounts, f"{name}: the volume must hold log.dirs"
+        assert e["KAFKA_ADVERTISED_LISTENERS"] == f"PLAINTEXT://{name}:9092"
+    for name, svc in brokers.items():
+        e = svc["environment"]
+        assert set(e["KAFKA_CONTROLLER_QUORUM_VOTERS"].split(",")) == ids, f"{name}: every node votes in one quorum"
+        assert int(e["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"]) == len(brokers)
+        assert int(e["KAFKA_MIN_INSYNC_REPLICAS"]) == (2 if len(brokers) == 3 else 1)
+    for role in ("ingest", "classifier", "alerts"):
+        e = services[role]["environment"]
+        assert set(e["KAFKA_BOOTSTRAP_SERVERS"].split(",")) == {f"{n}:9092" for n in brokers}
+        assert int(e["CORRIDOR_TOPIC_REPLICATION_FACTOR"]) == len(brokers)
+        assert int(e["CORRIDOR_TOPIC_MIN_INSYNC_REPLICAS"]) == (2 if len(brokers) == 3 else 1)
+        needed = {d for d, c in services[role]["depends_on"].items() if c.get("required", True)}
+        assert needed <= set(services), f"{role} depends on a service outside the profile"
