@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum
 DEV_STAMP := $(VENV)/.installed-dev-$(shell cat requirements.lock requirements-dev.lock pyproject.toml | cksum | cut -d' ' -f1)
 PIP := $(BIN)/python -m pip install -q --disable-pip-version-check
 
-.PHONY: install install-dev run demo test unit lint servers stop-servers compose-schema browser eval bench clean
+.PHONY: install install-dev run demo test faults unit lint servers stop-servers compose-schema browser eval bench clean
 
 # Runtime dependencies only: what `make run` needs on a fresh machine.
 $(STAMP): requirements.lock pyproject.toml
@@ -59,6 +59,10 @@ lint: install-dev
 ## The whole suite: lint, types, then every test against the real servers
 test: install-dev servers compose-schema lint
 	$(BIN)/pytest
+
+## The fault suite alone (three-broker cluster, two replicas of every role; ~10 min)
+faults: install-dev servers
+	$(BIN)/pytest tests/faults -p no:cacheprovider -s
 
 unit: install-dev
 	$(BIN)/pytest -m "not kafka and not mongo and not e2e"

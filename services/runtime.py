@@ -41,10 +41,11 @@ from shared.envelope import (
     TOPIC_OPS,
     TOPIC_RAW,
 )
-from shared.errors import Conflict
+from shared.errors import Conflict, Unavailable
 from shared.http import build_client
 from shared.metrics import Metrics
 from shared.netguard import AddressPolicy
+from shared.outage import Backoff, OutageLog, sleep_or_stop
 from shared.settings import Settings
 from shared.store import Store
 from shared.store.mongo import MongoStore
@@ -56,6 +57,8 @@ ALL_ROLES: frozenset[Role] = frozenset({"ingest", "classifier", "alerts"})
 log = logging.getLogger(__name__)
 
 STOP_DEADLINE_S = 30.0
+# How long a starting process waits for an unreachable store or broker before it gives up (exit 1).
+STARTUP_WAIT_S = 60.0
 
 
 def build_store(settings: Settings) -> Store:
@@ -174,6 +177,32 @@ class Runtime:
         if self.matcher is not None:
             self.matcher.subscriptions_changed()
 
+    async def _open_store(self) -> None:
+        await self.store.start()
+        moved = await self.store.migrate()
+        if any(moved.values()):
+            log.info("store: moved records of an earlier layout: %s", moved)
+
+    async def _when_available(self, name: str, step: Callable[[], Awaitable[None]]) -> None:
+        """Run ``step``, waiting out an outage of its dependency (a broker still electing leaders,
+        a store restarting) with capped back-off for at most ``STARTUP_WAIT_S``; then the start
+        fails (exit 1) and the supervisor decides. A stop request ends the wait."""
+        outage = OutageLog(f"start: {name}")
+        backoff = Backoff()
+        deadline = asyncio.get_running_loop().time() + STARTUP_WAIT_S
+        while True:
+            try:
+                await step()
+            except Unavailable as exc:
+                if asyncio.get_running_loop().time() >= deadline:
+                    raise
+                outage.down(str(exc))
+                if await sleep_or_stop(backoff.next_s(), self._stop):
+                    raise
+                continue
+            outage.up()
+            return
+
     @property
     def sector_ids(self) -> list[str]:
         return list(self.taxonomy.sectors)
@@ -189,11 +218,8 @@ class Runtime:
             raise
 
     async def _start(self) -> None:
-        await self.store.start()
-        moved = await self.store.migrate()
-        if any(moved.values()):
-            log.info("store: moved records of an earlier layout: %s", moved)
-        await self.bus.start()
+        await self._when_available("store", self._open_store)
+        await self._when_available("bus", self.bus.start)
         if self.poller is not None:
             await self._seed_feeds()
             self._spawn("ingest.poller", self.poller.run(self._stop))

@@ -24,7 +24,7 @@ from collections.abc import Callable, Collection, Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
+from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError, for_code
 
 from shared.bus.base import Handler, dead_letter_for
 from shared.bus.loop import ConsumeLoop, LoopLimits, OnRevoked
@@ -38,6 +38,10 @@ REQUEST_TIMEOUT_MS = 15_000
 RETRY_BACKOFF_MS = 500  # aiokafka's default (100 ms) spins a core while a broker is down
 PING_TIMEOUT_S = 2.0
 ERROR_TOPIC_ALREADY_EXISTS = 36
+# Creating a topic with more replicas than brokers registered so far: a cluster still starting
+# looks like this (and so does a replication factor above the broker count, which then fails the
+# start after the wait, with this error named).
+NOT_READY_CODES = frozenset({38})  # INVALID_REPLICATION_FACTOR
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -74,21 +78,27 @@ class KafkaBus:
         self._producer: AIOKafkaProducer | None = None
 
     async def start(self) -> None:
+        """Create missing topics and start the producer; :class:`BusUnavailable` when the cluster
+        cannot be reached or is not ready yet (the caller may retry: nothing is left open)."""
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self._bootstrap,
+            acks="all",
+            enable_idempotence=True,
+            max_request_size=MAX_MESSAGE_BYTES + 100_000,
+            request_timeout_ms=REQUEST_TIMEOUT_MS,
+            retry_backoff_ms=RETRY_BACKOFF_MS,
+            linger_ms=5,
+        )
         try:
             await self.ensure_topics(self._topics)
-            producer = AIOKafkaProducer(
-                bootstrap_servers=self._bootstrap,
-                acks="all",
-                enable_idempotence=True,
-                max_request_size=MAX_MESSAGE_BYTES + 100_000,
-                request_timeout_ms=REQUEST_TIMEOUT_MS,
-                retry_backoff_ms=RETRY_BACKOFF_MS,
-                linger_ms=5,
-            )
             await producer.start()
         except KafkaError as exc:
+            await producer.stop()
             if is_transient(exc):
                 raise BusUnavailable(f"cannot reach Kafka at {self._bootstrap}: {exc}") from exc
+            raise
+        except BaseException:
+            await producer.stop()
             raise
         self._producer = producer
 
@@ -111,8 +121,12 @@ class KafkaBus:
                     [NewTopic(t, self._partitions, self._replication, topic_configs=config) for t in missing]
                 )
                 for name, code, *_ in getattr(response, "topic_errors", []):
-                    if code not in (0, ERROR_TOPIC_ALREADY_EXISTS):
-                        raise RuntimeError(f"cannot create Kafka topic {name}: error code {code}")
+                    if code in (0, ERROR_TOPIC_ALREADY_EXISTS):
+                        continue
+                    error = for_code(code)
+                    if error.retriable or code in NOT_READY_CODES:
+                        raise BusUnavailable(f"cannot create Kafka topic {name} yet: {error.__name__}")
+                    raise RuntimeError(f"cannot create Kafka topic {name}: {error.__name__} (code {code})")
         finally:
             await admin.close()
 
