@@ -46,7 +46,7 @@ def summary() -> Iterator[None]:
             f"{o.resends} | {o.slowest_recovery_s:.1f} s |"
         )
     notes = [f"- {o.kind}: {note}" for o in OUTCOMES for note in o.notes]
-    table = "\n".join(lines + ([""] + notes if notes else []))
+    table = "\n".join(lines + (["", *notes] if notes else []))
     out = REPO / "test-artifacts" / "faults"
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.md").write_text(table + "\n")
