@@ -79,6 +79,9 @@ bench: install-dev servers
 	$(BIN)/python bench/bench_query.py sqlite 100000
 	$(BIN)/python bench/bench_query.py sqlite 1000000   # ~15 min: loads a million events
 	$(BIN)/python bench/bench_query.py mongo 100000     # ~20 min: the test server loads ~220 events/s
+	deploy/kafka-cluster.sh start
+	$(BIN)/python bench/bench_cluster.py                # ~6 min: scaling on 3 brokers; dead-endpoint p99
+	deploy/kafka-cluster.sh stop
 
 clean:
 	rm -rf var deploy/.run .pytest_cache .mypy_cache .ruff_cache test-artifacts

@@ -131,17 +131,21 @@ def subscribe(alerts: str, hook: str) -> str:
 
 
 async def classified_count(prefix: str) -> int:
+    """Records on the classified topic (partitions from the cluster, not a cached view)."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka.admin import AIOKafkaAdminClient
 
+    admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
     consumer = AIOKafkaConsumer(bootstrap_servers=BOOTSTRAP)
+    await admin.start()
     await consumer.start()
     try:
-        topic = prefix + TOPIC_CLASSIFIED
-        await consumer.topics()
-        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        return sum((await consumer.end_offsets(parts)).values()) if parts else 0
+        described = await admin.describe_topics([prefix + TOPIC_CLASSIFIED])
+        parts = [TopicPartition(d["topic"], p["partition"]) for d in described for p in d["partitions"]]
+        return sum((await consumer.end_offsets(parts)).values())
     finally:
         await consumer.stop()
+        await admin.close()
 
 
 async def publish(prefix: str, items: list[RawItem], rate: float | None) -> dict[str, float]:

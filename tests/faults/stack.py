@@ -20,6 +20,7 @@ API_KEY = "faults-test-key"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 ROLES = ("alerts", "classifier", "ingest")
 REPLICAS = 2
+TOPIC_CONFIG_SOURCE = 1  # DescribeConfigs: DYNAMIC_TOPIC_CONFIG (set on the topic when created)
 
 
 class Cluster:
@@ -56,6 +57,28 @@ class Cluster:
 
         return asyncio.run(ask())
 
+    def topic_shape(self, topic: str) -> tuple[set[int], str, bool]:
+        """(replica counts of its partitions, its min.insync.replicas, whether that was set on the
+        topic itself rather than inherited from the broker)."""
+
+        async def ask() -> tuple[set[int], str, bool]:
+            from aiokafka.admin import AIOKafkaAdminClient
+            from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+            admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=5000)
+            await admin.start()
+            try:
+                (described,) = await admin.describe_topics([topic])
+                replicas = {len(p["replicas"]) for p in described["partitions"]}
+                (response,) = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+                entries = response.to_object()["resources"][0]["config_entries"]
+                (isr,) = [e for e in entries if e["config_names"] == "min.insync.replicas"]
+                return replicas, str(isr["config_value"]), isr["config_source"] == TOPIC_CONFIG_SOURCE
+            finally:
+                await admin.close()
+
+        return asyncio.run(ask())
+
     def lag(self, group_prefix: str) -> dict[str, int]:
         """Per consumer group under ``group_prefix``: records on its topics not yet committed."""
 
@@ -69,12 +92,13 @@ class Cluster:
             await consumer.start()
             try:
                 groups = [g[0] if isinstance(g, tuple) else g for g in await admin.list_consumer_groups()]
-                await consumer.topics()  # loads metadata for partitions_for_topic
                 lag: dict[str, int] = {}
                 for group in sorted(g for g in groups if g.startswith(group_prefix + ".")):
                     committed = await admin.list_consumer_group_offsets(group)
-                    topics = {tp.topic for tp in committed}
-                    parts = [TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t) or ()]
+                    # Partitions from the cluster (describe_topics), not the client's cached metadata:
+                    # a partition nobody committed on yet still counts with its whole length.
+                    described = await admin.describe_topics(sorted({tp.topic for tp in committed}))
+                    parts = [TopicPartition(d["topic"], p["partition"]) for d in described for p in d["partitions"]]
                     ends = await consumer.end_offsets(parts)
                     lag[group] = sum(ends[tp] - (committed[tp].offset if tp in committed else 0) for tp in parts)
                 return lag
@@ -280,7 +304,13 @@ class Stack:
         except AssertionError as exc:
             raise AssertionError(f"{exc}; {self.diagnose(subs)}") from None
         recovered = time.monotonic() - started
-        wait_until(lambda: not any(self.cluster.lag(self.group_prefix).values()), 60, "consumer lag 0", interval_s=1)
+        groups = {f"{self.group_prefix}.{g}" for g in ("classifier", "alerts-matcher", "alerts-deliverer")}
+
+        def caught_up() -> bool:
+            lag = self.cluster.lag(self.group_prefix)
+            return groups <= set(lag) and not any(lag.values())
+
+        wait_until(caught_up, 60, f"consumer lag 0 in {sorted(groups)}", interval_s=1)
         return recovered
 
     def diagnose(self, subs: list[Subscriber]) -> str:

@@ -74,6 +74,9 @@ def test_baseline_round_delivers_everything(stack: Stack, healthy: list[Subscrib
     stack.check(outcome, before)
     _record(outcome)
     assert outcome.delivered == outcome.expected == ITEMS_PER_ROUND * len(healthy)
+    for topic in ("corridor.items.raw.v1", "corridor.items.classified.v1", "corridor.alerts.v1"):
+        replicas, min_isr, own = stack.cluster.topic_shape(stack.topic_prefix + topic)
+        assert replicas == {3} and min_isr == "2" and own, f"{topic}: {replicas} replicas, min.insync {min_isr}"
 
 
 def test_sigkill_random_process_at_random_moments(stack: Stack, healthy: list[Subscriber]) -> None:
