@@ -137,7 +137,8 @@ check_node() { case "${1:-}" in 1|2|3) ;; *) echo "node must be 1, 2 or 3" >&2; 
 
 case "${1:-}" in
   start) start ;;
-  stop) for n in "${nodes[@]}"; do stop_node "$n"; done; echo "kafka-cluster: stopped" ;;
+  stop)  # all nodes at once: one by one, each would wait for the others to take over its partitions
+    for n in "${nodes[@]}"; do stop_node "$n" & done; wait; echo "kafka-cluster: stopped" ;;
   status) if running 1 && running 2 && running 3 && brokers_ready 3 1; then echo "kafka-cluster: running"; else echo "kafka-cluster: down"; exit 1; fi ;;
   bootstrap) bootstrap ;;
   kill) check_node "${2:-}"; if running "$2"; then kill -9 "$(cat "$(pid_file "$2")")"; fi; rm -f "$(pid_file "$2")" ;;

@@ -4,6 +4,7 @@ six Corridor processes, webhook receivers, and the checks every round ends with.
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import subprocess
 import time
@@ -32,7 +33,7 @@ class Cluster:
         self.bootstrap = ",".join(f"127.0.0.1:{port + n}" for n in range(3))
 
     def run(self, *args: str) -> None:
-        env = {**_environ(), "KAFKA_CLUSTER_PORT": str(self.port)}
+        env = {**os.environ, "KAFKA_CLUSTER_PORT": str(self.port)}
         subprocess.run([str(self.script), *args], env=env, check=True, capture_output=True, text=True, timeout=180)
 
     def node_of_port(self, port: int) -> int:
@@ -119,7 +120,7 @@ class FaultStore:
         self.uri = f"mongodb://127.0.0.1:{port}/"
 
     def _run(self, command: str) -> None:
-        env = {**_environ(), "SECANTUS_PORT": str(self.port), "SECANTUS_DATA_DIR": str(self.data_dir)}
+        env = {**os.environ, "SECANTUS_PORT": str(self.port), "SECANTUS_DATA_DIR": str(self.data_dir)}
         subprocess.run([str(self.script), command], env=env, check=True, capture_output=True, text=True, timeout=900)
 
     def start(self) -> None:
@@ -356,9 +357,3 @@ class Stack:
         outcome.expected = expected - before[0]
         outcome.delivered = delivered - before[1]
         outcome.resends = (requests - before[2]) - outcome.delivered
-
-
-def _environ() -> dict[str, str]:
-    import os
-
-    return dict(os.environ)
