@@ -108,8 +108,9 @@ class Deliverer:
         if alert.channel == "kafka":
             return  # delivered by being on the topic
         if not self._pool.has_room(alert.subscription_id):
+            # No wake-up: nothing can start before a slot frees, and a finishing attempt wakes the
+            # sweep itself (waking it per queued alert cost a store claim each, for nothing).
             self._waiting.add(alert.subscription_id, alert.delivery_id)
-            self._wake.set()
             return
         now = self._clock()
         delivery = await self._store.claim_delivery(alert.delivery_id, now, now + self._lease)
