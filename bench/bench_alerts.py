@@ -68,6 +68,30 @@ def receiver(port: int) -> None:
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", backlog=2048)
 
 
+def start_receiver() -> tuple[multiprocessing.Process, str, str]:
+    """:func:`receiver` in its own process, once it accepts connections: (process, hook, stats)."""
+    port = free_port()
+    server = multiprocessing.Process(target=receiver, args=(port,), daemon=True)
+    server.start()
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.2)
+    return server, f"http://127.0.0.1:{port}/hook", f"http://127.0.0.1:{port}/stats"
+
+
+def percentiles(latencies_ms: list[float]) -> dict[str, float]:
+    """p50, p99 and max of latencies (ms), rounded for printing."""
+    ordered = sorted(latencies_ms)
+    return {
+        "p50_ms": round(statistics.median(ordered), 1),
+        "p99_ms": round(ordered[max(0, int(len(ordered) * 0.99) - 1)], 1),
+        "max_ms": round(ordered[-1], 1),
+    }
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -247,24 +271,13 @@ async def latency(hook: str, stats_url: str, tmp: Path, rate: float = 50.0, seco
     return {
         "items": total,
         "received": len(latencies),
-        "p50_ms": round(statistics.median(latencies), 1),
-        "p99_ms": round(latencies[int(len(latencies) * 0.99) - 1], 1),
-        "max_ms": round(latencies[-1], 1),
+        **percentiles(latencies),
     }
 
 
 def main() -> int:
-    port = free_port()
-    server = multiprocessing.Process(target=receiver, args=(port,), daemon=True)
-    server.start()
-    hook, stats = f"http://127.0.0.1:{port}/hook", f"http://127.0.0.1:{port}/stats"
+    server, hook, stats = start_receiver()
     try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.2)
         items = classified_reuters(10_000)
         sectors = list(load_taxonomy().sectors)
         with tempfile.TemporaryDirectory() as tmp:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import multiprocessing
 import os
 import socket
 import statistics
@@ -30,7 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
-from bench_alerts import free_port, receiver
+from bench_alerts import free_port, percentiles, start_receiver
 from reuters import REUTERS
 
 from services.classifier.classify import Classifier
@@ -253,25 +252,19 @@ def isolation(oil: list[RawItem], hook: str, stats: str, other: str | None, *, d
         seen = httpx.get(stats).json()
     finally:
         procs.stop()
-    latencies = sorted((seen[k] - t) * 1000 for k, t in ids.items())
+    latencies = [(seen[k] - t) * 1000 for k, t in ids.items()]
     return {
         "beside": "dead" if dead else ("healthy" if other else "nothing"),
         "items": len(latencies),
-        "p50_ms": round(statistics.median(latencies), 1),
-        "p99_ms": round(latencies[max(0, int(len(latencies) * 0.99) - 1)], 1),
-        "max_ms": round(latencies[-1], 1),
+        **percentiles(latencies),
     }
 
 
 def main() -> int:
-    port = free_port()
-    server = multiprocessing.Process(target=receiver, args=(port,), daemon=True)
-    server.start()
-    hook, stats = f"http://127.0.0.1:{port}/hook", f"http://127.0.0.1:{port}/stats"
-    second_hook = f"http://127.0.0.1:{port}/hook?second"
+    server, hook, stats = start_receiver()
+    second_hook = f"{hook}?second"
     dead, dead_socket = dead_endpoint()
     try:
-        wait_for(lambda: _answers(stats), 30)
         oil = oil_items()
         runs = [scaling(oil, hook, stats, p) for p in PARTITIONS]
         # Alternated so that no condition always runs first after the scaling runs (the first run
@@ -316,13 +309,6 @@ def main() -> int:
     )
     print(json.dumps({"benchmark": "cluster", "scaling": runs, "isolation": pairs, "p99_ratio": round(ratio, 2)}))
     return 0
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 if __name__ == "__main__":

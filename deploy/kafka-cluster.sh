@@ -38,20 +38,7 @@ running() { local f; f="$(pid_file "$1")"; [ -f "$f" ] && kill -0 "$(cat "$f")" 
 
 # Ready means a real Kafka client sees at least $1 brokers in the cluster metadata, through node $2.
 brokers_ready() {
-  "$root/.venv/bin/python" - "$(broker_port "$2")" "$1" <<'PY' >/dev/null 2>&1
-import asyncio, sys
-from aiokafka.admin import AIOKafkaAdminClient
-async def main() -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=f"127.0.0.1:{sys.argv[1]}", request_timeout_ms=3000)
-    await admin.start()
-    try:
-        cluster = await admin.describe_cluster()
-        if len(cluster["brokers"]) < int(sys.argv[2]):
-            raise SystemExit(1)
-    finally:
-        await admin.close()
-asyncio.run(main())
-PY
+  "$root/.venv/bin/python" "$here/kafka/ready.py" "$(broker_port "$2")" "$1" >/dev/null 2>&1
 }
 
 configure() {
@@ -80,16 +67,9 @@ group.initial.rebalance.delay.ms=0
 auto.create.topics.enable=false
 unclean.leader.election.enable=false
 PROPS
-  cat > "$dir/log4j.properties" <<'L4J'
-log4j.rootLogger=WARN, stdout
-log4j.appender.stdout=org.apache.log4j.ConsoleAppender
-log4j.appender.stdout.layout=org.apache.log4j.PatternLayout
-log4j.appender.stdout.layout.ConversionPattern=[%d] %p %m (%c)%n
-log4j.logger.kafka.server.KafkaRaftServer=INFO
-L4J
 }
 
-jopts() { echo "-Xms128m -Xmx384m -XX:+UseSerialGC -Dlog4j.configuration=file:$(node_dir "$1")/log4j.properties"; }
+jopts() { echo "-Xms128m -Xmx384m -XX:+UseSerialGC -Dlog4j.configuration=file:$here/kafka/log4j.properties"; }
 
 launch() {
   local n=$1 dir

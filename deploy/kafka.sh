@@ -32,18 +32,7 @@ running() { [ -f "$pid_file" ] && kill -0 "$(cat "$pid_file")" 2>/dev/null; }
 
 ready() {
   # Ready means a real Kafka client can fetch cluster metadata, not just that the port is open.
-  "$root/.venv/bin/python" - "$port" <<'PY' >/dev/null 2>&1
-import asyncio, sys
-from aiokafka.admin import AIOKafkaAdminClient
-async def main() -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=f"127.0.0.1:{sys.argv[1]}", request_timeout_ms=3000)
-    await admin.start()
-    try:
-        await admin.list_topics()
-    finally:
-        await admin.close()
-asyncio.run(main())
-PY
+  "$root/.venv/bin/python" "$here/kafka/ready.py" "$port" >/dev/null 2>&1
 }
 
 start() {
@@ -68,16 +57,8 @@ transaction.state.log.min.isr=1
 group.initial.rebalance.delay.ms=0
 auto.create.topics.enable=true
 PROPS
-  cat > "$run_dir/log4j.properties" <<'L4J'
-log4j.rootLogger=WARN, stdout
-log4j.appender.stdout=org.apache.log4j.ConsoleAppender
-log4j.appender.stdout.layout=org.apache.log4j.PatternLayout
-log4j.appender.stdout.layout.ConversionPattern=[%d] %p %m (%c)%n
-log4j.logger.kafka.server.KafkaServer=INFO
-log4j.logger.kafka.server.KafkaRaftServer=INFO
-L4J
   local cp="$jars/*"
-  local jopts=(-Xms256m -Xmx512m -Dlog4j.configuration="file:$run_dir/log4j.properties")
+  local jopts=(-Xms256m -Xmx512m -Dlog4j.configuration="file:$here/kafka/log4j.properties")
   java "${jopts[@]}" -cp "$cp" kafka.tools.StorageTool format -t "$cluster_id" \
     -c "$run_dir/server.properties" --ignore-formatted >>"$log_file" 2>&1
   local t0=$SECONDS

@@ -94,7 +94,6 @@ class Deliverer:
             per_key_limit=min(settings.delivery_per_subscription, settings.delivery_concurrency),
         )
         self._waiting = WaitingAlerts(settings.delivery_waiting_max)
-        self._wake = asyncio.Event()
 
     async def handle(self, envelope: Envelope) -> None:
         """Bus handler for corridor.alerts.v1: start the attempt in the background and return —
@@ -159,7 +158,6 @@ class Deliverer:
             start=lambda delivery: self._start(delivery, None, stored=True),
             stop=stop,
             tick_s=self._settings.delivery_sweep_s,
-            wake=self._wake,
             on_tick=on_tick,
         )
 
