@@ -205,6 +205,10 @@ async def test_every_query_shape_uses_an_index(mongo_uri: str, unique: str) -> N
             ("claim_keys", store.claim_keys({"url:x": "itm_00001", "fp:y": "itm_00001"}, NOW)),
             ("claim_due_source", store.claim_due_source(NOW, NOW + timedelta(minutes=2))),
             ("claim_due_delivery", store.claim_due_delivery(NOW, NOW + timedelta(minutes=1))),
+            (
+                "claim_due_delivery, full subscriptions skipped",
+                store.claim_due_delivery(NOW, NOW + timedelta(minutes=1), exclude_subscriptions={"sub_1", "sub_2"}),
+            ),
             ("claim_delivery", store.claim_delivery("msg_1", NOW, NOW + timedelta(minutes=1))),
             ("queued deliveries", store.list_deliveries(subscription_id="sub_3", status="queued", limit=5000)),
             (
