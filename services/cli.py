@@ -41,6 +41,7 @@ from services.app import create_app
 from services.classifier.agreements import load_registry
 from services.classifier.classify import Classifier
 from services.classifier.evaluate import evaluate, format_report, load_records
+from services.classifier.judge import load_judge
 from services.classifier.reclassify import reclassify
 from services.classifier.taxonomy import load_taxonomy
 from services.ingest.catalogue import import_catalogue, load_catalogue
@@ -232,8 +233,10 @@ async def _ingest_parse(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _eval(paths: list[Path], taxonomy_path: Path | None, agreements_path: Path | None) -> int:
-    classifier = Classifier(load_taxonomy(taxonomy_path), load_registry(agreements_path))
+def _eval(args: argparse.Namespace) -> int:
+    judge = None if args.no_judge else load_judge(args.judge)
+    classifier = Classifier(load_taxonomy(args.taxonomy), load_registry(args.agreements), judge)
+    paths: list[Path] = args.paths
     summaries = []
     for path in paths:
         summary = evaluate(classifier, load_records(path), path=str(path)).summary()
@@ -243,9 +246,20 @@ def _eval(paths: list[Path], taxonomy_path: Path | None, agreements_path: Path |
     return 0
 
 
+def _judge_train(paths: list[Path], taxonomy_path: Path | None, out: Path) -> int:
+    from services.classifier.train_judge import train, write_judge
+
+    model = train(paths, load_taxonomy(taxonomy_path))
+    write_judge(model, out)
+    print(f"wrote {out}: keep >= {model.keep_threshold}, add >= {model.add_threshold}")
+    return 0
+
+
 async def _reclassify(settings: Settings, taxonomy_path: Path | None, write: bool) -> int:
     classifier = Classifier(
-        load_taxonomy(taxonomy_path or settings.taxonomy_path), load_registry(settings.agreements_path)
+        load_taxonomy(taxonomy_path or settings.taxonomy_path),
+        load_registry(settings.agreements_path),
+        load_judge(settings.judge_path) if settings.judge_enabled else None,
     )
     store = build_store(settings)
     await store.start()
@@ -359,6 +373,15 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("paths", nargs="+", type=Path)
     ev.add_argument("--taxonomy", type=Path, help="taxonomy file (default: the built-in one)")
     ev.add_argument("--agreements", type=Path, help="agreements registry (default: the built-in one)")
+    ev.add_argument("--judge", type=Path, help="judge file (default: the built-in one)")
+    ev.add_argument("--no-judge", action="store_true", help="score the keyword rule alone")
+    judge = sub.add_parser("judge", help="the judge: the classifier's learned second opinion")
+    jt = judge.add_subparsers(dest="judge_command", required=True).add_parser(
+        "train", help="train it on labelled JSONL files (needs the dev dependencies: scikit-learn)"
+    )
+    jt.add_argument("paths", nargs="+", type=Path)
+    jt.add_argument("--taxonomy", type=Path, help="taxonomy file (default: the built-in one)")
+    jt.add_argument("--out", type=Path, required=True, help="where to write the judge file")
     rc = sub.add_parser("reclassify", help="replay stored items through a taxonomy; report, then optionally write")
     rc.add_argument("--taxonomy", type=Path, help="taxonomy file (default: the built-in one)")
     rc.add_argument("--write", action="store_true", help="store the new classifications (default: report only)")
@@ -393,7 +416,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "ingest":
         return asyncio.run(_ingest_parse(settings, args))
     if args.command == "eval":
-        return _eval(args.paths, args.taxonomy, args.agreements)
+        return _eval(args)
+    if args.command == "judge":
+        return _judge_train(args.paths, args.taxonomy, args.out)
     if args.command == "store":
         return asyncio.run(_store_migrate(settings))
     if args.command == "reclassify":

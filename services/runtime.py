@@ -21,6 +21,7 @@ from services.alerts.matcher import Matcher
 from services.alerts.ops import OpsNotifier
 from services.classifier.agreements import load_registry
 from services.classifier.classify import Classifier
+from services.classifier.judge import load_judge
 from services.classifier.service import ClassifierService
 from services.classifier.taxonomy import load_taxonomy
 from services.classifier.watch import AgreementWatch
@@ -111,6 +112,7 @@ class Runtime:
         self.bus = build_bus(settings)
         self.taxonomy = load_taxonomy(settings.taxonomy_path)
         self.registry = load_registry(settings.agreements_path)
+        self.judge = load_judge(settings.judge_path) if settings.judge_enabled else None
         self.failed = False
         self._on_failure = on_failure
         self._stop = asyncio.Event()
@@ -140,7 +142,7 @@ class Runtime:
             self.classifier = ClassifierService(
                 store=self.store,
                 bus=self.bus,
-                classifier=Classifier(self.taxonomy, self.registry),
+                classifier=Classifier(self.taxonomy, self.registry, self.judge),
                 settings=settings,
                 metrics=self.metrics,
                 watch=self.watch,

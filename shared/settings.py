@@ -73,6 +73,10 @@ class Settings(BaseSettings):
 
     taxonomy_path: Path | None = None
     agreements_path: Path | None = None
+    judge_path: Path | None = Field(default=None, description="judge file (default: the built-in one)")
+    judge_enabled: bool = Field(
+        default=True, description="false: the keyword rule decides alone; scores are keyword scores"
+    )
     stall_days: int = Field(default=90, ge=1, le=3650)
     silence_days: int = Field(default=60, ge=1, le=3650)
     stall_check_s: float = Field(default=3600.0, gt=0.0, le=86400.0)

@@ -18,8 +18,10 @@ from dataclasses import dataclass
 from typing import Literal
 
 from services.classifier.agreements import Registry
+from services.classifier.judge import Judge
 from services.classifier.linker import AgreementLinker
 from services.classifier.matching import Hit, Term, TermMatcher
+from services.classifier.salience import SectorEvidence, sector_features
 from services.classifier.taxonomy import Taxonomy
 from shared.models import ClassifiedItem, Country, Evidence, RawItem, SectorScore
 
@@ -38,14 +40,31 @@ class _Meaning:
     weight: float
 
 
-class Classifier:
-    """Classifies raw items with one taxonomy (and, given a registry, links them to agreements);
-    safe to share, holds no per-item state."""
+@dataclass
+class Analysis:
+    """What the keyword pass found in one item, before any decision."""
 
-    def __init__(self, taxonomy: Taxonomy, registry: Registry | None = None) -> None:
+    scores: dict[str, float]
+    matched: dict[str, list[str]]
+    keyword_assigned: set[str]
+    countries: list[Country]
+    features: dict[str, dict[str, float]]  # candidate sector -> salience features
+    evidence: dict[tuple[str, str], list[Evidence]]
+
+
+class Classifier:
+    """Classifies raw items with one taxonomy (and, given a registry, links them to agreements;
+    given a judge, lets it decide from the evidence); safe to share, holds no per-item state."""
+
+    def __init__(self, taxonomy: Taxonomy, registry: Registry | None = None, judge: Judge | None = None) -> None:
         self.taxonomy = taxonomy
+        self.judge = judge
         self.linker = AgreementLinker(registry, taxonomy) if registry is not None else None
-        self.version = f"keywords/{taxonomy.version}" + (f"+agreements/{registry.version}" if registry else "")
+        self.version = (
+            f"keywords/{taxonomy.version}"
+            + (f"+judge/{judge.version}" if judge else "")
+            + (f"+agreements/{registry.version}" if registry else "")
+        )
         terms: list[Term[_Meaning]] = []
         for sector, spec in taxonomy.sectors.items():
             terms += [Term.of(t, _Meaning("sector", sector, w)) for t, w in spec.terms.items()]
@@ -59,8 +78,9 @@ class Classifier:
     def _hits(self, text: str, in_title: bool) -> list[Hit[_Meaning]]:
         return self._matcher.hits(text, in_title)
 
-    def classify(self, item: RawItem) -> ClassifiedItem:
-        """Return the item with sectors, scores, countries and evidence."""
+    def analyse(self, item: RawItem) -> Analysis:
+        """The keyword pass: scores, matched terms, the keyword rule's sectors, the countries,
+        and the salience features of every candidate sector (what the judge and its trainer read)."""
         hits = self._hits(item.title, True) + self._hits(item.summary, False)
         negatives = [
             (h.term.payload.label, h.in_title, h.start, h.end) for h in hits if h.term.payload.kind == "negative"
@@ -78,6 +98,8 @@ class Classifier:
         mentions: dict[str, int] = {}
         in_title: set[str] = set()
         evidence: dict[tuple[str, str], list[Evidence]] = {}
+        found: dict[str, SectorEvidence] = {}
+        country_starts: list[int] = []
         for h in hits:
             term = h.term.payload
             if term.kind == "negative" or (term.kind != "country" and negated(h)):
@@ -86,7 +108,17 @@ class Classifier:
                 mentions[term.label] = mentions.get(term.label, 0) + 1
                 if h.in_title:
                     in_title.add(term.label)
+                else:
+                    country_starts.append(h.start)
             else:
+                ev = found.setdefault(term.label, SectorEvidence())
+                (ev.core if term.kind == "sector" else ev.support).add(h.term.term)
+                ev.mentions += 1
+                ev.max_weight = max(ev.max_weight, term.weight)
+                if h.in_title:
+                    ev.in_title = True
+                else:
+                    ev.text_starts.append(h.start)
                 if term.kind == "sector":
                     core.add(term.label)
                 key = (term.label, h.term.term)
@@ -107,6 +139,28 @@ class Classifier:
         ]
         focus = self.taxonomy.focus_threshold if countries else None
         assigned = {s for s, v in scores.items() if s in core and v >= (focus or self._thresholds[s])}
+        for sector, ev in found.items():
+            ev.score = scores.get(sector, 0.0)
+            ev.title_near_country = ev.in_title and bool(in_title)
+        features = sector_features(found, item.summary, country_starts, len(countries), assigned)
+        return Analysis(scores, matched, assigned, countries, features, evidence)
+
+    def classify(self, item: RawItem) -> ClassifiedItem:
+        """Return the item with sectors, scores, countries and evidence.
+
+        Without a judge a sector's score is its keyword score and the keyword rule decides; with
+        one, the score is the judge's probability in [0, 1] and the judge decides (see
+        :mod:`services.classifier.judge`). Either way every sector keeps its matched terms and
+        evidence snippets.
+        """
+        a = self.analyse(item)
+        scores = dict(a.scores)
+        if self.judge is None:
+            assigned = set(a.keyword_assigned)
+        else:
+            scores = {s: self.judge.probability(f) for s, f in a.features.items()}
+            assigned = {s for s, p in scores.items() if self.judge.decides(p, s in a.keyword_assigned)}
+        matched = {s: list(t) for s, t in a.matched.items()}
         for sector in list(assigned):
             for broader in self.taxonomy.implies.get(sector, []):
                 if broader not in assigned:
@@ -114,9 +168,10 @@ class Classifier:
                     scores[broader] = max(scores.get(broader, 0.0), scores[sector])
                     matched.setdefault(broader, []).extend(t for t in matched[sector] if t not in matched[broader])
         ordered = sorted(assigned, key=lambda s: (-scores[s], s))
+        countries = a.countries
         kept = [
             e
-            for (kind, label), bucket in evidence.items()
+            for (kind, label), bucket in a.evidence.items()
             if (kind == "sector" and label in assigned) or (kind == "country" and label in countries)
             for e in bucket
         ]
