@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum
 DEV_STAMP := $(VENV)/.installed-dev-$(shell cat requirements.lock requirements-dev.lock pyproject.toml | cksum | cut -d' ' -f1)
 PIP := $(BIN)/python -m pip install -q --disable-pip-version-check
 
-.PHONY: install install-dev run demo test faults unit lint servers stop-servers compose-schema browser eval bench clean
+.PHONY: install install-dev run demo test faults unit lint servers stop-servers compose-schema browser eval judge bench clean
 
 # Runtime dependencies only: what `make run` needs on a fresh machine.
 $(STAMP): requirements.lock pyproject.toml
@@ -69,7 +69,13 @@ unit: install-dev
 
 ## Score the classifier on the labelled data beside the repository (../shared/data)
 eval: install-dev
-	$(BIN)/corridor eval ../shared/data/news/dev.jsonl ../shared/data/reuters/train.jsonl
+	$(BIN)/corridor eval tests/data/news/pkkz_dev.jsonl tests/data/news/pkkz_test.jsonl ../shared/data/news/dev.jsonl \
+		../shared/data/reuters/train.jsonl
+
+## Rebuild the judge (the classifier's learned second opinion) from the labelled data: ~2 min
+judge: install-dev
+	$(BIN)/corridor judge train tests/data/news/pkkz_dev.jsonl ../shared/data/news/dev.jsonl \
+		../shared/data/reuters/train.jsonl --out services/classifier/judge.json
 
 ## Benchmarks: each prints its figures and a ratio against a baseline measured in the same run (~45 min)
 bench: install-dev servers

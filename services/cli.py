@@ -251,7 +251,7 @@ def _judge_train(paths: list[Path], taxonomy_path: Path | None, out: Path) -> in
 
     model = train(paths, load_taxonomy(taxonomy_path))
     write_judge(model, out)
-    print(f"wrote {out}: keep >= {model.keep_threshold}, add >= {model.add_threshold}")
+    print(f"wrote {out} ({len(model.sectors)} sector models)")
     return 0
 
 

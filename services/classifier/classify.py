@@ -9,7 +9,9 @@ sectors it implies. Items about Pakistan or Kazakhstan use the taxonomy's (lower
 for the agreements' own news an explicit sector mention matters; other items use each sector's
 (higher) threshold, so one passing mention of a generic word ("trade", "oil") is not enough.
 Supporting terms count only when a core term of the sector matched too. A country needs a mention
-in the title or two in the text: one passing mention does not make an item "about" a country.
+in the title, in the lead (the first LEAD_CHARS characters of the text) or two further on: one
+passing mention deep in the story does not make an item "about" a country, and an item is
+bilateral only when both countries are subjects by that rule.
 """
 
 from __future__ import annotations
@@ -18,10 +20,10 @@ from dataclasses import dataclass
 from typing import Literal
 
 from services.classifier.agreements import Registry
-from services.classifier.judge import Judge
+from services.classifier.judge import Judge, words
 from services.classifier.linker import AgreementLinker
 from services.classifier.matching import Hit, Term, TermMatcher
-from services.classifier.salience import SectorEvidence, sector_features
+from services.classifier.salience import LEAD_CHARS, SectorEvidence, sector_features
 from services.classifier.taxonomy import Taxonomy
 from shared.models import ClassifiedItem, Country, Evidence, RawItem, SectorScore
 
@@ -97,6 +99,7 @@ class Classifier:
         core: set[str] = set()
         mentions: dict[str, int] = {}
         in_title: set[str] = set()
+        in_lead: set[str] = set()
         evidence: dict[tuple[str, str], list[Evidence]] = {}
         found: dict[str, SectorEvidence] = {}
         country_starts: list[int] = []
@@ -110,6 +113,8 @@ class Classifier:
                     in_title.add(term.label)
                 else:
                     country_starts.append(h.start)
+                    if h.start < LEAD_CHARS:
+                        in_lead.add(term.label)
             else:
                 ev = found.setdefault(term.label, SectorEvidence())
                 (ev.core if term.kind == "sector" else ev.support).add(h.term.term)
@@ -135,7 +140,7 @@ class Classifier:
             if len(bucket) < MAX_EVIDENCE_PER_LABEL and all(e.term != h.term.term for e in bucket):
                 bucket.append(Evidence(kind=kind, label=term.label, term=h.term.term, snippet=h.snippet))
         countries: list[Country] = [
-            c for c in ("PK", "KZ") if c in in_title or mentions.get(c, 0) >= COUNTRY_TEXT_MENTIONS
+            c for c in ("PK", "KZ") if c in in_title or c in in_lead or mentions.get(c, 0) >= COUNTRY_TEXT_MENTIONS
         ]
         focus = self.taxonomy.focus_threshold if countries else None
         assigned = {s for s, v in scores.items() if s in core and v >= (focus or self._thresholds[s])}
@@ -158,8 +163,10 @@ class Classifier:
         if self.judge is None:
             assigned = set(a.keyword_assigned)
         else:
-            scores = {s: self.judge.probability(f) for s, f in a.features.items()}
-            assigned = {s for s, p in scores.items() if self.judge.decides(p, s in a.keyword_assigned)}
+            tokens = words(f"{item.title}\n{item.summary}")
+            focus = bool(a.countries)
+            scores = {s: self.judge.probability(s, f, tokens, focus) for s, f in a.features.items()}
+            assigned = {s for s, p in scores.items() if self.judge.decides(p, s in a.keyword_assigned, focus)}
         matched = {s: list(t) for s, t in a.matched.items()}
         for sector in list(assigned):
             for broader in self.taxonomy.implies.get(sector, []):

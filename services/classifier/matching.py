@@ -18,7 +18,8 @@ from typing import Generic, TypeVar
 
 import ahocorasick
 
-SNIPPET_RADIUS = 60
+SENTENCE_RADIUS = 120
+_ENDS = (".", "!", "?", "؟", "۔", "।")
 P = TypeVar("P")
 
 
@@ -35,9 +36,26 @@ def lower(text: str) -> str:
 
 
 def snippet(text: str, start: int, end: int) -> str:
-    left = max(0, start - SNIPPET_RADIUS)
-    right = min(len(text), end + SNIPPET_RADIUS)
-    return ("…" if left else "") + text[left:right].strip() + ("…" if right < len(text) else "")
+    """The sentence around ``text[start:end]``: evidence a reader can judge on its own. A sentence
+    longer than 2 × SENTENCE_RADIUS characters is cut around the match (… marks a cut)."""
+    left = start
+    floor = max(0, start - SENTENCE_RADIUS)
+    while left > floor and not (
+        text[left - 1] in "\n" or (text[left - 1] == " " and text[left - 2 : left - 1] in _ENDS)
+    ):
+        left -= 1
+    right = end
+    ceiling = min(len(text), end + SENTENCE_RADIUS)
+    while (
+        right < ceiling
+        and text[right] != "\n"
+        and not (text[right] in _ENDS and text[right + 1 : right + 2] in ("", " ", "\n"))
+    ):
+        right += 1
+    if right < len(text) and text[right] in _ENDS:
+        right += 1
+    cut_left, cut_right = left > 0 and left == floor, right < len(text) and right == ceiling
+    return ("…" if cut_left else "") + text[left:right].strip() + ("…" if cut_right else "")
 
 
 @dataclass(frozen=True)

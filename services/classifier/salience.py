@@ -17,7 +17,7 @@ import math
 import re
 from dataclasses import dataclass, field
 
-LEAD_CHARS = 300
+LEAD_CHARS = 400
 _SENTENCE_END = re.compile(r"(?<=[.!?؟।۔])\s+|\n+")
 
 FEATURES: tuple[str, ...] = (
