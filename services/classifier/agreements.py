@@ -60,6 +60,13 @@ class AreaSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     label: str = Field(min_length=1)
+    from_sectors: list[str] = Field(
+        default_factory=list,
+        description="an item concerning both countries in one of these taxonomy sectors is linked to the area",
+    )
+    unless_areas: list[Area] = Field(
+        default_factory=list, description="…unless one of these areas is linked by its own terms"
+    )
     terms: dict[Language, list[str]] = Field(default_factory=dict)
 
 
