@@ -1,17 +1,23 @@
-"""Keyword classification: one pass over the text finds every taxonomy term
-(:mod:`services.classifier.matching`, which states the matching rules), then negatives and
-weights decide.
+"""Classification: keywords propose, the judge decides.
 
-A sector's score is the sum of the weights of its distinct matched terms (×title_boost in the title), plus
-half a weight for each repeat of a term (at most four repeats), leaving out terms inside one of the
-sector's negative phrases. At or above the threshold the sector is assigned, and so are the
-sectors it implies. Items about Pakistan or Kazakhstan use the taxonomy's (lower) focus threshold:
-for the agreements' own news an explicit sector mention matters; other items use each sector's
-(higher) threshold, so one passing mention of a generic word ("trade", "oil") is not enough.
-Supporting terms count only when a core term of the sector matched too. A country needs a mention
-in the title, in the lead (the first LEAD_CHARS characters of the text) or two further on: one
-passing mention deep in the story does not make an item "about" a country, and an item is
-bilateral only when both countries are subjects by that rule.
+One pass over the text finds every taxonomy term (:mod:`services.classifier.matching`, which
+states the matching rules); negatives and weights give each sector a keyword score and the
+keyword rule's verdict (below); every sector with a core term is a candidate with the salience
+features of its evidence (:mod:`services.classifier.salience`). Given a judge
+(:mod:`services.classifier.judge`), its calibrated probability is each candidate's score and its
+thresholds decide; without one, the keyword rule decides and scores are keyword scores.
+
+The keyword rule: a sector's score is the sum of the weights of its distinct matched terms
+(×title_boost in the title), plus half a weight for each repeat of a term (at most four
+repeats), leaving out terms inside one of the sector's negative phrases. At or above the
+threshold the sector is assigned, and so are the sectors it implies. Items about Pakistan or
+Kazakhstan use the taxonomy's (lower) focus threshold: for the agreements' own news an explicit
+sector mention matters; other items use each sector's (higher) threshold, so one passing mention
+of a generic word ("trade", "oil") is not enough. Supporting terms count only when a core term
+of the sector matched too. A country needs a mention in the title, in the lead (the first
+LEAD_CHARS characters of the text) or two further on: one passing mention deep in the story
+does not make an item "about" a country, and an item is bilateral only when both countries are
+subjects by that rule.
 """
 
 from __future__ import annotations
