@@ -322,16 +322,20 @@ class Stack:
             if not missing:
                 continue
             try:
-                rows = httpx.get(
+                answer = httpx.get(
                     f"{self.api('alerts')}/api/v1/deliveries",
-                    params={"subscription_id": s.id, "limit": 500},
+                    params={"subscription_id": s.id, "limit": 200},
                     headers=AUTH,
                     timeout=10,
-                ).json()
+                )
+                rows = answer.json()
+                if answer.status_code != 200 or not isinstance(rows, list):
+                    raise ValueError(f"HTTP {answer.status_code}: {answer.text[:200]}")
                 states = dict(Counter(f"{r['status']}/{r['attempts']}" for r in rows))
             except (httpx.HTTPError, AssertionError, ValueError) as exc:
                 states = {"unknown": repr(exc)}
-            out.append(f"{s.name}: {len(missing)} missing of {len(s.expected)}, deliveries {states}")
+            example = sorted(missing)[:3]
+            out.append(f"{s.name}: {len(missing)} missing of {len(s.expected)} (e.g. {example}), deliveries {states}")
         return "; ".join(out)
 
     def counts(self) -> tuple[int, int, int]:
