@@ -45,7 +45,7 @@ from services.classifier.taxonomy import Taxonomy
 from shared.models import RawItem
 
 FOLDS = 5
-C = 1.0  # inverse L2 strength, chosen by cross-validation over 0.3, 1 and 3
+C = 1.0  # inverse L2 strength: 0.5 and 3 cross-validate the same (Reuters 0.852 pooled), 0.3 lower
 MIN_DF = 3  # a word seen in fewer training items gets no weight
 MIN_POSITIVES = 5  # fewer positive rows: the sector uses the default model
 WORD_WEIGHT_FLOOR = 0.02  # |w| below it is dropped: 32k word weights kept; 4 of 9,846 training items change
