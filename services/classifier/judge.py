@@ -85,6 +85,9 @@ class Thresholds(BaseModel):
     def calibrate(self, raw: float) -> float:
         return _sigmoid(self.scale * _logit(raw) + self.shift)
 
+    def decides(self, probability: float, keyword_assigned: bool) -> bool:
+        return probability >= (self.keep if keyword_assigned else self.add)
+
 
 class SectorModel(BaseModel):
     """A logistic model: bias, one weight per salience feature, sparse word weights."""
@@ -158,8 +161,7 @@ class Judge:
         return (self.model.focus if focus else self.model.other).calibrate(raw)
 
     def decides(self, probability: float, keyword_assigned: bool, focus: bool) -> bool:
-        t = self.model.focus if focus else self.model.other
-        return probability >= (t.keep if keyword_assigned else t.add)
+        return (self.model.focus if focus else self.model.other).decides(probability, keyword_assigned)
 
 
 def load_judge(path: Path | None = None) -> Judge:

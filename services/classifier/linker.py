@@ -54,17 +54,17 @@ class AgreementLinker:
         self.registry = registry
         self.version = registry.version
         self._areas = {a.id: a.area for a in registry.agreements}
-        self._from_sectors = {
-            area: set(spec.from_sectors)
-            for area, spec in registry.areas.items()
-            if spec.from_sectors and area in registry.leads()
-        }
-        self._unless = {area: set(registry.areas[area].unless_areas) for area in self._from_sectors}
         terms: list[Term[_Cue]] = []
         for agreement in registry.agreements:
             for phrases in agreement.terms.values():
                 terms += [Term.of(p, _Cue("agreement", agreement.id)) for p in phrases if p.strip()]
         self._leads = registry.leads()
+        self._from_sectors = {
+            area: set(spec.from_sectors)
+            for area, spec in registry.areas.items()
+            if spec.from_sectors and area in self._leads
+        }
+        self._unless = {area: set(registry.areas[area].unless_areas) for area in self._from_sectors}
         for area, spec in registry.areas.items():
             if area in self._leads:  # an area without agreements links nothing
                 for phrases in spec.terms.values():

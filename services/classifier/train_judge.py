@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from services.classifier.classify import Classifier
+from services.classifier.evaluate import Counts
 from services.classifier.judge import (
     JudgeModel,
     ReliabilityBin,
@@ -160,16 +161,16 @@ def _probabilities(models: Models, it: Item) -> dict[str, float]:
 def _macro_f1(pairs: list[tuple[set[str], set[str]]], sectors: set[str]) -> float:
     f1s = []
     for s in sorted(sectors):
-        tp = sum(1 for p, g in pairs if s in p and s in g)
-        fp = sum(1 for p, g in pairs if s in p and s not in g)
-        fn = sum(1 for p, g in pairs if s not in p and s in g)
-        f1s.append(2 * tp / (2 * tp + fp + fn) if tp else 0.0)
+        counts = Counts()
+        for predicted, gold in pairs:
+            counts.add(s in predicted, s in gold)
+        f1s.append(counts.f1)
     return sum(f1s) / len(f1s) if f1s else 0.0
 
 
 def _decide(probs: dict[str, float], it: Item, focus: Thresholds, other: Thresholds, taxonomy: Taxonomy) -> set[str]:
     t = focus if it.focus else other
-    chosen = {s for s, p in probs.items() if p >= (t.keep if s in it.keyword else t.add)}
+    chosen = {s for s, p in probs.items() if t.decides(p, s in it.keyword)}
     for s in list(chosen):
         chosen |= set(taxonomy.implies.get(s, []))
     return chosen
