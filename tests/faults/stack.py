@@ -17,6 +17,8 @@ import httpx
 from helpers import CorridorProcess, FeedServer, Route, WebhookReceiver, wait_until
 from standardwebhooks.webhooks import Webhook
 
+from services.alerts.matcher import SUBSCRIPTION_CACHE_S
+
 API_KEY = "faults-test-key"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 ROLES = ("alerts", "classifier", "ingest")
@@ -210,6 +212,7 @@ class Stack:
         self.subscribers: list[Subscriber] = []
         self.published: set[str] = set()
         self._round = 0
+        self._subscribed_at = float("-inf")
 
     # --- processes ---------------------------------------------------------------------------
     def _launch(self, role: str, index: int) -> CorridorProcess:
@@ -263,10 +266,15 @@ class Stack:
         assert answer.status_code == 201, answer.text
         sub.id, sub.secret = answer.json()["id"], answer.json()["secret"]
         self.subscribers.append(sub)
+        self._subscribed_at = time.monotonic()
         return sub
 
     def publish(self, items: int) -> set[str]:
         """A new feed of ``items`` fresh, matching items, added as a source through an ingest replica."""
+        # A subscription applies everywhere SUBSCRIPTION_CACHE_S after it was created (each alerts
+        # replica re-reads them that often): items published sooner may meet a replica that has
+        # not seen it yet, which the README documents and no subscriber may count on.
+        time.sleep(max(0.0, self._subscribed_at + SUBSCRIPTION_CACHE_S + 0.5 - time.monotonic()))
         self._round += 1
         name = f"r{self._round}"
         urls = [f"http://news.example/{name}/{n}" for n in range(items)]
