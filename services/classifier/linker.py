@@ -7,7 +7,9 @@ TITLE_BOOST times); so is each area's, from the area's own terms, and an area at
 AREA_THRESHOLD links its first agreement (its broadest) unless one of its agreements scored on its
 own. Agreements at or above LINK_THRESHOLD are linked, best first; then the areas the item's
 sectors name (the registry's ``from_sectors``, unless one of the area's ``unless_areas`` is linked
-by terms) link their first agreement, scored and evidenced by the sector; at most MAX_LINKS.
+by terms) link their first agreement, scored and evidenced by the sector — only a sector whose
+score is at least FROM_SECTORS_MIN_SCORE: the judge keeps weak sectors of an item about the two
+countries, but a reader does not label an area for them; at most MAX_LINKS.
 
 The stage is read from the registry's stage phrases. Each stage scores where it is named most
 prominently — the title (STAGE_TITLE_WEIGHT), the lead, the first LEAD_CHARS characters
@@ -39,6 +41,7 @@ LEAD_CHARS = 300
 STAGE_REPEAT = 0.5
 TALKS_FACTOR = 0.7
 LATER_MARGIN = 0.5
+FROM_SECTORS_MIN_SCORE = 0.5  # a calibrated probability: more likely right than not (dev: 0.5-0.8 equal)
 
 
 @dataclass(frozen=True)
@@ -109,7 +112,8 @@ class AgreementLinker:
         for area, sectors in self._from_sectors.items():
             if area in by_terms or self._unless[area] & by_terms:
                 continue
-            wanted = sectors & set(item.sectors)
+            wanted = {s.id for s in item.sector_scores if s.id in sectors and s.score >= FROM_SECTORS_MIN_SCORE}
+            wanted &= set(item.sectors)
             if wanted:
                 lead = self._leads[area]
                 from_sectors[lead] = [e for e in item.evidence if e.kind == "sector" and e.label in wanted][:2]
