@@ -183,7 +183,15 @@ class SQLiteStore:
     async def start(self) -> None:
         if self._path != ":memory:":
             Path(self._path).parent.mkdir(parents=True, exist_ok=True)
-        self._db = await aiosqlite.connect(self._path)
+        connection = aiosqlite.connect(self._path)
+        try:
+            self._db = await connection
+        except BaseException:
+            # A failed connect makes aiosqlite queue the stop of its worker thread without awaiting
+            # it; the thread would later post that result into an event loop that may be closed by
+            # then (an unhandled thread exception). Wait for the thread, bounded, before raising.
+            await asyncio.to_thread(connection._thread.join, 5.0)
+            raise
         await self._db.execute("PRAGMA journal_mode=WAL")
         await self._db.execute("PRAGMA busy_timeout=5000")
         # WAL + NORMAL: commits survive a process crash (what the embedded mode needs); only an OS
