@@ -112,8 +112,8 @@ class AgreementLinker:
         for area, sectors in self._from_sectors.items():
             if area in by_terms or self._unless[area] & by_terms:
                 continue
+            # sector_scores holds exactly the assigned sectors, each with its score.
             wanted = {s.id for s in item.sector_scores if s.id in sectors and s.score >= FROM_SECTORS_MIN_SCORE}
-            wanted &= set(item.sectors)
             if wanted:
                 lead = self._leads[area]
                 from_sectors[lead] = [e for e in item.evidence if e.kind == "sector" and e.label in wanted][:2]

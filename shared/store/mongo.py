@@ -126,8 +126,9 @@ class MongoStore:
             connectTimeoutMS=server_selection_timeout_ms,
             # Acknowledged means journaled: consumers commit their offsets once the store answers,
             # so a write must survive the store being killed right after (w=1 without j can lose
-            # the last ~100 ms of writes on a standalone mongod; the fault suite's store SIGKILL
-            # round lost a delivery that way). On a replica set, majority is what survives failover.
+            # the last ~100 ms of writes on a standalone mongod, which is what the fault suite's
+            # store-SIGKILL round looked like when it failed). On a replica set, majority is what
+            # survives failover.
             w="majority",
             journal=True,
         )

@@ -13,13 +13,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from services.classifier.evaluate import Counts
+
 HERE = Path(__file__).resolve().parent
 
 
 def _f1(pairs: list[tuple[bool, bool]]) -> float:
-    tp = sum(p and a for p, a in pairs)
-    wrong = sum(p != a for p, a in pairs)
-    return 2 * tp / (2 * tp + wrong) if tp + wrong else 1.0
+    counts = Counts()
+    for predicted, actual in pairs:
+        counts.add(predicted, actual)
+    return counts.f1
 
 
 def _macro(gold: dict[str, dict], other: dict[str, dict], key: str) -> float:
