@@ -125,10 +125,9 @@ class MongoStore:
             socketTimeoutMS=socket_timeout_ms,
             connectTimeoutMS=server_selection_timeout_ms,
             # Acknowledged means journaled: consumers commit their offsets once the store answers,
-            # so a write must survive the store being killed right after (w=1 without j can lose
-            # the last ~100 ms of writes on a standalone mongod, which is what the fault suite's
-            # store-SIGKILL round looked like when it failed). On a replica set, majority is what
-            # survives failover.
+            # so a write must survive the store being killed right after. On a replica set,
+            # majority is what survives failover. (The test server keeps this promise only with
+            # --sync-on-commit; see deploy/secantus.sh and tests/faults/test_store_durability.py.)
             w="majority",
             journal=True,
         )
