@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import faulthandler
 import json
 import os
 import signal
@@ -97,6 +98,9 @@ def _run(settings: Settings, role: str) -> int:
         limit_concurrency=1000,
     )
     server = GracefulServer(config)
+    # `kill -USR1 PID` writes every thread's Python stack to stderr: what a process that is busy
+    # (a core used while idle) or stuck is doing, without stopping it or a debugger.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     server.run()
     if runtime.failed or not server.started:
         return 1

@@ -380,6 +380,26 @@ def test_sigterm_drains_and_exits_0(tmp_path: Path) -> None:
         assert corridor.proc.wait(30) == 0, (sig, (tmp_path / "c.log").read_text()[-2000:])
 
 
+def test_sigusr1_writes_every_threads_stack_and_the_process_goes_on(tmp_path: Path) -> None:
+    """An operator's view into a busy or stuck process: `kill -USR1` prints the Python stacks to
+    its log and changes nothing else."""
+    import signal
+
+    import httpx
+    from helpers import CorridorProcess, wait_until
+
+    log = tmp_path / "c.log"
+    corridor = CorridorProcess("all", {"CORRIDOR_SQLITE_PATH": str(tmp_path / "s.sqlite3")}, log).start()
+    assert corridor.proc is not None
+    try:
+        corridor.proc.send_signal(signal.SIGUSR1)
+        wait_until(lambda: "most recent call first" in log.read_text(errors="replace"), 10, "a stack dump in the log")
+        assert "Current thread" in log.read_text(errors="replace")
+        assert corridor.proc.poll() is None and httpx.get(f"{corridor.base}/healthz", timeout=5).status_code == 200
+    finally:
+        assert corridor.stop() == 0
+
+
 async def test_access_log_content_type_items_seen_and_whole_api_docs(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
