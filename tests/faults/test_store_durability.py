@@ -11,6 +11,7 @@ catches the regression and three make a fluke impossible."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -20,6 +21,7 @@ from faults.stack import FaultStore
 
 from shared.errors import StoreUnavailable
 from shared.models import Delivery
+from shared.store.base import MAX_SCAN
 from shared.store.mongo import MongoStore
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
@@ -28,10 +30,10 @@ ROUNDS = 3
 T0 = datetime(2026, 12, 1, tzinfo=UTC)
 
 
-def _delivery(n: int) -> Delivery:
+def _delivery(subscription_id: str, n: int) -> Delivery:
     return Delivery(
-        id=f"msg_durable_{n:06d}",
-        subscription_id="sub_durable",
+        id=f"msg_{subscription_id}_{n:06d}",
+        subscription_id=subscription_id,
         item_id=f"itm_{n:06d}",
         channel="webhook",
         created_at=T0,
@@ -39,32 +41,39 @@ def _delivery(n: int) -> Delivery:
     )
 
 
-async def _write_until_killed(store: MongoStore, fault_store: FaultStore, after_s: float, first: int) -> list[str]:
+async def _write_until_killed(
+    fault_store: FaultStore, database: str, subscription_id: str, after_s: float
+) -> list[str]:
     """Insert deliveries one by one until the store dies ``after_s`` seconds in; the ids it acknowledged."""
+    store = MongoStore(fault_store.uri, database, server_selection_timeout_ms=1000, socket_timeout_ms=1000)
+    await store.start()
     acknowledged: list[str] = []
 
     async def writer() -> None:
-        n = first
-        while True:
+        for n in itertools.count():
+            delivery = _delivery(subscription_id, n)
             try:
-                await store.insert_deliveries([_delivery(n)])
+                await store.insert_deliveries([delivery])
             except StoreUnavailable:
                 return
-            acknowledged.append(_delivery(n).id)
-            n += 1
+            acknowledged.append(delivery.id)
 
-    task = asyncio.create_task(writer())
-    await asyncio.sleep(after_s)
-    await asyncio.to_thread(fault_store.kill)
-    await asyncio.wait_for(task, 30)
+    try:
+        task = asyncio.create_task(writer())
+        await asyncio.sleep(after_s)
+        await asyncio.to_thread(fault_store.kill)
+        await asyncio.wait_for(task, 30)
+    finally:
+        await store.close()
     return acknowledged
 
 
-async def _present(uri: str, database: str, ids: list[str]) -> set[str]:
-    store = MongoStore(uri, database)
+async def _present(fault_store: FaultStore, database: str, subscription_id: str) -> set[str]:
+    """The ids of the subscription's deliveries the store has now (one query)."""
+    store = MongoStore(fault_store.uri, database)
     await store.start()
     try:
-        return {i for i in ids if await store.get_delivery(i) is not None}
+        return {d.id for d in await store.list_deliveries(subscription_id=subscription_id, limit=MAX_SCAN)}
     finally:
         await store.close()
 
@@ -72,24 +81,16 @@ async def _present(uri: str, database: str, ids: list[str]) -> set[str]:
 def test_acknowledged_writes_survive_kill_9(fault_store: FaultStore) -> None:
     database = f"durability_{uuid.uuid4().hex[:8]}"
     rng = random.Random(11)
-    first = 0
-    for _ in range(ROUNDS):
-
-        async def one_round(start_at: int) -> list[str]:
-            store = MongoStore(fault_store.uri, database, server_selection_timeout_ms=1000, socket_timeout_ms=1000)
-            await store.start()
-            try:
-                return await _write_until_killed(store, fault_store, rng.uniform(0.3, 1.0), start_at)
-            finally:
-                await store.close()
-
-        acknowledged = asyncio.run(one_round(first))
+    for round_ in range(ROUNDS):
+        subscription_id = f"sub_durable_{round_}"
+        acknowledged = asyncio.run(_write_until_killed(fault_store, database, subscription_id, rng.uniform(0.3, 1.0)))
         fault_store.start()
-        assert len(acknowledged) > 20, f"the writer barely ran before the kill ({len(acknowledged)} writes)"
-        present = asyncio.run(_present(fault_store.uri, database, acknowledged))
+        assert 20 < len(acknowledged) < MAX_SCAN, (
+            f"{len(acknowledged)} writes before the kill: too few, or more than one query reads back"
+        )
+        present = asyncio.run(_present(fault_store, database, subscription_id))
         lost = [i for i in acknowledged if i not in present]
         assert not lost, (
             f"{len(lost)} of {len(acknowledged)} acknowledged writes lost to kill -9 (e.g. {lost[-3:]}): "
             "is the store running without --sync-on-commit?"
         )
-        first += len(acknowledged) + 1
