@@ -87,6 +87,21 @@ def test_petroleum_implies_energy_and_support_terms_need_a_core_term(classifier:
     assert "trade_investment" not in support.sectors
 
 
+def test_sector_terms_in_russian_kazakh_and_urdu_and_their_false_friends(classifier: Classifier) -> None:
+    """Taxonomy 2026.12-4 names every sector in Russian, Kazakh and Urdu too; a stem that would
+    also start a common unrelated word is left out (Португалия is no port, мақтаныш, pride, no cotton)."""
+    ru = classifier.classify(raw("Казахстан и Пакистан: грузоперевозки и геологоразведка"))
+    assert {"transport", "mining"} <= set(ru.sectors)
+    kk = classifier.classify(raw("Қазақстан мен Пәкістан: астық пен тоқыма"))
+    assert {"agriculture", "textiles"} <= set(kk.sectors)
+    ur = classifier.classify(raw("پاکستان اور قازقستان کا مصنوعی ذہانت میں تعاون"))
+    assert "digital" in ur.sectors
+    portugal = classifier.classify(raw("Казахстан и Португалия", "Делегация Казахстана посетила Португалию."))
+    assert "maritime" not in portugal.sectors
+    pride = classifier.classify(raw("Қазақстан мақтанышы", "Бұл Қазақстанның мақтанышы."))
+    assert "textiles" not in pride.sectors
+
+
 def test_operator_taxonomy_file_is_used_by_the_runtime(tmp_path: Path) -> None:
     from services.runtime import Runtime
     from shared.settings import load_settings
