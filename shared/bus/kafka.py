@@ -13,7 +13,9 @@ and ``min.insync.replicas`` (three brokers: 3 and 2, so a write survives one bro
 broker: 1 and 1).
 
 aiokafka retries connections on its own and logs each failure at ERROR; shared.logs holds its
-loggers at CRITICAL and the loop's outage log says what matters, once per state change.
+loggers at CRITICAL and the loop's outage log says what matters, once per state change. Every
+client's metadata refreshes are paced (shared.bus.kafka_pacing): unpaced, a consumer whose
+partition has no known leader spins a core while no broker answers.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError, for_code
 
 from shared.bus.base import Handler, dead_letter_for
+from shared.bus.kafka_pacing import pace_metadata_refresh
 from shared.bus.loop import ConsumeLoop, LoopLimits, OnRevoked
 from shared.bus.steps import Partition, Record
 from shared.envelope import MAX_MESSAGE_BYTES, TOPIC_DEADLETTER, Envelope
@@ -36,6 +39,9 @@ log = logging.getLogger(__name__)
 
 REQUEST_TIMEOUT_MS = 15_000
 RETRY_BACKOFF_MS = 500  # aiokafka's default (100 ms) spins a core while a broker is down
+# Also the shortest time between two metadata refreshes of one client (shared.bus.kafka_pacing),
+# as retry.backoff.ms is in the Java client.
+METADATA_REFRESH_MIN_S = RETRY_BACKOFF_MS / 1000
 PING_TIMEOUT_S = 2.0
 ERROR_TOPIC_ALREADY_EXISTS = 36
 # Creating a topic with more replicas than brokers registered so far: a cluster still starting
@@ -89,6 +95,7 @@ class KafkaBus:
             retry_backoff_ms=RETRY_BACKOFF_MS,
             linger_ms=5,
         )
+        pace_metadata_refresh(producer.client, METADATA_REFRESH_MIN_S)
         try:
             await self.ensure_topics(self._topics)
             await producer.start()
@@ -109,6 +116,7 @@ class KafkaBus:
             request_timeout_ms=REQUEST_TIMEOUT_MS,
             retry_backoff_ms=RETRY_BACKOFF_MS,
         )
+        pace_metadata_refresh(admin._client, METADATA_REFRESH_MIN_S)
         await admin.start()
         try:
             existing = set(await admin.list_topics())
@@ -171,7 +179,7 @@ class KafkaBus:
         limits = limits or self._limits
 
         def new_consumer() -> AIOKafkaConsumer:
-            return AIOKafkaConsumer(
+            consumer = AIOKafkaConsumer(
                 bootstrap_servers=self._bootstrap,
                 group_id=group,
                 enable_auto_commit=False,
@@ -180,6 +188,8 @@ class KafkaBus:
                 request_timeout_ms=REQUEST_TIMEOUT_MS,
                 retry_backoff_ms=RETRY_BACKOFF_MS,
             )
+            pace_metadata_refresh(consumer._client, METADATA_REFRESH_MIN_S)
+            return consumer
 
         async def dead_letter(record: Record, reason: str) -> None:
             dead = dead_letter_for(

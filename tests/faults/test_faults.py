@@ -208,14 +208,22 @@ CPU_LIMIT_CORES = 0.3
 STACK_SAMPLES = 5
 
 
-def _sample_stacks(busy: dict[str, int]) -> str:
+def _sample_stacks(busy: dict[str, Path], pids: dict[str, int]) -> str:
     """Ask each busy process for its Python stacks a few times (SIGUSR1: `corridor run` writes
-    them to its log), so a failure here shows where the core went."""
+    them to its log), so a failure here shows where the core went: the samples stay in the logs,
+    and the last one's current thread goes into the failure message (CI keeps no logs)."""
+    if not busy:
+        return "no process was busy"
     for _ in range(STACK_SAMPLES):
-        for pid in busy.values():
-            os.kill(pid, signal.SIGUSR1)
+        for name in busy:
+            os.kill(pids[name], signal.SIGUSR1)
         time.sleep(0.3)
-    return f"{STACK_SAMPLES} stack samples of {sorted(busy)} are in their logs" if busy else "no process was busy"
+    shown = []
+    for name, log_path in sorted(busy.items()):
+        lines = log_path.read_text(errors="replace").splitlines()
+        starts = [i for i, line in enumerate(lines) if line.startswith("Current thread")]
+        shown.append(f"{name}: " + ("\n".join(lines[starts[-1] : starts[-1] + 25]) if starts else "(no sample)"))
+    return f"{STACK_SAMPLES} stack samples of {sorted(busy)} are in their logs; the last:\n" + "\n".join(shown)
 
 
 def test_whole_cluster_down_for_30_s(stack: Stack, healthy: list[Subscriber]) -> None:
@@ -236,7 +244,7 @@ def test_whole_cluster_down_for_30_s(stack: Stack, healthy: list[Subscriber]) ->
     assert stack.alive(), "every service stays up while no broker answers"
     written = {name: _lines(p.log_path) - lines_before[name] for name, p in procs.items()}
     # Counted before the samples below, which write stacks to the same logs.
-    hot = _sample_stacks({name: pids[name] for name, used in cores.items() if used >= CPU_LIMIT_CORES})
+    hot = _sample_stacks({name: procs[name].log_path for name, used in cores.items() if used >= CPU_LIMIT_CORES}, pids)
     stack.cluster.run("start")
     second = time.monotonic()
     stack.publish(ITEMS_PER_ROUND)
