@@ -1,4 +1,4 @@
-"""A Corridor Kafka consumer as its own process, for tests/faults/test_kafka_pacing.py.
+"""A Corridor Kafka consumer as its own process, for tests/faults/test_consumer_idle_without_leader.py.
 
     python tests/faults/pacing_probe.py BOOTSTRAP TOPIC GROUP [--unpaced]
 

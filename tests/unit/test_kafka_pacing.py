@@ -1,5 +1,5 @@
 """shared.bus.kafka_pacing on a stand-in client (the real-cluster check is in
-tests/faults/test_kafka_pacing.py)."""
+tests/faults/test_consumer_idle_without_leader.py)."""
 
 from __future__ import annotations
 
