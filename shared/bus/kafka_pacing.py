@@ -32,9 +32,10 @@ def pace_metadata_refresh(client: AIOKafkaClient, min_interval_s: float) -> None
     ``force_metadata_update`` simply get their answer later; closing the client cancels the wait
     with the refresh task.
 
-    This wraps the private ``_metadata_update`` of the instance (aiokafka has no hook for it); a
-    test against a real cluster checks that a consumer stays idle through an outage, so a change
-    in aiokafka that bypasses it shows up as a failure, not as a silent spin.
+    This wraps the private ``_metadata_update`` of the instance (aiokafka has no hook for it);
+    tests/faults/test_consumer_idle_without_leader.py checks on a real cluster that a consumer
+    stays idle while its partition has no leader, so a change in aiokafka that bypasses the
+    wrapper shows up as a failure, not as a silent spin.
     """
     refresh = client._metadata_update
     next_start = 0.0
