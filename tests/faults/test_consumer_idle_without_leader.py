@@ -10,7 +10,6 @@ paced, under 0.01."""
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import sys
 import time
@@ -18,7 +17,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from faults.stack import Cluster
+from faults.stack import Cluster, cpu_seconds
 from helpers import REPO
 
 from shared.bus.kafka import KafkaBus
@@ -28,11 +27,6 @@ pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
 
 IDLE_LIMIT_CORES = 0.05
 MEASURE_S = 10.0
-
-
-def _cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _publish(bus_bootstrap: str, topic: str) -> str:
@@ -75,9 +69,9 @@ def test_a_consumer_stays_idle_while_its_partition_has_no_leader(cluster: Cluste
         stopped = cluster.leader(topic, 0)
         cluster.run("stop-node", str(stopped))
         time.sleep(2)  # the consumer's fetch fails and its next metadata shows no leader
-        before = _cpu_s(probe.pid)
+        before = cpu_seconds(probe.pid)
         time.sleep(MEASURE_S)
-        cores = (_cpu_s(probe.pid) - before) / MEASURE_S
+        cores = (cpu_seconds(probe.pid) - before) / MEASURE_S
         assert probe.poll() is None, f"the consumer exited: {out.read_text()[-2000:]}"
         assert cores < IDLE_LIMIT_CORES, f"consumer CPU while its partition had no leader: {cores:.3f} cores"
         cluster.run("start-node", str(stopped))

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from faults.stack import Outcome, Stack, Subscriber
+from faults.stack import Outcome, Stack, Subscriber, cpu_seconds
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(900)]
 
@@ -198,12 +198,6 @@ def test_store_stopped_then_killed_mid_stream(stack: Stack, healthy: list[Subscr
     )
 
 
-def _cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process so far (/proc/PID/stat fields 14 and 15)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 CPU_LIMIT_CORES = 0.3
 STACK_SAMPLES = 5
 
@@ -234,13 +228,13 @@ def test_whole_cluster_down_for_30_s(stack: Stack, healthy: list[Subscriber]) ->
     lines_before = {name: _lines(p.log_path) for name, p in procs.items()}
     stack.cluster.run("stop")
     started = time.monotonic()
-    cpu_before = {name: _cpu_s(pid) for name, pid in pids.items()}
+    cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
     time.sleep(3)
     health, ready, took = _outage_probe(stack)
     assert health == 200 and ready == 503 and took < 5, (health, ready, took)
     time.sleep(max(0.0, STORE_STOP_S - (time.monotonic() - started)))
     elapsed = time.monotonic() - started
-    cores = {name: round((_cpu_s(pid) - cpu_before[name]) / elapsed, 3) for name, pid in pids.items()}
+    cores = {name: round((cpu_seconds(pid) - cpu_before[name]) / elapsed, 3) for name, pid in pids.items()}
     assert stack.alive(), "every service stays up while no broker answers"
     written = {name: _lines(p.log_path) - lines_before[name] for name, p in procs.items()}
     # Counted before the samples below, which write stacks to the same logs.
