@@ -69,7 +69,7 @@ unit: install-dev
 
 ## Score the classifier on the labelled data beside the repository (../shared/data)
 eval: install-dev
-	$(BIN)/corridor eval tests/data/news/pkkz_dev.jsonl tests/data/news/pkkz_test.jsonl ../shared/data/news/dev.jsonl \
+	$(BIN)/corridor eval --bootstrap 1000 tests/data/news/pkkz_dev.jsonl tests/data/news/pkkz_test.jsonl ../shared/data/news/dev.jsonl \
 		../shared/data/reuters/train.jsonl
 
 ## Rebuild the judge (the classifier's learned second opinion) from the labelled data: ~2 min

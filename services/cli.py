@@ -40,6 +40,7 @@ import uvicorn
 
 from services.app import create_app
 from services.classifier.agreements import load_registry
+from services.classifier.bootstrap import intervals
 from services.classifier.classify import Classifier
 from services.classifier.evaluate import evaluate, format_report, load_records
 from services.classifier.judge import load_judge
@@ -237,13 +238,30 @@ async def _ingest_parse(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+MAX_RESAMPLES = 100_000  # each costs a pass over the file's labels; more adds nothing a report needs
+
+
+def _resamples(value: str) -> int:
+    """``--bootstrap N``: a whole number from 0 to MAX_RESAMPLES."""
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {value!r}") from None
+    if not 0 <= n <= MAX_RESAMPLES:
+        raise argparse.ArgumentTypeError(f"must be between 0 and {MAX_RESAMPLES}, got {n}")
+    return n
+
+
 def _eval(args: argparse.Namespace) -> int:
     judge = None if args.no_judge else load_judge(args.judge)
     classifier = Classifier(load_taxonomy(args.taxonomy), load_registry(args.agreements), judge)
     paths: list[Path] = args.paths
     summaries = []
     for path in paths:
-        summary = evaluate(classifier, load_records(path), path=str(path)).summary()
+        report = evaluate(classifier, load_records(path), path=str(path))
+        summary = report.summary()
+        if args.bootstrap:
+            summary["intervals"] = intervals(report, args.bootstrap)
         summaries.append(summary)
         print(format_report(summary))
     print(json.dumps({"classifier_version": classifier.version, "results": summaries}, separators=(",", ":")))
@@ -379,6 +397,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--agreements", type=Path, help="agreements registry (default: the built-in one)")
     ev.add_argument("--judge", type=Path, help="judge file (default: the built-in one)")
     ev.add_argument("--no-judge", action="store_true", help="score the keyword rule alone")
+    ev.add_argument(
+        "--bootstrap",
+        type=_resamples,
+        default=0,
+        metavar="N",
+        help="add 95%% bootstrap intervals of the figures from N resamples of the items (0: none)",
+    )
     judge = sub.add_parser("judge", help="the judge: the classifier's learned second opinion")
     jt = judge.add_subparsers(dest="judge_command", required=True).add_parser(
         "train", help="train it on labelled JSONL files (needs the dev dependencies: scikit-learn)"

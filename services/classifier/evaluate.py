@@ -66,6 +66,16 @@ class Counts:
         }
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """What one item was predicted and labelled with (the labels a report's sums come from)."""
+
+    sectors: tuple[frozenset[str], frozenset[str]]
+    countries: tuple[frozenset[str], frozenset[str]] | None
+    areas: tuple[frozenset[str], frozenset[str]] | None
+    stage_right: bool | None
+
+
 @dataclass
 class Report:
     """The figures of one evaluation run."""
@@ -81,6 +91,10 @@ class Report:
     stages_right: int = 0
     stages_labelled: int = 0
     stage_confusion: dict[str, dict[str, int]] = field(default_factory=dict)
+    # Per item, in record order, what the intervals resample (services.classifier.bootstrap):
+    # predicted and labelled sectors, countries and areas, and whether the stage was right
+    # (None: no stage labelled). Countries and areas are None when the file has no such labels.
+    outcomes: list[Outcome] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         present = sorted(self.labelled_sectors)
@@ -158,30 +172,53 @@ def evaluate(classifier: Classifier, records: Iterable[dict[str, Any]], *, path:
         report.labelled_sectors |= actual & set(report.sectors)
         for sector, counts in report.sectors.items():
             counts.add(sector in result.sectors, sector in actual)
+        countries = None
         if has_countries:
-            report.countries["PK"].add("PK" in result.countries, bool(record["about_pakistan"]))
-            report.countries["KZ"].add("KZ" in result.countries, bool(record["about_kazakhstan"]))
+            labelled = {c for c, key in (("PK", "about_pakistan"), ("KZ", "about_kazakhstan")) if record[key]}
+            countries = (frozenset(set(result.countries) & {"PK", "KZ"}), frozenset(labelled))
+            report.countries["PK"].add("PK" in result.countries, "PK" in labelled)
+            report.countries["KZ"].add("KZ" in result.countries, "KZ" in labelled)
+        areas, stage_right = None, None
         if "agreements" in record:
-            _score_agreements(report, record, result)
+            areas, stage_right = _score_agreements(report, record, result)
+        report.outcomes.append(
+            Outcome(
+                (frozenset(set(result.sectors) & set(report.sectors)), frozenset(actual & set(report.sectors))),
+                countries,
+                areas,
+                stage_right,
+            )
+        )
     return report
 
 
-def _score_agreements(report: Report, record: dict[str, Any], result: ClassifiedItem) -> None:
+def _score_agreements(
+    report: Report, record: dict[str, Any], result: ClassifiedItem
+) -> tuple[tuple[frozenset[str], frozenset[str]], bool | None]:
+    """Count one record's agreement links and stage; returns the labels it met (predicted,
+    labelled) and whether its stage was right (None: no stage labelled)."""
     labels = set(record.get("agreements") or [])
     predicted_ids = {a.id for a in result.agreements}
     predicted_areas = {a.area for a in result.agreements}
     for label in labels:
         report.labelled_areas.add(label)
+    met = set()
     for key in labels | predicted_areas | predicted_ids:
         counts = report.areas.setdefault(key, Counts())
         # An area label is met by any agreement of that area; an agreement label by that agreement.
-        counts.add(key in predicted_areas or key in predicted_ids, key in labels)
+        predicted = key in predicted_areas or key in predicted_ids
+        counts.add(predicted, key in labels)
+        if predicted:
+            met.add(key)
+    stage_right = None
     if record.get("stage"):
         report.stages_labelled += 1
-        predicted = result.stage or "none"
-        report.stages_right += predicted == record["stage"]
+        stage = result.stage or "none"
+        stage_right = stage == record["stage"]
+        report.stages_right += stage_right
         row = report.stage_confusion.setdefault(str(record["stage"]), {})
-        row[predicted] = row.get(predicted, 0) + 1
+        row[stage] = row.get(stage, 0) + 1
+    return (frozenset(met), frozenset(labels)), stage_right
 
 
 def format_report(summary: dict[str, Any]) -> str:
@@ -211,4 +248,6 @@ def format_report(summary: dict[str, Any]) -> str:
             f"  countries: precision {summary['country_precision']:.3f} recall "
             f"{summary['country_recall']:.3f} f1 {summary['country_f1']:.3f}"
         )
+    for name, (low, high) in (summary.get("intervals") or {}).items():
+        lines.append(f"  95% interval of {name}: {low:.3f} to {high:.3f}")
     return "\n".join(lines)
