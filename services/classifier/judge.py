@@ -6,8 +6,10 @@ careful reader would label the item with that sector, from two kinds of input:
 
 - the salience of the sector's evidence (:mod:`services.classifier.salience`: title, lead, share of
   sentences, next to a country, against the other candidates), and
-- the item's words: a bag of lowercase words, each with a learned weight per sector (a linear model
-  over binary word features, like TF-IDF + logistic regression without the IDF).
+- the item's words: a bag of lowercase words and adjacent word pairs ("minister for", "to ship"),
+  each with a learned weight per sector (a linear model over binary features, like TF-IDF +
+  logistic regression without the IDF). Pairs let the model tell a verb or a title of office from
+  the noun the keyword pass matched.
 
 One logistic model per sector; sectors the training data did not cover (an operator's own) use
 the ``default`` model, which reads salience only. The probability is the sector's score: it lies in
@@ -33,6 +35,7 @@ import hashlib
 import json
 import math
 import re
+from itertools import pairwise
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -44,8 +47,11 @@ _WORD = re.compile(r"\b\w\w+\b")
 
 
 def words(text: str) -> set[str]:
-    """The judge's tokenizer (training and run time): lowercase words of two or more characters."""
-    return set(_WORD.findall(text.lower()))
+    """The judge's tokenizer (training and run time): lowercase words of two or more characters,
+    and each pair of adjacent words joined by a space (a space never occurs inside a word, so a
+    pair cannot collide with a word)."""
+    found = _WORD.findall(text.lower())
+    return {*found, *(f"{a} {b}" for a, b in pairwise(found))}
 
 
 class TrainingFile(BaseModel):

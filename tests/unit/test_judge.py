@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from services.classifier.classify import Classifier
-from services.classifier.judge import Judge, JudgeModel, load_judge
+from services.classifier.judge import Judge, JudgeModel, load_judge, words
 from services.classifier.taxonomy import load_taxonomy
 from shared.errors import ConfigError
 from shared.models import RawItem
@@ -28,6 +28,20 @@ def judged() -> Classifier:
 
 def raw(title: str, summary: str = "") -> RawItem:
     return RawItem(id="itm_1", source_id="s", source_url="http://s", title=title, summary=summary, fetched_at=NOW)
+
+
+def test_the_tokenizer_gives_words_and_adjacent_pairs_that_cannot_collide() -> None:
+    tokens = words("Minister for Petroleum\nTo ship wheat, a b")
+    assert {"minister", "for", "petroleum", "to", "ship", "wheat"} <= tokens
+    assert {"minister for", "for petroleum", "petroleum to", "to ship", "ship wheat"} <= tokens
+    assert "a" not in tokens and "wheat a" not in tokens  # one-letter words are not words
+    # a word never holds a space, so a pair never equals a word ("oil_gas" is one word)
+    assert words("oil_gas field") == {"oil_gas", "field", "oil_gas field"}
+
+
+def test_the_shipped_judge_weighs_word_pairs() -> None:
+    model = load_judge().model
+    assert any(" " in w for m in model.sectors.values() for w in m.words)
 
 
 def test_scores_are_probabilities_and_the_judge_is_named_in_the_version(judged: Classifier) -> None:
