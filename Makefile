@@ -65,7 +65,7 @@ faults: install-dev servers
 	$(BIN)/pytest tests/faults -p no:cacheprovider -s
 
 unit: install-dev
-	$(BIN)/pytest -m "not kafka and not mongo and not e2e"
+	$(BIN)/pytest -m "not kafka and not mongo and not e2e and not faults"
 
 ## Score the classifier on the labelled data beside the repository (../shared/data)
 eval: install-dev

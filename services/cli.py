@@ -5,7 +5,12 @@
                                                 a local receiver that prints verified alerts
     corridor init                               create Kafka topics and store indexes
     corridor store migrate                      move data of an earlier store layout (also done at start)
-    corridor sources add URL [--name N]         add a feed source
+    corridor sources add URL [--kind K] [--selectors JSON] [--name N] [--language L]
+                        [--interval S] [--country C] [--official]
+                                                add a source (validated as POST /api/v1/sources)
+    corridor sources update ID [--name N] [--language L] [--selectors JSON] [--interval S]
+                        [--country C] [--official|--not-official]
+                                                change a source (as PATCH /api/v1/sources/ID)
     corridor sources list                       sources and their health, as JSON lines
     corridor sources pause|resume|remove ID     operate one source
     corridor sources import-catalogue [FILE]    add the catalogue's sources
@@ -37,6 +42,7 @@ from typing import cast
 
 import httpx
 import uvicorn
+from pydantic import ValidationError
 
 from services.app import create_app
 from services.classifier.agreements import load_registry
@@ -50,6 +56,7 @@ from services.ingest.catalogue import import_catalogue, load_catalogue
 from services.ingest.fetcher import fetch_source
 from services.ingest.normalize import LanguageDetector
 from services.ingest.parser import parse_document
+from services.ingest.routes import SourceIn, SourcePatch
 from services.ingest.sources import InvalidSource, add_source, update_source
 from services.runtime import ALL_ROLES, Role, Runtime, build_store
 from shared.errors import ConfigError, Conflict, FetchError
@@ -136,23 +143,76 @@ async def _sources(settings: Settings, args: argparse.Namespace) -> int:
             print(f"{added} sources added")
         elif args.sources_command == "add":
             try:
+                body = SourceIn.model_validate({"url": args.url, **_source_fields(args)})
+                # ValueError: --selectors is not JSON (pydantic's ValidationError is one too)
                 source = await add_source(
                     store,
                     policy,
-                    url=args.url,
-                    name=args.name,
-                    interval_s=args.interval or settings.poll_interval_s,
+                    url=body.url,
+                    name=body.name,
+                    interval_s=body.interval_s or settings.poll_interval_s,
+                    kind=body.kind,
+                    language=body.language,
+                    selectors=body.selectors,
+                    country=body.country,
+                    official=body.official,
                 )
-            except (InvalidSource, Conflict) as exc:
-                print(f"error: {exc}", file=sys.stderr)
+            except (ValueError, InvalidSource, Conflict) as exc:
+                print(f"error: {_one_line(exc)}", file=sys.stderr)
                 return 2
             print(source.model_dump_json())
+        elif args.sources_command == "update":
+            try:
+                patch = SourcePatch.model_validate(_source_fields(args))
+            except ValueError as exc:
+                print(f"error: {_one_line(exc)}", file=sys.stderr)
+                return 2
+            changes = patch.model_dump(exclude_unset=True)
+            if "selectors" in changes:
+                changes["selectors"] = patch.selectors
+            if not changes:
+                print("error: nothing to change (give --name, --language, --selectors, ...)", file=sys.stderr)
+                return 2
+            updated = await update_source(store, args.source_id, changes)
+            if updated is None:
+                print(f"error: no such source {args.source_id}", file=sys.stderr)
+                return 2
+            print(updated.model_dump_json())
         else:
             for source in await store.list_sources():
                 print(source.model_dump_json())
         return 0
     finally:
         await store.close()
+
+
+def _source_fields(args: argparse.Namespace) -> dict[str, object]:
+    """The source fields given on the command line (absent flags are left out, so an update
+    changes only those), in the API's names; --selectors is JSON."""
+    given = {
+        "name": args.name,
+        "language": args.language,
+        "interval_s": args.interval,
+        "country": args.country,
+        "official": args.official,
+        "kind": getattr(args, "kind", None),
+        "selectors": _json_selectors(args.selectors) if args.selectors else None,
+    }
+    return {k: v for k, v in given.items() if v is not None}
+
+
+def _json_selectors(text: str) -> object:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"selectors: not JSON ({exc})") from exc
+
+
+def _one_line(exc: Exception) -> str:
+    """A validation error in one line, each problem as `field: message`."""
+    if isinstance(exc, ValidationError):
+        return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'input'}: {e['msg']}" for e in exc.errors())
+    return str(exc)
 
 
 async def _subscriptions(settings: Settings, args: argparse.Namespace) -> int:
@@ -359,10 +419,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sources = sub.add_parser("sources", help="manage feed sources")
     ssub = sources.add_subparsers(dest="sources_command", required=True)
-    add = ssub.add_parser("add", help="add a feed source")
+    add = ssub.add_parser("add", help="add a source (validated as POST /api/v1/sources is)")
     add.add_argument("url")
-    add.add_argument("--name")
-    add.add_argument("--interval", type=float, help="poll interval in seconds")
+    add.add_argument("--kind", choices=["feed", "html", "gdelt"], default="feed")
+    upd = ssub.add_parser("update", help="change a source's fields (as PATCH /api/v1/sources/ID)")
+    upd.add_argument("source_id")
+    for p in (add, upd):
+        p.add_argument("--name")
+        p.add_argument("--language", help="ISO 639-1 code of the source's language, e.g. ur")
+        p.add_argument("--selectors", help='JSON CSS selectors for an html source, e.g. {"item": "article"}')
+        p.add_argument("--interval", type=float, help="poll interval in seconds (60 to 86400)")
+        p.add_argument("--country", choices=["PK", "KZ"], help="where the publisher is")
+    add.add_argument("--official", action="store_true", default=None, help="a government or state body's channel")
+    official = upd.add_mutually_exclusive_group()
+    official.add_argument("--official", action="store_true", default=None, dest="official")
+    official.add_argument("--not-official", action="store_false", default=None, dest="official")
     ssub.add_parser("list", help="list sources with their health")
     for verb, text in (
         ("pause", "stop polling a source"),

@@ -1,7 +1,8 @@
 """Query sources: the GDELT DOC 2.0 API in JSON mode (``mode=ArtList&format=json``).
 
 GDELT asks for about one request per 5 s and returns at most 250 records per call; the poller
-spaces requests to one host (CORRIDOR_POLL_HOST_GAP_S) and :func:`gdelt_url` caps maxrecords.
+spaces requests to a GDELT host by the larger of CORRIDOR_GDELT_GAP_S and CORRIDOR_POLL_HOST_GAP_S,
+and :func:`gdelt_url` caps maxrecords.
 """
 
 from __future__ import annotations

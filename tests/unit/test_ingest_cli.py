@@ -89,3 +89,50 @@ def test_subscriptions_cli_against_a_running_corridor(
         assert main(["subscriptions", "remove", created["id"]]) == 0
     finally:
         proc.stop()
+
+
+def _sources_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(["sources", *argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_sources_add_and_update_take_the_apis_fields_and_its_validation(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CORRIDOR_SQLITE_PATH", str(tmp_path / "s.sqlite3"))
+    # A literal public address: the SSRF guard checks it without resolving a name; nothing connects.
+    url = "https://8.8.8.8/press-releases"
+    code, out, err = _sources_cli(
+        capsys, "add", url, "--kind", "html", "--selectors", '{"item": "article", "title": "h3"}',
+        "--language", "ur", "--country", "PK", "--official", "--name", "Ministry",
+    )  # fmt: skip
+    assert code == 0, err
+    added = json.loads(out)
+    assert (added["kind"], added["language"], added["country"], added["official"]) == ("html", "ur", "PK", True)
+    assert added["selectors"]["item"] == "article" and added["name"] == "Ministry"
+
+    code, out, err = _sources_cli(capsys, "update", added["id"], "--interval", "3600", "--not-official")
+    assert code == 0, err
+    updated = json.loads(out)
+    assert (updated["interval_s"], updated["official"], updated["name"]) == (3600.0, False, "Ministry")
+    code, out, _ = _sources_cli(capsys, "list")
+    assert [json.loads(line)["interval_s"] for line in out.splitlines()] == [3600.0]
+
+    refused = [
+        (["add", "https://8.8.4.4/list", "--kind", "html"], "needs selectors"),
+        (["add", "https://8.8.4.4/feed", "--interval", "5"], "interval_s: Input should be greater than or equal to 60"),
+        (["add", "https://8.8.4.4/list", "--kind", "html", "--selectors", "{item"], "selectors: not JSON"),
+        (["add", "https://8.8.4.4/list", "--kind", "html", "--selectors", '{"link": "a"}'], "selectors.item"),
+        (["add", "http://127.0.0.1/feed"], "127.0.0.1"),
+        (["add", url], "already"),
+        (["update", added["id"]], "nothing to change"),
+        (["update", "src_missing", "--name", "x"], "no such source src_missing"),
+        (["update", added["id"], "--language", "x" * 20], "language"),
+    ]
+    for argv, message in refused:
+        code, out, err = _sources_cli(capsys, *argv)
+        assert (code, out) == (2, ""), argv
+        assert message in err and err.startswith("error: ") and err.count("\n") == 1, (argv, err)
+    code, out, _ = _sources_cli(capsys, "list")
+    assert len(out.splitlines()) == 1, "a refused add stores nothing"
