@@ -6,10 +6,10 @@ careful reader would label the item with that sector, from two kinds of input:
 
 - the salience of the sector's evidence (:mod:`services.classifier.salience`: title, lead, share of
   sentences, next to a country, against the other candidates), and
-- the item's words: a bag of lowercase words and adjacent word pairs ("minister for", "to ship"),
-  each with a learned weight per sector (a linear model over binary features, like TF-IDF +
-  logistic regression without the IDF). Pairs let the model tell a verb or a title of office from
-  the noun the keyword pass matched.
+- the item's words: a bag of lowercase words, adjacent word pairs ("minister for", "to ship") and
+  five-character stems, each with a learned weight per sector (a linear model over binary
+  features, like TF-IDF + logistic regression without the IDF). Pairs let the model tell a verb
+  or a title of office from the noun the keyword pass matched; stems pool inflected forms.
 
 One logistic model per sector; sectors the training data did not cover (an operator's own) use
 the ``default`` model, which reads salience only. The probability is the sector's score: it lies in
@@ -46,12 +46,21 @@ from shared.datafiles import load_json_model
 _WORD = re.compile(r"\b\w\w+\b")
 
 
+STEM_CHARS = 5  # out of fold, Reuters 0.856 -> 0.862 with 5-character stems (4: 0.858, 6: 0.859)
+
+
 def words(text: str) -> set[str]:
-    """The judge's tokenizer (training and run time): lowercase words of two or more characters,
-    and each pair of adjacent words joined by a space (a space never occurs inside a word, so a
-    pair cannot collide with a word)."""
+    """The judge's tokenizer (training and run time): lowercase words of two or more characters;
+    each pair of adjacent words joined by a space; and the first STEM_CHARS characters of each
+    longer word followed by ``*`` — a crude stem ("shipping", "shipped", "shipments" → ``shipp*``;
+    "нефтяной", "нефтью" → ``нефтя*``, ``нефть*``) for the inflected languages and English
+    alike. A word never holds a space or ``*``, so pairs and stems cannot collide with words."""
     found = _WORD.findall(text.lower())
-    return {*found, *(f"{a} {b}" for a, b in pairwise(found))}
+    return {
+        *found,
+        *(f"{a} {b}" for a, b in pairwise(found)),
+        *(f"{w[:STEM_CHARS]}*" for w in found if len(w) > STEM_CHARS),
+    }
 
 
 class TrainingFile(BaseModel):

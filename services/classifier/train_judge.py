@@ -249,7 +249,8 @@ def train(paths: Sequence[Path], taxonomy: Taxonomy, *, log: Callable[[str], Any
         other=other,
         trainer={
             "library": f"scikit-learn {sklearn_version}",
-            "model": "LogisticRegression(lbfgs, L2) per sector over binary words, adjacent word pairs + salience",
+            "model": "LogisticRegression(lbfgs, L2) per sector over binary words, adjacent word pairs, "
+            "5-character stems + salience",
             "C": C,
             "min_df": MIN_DF,
             "word_weight_floor": WORD_WEIGHT_FLOOR,

@@ -77,7 +77,7 @@ def test_quality_floor_on_labelled_news() -> None:
     assert reuters["macro_f1"] >= 0.74, reuters
     shipped = Classifier(load_taxonomy(), judge=load_judge())
     test = evaluate(shipped, load_records(PKKZ_TEST)).summary()
-    assert test["macro_f1"] >= 0.83 and test["country_f1"] >= 0.98, test  # measured 0.849 / 0.983 (252 items)
+    assert test["macro_f1"] >= 0.83 and test["country_f1"] >= 0.98, test  # measured 0.846 / 0.983 (252 items)
 
 
 def test_agreement_links_and_stages_are_scored_and_hold_their_floor() -> None:

@@ -30,13 +30,15 @@ def raw(title: str, summary: str = "") -> RawItem:
     return RawItem(id="itm_1", source_id="s", source_url="http://s", title=title, summary=summary, fetched_at=NOW)
 
 
-def test_the_tokenizer_gives_words_and_adjacent_pairs_that_cannot_collide() -> None:
+def test_the_tokenizer_gives_words_pairs_and_stems_that_cannot_collide() -> None:
     tokens = words("Minister for Petroleum\nTo ship wheat, a b")
     assert {"minister", "for", "petroleum", "to", "ship", "wheat"} <= tokens
     assert {"minister for", "for petroleum", "petroleum to", "to ship", "ship wheat"} <= tokens
     assert "a" not in tokens and "wheat a" not in tokens  # one-letter words are not words
-    # a word never holds a space, so a pair never equals a word ("oil_gas" is one word)
-    assert words("oil_gas field") == {"oil_gas", "field", "oil_gas field"}
+    # a word never holds a space or "*", so neither a pair nor a stem equals a word
+    assert words("oil_gas field") == {"oil_gas", "field", "oil_gas field", "oil_g*"}
+    stems = {t for t in words("shipping shipped shipments ship нефтяной нефтью") if t.endswith("*")}
+    assert stems == {"shipp*", "shipm*", "нефтя*", "нефть*"}  # words of five characters or fewer keep no stem
 
 
 def test_the_shipped_judge_weighs_word_pairs() -> None:
