@@ -144,7 +144,6 @@ async def _sources(settings: Settings, args: argparse.Namespace) -> int:
         elif args.sources_command == "add":
             try:
                 body = SourceIn.model_validate({"url": args.url, **_source_fields(args)})
-                # ValueError: --selectors is not JSON (pydantic's ValidationError is one too)
                 source = await add_source(
                     store,
                     policy,
@@ -157,6 +156,8 @@ async def _sources(settings: Settings, args: argparse.Namespace) -> int:
                     country=body.country,
                     official=body.official,
                 )
+            # ValueError: a field the API would refuse, or --selectors that is not JSON
+            # (pydantic's ValidationError is a ValueError too)
             except (ValueError, InvalidSource, Conflict) as exc:
                 print(f"error: {_one_line(exc)}", file=sys.stderr)
                 return 2
