@@ -57,9 +57,9 @@ from services.ingest.fetcher import fetch_source
 from services.ingest.normalize import LanguageDetector
 from services.ingest.parser import parse_document
 from services.ingest.routes import SourceIn, SourcePatch
-from services.ingest.sources import InvalidSource, add_source, update_source
+from services.ingest.sources import InvalidSource, update_source
 from services.runtime import ALL_ROLES, Role, Runtime, build_store
-from shared.errors import ConfigError, Conflict, FetchError
+from shared.errors import ConfigError, Conflict, FetchError, problems
 from shared.http import build_client
 from shared.logs import configure_logging
 from shared.models import HtmlSelectors, Source, stable_id
@@ -144,18 +144,7 @@ async def _sources(settings: Settings, args: argparse.Namespace) -> int:
         elif args.sources_command == "add":
             try:
                 body = SourceIn.model_validate({"url": args.url, **_source_fields(args)})
-                source = await add_source(
-                    store,
-                    policy,
-                    url=body.url,
-                    name=body.name,
-                    interval_s=body.interval_s or settings.poll_interval_s,
-                    kind=body.kind,
-                    language=body.language,
-                    selectors=body.selectors,
-                    country=body.country,
-                    official=body.official,
-                )
+                source = await body.add(store, policy, settings.poll_interval_s)
             # ValueError: a field the API would refuse, or --selectors that is not JSON
             # (pydantic's ValidationError is a ValueError too)
             except (ValueError, InvalidSource, Conflict) as exc:
@@ -168,9 +157,7 @@ async def _sources(settings: Settings, args: argparse.Namespace) -> int:
             except ValueError as exc:
                 print(f"error: {_one_line(exc)}", file=sys.stderr)
                 return 2
-            changes = patch.model_dump(exclude_unset=True)
-            if "selectors" in changes:
-                changes["selectors"] = patch.selectors
+            changes = patch.changes()
             if not changes:
                 print("error: nothing to change (give --name, --language, --selectors, ...)", file=sys.stderr)
                 return 2
@@ -211,9 +198,7 @@ def _json_selectors(text: str) -> object:
 
 def _one_line(exc: Exception) -> str:
     """A validation error in one line, each problem as `field: message`."""
-    if isinstance(exc, ValidationError):
-        return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'input'}: {e['msg']}" for e in exc.errors())
-    return str(exc)
+    return problems(exc, "input") if isinstance(exc, ValidationError) else str(exc)
 
 
 async def _subscriptions(settings: Settings, args: argparse.Namespace) -> int:

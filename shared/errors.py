@@ -19,6 +19,11 @@ Retry decisions match on these types (and ``FetchError.kind``), never on message
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
 
 class CorridorError(Exception):
     """Base class of all Corridor errors."""
@@ -106,3 +111,9 @@ class TooLarge(FetchError):
     def __init__(self, limit: int) -> None:
         super().__init__("too_large", f"response body exceeds {limit} bytes")
         self.limit = limit
+
+
+def problems(exc: ValidationError, whole: str) -> str:
+    """A pydantic validation error in one line: each problem as ``field: message`` (``whole``
+    names the input itself when the problem has no field), joined by "; "."""
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or whole}: {e['msg']}" for e in exc.errors())

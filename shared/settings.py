@@ -16,7 +16,7 @@ from urllib.parse import unquote, urlsplit
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from shared.errors import ConfigError
+from shared.errors import ConfigError, problems
 
 PLACEHOLDER_API_KEY = "change-me"
 PLACEHOLDER_LINK_SECRET = "change-me-too"
@@ -227,7 +227,4 @@ def load_settings(**overrides: object) -> Settings:
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}" for err in exc.errors()
-        )
-        raise ConfigError(f"invalid configuration: {problems}") from exc
+        raise ConfigError(f"invalid configuration: {problems(exc, 'settings')}") from exc

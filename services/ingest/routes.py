@@ -32,6 +32,22 @@ class SourceIn(Body):
     country: Country | None = Field(default=None, description="where the publisher is (PK or KZ)")
     official: bool = Field(default=False, description="a government or state body's own channel")
 
+    async def add(self, store: Store, policy: AddressPolicy, default_interval_s: float) -> Source:
+        """Store this source (:func:`~services.ingest.sources.add_source`: its errors pass through);
+        the API and the CLI both add sources this way."""
+        return await add_source(
+            store,
+            policy,
+            url=self.url,
+            name=self.name,
+            interval_s=self.interval_s or default_interval_s,
+            kind=self.kind,
+            language=self.language,
+            selectors=self.selectors,
+            country=self.country,
+            official=self.official,
+        )
+
 
 class SourcePatch(Body):
     """Body of PATCH /api/v1/sources/{id}: only the fields given change."""
@@ -45,6 +61,14 @@ class SourcePatch(Body):
     active: bool | None = None
     country: Country | None = None
     official: bool | None = None
+
+    def changes(self) -> dict[str, Any]:
+        """The fields given, for :func:`~services.ingest.sources.update_source`; selectors stay
+        their model."""
+        changes = self.model_dump(exclude_unset=True)
+        if changes.get("selectors") is not None:
+            changes["selectors"] = self.selectors
+        return changes
 
 
 class SourceOut(BaseModel):
@@ -108,18 +132,7 @@ def build_router(
     @router.post("", response_model=SourceOut, status_code=201, dependencies=admin)
     async def create_source(body: SourceIn) -> SourceOut:
         try:
-            source = await add_source(
-                store,
-                policy,
-                url=body.url,
-                name=body.name,
-                interval_s=body.interval_s or default_interval_s,
-                kind=body.kind,
-                language=body.language,
-                selectors=body.selectors,
-                country=body.country,
-                official=body.official,
-            )
+            source = await body.add(store, policy, default_interval_s)
         except InvalidSource as exc:
             raise _invalid("selectors" if "selectors" in str(exc) else "url", str(exc)) from exc
         except Conflict as exc:
@@ -134,9 +147,7 @@ def build_router(
     @router.patch("/{source_id}", response_model=SourceOut, dependencies=admin)
     async def patch_source(source_id: str, body: SourcePatch) -> SourceOut:
         source = await found(source_id)
-        changes = body.model_dump(exclude_unset=True)
-        if "selectors" in changes and changes["selectors"] is not None:
-            changes["selectors"] = body.selectors
+        changes = body.changes()
         if source.kind == "html" and "selectors" in changes and changes["selectors"] is None:
             raise _invalid("selectors", "an html source needs selectors")
         updated = await update_source(store, source_id, changes)
