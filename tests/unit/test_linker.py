@@ -48,7 +48,7 @@ def stage_of(classifier: Classifier, title: str, text: str = "") -> tuple[str | 
     ],
     ids=["en", "ru", "ur"],
 )
-def test_an_opening_or_inauguration_reports_operational(classifier: Classifier, title: str, text: str, term: str) -> None:
+def test_an_opening_or_inauguration_is_operational(classifier: Classifier, title: str, text: str, term: str) -> None:
     stage, terms = stage_of(classifier, title, text)
     assert stage == "operational" and term in terms
 
