@@ -53,15 +53,36 @@ def test_an_opening_or_inauguration_is_operational(classifier: Classifier, title
     assert stage == "operational" and term in terms
 
 
-def test_opened_as_a_figure_of_speech_and_an_inaugural_flight_are_not_operational(classifier: Classifier) -> None:
-    # "opened doors" is not a facility opened; a first (inaugural) flight is underway, not yet a
-    # regular service: the Urdu phrases for an inauguration do not take "inaugural" with them.
-    stage, _ = stage_of(
-        classifier,
-        "Kazakhstan has opened doors for trade with Pakistan",
-        "Kazakhstan and Pakistan discussed trade and transit cooperation at a meeting in Astana.",
-    )
+@pytest.mark.parametrize(
+    ("title", "text"),
+    [
+        (
+            "Kazakhstan has opened doors for trade with Pakistan",
+            "Kazakhstan and Pakistan discussed trade and transit cooperation at a meeting in Astana.",
+        ),
+        (
+            "Tokayev completed his state visit to Pakistan",
+            "Railway cooperation between Kazakhstan and Pakistan was on the agenda.",
+        ),
+        (
+            "Токаев завершил государственный визит в Пакистан",
+            "Казахстан и Пакистан открыты для сотрудничества в сфере железных дорог.",
+        ),
+    ],
+    ids=["opened-doors", "completed-visit", "ru-visit-ended-open-to"],
+)
+def test_figures_of_speech_and_an_ended_visit_are_not_operational(
+    classifier: Classifier, title: str, text: str
+) -> None:
+    # "opened doors" is not a facility opened, a visit or talks "completed" are not a project
+    # completed, "открыты для сотрудничества" is "open to cooperation".
+    stage, _ = stage_of(classifier, title, text)
     assert stage == "follow_up_talks"
+
+
+def test_an_inaugural_flight_is_underway(classifier: Classifier) -> None:
+    # A first (inaugural) flight is underway, not yet a regular service: the Urdu phrases for an
+    # inauguration do not take "inaugural" (افتتاحی) with them.
     stage, terms = stage_of(
         classifier,
         "پاکستان سے قازقستان کے لیے افتتاحی پرواز روانہ",
