@@ -1,4 +1,5 @@
-"""The stage an item reports, read from the registry's stage phrases by the agreement linker."""
+"""What the agreement linker reads: the stage an item reports (from the registry's stage phrases) and
+the areas it links."""
 
 from __future__ import annotations
 
@@ -89,3 +90,33 @@ def test_an_inaugural_flight_is_underway(classifier: Classifier) -> None:
         "پاکستان اور قازقستان کے درمیان فضائی رابطہ",
     )
     assert stage == "underway" and "افتتاحی پرواز" in terms
+
+
+def areas_of(classifier: Classifier, title: str, text: str) -> set[str]:
+    item = classifier.classify(
+        RawItem(id="itm_1", source_id="s", source_url="http://s", title=title, summary=text, fetched_at=NOW)
+    )
+    return {a.area for a in item.agreements}
+
+
+def test_cooperation_between_customs_services_links_customs(classifier: Classifier) -> None:
+    areas = areas_of(
+        classifier,
+        "Kazakh envoy calls for closer Pakistan-Kazakhstan trade links",
+        "The ambassador said there is a need to establish cooperation between the customs services of "
+        "Pakistan and Kazakhstan to remove hiccups in bilateral trade.",
+    )
+    assert "customs" in areas
+
+
+def test_a_truck_run_cleared_by_pakistan_customs_is_transit_not_customs(classifier: Classifier) -> None:
+    # Registry 2026.12-5: the organisation's name and the mechanics of a run (TIR, a border crossing)
+    # are transit trade; readers label customs for customs cooperation (an MoU, the services' work
+    # together), not for the office that cleared a truck.
+    areas = areas_of(
+        classifier,
+        "First TIR truck from Pakistan reaches Kazakhstan under the transit agreement",
+        "Pakistan Customs facilitated the NLC trucks at the border crossing at Sost before they reached "
+        "Almaty under the Quadrilateral Traffic in Transit Agreement.",
+    )
+    assert "transit-trade" in areas and "customs" not in areas
