@@ -9,7 +9,9 @@ own. Agreements at or above LINK_THRESHOLD are linked, best first; then the area
 sectors name (the registry's ``from_sectors``, unless one of the area's ``unless_areas`` is linked
 by terms) link their first agreement, scored and evidenced by the sector — only a sector whose
 score is at least FROM_SECTORS_MIN_SCORE: the judge keeps weak sectors of an item about the two
-countries, but a reader does not label an area for them; at most MAX_LINKS.
+countries, but a reader does not label an area for them; and not a sector the item has only
+because another implies it (energy from petroleum, with no energy evidence of its own); at most
+MAX_LINKS.
 
 The stage is read from the registry's stage phrases. Each stage scores where it is named most
 prominently — the title (STAGE_TITLE_WEIGHT), the lead, the first LEAD_CHARS characters
@@ -68,6 +70,10 @@ class AgreementLinker:
             if spec.from_sectors and area in self._leads
         }
         self._unless = {area: set(registry.areas[area].unless_areas) for area in self._from_sectors}
+        self._implied_by: dict[str, set[str]] = {}  # broader sector -> the sectors that imply it
+        for narrow, broader in taxonomy.implies.items():
+            for sector in broader:
+                self._implied_by.setdefault(sector, set()).add(narrow)
         for area, spec in registry.areas.items():
             if area in self._leads:  # an area without agreements links nothing
                 for phrases in spec.terms.values():
@@ -108,12 +114,17 @@ class AgreementLinker:
         # The item's sectors (the judge's) link their areas too: a reader labels every area the
         # story reports cooperation in, one mention in a list included, as the sectors do.
         by_terms = {self._areas[a] for a in linked}
+        assigned = {s.id for s in item.sector_scores}
+        own = {e.label for e in item.evidence if e.kind == "sector"}  # sectors with terms of their own
         from_sectors: dict[str, list[Evidence]] = {}
         for area, sectors in self._from_sectors.items():
             if area in by_terms or self._unless[area] & by_terms:
                 continue
             # sector_scores holds exactly the assigned sectors, each with its score.
             wanted = {s.id for s in item.sector_scores if s.id in sectors and s.score >= FROM_SECTORS_MIN_SCORE}
+            # A sector the item has only because another implies it (energy from petroleum) is
+            # the other's area's news: "MoUs on petroleum and mining" is no energy agreement.
+            wanted = {s for s in wanted if s in own or not self._implied_by.get(s, set()) & assigned}
             if wanted:
                 lead = self._leads[area]
                 from_sectors[lead] = [e for e in item.evidence if e.kind == "sector" and e.label in wanted][:2]

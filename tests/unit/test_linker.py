@@ -120,3 +120,22 @@ def test_a_truck_run_cleared_by_pakistan_customs_is_transit_not_customs(classifi
         "Almaty under the Quadrilateral Traffic in Transit Agreement.",
     )
     assert "transit-trade" in areas and "customs" not in areas
+
+
+def test_energy_implied_by_petroleum_does_not_link_the_energy_area(classifier: Classifier) -> None:
+    # Petroleum implies the energy sector, but "MoUs on petroleum and mining" report the petroleum
+    # area's agreement: a reader labels no energy agreement for it. Energy named on its own
+    # (electricity, power) still links the energy area.
+    areas = areas_of(
+        classifier,
+        "Pakistan and Kazakhstan sign MoUs on petroleum and mining",
+        "Kazakhstan and Pakistan signed memoranda on petroleum exploration, mining and geosciences.",
+    )
+    assert "petroleum-mining-geosciences" in areas and "energy" not in areas
+    areas = areas_of(
+        classifier,
+        "Pakistan and Kazakhstan sign MoUs on petroleum and electricity",
+        "Kazakhstan and Pakistan signed memoranda on petroleum exploration and on electricity supply from "
+        "hydropower plants.",
+    )
+    assert {"petroleum-mining-geosciences", "energy"} <= areas
