@@ -79,6 +79,20 @@ def test_kazakh_and_negatives(classifier: Classifier) -> None:
     assert "petroleum" not in palm.sectors and "agriculture" in palm.sectors
 
 
+def test_infrastructure_that_is_not_physical_works_built(classifier: Classifier) -> None:
+    # Taxonomy 2026.12-5: infrastructure is building or upgrading physical works. Transit
+    # infrastructure offered for use, digital or e-government infrastructure, and flood damage to
+    # infrastructure are not; road infrastructure to be improved is.
+    for text in (
+        "Pakistan offered Kazakhstan its transit infrastructure and seaport facilities for trade.",
+        "The digital infrastructure and e-government infrastructure of Kazakhstan were presented.",
+        "The floods caused immense infrastructure damage in Pakistan.",
+    ):
+        assert "infrastructure" not in classifier.classify(raw("Pakistan and Kazakhstan", text)).sectors, text
+    road = classifier.classify(raw("Pakistan and Kazakhstan", "Both agreed to improve road infrastructure."))
+    assert "infrastructure" in road.sectors
+
+
 def test_petroleum_implies_energy_and_support_terms_need_a_core_term(classifier: Classifier) -> None:
     item = classifier.classify(raw("OPEC cuts crude oil output", "Crude oil prices rose; barrels of crude."))
     assert {"petroleum", "energy"} <= set(item.sectors)
