@@ -93,6 +93,28 @@ def test_infrastructure_that_is_not_physical_works_built(classifier: Classifier)
     assert "infrastructure" in road.sectors
 
 
+def test_culture_and_education_false_friends(classifier: Classifier) -> None:
+    # Taxonomy 2026.12-5: "зерновые культуры" are grain crops; a commission's name ("... Scientific,
+    # Technical and Cultural Cooperation") and bonds a visit recalls are no activity in culture or
+    # science; military education is defence. Cultural exchanges and university MoUs still count.
+    crops = classifier.classify(raw("Казахстан и Пакистан", "Спрос на зерновые культуры растет в Пакистане."))
+    assert "culture_media" not in crops.sectors and "agriculture" in crops.sectors
+    commission = classifier.classify(
+        raw(
+            "Pakistan and Kazakhstan",
+            "The Intergovernmental Commission on Trade-Economic, Scientific, Technical and Cultural "
+            "Cooperation met in Islamabad. The two countries enjoy religious, cultural and historical bonds.",
+        )
+    )
+    assert not {"culture_media", "education_science"} & set(commission.sectors)
+    military = classifier.classify(raw("Pakistan and Kazakhstan", "They discussed defence and military education."))
+    assert "education_science" not in military.sectors and "defence_security" in military.sectors
+    real = classifier.classify(
+        raw("Pakistan and Kazakhstan", "The universities signed an MoU on education and cultural exchanges.")
+    )
+    assert {"culture_media", "education_science"} <= set(real.sectors)
+
+
 def test_petroleum_implies_energy_and_support_terms_need_a_core_term(classifier: Classifier) -> None:
     item = classifier.classify(raw("OPEC cuts crude oil output", "Crude oil prices rose; barrels of crude."))
     assert {"petroleum", "energy"} <= set(item.sectors)
