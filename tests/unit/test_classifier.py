@@ -115,6 +115,23 @@ def test_culture_and_education_false_friends(classifier: Classifier) -> None:
     assert {"culture_media", "education_science"} <= set(real.sectors)
 
 
+def test_dry_ports_and_titles_of_office(classifier: Classifier) -> None:
+    # A dry port is inland in every language (Russian, Urdu as English), and a Minister of State
+    # for Petroleum at a mining signing does not make the story petroleum.
+    for title, text in (
+        ("Казахстан и Пакистан", "Расширение сухого порта Хоргос увеличит транзит из Пакистана."),
+        ("پاکستان اور قازقستان", "تورغنڈی خشک بندرگاہ کی توسیع"),
+    ):
+        assert "maritime" not in classifier.classify(raw(title, text)).sectors, text
+    item = classifier.classify(
+        raw(
+            "Pakistan and Kazakhstan sign mining MoU",
+            "Minister of State for Petroleum Musadik Malik attended the signing of the mining MoU.",
+        )
+    )
+    assert "mining" in item.sectors and "petroleum" not in item.sectors
+
+
 def test_petroleum_implies_energy_and_support_terms_need_a_core_term(classifier: Classifier) -> None:
     item = classifier.classify(raw("OPEC cuts crude oil output", "Crude oil prices rose; barrels of crude."))
     assert {"petroleum", "energy"} <= set(item.sectors)
