@@ -139,3 +139,31 @@ def test_energy_implied_by_petroleum_does_not_link_the_energy_area(classifier: C
         "hydropower plants.",
     )
     assert {"petroleum-mining-geosciences", "energy"} <= areas
+
+
+@pytest.mark.parametrize(
+    ("title", "text", "term"),
+    [
+        (
+            "Pakistan and Kazakhstan railway MoU to be signed during the visit",
+            "The railway cooperation MoU between Pakistan and Kazakhstan will be signed in February.",
+            "to be signed",
+        ),
+        (
+            "Қазақстан мен Пәкістан теміржол құжаты",
+            "Қазақстан мен Пәкістан арасындағы теміржол құжатына ақпан айында қол қойылады деп күтілуде.",
+            "қол қойылады",
+        ),
+        (
+            "Direct flights between Pakistan and Kazakhstan",
+            "Direct flights from Pakistan to Kazakhstan would be launched in June.",
+            "would be launched",
+        ),
+    ],
+    ids=["en-signing-to-come", "kk-signing-to-come", "en-launch-to-come"],
+)
+def test_a_signing_or_launch_to_come_is_planning(classifier: Classifier, title: str, text: str, term: str) -> None:
+    # "signed" inside "to be signed" and "launched" inside "would be launched" do not count: the
+    # longer phrase of another stage says what the item reports.
+    stage, terms = stage_of(classifier, title, text)
+    assert stage == "planning" and term in terms
