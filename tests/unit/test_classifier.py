@@ -130,6 +130,15 @@ def test_dry_ports_and_titles_of_office(classifier: Classifier) -> None:
         )
     )
     assert "mining" in item.sectors and "petroleum" not in item.sectors
+    # The same for a minister of transport accompanying a delegation, and "local customs" (traditions).
+    item = classifier.classify(
+        raw(
+            "Pakistan and Kazakhstan sign defence MoU",
+            "The deputy prime minister was accompanied by the minister of transport. Prisoners "
+            "do not know the language and local customs.",
+        )
+    )
+    assert not {"transport", "trade_investment"} & set(item.sectors)
 
 
 def test_petroleum_implies_energy_and_support_terms_need_a_core_term(classifier: Classifier) -> None:
