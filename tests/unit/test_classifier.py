@@ -141,6 +141,15 @@ def test_dry_ports_and_titles_of_office(classifier: Classifier) -> None:
     assert not {"transport", "trade_investment"} & set(item.sectors)
 
 
+def test_investment_in_russian_and_kazakh_is_trade_investment(classifier: Classifier) -> None:
+    # "инвестиц" (Russian and Kazakh) is a core term like Urdu "سرمایہ کاری": the English
+    # "investment" stays a support term only because Reuters' "trade" topic does not cover it.
+    item = classifier.classify(
+        raw("Казахстан и Пакистан", "Казахстан намерен направить инвестиции в строительство железной дороги.")
+    )
+    assert "trade_investment" in item.sectors
+
+
 def test_petroleum_implies_energy_and_support_terms_need_a_core_term(classifier: Classifier) -> None:
     item = classifier.classify(raw("OPEC cuts crude oil output", "Crude oil prices rose; barrels of crude."))
     assert {"petroleum", "energy"} <= set(item.sectors)
