@@ -150,6 +150,17 @@ def test_investment_in_russian_and_kazakh_is_trade_investment(classifier: Classi
     assert "trade_investment" in item.sectors
 
 
+def test_gas_pipelines_are_petroleum_and_sea_access_is_maritime(classifier: Classifier) -> None:
+    # Natural gas is petroleum (Russian "газопровод" was already; English "gas pipeline" only made
+    # energy), and sea access for Kazakhstan is maritime in its inflected Russian forms too.
+    tapi = classifier.classify(raw("Kazakhstan to join TAPI gas pipeline project", "Pakistan welcomed the move."))
+    assert {"petroleum", "energy"} <= set(tapi.sectors)
+    sea = classifier.classify(
+        raw("Казахстан построит железную дорогу к Индийскому океану", "Это даст Казахстану выход к морям.")
+    )
+    assert "maritime" in sea.sectors
+
+
 def test_petroleum_implies_energy_and_support_terms_need_a_core_term(classifier: Classifier) -> None:
     item = classifier.classify(raw("OPEC cuts crude oil output", "Crude oil prices rose; barrels of crude."))
     assert {"petroleum", "energy"} <= set(item.sectors)
