@@ -161,6 +161,15 @@ def test_gas_pipelines_are_petroleum_and_sea_access_is_maritime(classifier: Clas
     assert "maritime" in sea.sectors
 
 
+def test_spelling_variants_of_existing_terms(classifier: Classifier) -> None:
+    # "people to people" is "people-to-people" unhyphenated; Urdu "امن دستے/دستوں" (peacekeeping
+    # troops) is what "امن فوج" says.
+    item = classifier.classify(raw("Pakistan and Kazakhstan", "Both stressed people to people contacts."))
+    assert "culture_media" in item.sectors
+    urdu = classifier.classify(raw("پاکستان اور قازقستان", "اقوام متحدہ کے امن دستوں میں تعاون"))
+    assert "defence_security" in urdu.sectors
+
+
 def test_petroleum_implies_energy_and_support_terms_need_a_core_term(classifier: Classifier) -> None:
     item = classifier.classify(raw("OPEC cuts crude oil output", "Crude oil prices rose; barrels of crude."))
     assert {"petroleum", "energy"} <= set(item.sectors)
