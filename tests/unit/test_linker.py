@@ -10,7 +10,7 @@ import pytest
 from services.classifier.agreements import load_registry
 from services.classifier.classify import Classifier
 from services.classifier.taxonomy import load_taxonomy
-from shared.models import RawItem
+from shared.models import ClassifiedItem, RawItem
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
 
@@ -20,10 +20,14 @@ def classifier() -> Classifier:
     return Classifier(load_taxonomy(), load_registry())
 
 
-def stage_of(classifier: Classifier, title: str, text: str = "") -> tuple[str | None, list[str]]:
-    item = classifier.classify(
+def classify(classifier: Classifier, title: str, text: str) -> ClassifiedItem:
+    return classifier.classify(
         RawItem(id="itm_1", source_id="s", source_url="http://s", title=title, summary=text, fetched_at=NOW)
     )
+
+
+def stage_of(classifier: Classifier, title: str, text: str = "") -> tuple[str | None, list[str]]:
+    item = classify(classifier, title, text)
     assert item.agreements, "the item is about both countries and an agreement area"
     return item.stage, [e.term for e in item.evidence if e.kind == "stage"]
 
@@ -93,10 +97,7 @@ def test_an_inaugural_flight_is_underway(classifier: Classifier) -> None:
 
 
 def areas_of(classifier: Classifier, title: str, text: str) -> set[str]:
-    item = classifier.classify(
-        RawItem(id="itm_1", source_id="s", source_url="http://s", title=title, summary=text, fetched_at=NOW)
-    )
-    return {a.area for a in item.agreements}
+    return {a.area for a in classify(classifier, title, text).agreements}
 
 
 def test_cooperation_between_customs_services_links_customs(classifier: Classifier) -> None:
