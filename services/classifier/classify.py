@@ -22,7 +22,7 @@ subjects by that rule.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from services.classifier.agreements import Registry
@@ -77,7 +77,8 @@ class Classifier:
         for sector, spec in taxonomy.sectors.items():
             terms += [Term.of(t, _Meaning("sector", sector, w)) for t, w in spec.terms.items()]
             terms += [Term.of(t, _Meaning("support", sector, w)) for t, w in spec.support.items()]
-            terms += [Term(n, _Meaning("negative", sector, 0.0), Term.of(n, None).stem, False) for n in spec.negative]
+            # A negative phrase cancels whatever starts inside it, acronym or not: never case-exact.
+            terms += [replace(Term.of(n, _Meaning("negative", sector, 0.0)), exact_case=False) for n in spec.negative]
         for country, names in taxonomy.countries.items():
             terms += [Term.of(n, _Meaning("country", country, 1.0)) for n in names]
         self._matcher = TermMatcher(terms)

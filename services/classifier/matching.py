@@ -5,6 +5,10 @@ Matching rules, by script of the term:
   all-capital acronyms (AI, APP, KTZ) match only in capitals.
 - Cyrillic and Arabic script (Russian, Kazakh, Uzbek, Urdu): the term is a stem that must start a
   word and may be followed by an inflection (нефт → нефть, нефтяной; پاکستان → پاکستانی).
+- A Latin term written with a final ``*`` is a stem the same way, for the inflecting languages
+  written in Latin script (Turkish ``demiryol*`` → demiryolu, demiryolları; Polish ``Kazachstan*``
+  → Kazachstanu); the ``*`` is not part of the term.
+- Chinese and Japanese (Han, kana): written without spaces, so the term matches anywhere.
 
 Shared by the sector classifier and the agreement linker: each gives its terms with a payload
 (what the term stands for) and reads back the hits.
@@ -25,6 +29,11 @@ P = TypeVar("P")
 
 def is_stem_script(term: str) -> bool:
     return any("\u0400" <= ch <= "\u04ff" or "\u0600" <= ch <= "\u06ff" for ch in term)
+
+
+def is_unspaced_script(term: str) -> bool:
+    """Han or kana: scripts written without spaces between words."""
+    return any("\u3040" <= ch <= "\u30ff" or "\u3400" <= ch <= "\u4dbf" or "\u4e00" <= ch <= "\u9fff" for ch in term)
 
 
 def lower(text: str) -> str:
@@ -64,12 +73,17 @@ class Term(Generic[P]):
 
     term: str
     payload: P
-    stem: bool  # may be followed by more letters (Cyrillic, Arabic script)
+    stem: bool  # may be followed by more letters (Cyrillic, Arabic script, a Latin "…*")
     exact_case: bool  # acronyms
+    anywhere: bool = False  # no word boundaries to respect (Han, kana)
 
     @classmethod
     def of(cls, term: str, payload: P) -> Term[P]:
-        return cls(term, payload, is_stem_script(term), term.isupper() and len(term) <= 5)
+        """The term as written in a taxonomy or registry: a final ``*`` marks a stem."""
+        if len(term) > 1 and term.endswith("*"):
+            return cls(term[:-1], payload, True, False, is_unspaced_script(term))
+        unspaced = is_unspaced_script(term)
+        return cls(term, payload, is_stem_script(term) or unspaced, term.isupper() and len(term) <= 5, unspaced)
 
 
 @dataclass(frozen=True)
@@ -108,9 +122,10 @@ class TermMatcher(Generic[P]):
         n = len(text)
         for last, (length, group) in self._automaton.iter(lowered):
             start, end = last - length + 1, last + 1
-            if start > 0 and lowered[start - 1].isalnum():
-                continue  # not at a word start
+            at_word_start = start == 0 or not lowered[start - 1].isalnum()
             for term in group:
+                if not (at_word_start or term.anywhere):
+                    continue
                 if not term.stem and end < n and lowered[end].isalnum():
                     tail = lowered[end : end + 3]
                     plural = (tail[:1] == "s" and not tail[1:2].isalnum()) or (
