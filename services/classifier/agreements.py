@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
 from shared.datafiles import load_json_model
 from shared.models import AREAS, PROGRESS, Area, Stage
 
-Language = Literal["en", "ru", "kk", "ur", "uz", "hi", "ar"]
+Language = Literal["en", "ru", "kk", "ur", "uz", "hi", "ar", "fa", "ps", "tr", "zh", "ky", "de", "it", "pl"]
 
 
 class SourceRef(BaseModel):

@@ -3,8 +3,10 @@
 Matching rules, by script of the term:
 - Latin: case-insensitive, whole words; an English plural ending (-s, -es) still matches. Short
   all-capital acronyms (AI, APP, KTZ) match only in capitals.
-- Cyrillic and Arabic script (Russian, Kazakh, Uzbek, Urdu): the term is a stem that must start a
-  word and may be followed by an inflection (нефт → нефть, нефтяной; پاکستان → پاکستانی).
+- Cyrillic, Arabic script and Devanagari (Russian, Kazakh, Uzbek, Urdu, Persian, Hindi): the term
+  is a stem that must start a word and may be followed by an inflection (нефт → нефть, нефтяной;
+  پاکستان → پاکستانی; किसान → किसानों). Combining marks (Devanagari vowel signs, the virama) are
+  part of a word: रक्षा does not start inside सुरक्षा.
 - A Latin term written with a final ``*`` is a stem the same way, for the inflecting languages
   written in Latin script (Turkish ``demiryol*`` → demiryolu, demiryolları; Polish ``Kazachstan*``
   → Kazachstanu); the ``*`` is not part of the term.
@@ -16,6 +18,7 @@ Shared by the sector classifier and the agreement linker: each gives its terms w
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -24,11 +27,19 @@ import ahocorasick
 
 SENTENCE_RADIUS = 120
 _ENDS = (".", "!", "?", "؟", "۔", "।")
+_FOLD = str.maketrans({"İ": "i", "ʻ": "'", "ʼ": "'", "‘": "'", "’": "'"})
 P = TypeVar("P")
 
 
 def is_stem_script(term: str) -> bool:
-    return any("\u0400" <= ch <= "\u04ff" or "\u0600" <= ch <= "\u06ff" for ch in term)
+    """Cyrillic, Arabic script and Devanagari: inflected languages whose terms are stems."""
+    return any("\u0400" <= ch <= "\u04ff" or "\u0600" <= ch <= "\u06ff" or "\u0900" <= ch <= "\u097f" for ch in term)
+
+
+def _in_word(ch: str) -> bool:
+    """A letter, digit or combining mark: Devanagari vowel signs and the virama, Arabic
+    vowel marks are inside a word, not breaks between words."""
+    return ch.isalnum() or unicodedata.category(ch).startswith("M")
 
 
 def is_unspaced_script(term: str) -> bool:
@@ -37,10 +48,15 @@ def is_unspaced_script(term: str) -> bool:
 
 
 def lower(text: str) -> str:
+    """Lowercased, keeping every offset: Turkish "İ" becomes a plain "i" (Python lowers it to two
+    characters), so "İslamabad" and "KAZAKİSTAN" match their terms; the typographic apostrophes
+    Uzbek writes its letters oʻ, gʻ with (ʻ ʼ ‘ ’) become "'", so "Qozogʻiston" matches
+    "Qozog'iston"."""
+    text = text.translate(_FOLD)
     lowered = text.lower()
     if len(lowered) == len(text):
         return lowered
-    # A few characters change length when lowered (İ); keep offsets aligned with the original.
+    # A few other characters change length when lowered; keep offsets aligned with the original.
     return "".join(c if len(c.lower()) != 1 else c.lower() for c in text)
 
 
@@ -122,11 +138,11 @@ class TermMatcher(Generic[P]):
         n = len(text)
         for last, (length, group) in self._automaton.iter(lowered):
             start, end = last - length + 1, last + 1
-            at_word_start = start == 0 or not lowered[start - 1].isalnum()
+            at_word_start = start == 0 or not _in_word(lowered[start - 1])
             for term in group:
                 if not (at_word_start or term.anywhere):
                     continue
-                if not term.stem and end < n and lowered[end].isalnum():
+                if not term.stem and end < n and _in_word(lowered[end]):
                     tail = lowered[end : end + 3]
                     plural = (tail[:1] == "s" and not tail[1:2].isalnum()) or (
                         tail[:2] == "es" and not tail[2:3].isalnum()

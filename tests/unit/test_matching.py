@@ -65,3 +65,21 @@ def test_han_terms_match_anywhere(text: str, expected: list[str]) -> None:
 
 def test_acronyms_are_case_exact() -> None:
     assert found(["KTZ"], "KTZ and ktz") == ["KTZ"]
+
+
+def test_turkish_dotted_capital_i_matches_a_lowercase_term() -> None:
+    assert found(["islamabad", "kazakistan"], "İslamabad'da KAZAKİSTAN heyeti") == ["islamabad", "kazakistan"]
+    hit = TermMatcher([Term.of("kazakistan", 1)]).hits("İİ Kazakistan", False)[0]
+    assert (hit.start, hit.end) == (3, 13)  # offsets still point into the original text
+
+
+def test_uzbek_apostrophe_letters_match_in_any_typography() -> None:
+    for text in ("Qozog'iston", "Qozogʻiston", "Qozog‘iston", "Qozog’iston"):
+        assert found(["Qozog'iston"], text) == ["Qozog'iston"], text
+
+
+def test_devanagari_terms_are_stems_and_vowel_signs_are_inside_words() -> None:
+    assert found(["किसान"], "किसानों की आय") == ["किसान"]  # an inflection follows
+    assert found(["रक्षा"], "रक्षा सहयोग") == ["रक्षा"]
+    assert found(["रक्षा"], "सुरक्षा सहयोग") == []  # सु + रक्षा: a vowel sign is no word break
+    assert found(["रेल"], "ऑस्ट्रेलिया") == []
