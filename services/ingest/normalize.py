@@ -49,7 +49,26 @@ def story_keys(title: str, summary: str) -> list[str]:
 class LanguageDetector:
     """ISO 639-1 language of a text (py3langid), restricted to languages this mission meets."""
 
-    LANGUAGES = ("en", "ru", "kk", "ur", "uz", "hi", "zh", "ar", "fa", "tr", "ky", "tg", "ps", "de", "fr", "es")
+    LANGUAGES = (
+        "en",
+        "ru",
+        "kk",
+        "ur",
+        "uz",
+        "hi",
+        "zh",
+        "ar",
+        "fa",
+        "tr",
+        "ky",
+        "tg",
+        "ps",
+        "de",
+        "it",
+        "pl",
+        "fr",
+        "es",
+    )
     MIN_CHARS = 20
 
     def __init__(self) -> None:

@@ -206,3 +206,73 @@ def test_operator_taxonomy_file_is_used_by_the_runtime(tmp_path: Path) -> None:
     assert runtime.taxonomy.version == "ops-1"
     item = Classifier(runtime.taxonomy).classify(raw("Kazakhstan hydrogen plant", "Kazakhstan hydrogen"))
     assert "energy" in item.sectors and item.classifier_version == "keywords/ops-1"
+
+
+@pytest.mark.parametrize(
+    ("title", "summary", "sectors"),
+    [
+        (  # Turkish: stems take the suffixes (demiryolu, lojistik), "İslamabad" with a dotted capital
+            "Kazakistan ve Pakistan demiryolu hattı için anlaşma imzaladı",
+            "Kazakistan Cumhurbaşkanı Tokayev İslamabad'da demiryolu ve lojistik işbirliğini görüştü. "
+            "Taraflar ticaret hacmini artırmayı kararlaştırdı.",
+            {"transport", "trade_investment"},
+        ),
+        (  # Chinese: no spaces between words
+            "哈萨克斯坦与巴基斯坦签署铁路合作协议",
+            "托卡耶夫总统访问伊斯兰堡期间，两国签署了铁路和物流合作协议，并同意扩大双边贸易。",
+            {"transport", "trade_investment"},
+        ),
+        (  # Polish: case endings (Kazachstanem, kolejowego)
+            "Kazachstan i Pakistan podpisały umowę o współpracy kolejowej",
+            "Prezydent Tokajew w Islamabadzie omówił rozwój transportu kolejowego i handlu między "
+            "Kazachstanem a Pakistanem.",
+            {"transport", "trade_investment"},
+        ),
+        (  # Hindi
+            "पाकिस्तान और कजाकिस्तान के बीच रेलवे समझौता",
+            "दोनों देशों ने रेलवे और व्यापार सहयोग बढ़ाने पर सहमति जताई।",
+            {"transport", "trade_investment"},
+        ),
+        (  # Persian
+            "همکاری قزاقستان و پاکستان در حمل و نقل ریلی",
+            "رئیس جمهور قزاقستان در اسلام‌آباد درباره راه آهن و تجارت دوجانبه گفتگو کرد.",
+            {"transport", "trade_investment"},
+        ),
+    ],
+)
+def test_sectors_and_countries_in_more_languages(
+    classifier: Classifier, title: str, summary: str, sectors: set[str]
+) -> None:
+    """Taxonomy 2026.12-6: sector and country terms in Turkish, Chinese, Persian, Pashto, Hindi,
+    Uzbek, Kyrgyz, German, Italian and Polish (before it, these items had no sector at all)."""
+    item = classifier.classify(raw(title, summary))
+    assert sectors <= set(item.sectors)
+    assert item.countries == ["PK", "KZ"] and item.bilateral
+
+
+@pytest.mark.parametrize(
+    ("title", "summary", "sector", "expected"),
+    [
+        # Turkish "altında" (under) is not "altın" (gold): gold is a whole word, not a stem.
+        ("Kazakistan heyeti köprünün altında toplandı", "Kazakistan heyeti köprünün altında bekledi.", "mining", False),
+        (
+            "Kazakistan'da altın madeni açıldı",
+            "Kazakistan yeni altın madeni ile altın üretimini artırdı.",
+            "mining",
+            True,
+        ),
+        # Chinese 港口 (port) inside 香港口岸 (a Hong Kong border crossing) is no seaport.
+        ("香港口岸恢复通关", "香港口岸今日恢复通关，旅客经香港口岸往来。", "maritime", False),
+        ("瓜达尔港口扩建", "瓜达尔港口的集装箱吞吐量增长，港口航运繁忙。", "maritime", True),
+        # Hindi रक्षा (defence) does not start inside सुरक्षा (safety, security).
+        ("पाकिस्तान में सुरक्षा कड़ी", "पुलिस ने सुरक्षा बढ़ाई।", "defence_security", False),
+        ("पाकिस्तान और कजाकिस्तान रक्षा सहयोग", "दोनों देशों ने रक्षा सहयोग बढ़ाया।", "defence_security", True),
+        # Persian "کسانی که" (those who) is not Urdu "کسان" (farmers).
+        ("کسانی که در پاکستان زندگی می کنند", "کسانی که به قزاقستان سفر کردند", "agriculture", False),
+        ("کسانوں کے لیے گندم", "پاکستان میں کسانوں نے گندم کی فصل کاشت کی۔", "agriculture", True),
+    ],
+)
+def test_false_friends_of_the_new_languages(
+    classifier: Classifier, title: str, summary: str, sector: str, expected: bool
+) -> None:
+    assert (sector in classifier.classify(raw(title, summary)).sectors) is expected
