@@ -52,7 +52,8 @@ def lower(text: str) -> str:
     characters), so "İslamabad" and "KAZAKİSTAN" match their terms; the typographic apostrophes
     Uzbek writes its letters oʻ, gʻ with (ʻ ʼ ‘ ’) become "'", so "Qozogʻiston" matches
     "Qozog'iston"."""
-    text = text.translate(_FOLD)
+    if not text.isascii():  # news in English: nothing to fold, skip the copy
+        text = text.translate(_FOLD)
     lowered = text.lower()
     if len(lowered) == len(text):
         return lowered
