@@ -170,6 +170,15 @@ def test_spelling_variants_of_existing_terms(classifier: Classifier) -> None:
     assert "defence_security" in urdu.sectors
 
 
+def test_buses_are_road_transport(classifier: Classifier) -> None:
+    """The business forum's 600 electric buses: the guide's transport covers road (2026.12-6)."""
+    for title, text in (
+        ("Pakistan to buy 600 electric buses from Kazakhstan", "Kazakhstan will supply e-buses to Karachi."),
+        ("Пәкістан Қазақстаннан 600 электр автобус сатып алады", "Қазақстан Пәкістанға автобус жеткізеді."),
+    ):
+        assert "transport" in classifier.classify(raw(title, text)).sectors, title
+
+
 def test_petroleum_implies_energy_and_support_terms_need_a_core_term(classifier: Classifier) -> None:
     item = classifier.classify(raw("OPEC cuts crude oil output", "Crude oil prices rose; barrels of crude."))
     assert {"petroleum", "energy"} <= set(item.sectors)
