@@ -11,9 +11,11 @@ catches the regression and three make a fluke impossible."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import random
 import uuid
+import warnings
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -68,6 +70,20 @@ async def _write_until_killed(
     return acknowledged
 
 
+def _collect_the_monitors_socket() -> None:
+    """Collect, here, a socket pymongo (4.20) leaks when the store was killed.
+
+    ``client.close()`` cancels the server monitor; when it is cancelled while reconnecting to the
+    dead store, ``pool_shared._async_create_connection`` leaves the new socket open (it closes it
+    on OSError and TimeoutError, not on CancelledError; traced with tracemalloc: once in 38
+    rounds). The socket's finalizer closes the descriptor, so nothing leaks for long, but its
+    ResourceWarning surfaced in whichever test the garbage collector next ran in
+    (test_agreements.py in CI). Only this test kills the store under a client."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
+
+
 async def _present(fault_store: FaultStore, database: str, subscription_id: str) -> set[str]:
     """The ids of the subscription's deliveries the store has now (one query)."""
     store = MongoStore(fault_store.uri, database)
@@ -84,6 +100,7 @@ def test_acknowledged_writes_survive_kill_9(fault_store: FaultStore) -> None:
     for round_ in range(ROUNDS):
         subscription_id = f"sub_durable_{round_}"
         acknowledged = asyncio.run(_write_until_killed(fault_store, database, subscription_id, rng.uniform(0.3, 1.0)))
+        _collect_the_monitors_socket()
         fault_store.start()
         assert 20 < len(acknowledged) < MAX_SCAN, (
             f"{len(acknowledged)} writes before the kill: too few, or more than one query reads back"
