@@ -21,16 +21,26 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Protocol
+from dataclasses import dataclass
+from typing import Protocol
 
 from shared.envelope import DeadLetter, Envelope
-
-if TYPE_CHECKING:
-    from shared.bus.loop import LoopLimits
 
 Handler = Callable[[Envelope], Awaitable[None]]
 
 MAX_DEADLETTER_ORIGINAL_CHARS = 64_000
+
+
+@dataclass(frozen=True)
+class LoopLimits:
+    """The bounds of one consume loop."""
+
+    concurrency: int = 8  # records in work at once (across keys)
+    max_buffered: int = 500  # records fetched and not finished; beyond it partitions are paused
+    batch: int = 100  # records per poll
+    poll_timeout_s: float = 0.5
+    commit_interval_s: float = 1.0
+    drain_deadline_s: float = 10.0
 
 
 class Bus(Protocol):

@@ -28,9 +28,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError, for_code
 
-from shared.bus.base import Handler, dead_letter_for
+from shared.bus.base import Handler, LoopLimits, dead_letter_for
 from shared.bus.kafka_pacing import pace_metadata_refresh
-from shared.bus.loop import ConsumeLoop, LoopLimits, OnRevoked
+from shared.bus.loop import ConsumeLoop, OnRevoked
 from shared.bus.steps import Partition, Record
 from shared.envelope import MAX_MESSAGE_BYTES, TOPIC_DEADLETTER, Envelope
 from shared.errors import BusUnavailable

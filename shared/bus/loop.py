@@ -28,10 +28,9 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Collection
-from dataclasses import dataclass
 from typing import Protocol
 
-from shared.bus.base import Handler
+from shared.bus.base import Handler, LoopLimits
 from shared.bus.steps import DeadLetterSink, KeyedRunner, OffsetTracker, Partition, Record, RunTask
 from shared.errors import Unavailable
 from shared.outage import Backoff, OutageLog, sleep_or_stop
@@ -62,18 +61,6 @@ class ConsumerBackend(Protocol):
 
     async def close(self) -> None:
         """Leave the group and close the client."""
-
-
-@dataclass(frozen=True)
-class LoopLimits:
-    """The bounds of one consume loop."""
-
-    concurrency: int = 8  # records in work at once (across keys)
-    max_buffered: int = 500  # records fetched and not finished; beyond it partitions are paused
-    batch: int = 100  # records per poll
-    poll_timeout_s: float = 0.5
-    commit_interval_s: float = 1.0
-    drain_deadline_s: float = 10.0
 
 
 class ConsumeLoop:

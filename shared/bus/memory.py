@@ -18,8 +18,8 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from shared.bus.base import Handler, dead_letter_for
-from shared.bus.loop import ConsumeLoop, LoopLimits, OnRevoked
+from shared.bus.base import Handler, LoopLimits, dead_letter_for
+from shared.bus.loop import ConsumeLoop, OnRevoked
 from shared.bus.steps import Partition, Record
 from shared.envelope import TOPIC_DEADLETTER, Envelope
 

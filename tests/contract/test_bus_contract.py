@@ -10,8 +10,8 @@ import pytest
 from pydantic import BaseModel
 
 from shared.bus import Bus
+from shared.bus.base import LoopLimits
 from shared.bus.kafka import KafkaBus
-from shared.bus.loop import LoopLimits
 from shared.bus.memory import MemoryBus
 from shared.envelope import DeadLetter, Envelope
 from shared.errors import PoisonMessage, StoreUnavailable

@@ -8,7 +8,8 @@ from collections.abc import Collection
 import pytest
 from pydantic import BaseModel
 
-from shared.bus.loop import ConsumeLoop, LoopLimits, OnRevoked
+from shared.bus.base import LoopLimits
+from shared.bus.loop import ConsumeLoop, OnRevoked
 from shared.bus.steps import Partition, Record
 from shared.envelope import Envelope
 from shared.errors import StoreUnavailable
