@@ -199,13 +199,21 @@ class SectorScore(BaseModel):
     terms: list[str]
 
 
+LinkVia = Literal["agreement", "area", "sectors"]
+
+
 class AgreementLink(BaseModel):
-    """An agreement the item reports on, with its score and the matched terms."""
+    """An agreement the item reports on, with its score, the matched terms, and how it was linked
+    (``via``): by the agreement's own terms; by its area's terms (news about the area that names no
+    one agreement links the area's lead agreement, the registry's ``lead``); or by the item's
+    sectors (the registry's ``from_sectors``, ``terms`` then empty). Only ``agreement`` says that
+    the item names this very agreement; the other two say it reports on the agreement's area."""
 
     id: str
     area: Area
     score: float
     terms: list[str]
+    via: LinkVia = "agreement"
 
 
 class Evidence(BaseModel):

@@ -146,6 +146,8 @@ async def test_an_agreement_moves_is_announced_once_and_stalls_are_announced(
             assert planning["supported"] and planning["both_countries"] and not planning["official"], planning
             assert {s["name"] for s in planning["sources"]} == {"Dawn", "Kazinform"}
             assert [t["id"] for t in detail["timeline"]] == ["itm_4", "itm_3", "itm_2", "itm_1"]
+            # Each names the railways' own parties (Pakistan Railways, KTZ): not area-level news.
+            assert {t["via"] for t in detail["timeline"]} == {"agreement"}
             kinds = {e["kind"] for e in detail["events"]}
             assert {"agreement.stage_changed", "agreement.setback"} <= kinds
             assert detail["commits_to"] and detail["registry_sources"]

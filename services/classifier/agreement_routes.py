@@ -14,12 +14,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Query, Response
 from icalendar import Calendar
 from icalendar import Event as CalendarEvent
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from services.classifier.agreements import Registry, SourceRef
 from services.classifier.tracker import AgreementState
 from services.classifier.watch import AgreementWatch
-from shared.models import AgreementEvent, Area, Country, Stage
+from shared.models import AgreementEvent, Area, Country, LinkVia, Stage
 from shared.store import EventQuery, Store
 from shared.store.base import MAX_PAGE
 
@@ -77,6 +77,10 @@ class TimelineItem(BaseModel):
     source_name: str | None
     stage: Stage | None
     at: datetime
+    via: LinkVia = Field(
+        default="agreement",
+        description="how the item was linked: it names this agreement, or it reports on its area (area, sectors)",
+    )
 
 
 class AgreementDetail(AgreementOut):
@@ -225,6 +229,7 @@ def build_router(
                     source_name=source(i.source_id).name,
                     stage=i.stage,
                     at=i.sort_at,
+                    via=next((link.via for link in i.agreements if link.id == agreement_id), "agreement"),
                 )
                 for i in items
             ],

@@ -55,7 +55,8 @@ class Agreement(BaseModel):
 
 class AreaSpec(BaseModel):
     """An area: its label, and phrases that name its subject without naming one agreement (an
-    item matching them is linked to the area's first agreement in the file, its broadest)."""
+    item matching them, or one of ``from_sectors``, is linked to the area's ``lead`` agreement,
+    with ``via`` saying so)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -68,6 +69,11 @@ class AreaSpec(BaseModel):
         default_factory=list, description="…unless one of these areas is linked by its own terms"
     )
     terms: dict[Language, list[str]] = Field(default_factory=dict)
+    lead: str | None = Field(
+        default=None,
+        description="the agreement that news about the area as a whole links to (its umbrella); "
+        "default: the area's first agreement in the file",
+    )
 
 
 class Registry(BaseModel):
@@ -93,17 +99,24 @@ class Registry(BaseModel):
         repeated = sorted({i for i in ids if ids.count(i) > 1})
         if repeated:
             raise ValueError(f"agreement ids must be unique: {repeated}")
+        area_of = {a.id: a.area for a in self.agreements}
+        wrong = sorted(
+            f"{area}: {spec.lead}" for area, spec in self.areas.items() if spec.lead and area_of.get(spec.lead) != area
+        )
+        if wrong:
+            raise ValueError(f"an area's lead must be one of its agreements: {wrong}")
         return self
 
     def by_id(self) -> dict[str, Agreement]:
         return {a.id: a for a in self.agreements}
 
     def leads(self) -> dict[Area, str]:
-        """Each area's first agreement in the file (its broadest), which area-level mentions link to."""
+        """Each area's lead agreement (its ``lead``, else its first in the file), which news
+        about the area as a whole links to; areas without agreements have none."""
         leads: dict[Area, str] = {}
         for agreement in self.agreements:
             leads.setdefault(agreement.area, agreement.id)
-        return leads
+        return leads | {area: spec.lead for area, spec in self.areas.items() if spec.lead}
 
 
 def load_registry(path: Path | None = None) -> Registry:

@@ -4,14 +4,14 @@ An item is linked only when it concerns both countries: both are among its count
 and the other is named in it at least once (a corridor story naming Pakistan as its end). Each
 agreement's score is the sum of its distinct matched terms (a term in the title counts
 TITLE_BOOST times); so is each area's, from the area's own terms, and an area at or above the
-AREA_THRESHOLD links its first agreement (its broadest) unless one of its agreements scored on its
-own. Agreements at or above LINK_THRESHOLD are linked, best first; then the areas the item's
-sectors name (the registry's ``from_sectors``, unless one of the area's ``unless_areas`` is linked
-by terms) link their first agreement, scored and evidenced by the sector — only a sector whose
-score is at least FROM_SECTORS_MIN_SCORE: the judge keeps weak sectors of an item about the two
-countries, but a reader does not label an area for them; and not a sector the item has only
-because another implies it (energy from petroleum, with no energy evidence of its own); at most
-MAX_LINKS.
+AREA_THRESHOLD links its lead agreement (the registry's ``lead``; the link's ``via`` is "area")
+unless one of its agreements scored on its own. Agreements at or above LINK_THRESHOLD are
+linked, best first; then the areas the item's sectors name (the registry's ``from_sectors``,
+unless one of the area's ``unless_areas`` is linked by terms) link their lead agreement (``via``
+"sectors"), scored and evidenced by the sector — only a sector whose score is at least
+FROM_SECTORS_MIN_SCORE: the judge keeps weak sectors of an item about the two countries, but a
+reader does not label an area for them; and not a sector the item has only because another
+implies it (energy from petroleum, with no energy evidence of its own); at most MAX_LINKS.
 
 The stage is read from the registry's stage phrases. Each stage scores where it is named most
 prominently — the title (STAGE_TITLE_WEIGHT), the lead, the first LEAD_CHARS characters
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from services.classifier.agreements import Registry
 from services.classifier.matching import Hit, Term, TermMatcher
 from services.classifier.taxonomy import Taxonomy
-from shared.models import PROGRESS, AgreementLink, ClassifiedItem, Country, Evidence, Stage
+from shared.models import PROGRESS, AgreementLink, ClassifiedItem, Country, Evidence, LinkVia, Stage
 
 LINK_THRESHOLD = 1.0
 AREA_THRESHOLD = 1.5  # area terms are broader: two of them, or one in the title plus one more
@@ -118,12 +118,14 @@ class AgreementLinker:
             if all(h.term.term != hit.term.term for h in terms):
                 terms.append(hit)
                 table[cue.label] = table.get(cue.label, 0.0) + (TITLE_BOOST if hit.in_title else 1.0)
+        via: dict[str, LinkVia] = {}  # links not made by the agreement's own terms
         for area, score in area_scores.items():
             lead = self._leads[area]  # type: ignore[index]
             has_own = any(self._areas[a] == area and s >= LINK_THRESHOLD for a, s in scores.items())
             if score >= AREA_THRESHOLD and not has_own:
                 scores[lead] = max(scores.get(lead, 0.0), score)
                 matched[lead] = [*matched.get(lead, []), *area_hits[area]]
+                via[lead] = "area"
         linked = sorted((a for a, s in scores.items() if s >= LINK_THRESHOLD), key=lambda a: (-scores[a], a))
         # The item's sectors (the judge's) link their areas too: a reader labels every area the
         # story reports cooperation in, one mention in a list included, as the sectors do.
@@ -144,6 +146,7 @@ class AgreementLinker:
                 from_sectors[lead] = [e for e in item.evidence if e.kind == "sector" and e.label in wanted][:2]
                 scores[lead] = max((s.score for s in item.sector_scores if s.id in wanted), default=0.0)
                 matched.setdefault(lead, [])
+                via[lead] = "sectors"
         linked = (linked + sorted(from_sectors, key=lambda a: (-scores[a], a)))[:MAX_LINKS]
         if not linked:
             return item.model_copy(update={"agreements": [], "stage": None})
@@ -160,7 +163,13 @@ class AgreementLinker:
         if stage_hit is not None:
             evidence.append(Evidence(kind="stage", label=stage, term=stage_hit.term.term, snippet=stage_hit.snippet))
         links = [
-            AgreementLink(id=a, area=self._areas[a], score=round(scores[a], 3), terms=[h.term.term for h in matched[a]])
+            AgreementLink(
+                id=a,
+                area=self._areas[a],
+                score=round(scores[a], 3),
+                terms=[h.term.term for h in matched[a]],
+                via=via.get(a, "agreement"),
+            )
             for a in linked
         ]
         kept = [e for e in item.evidence if e.kind in ("sector", "country")]

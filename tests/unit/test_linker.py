@@ -3,14 +3,19 @@ the areas it links."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
 from services.classifier.agreements import load_registry
 from services.classifier.classify import Classifier
 from services.classifier.taxonomy import load_taxonomy
+from shared.errors import ConfigError
 from shared.models import ClassifiedItem, RawItem
+
+REPO = Path(__file__).resolve().parents[2]
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
 
@@ -168,3 +173,41 @@ def test_a_signing_or_launch_to_come_is_planning(classifier: Classifier, title: 
     # longer phrase of another stage says what the item reports.
     stage, terms = stage_of(classifier, title, text)
     assert stage == "planning" and term in terms
+
+
+def test_each_link_says_how_it_was_made(classifier: Classifier) -> None:
+    """An agreement named by its own terms is ``via`` "agreement"; news about an area as a whole
+    links the area's lead (the registry's ``lead``) ``via`` "area"; a sector alone ``via``
+    "sectors", with no terms. Defence news is not the extradition treaty's news: the
+    justice-security area's lead is the UN peacekeeping MoU."""
+    named = classify(
+        classifier,
+        "Pakistan and Kazakhstan ratify extradition treaty",
+        "Kazakhstan and Pakistan ratified the extradition treaty signed in Islamabad.",
+    )
+    assert [(a.id, a.via) for a in named.agreements] == [("justice-extradition-treaty", "agreement")]
+
+    defence = classify(
+        classifier,
+        "Pakistan, Kazakhstan vow to deepen defence ties, expand military cooperation",
+        "Pakistan and Kazakhstan agreed to expand defence and military cooperation, including joint exercises.",
+    )
+    [link] = [a for a in defence.agreements if a.area == "justice-security"]
+    assert (link.id, link.via) == ("justice-un-peacekeeping-mou", "area") and "military" in link.terms
+
+    by_sector = classify(
+        classifier,
+        "Kazakhstan and Pakistan discuss copper and lithium deposits",
+        "Kazakhstan and Pakistan discussed copper ore and lithium deposits exploration.",
+    )
+    [link] = by_sector.agreements
+    assert (link.id, link.via, link.terms) == ("petroleum-mining-geosciences-mou", "sectors", [])
+
+
+def test_an_area_lead_outside_its_area_is_refused(tmp_path: Path) -> None:
+    registry = json.loads((REPO / "services/classifier/agreements.json").read_text())
+    registry["areas"]["justice-security"]["lead"] = "railways-cooperation-mou"
+    path = tmp_path / "agreements.json"
+    path.write_text(json.dumps(registry))
+    with pytest.raises(ConfigError, match=r"lead must be one of its agreements.*justice-security: railways-coop"):
+        load_registry(path)

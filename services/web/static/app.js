@@ -184,7 +184,7 @@ async function showTimeline(row, id) {
     for (const t of a.timeline.slice(0, 20)) {
       list.append(el("li", {}, `${day(t.at)} · ${(t.stage || "").replace(/_/g, " ")} · `,
         el("a", { href: webLink(t.url) || `/api/v1/events/${encodeURIComponent(t.id)}`, target: "_blank", rel: "noopener" }, t.title),
-        ` — ${t.source_name || t.source_id}`));
+        ` — ${t.source_name || t.source_id}` + (t.via === "agreement" ? "" : " (news of its area)")));
     }
     cell.replaceChildren(
       el("p", { class: "meta" }, `Signed ${a.signed_on} · ${a.commits_to}`),
