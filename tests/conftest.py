@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import gc
 import os
 import uuid
 from collections.abc import Iterator
@@ -57,6 +58,15 @@ def mongo_uri() -> str:
     except Exception as exc:
         _missing(f"the MongoDB-wire server at {MONGO}", repr(exc))
     return MONGO
+
+
+@pytest.fixture(autouse=True)
+def collect_garbage_after_each_test() -> Iterator[None]:
+    """Collect garbage when each test ends (autouse fixtures are torn down last, after the test's
+    event loop is closed), so an unclosed socket or file is reported at the test that left it:
+    otherwise the collector runs whenever it likes and charges it to whichever test is running."""
+    yield
+    gc.collect()
 
 
 @pytest.fixture(autouse=True)
