@@ -51,6 +51,7 @@ def api_routers(runtime: Runtime) -> dict[str, APIRouter]:
         "classifier": events_router(
             store=runtime.store,
             sector_ids=runtime.sector_ids,
+            agreement_ids=[a.id for a in runtime.registry.agreements],
             require_read=require_read,
             base_url=settings.public_base_url,
             query_timeout_s=settings.query_timeout_s,

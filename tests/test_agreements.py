@@ -156,6 +156,10 @@ async def test_an_agreement_moves_is_announced_once_and_stalls_are_announced(
 
             rss = feedparser.parse((await client.get("/api/v1/events.rss", params={"agreement": RAILWAYS})).content)
             assert len(rss.entries) == 4
+            # A mistyped id is refused, not answered with an empty list ("nothing happened").
+            for path in ("/api/v1/events", "/api/v1/events.rss"):
+                refused = await client.get(path, params={"agreement": "railway-mou-typo"})
+                assert refused.status_code == 422 and "unknown agreement" in refused.text, refused.text
             ics = Calendar.from_ical((await client.get(f"/api/v1/agreements/{RAILWAYS}.ics")).content)
             summaries = [str(c["SUMMARY"]) for c in ics.walk("VEVENT")]
             assert any("signed → planning" in s for s in summaries) and any(s.endswith(": signed") for s in summaries)

@@ -151,6 +151,7 @@ def build_router(
     *,
     store: Store,
     sector_ids: list[str],
+    agreement_ids: list[str],
     require_read: Callable[..., Any],
     base_url: str,
     query_timeout_s: float = 30.0,
@@ -177,6 +178,9 @@ def build_router(
         unknown = sorted(set(filters.sectors) - set(sector_ids))
         if unknown:
             raise _invalid("sector", f"unknown sectors {unknown}; valid: {sector_ids}")
+        # A mistyped agreement id would answer an empty list, read as "nothing happened".
+        if filters.agreement is not None and filters.agreement not in agreement_ids:
+            raise _invalid("agreement", "unknown agreement id; see GET /api/v1/agreements")
         return filters
 
     async def events_json(items: list[ClassifiedItem]) -> bytes:
