@@ -96,7 +96,7 @@ def test_agreement_links_and_stages_are_scored_and_hold_their_floor() -> None:
     summary = evaluate(Classifier(load_taxonomy(), load_registry()), records).summary()
     assert summary["agreement_areas"]["railways"]["f1"] == 1.0 and summary["stage_accuracy"] == 1.0
     dev = evaluate(Classifier(load_taxonomy(), load_registry()), load_records(PKKZ_DEV)).summary()
-    assert dev["agreement_macro_f1"] >= 0.70 and dev["stage_accuracy"] >= 0.70, dev  # measured 0.736 / 0.728 (488)
+    assert dev["agreement_macro_f1"] >= 0.70 and dev["stage_accuracy"] >= 0.70, dev  # measured 0.736 / 0.765 (488)
 
 
 async def test_reclassify_reports_before_writing(tmp_path: Path) -> None:

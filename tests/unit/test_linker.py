@@ -211,3 +211,34 @@ def test_an_area_lead_outside_its_area_is_refused(tmp_path: Path) -> None:
     path.write_text(json.dumps(registry))
     with pytest.raises(ConfigError, match=r"lead must be one of its agreements.*justice-security: railways-coop"):
         load_registry(path)
+
+
+@pytest.mark.parametrize(
+    ("title", "text"),
+    [
+        (
+            "Kazakhstan's Tokayev visits Pakistan to deepen strategic partnership",
+            "During the state visit Pakistan and Kazakhstan signed agreements on railways and transit trade.",
+        ),
+        (
+            "Визит Токаева в Пакистан",
+            "В ходе визита делегации Казахстан и Пакистан подписали соглашения о железнодорожном сообщении.",
+        ),
+    ],
+    ids=["en-visit-signing", "ru-visit-signing"],
+)
+def test_a_visit_is_the_occasion_not_the_stage(classifier: Classifier, title: str, text: str) -> None:
+    # Registry 2026.12-8: a visit or a delegation names the occasion, not talks; the guide's talks
+    # are meetings, commissions and working groups. A visit-day story reporting documents signed is
+    # `signed`, though "visit" stands in its title and the signing only in its body.
+    stage, terms = stage_of(classifier, title, text)
+    assert stage == "signed", terms
+
+
+def test_a_visit_with_talks_and_nothing_signed_is_talks(classifier: Classifier) -> None:
+    stage, terms = stage_of(
+        classifier,
+        "Kazakh delegation visits Islamabad",
+        "The delegation held talks with Pakistan on railway cooperation between Kazakhstan and Pakistan.",
+    )
+    assert stage == "follow_up_talks" and "held talks" in terms
