@@ -70,7 +70,7 @@ FILTERS: dict[str, dict[str, str]] = {
     "min_score": {"min_score": "2"},
     "q": {"q": "rail"},
     "q2": {"q": "gas port"},
-    "agreement": {"agreement": "railways-mou"},
+    "agreement": {"agreement": "railways-cooperation-mou"},
 }
 
 
@@ -99,7 +99,7 @@ def events(count: int) -> Iterator[ClassifiedItem]:
     rng = random.Random(2)
     for n in range(count):
         sectors = rng.sample(SECTORS, rng.choice([0, 1, 1, 2]))
-        linked = rng.sample(["railways-mou", "transit-trade", "media-app"], rng.choice([0, 0, 0, 1]))
+        linked = rng.sample(["railways-cooperation-mou", "transit-trade", "media-app"], rng.choice([0, 0, 0, 1]))
         countries = rng.choice([[], ["PK"], ["KZ"], ["PK", "KZ"]])
         score = rng.choice([0.5, 1.0, 2.0, 3.5])
         yield ClassifiedItem.model_validate(
@@ -218,11 +218,11 @@ async def test_every_query_shape_uses_an_index(mongo_uri: str, unique: str) -> N
             ("get_items", store.get_items([i.id for i in items[:30]])),
             ("active subscriptions", store.list_subscriptions(active_only=True)),
             ("agreement_activity", store.agreement_activity()),
-            ("agreement_activity one", store.agreement_activity("railways-mou")),
-            ("agreement events", store.list_agreement_events(agreement_id="railways-mou")),
+            ("agreement_activity one", store.agreement_activity("railways-cooperation-mou")),
+            ("agreement events", store.list_agreement_events(agreement_id="railways-cooperation-mou")),
             ("all agreement events", store.list_agreement_events()),
             ("unpublished events", store.list_agreement_events(unpublished_before=NOW)),
-            ("agreement stage", store.get_agreement_stage("railways-mou")),
+            ("agreement stage", store.get_agreement_stage("railways-cooperation-mou")),
         ]
         for name, call in service_calls:
             mark = len(recorder.commands)
