@@ -22,15 +22,20 @@ deliveries     delivery id; (status, next_attempt_at) and one   claim the most o
 Claims are one ``find_one_and_update`` each: the filter says "due and not leased", the update
 sets the lease, and the server applies both atomically, so of two replicas only one gets the
 document. A crashed worker's lease simply runs out.
+
+No caller's cancellation reaches the driver: every public method runs shielded
+(:mod:`shared.store.shielding` says why: on Python 3.11 a cancellation at the wrong moment can
+leave the client's topology lock held for good), and the bounds are the client's own
+(server selection, socket, and ``pymongo.timeout`` for the readiness ping).
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Collection, Iterable
 from datetime import datetime
 from typing import Any, cast
 
+import pymongo
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, InsertOne, ReturnDocument
 from pymongo.errors import (
     BulkWriteError,
@@ -64,10 +69,12 @@ from shared.store.base import (
 )
 from shared.store.mongo_events import DUPLICATE_KEY, EventCollection, insert_or_replace
 from shared.store.mongo_migrate import migrate_layouts
+from shared.store.shielding import ShieldedCalls, shield_calls
 
 SERVER_SELECTION_TIMEOUT_MS = 10_000
 SOCKET_TIMEOUT_MS = 30_000
-PING_TIMEOUT_S = 2.0
+PING_TIMEOUT_S = 1.5  # pymongo's own deadline (not a cancellation); under /readyz's 2 s
+CLOSE_DRAIN_S = 2.0  # how long close() lets calls whose callers left run on
 INDEX_OPTIONS_CONFLICT = (85, 86)  # IndexOptionsConflict, IndexKeySpecsConflict
 _BY_RECENT = [("created_at", DESCENDING), ("_id", DESCENDING)]
 
@@ -105,6 +112,7 @@ def _only_duplicates(exc: BulkWriteError) -> list[int]:
     return [int(e["index"]) for e in errors]
 
 
+@shield_calls(lambda store: store._calls)
 @translate_errors(is_unavailable)
 class MongoStore:
     """The :class:`~shared.store.base.Store` contract on MongoDB (see the module docstring)."""
@@ -133,6 +141,7 @@ class MongoStore:
         )
         self.db = self._client[database]
         self._retention_s = int(retention_s)
+        self._calls = ShieldedCalls()  # see shared/store/shielding.py: no cancellation reaches the driver
         self._sources = self.db["sources"]
         self._seen = self.db["seen"]
         self._keys = self.db["dedupe_keys"]
@@ -187,13 +196,18 @@ class MongoStore:
         return await migrate_layouts(self.db, self._events)
 
     async def close(self) -> None:
+        # Calls whose callers were cancelled run on to their own end (bounded), then the client
+        # closes under whatever is left.
+        await self._calls.drain(CLOSE_DRAIN_S)
         await self._client.close()
 
     async def ping(self) -> bool:
+        # pymongo's own deadline, never asyncio.timeout: a cancellation must not reach the
+        # driver (shared/store/shielding.py).
         try:
-            async with asyncio.timeout(PING_TIMEOUT_S):
+            with pymongo.timeout(PING_TIMEOUT_S):
                 await self._client.admin.command("ping")
-        except (PyMongoError, TimeoutError):
+        except PyMongoError:
             return False
         return True
 
