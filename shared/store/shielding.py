@@ -16,7 +16,10 @@ So each public coroutine method of the adapter runs as a task of its own, awaite
 runs on to its own end, which the client's timeouts bound (server selection, socket, and
 ``pymongo.timeout`` where a method needs a shorter one), and its outcome is collected so that
 nothing is logged as never retrieved. :meth:`ShieldedCalls.drain` waits for the calls still
-running, within a bound, before the client is closed.
+running, within a bound, before the client is closed. The price: a write or a claim whose
+caller left still happens. Writes here are keyed by their record's id, so a late one writes what
+the caller meant, and a claimed source or delivery waits for its lease to run out, as after a
+crash.
 """
 
 from __future__ import annotations
