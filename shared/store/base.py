@@ -65,13 +65,16 @@ def translate_errors(is_unavailable: Callable[[BaseException], bool]) -> Callabl
 
         return guarded
 
-    def decorate(cls: C) -> C:
-        for name, member in list(vars(cls).items()):
-            if not name.startswith("_") and inspect.iscoroutinefunction(member):
-                setattr(cls, name, guard(member))
-        return cls
+    return lambda cls: wrap_public_coroutines(cls, guard)
 
-    return decorate
+
+def wrap_public_coroutines(cls: C, wrap: Callable[[Any], Any], *, skip: frozenset[str] = frozenset()) -> C:
+    """Replace each public coroutine method of ``cls`` (not those named in ``skip``) by
+    ``wrap(method)``: the walk the adapters' class decorators share."""
+    for name, member in list(vars(cls).items()):
+        if not name.startswith("_") and name not in skip and inspect.iscoroutinefunction(member):
+            setattr(cls, name, wrap(member))
+    return cls
 
 
 @dataclass(frozen=True)

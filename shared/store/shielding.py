@@ -26,9 +26,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
+
+from shared.store.base import wrap_public_coroutines
 
 R = TypeVar("R")
 C = TypeVar("C", bound=type)
@@ -74,13 +75,7 @@ def shield_calls(calls_of: Callable[[Any], ShieldedCalls]) -> Callable[[C], C]:
 
         return shielded
 
-    def decorate(cls: C) -> C:
-        for name, member in list(vars(cls).items()):
-            if not name.startswith("_") and name != "close" and inspect.iscoroutinefunction(member):
-                setattr(cls, name, guard(member))
-        return cls
-
-    return decorate
+    return lambda cls: wrap_public_coroutines(cls, guard, skip=frozenset({"close"}))
 
 
 __all__ = ["ShieldedCalls", "shield_calls"]
