@@ -98,13 +98,19 @@ async def checked_url(policy: AddressPolicy, url: str) -> str:
     a name that does not resolve now passes (it may later; the fetch records the DNS error).
     """
     text = url.strip()
-    parts = urlsplit(text)
+    try:
+        # urlsplit refuses an unclosed "[" (IPv6) and .port one outside 0-65535 with a plain
+        # ValueError: a user's typo, not a bug.
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError as exc:
+        raise InvalidURL(f"not a valid URL: {exc}") from exc
     if len(text) > MAX_URL_CHARS or parts.scheme.lower() not in ("http", "https") or not parts.hostname:
         raise InvalidURL(f"must be an absolute http or https URL of at most {MAX_URL_CHARS} characters")
     host = unicodedata.normalize("NFKC", parts.hostname).lower()
     netloc = f"[{host}]" if ":" in host else host
-    if parts.port is not None:
-        netloc += f":{parts.port}"
+    if port is not None:
+        netloc += f":{port}"
     try:
         parsed = httpx.URL(urlunsplit((parts.scheme.lower(), netloc, parts.path, parts.query, parts.fragment)))
     except httpx.InvalidURL as exc:

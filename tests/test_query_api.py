@@ -3,6 +3,7 @@ Atom out, and the read/admin key scopes."""
 
 from __future__ import annotations
 
+import base64
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -149,6 +150,8 @@ async def test_event_carries_duplicates_and_evidence_fields(api: httpx.AsyncClie
         "limit=201",
         "cursor=%%%",
         "cursor=abc",
+        # a well-formed cursor whose time overflows once converted to UTC (a 500 before)
+        "cursor=" + base64.urlsafe_b64encode(b'["time", "9999-12-31T23:59:59-05:00", "x"]').decode().rstrip("="),
     ],
 )
 async def test_invalid_parameters_get_422_with_the_field(api: httpx.AsyncClient, query: str) -> None:

@@ -75,10 +75,12 @@ def _decode_cursor(cursor: str, sort: str) -> tuple[datetime | float, str]:
         if kind != sort:
             raise ValueError("cursor from another sort order")
         parsed: datetime | float = datetime.fromisoformat(value) if sort == "time" else float(value)
-        if isinstance(parsed, datetime) and parsed.tzinfo is None:
-            raise ValueError("naive time")
+        if isinstance(parsed, datetime):
+            if parsed.tzinfo is None:
+                raise ValueError("naive time")
+            parsed.astimezone(UTC)  # the store converts it: year 9999 at -05:00 overflows
         return parsed, str(item_id)
-    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError) as exc:
+    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError, OverflowError) as exc:
         raise _invalid("cursor", "invalid cursor") from exc
 
 

@@ -278,12 +278,23 @@ class MongoStore:
             return {}
         # One pass over the (item_id, seen_at, _id) index, already in the order we return.
         order = [("item_id", ASCENDING), ("seen_at", ASCENDING), ("_id", ASCENDING)]
-        cursor = self._duplicates.find({"item_id": {"$in": ids}}).sort(order).limit(len(ids) * MAX_PAGE)
+        cap = len(ids) * MAX_PAGE
+        cursor = self._duplicates.find({"item_id": {"$in": ids}}).sort(order).limit(cap)
         found: dict[str, list[DuplicateRef]] = {}
+        read, last = 0, ""
         async for doc in cursor:
-            refs = found.setdefault(doc["item_id"], [])
+            read, last = read + 1, doc["item_id"]
+            refs = found.setdefault(last, [])
             if len(refs) < MAX_PAGE:
                 refs.append(DuplicateRef.model_validate(_undoc(doc)))
+        if read == cap:
+            # An item with more than MAX_PAGE copies used up the pass's budget: the items after it
+            # (and the last one read, perhaps cut short) get a bounded read of their own each.
+            for item_id in (i for i in ids if i >= last):
+                one = self._duplicates.find({"item_id": item_id}).sort(order).limit(MAX_PAGE)
+                refs = [DuplicateRef.model_validate(_undoc(doc)) async for doc in one]
+                if refs:
+                    found[item_id] = refs
         return found
 
     # items (events)

@@ -3,7 +3,10 @@
 Each record is stored as its JSON document plus the columns we filter and sort on (``_COLUMNS``).
 Timestamps are fixed-width ISO strings (``%Y-%m-%dT%H:%M:%S.%fZ``) so text order is time order.
 One connection and one lock: SQLite has a single writer anyway, and the lock makes every
-read-modify-write (claims, partial updates) atomic with respect to other coroutines.
+read-modify-write (claims, partial updates) atomic with respect to other coroutines. Reads take
+the lock too (unless their own task holds it): on one connection a read sees the connection's
+uncommitted writes, so a read between a batch's DELETE and INSERT would miss rows that never
+left.
 
 Events: ``events`` holds the document and the scalar filters, each with an index that ends in
 the sort keys. ``event_terms`` holds one row per sector (``s:energy``), country (``c:PK``) and
@@ -19,9 +22,10 @@ page is read in order and each row is checked against the matches.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import time
-from collections.abc import Collection, Iterable
+from collections.abc import AsyncIterator, Collection, Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar, cast, overload
@@ -109,7 +113,9 @@ def _ts(value: None) -> None: ...
 def _ts(value: datetime | None) -> str | None:
     if value is None:
         return None
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    utc = value.astimezone(UTC)
+    # %Y does not pad years before 1000 on glibc ("500-01-01" would sort after "2025-…").
+    return f"{utc.year:04d}-{utc:%m-%dT%H:%M:%S.%f}Z"
 
 
 # The columns of each record table before ``doc``: what its queries filter and sort on.
@@ -171,6 +177,7 @@ class SQLiteStore:
         self._path = str(path)
         self._db: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()
+        self._holder: asyncio.Task[Any] | None = None  # the task inside ``_locked``
         self._retention = timedelta(seconds=retention_s)
         self._purged_at = float("-inf")
 
@@ -216,12 +223,12 @@ class SQLiteStore:
         if _LEGACY_EVENTS in tables:
             while page := await self._many(ClassifiedItem, "SELECT doc FROM items ORDER BY id LIMIT ?", (BATCH,)):
                 await self.upsert_items(page)
-                async with self._lock:
+                async with self._locked():
                     marks = ",".join("?" * len(page))
                     await self.db.execute(f"DELETE FROM items WHERE id IN ({marks})", [i.id for i in page])
                     await self.db.commit()
                 moved += len(page)
-            async with self._lock:
+            async with self._locked():
                 await self.db.executescript(
                     "DROP TABLE items; DROP TABLE IF EXISTS item_index; DROP TABLE IF EXISTS item_tokens;"
                 )
@@ -239,9 +246,30 @@ class SQLiteStore:
             return False
         return True
 
+    @contextlib.asynccontextmanager
+    async def _locked(self) -> AsyncIterator[None]:
+        """Hold the writer's lock; reads of the same task inside it do not wait for it again."""
+        async with self._lock:
+            self._holder = asyncio.current_task()
+            try:
+                yield
+            finally:
+                self._holder = None
+
     async def _rows(self, sql: str, args: Iterable[Any] = ()) -> list[Any]:
         # One hand-off to aiosqlite's thread per query (execute, fetch and close would be three).
-        return list(await self.db.execute_fetchall(sql, tuple(args)))
+        # A read waits for a writer's transaction to end: only committed rows are ever seen.
+        if self._holder is not None and self._holder is asyncio.current_task():
+            return list(await self.db.execute_fetchall(sql, tuple(args)))
+        async with self._lock:
+            try:
+                return list(await self.db.execute_fetchall(sql, tuple(args)))
+            except asyncio.CancelledError:
+                # Its caller left (a request's query timeout), but aiosqlite's thread would run
+                # the statement to the end while every other call queues behind it. Under the
+                # lock the statement running is this one: stop it.
+                await self.db.interrupt()
+                raise
 
     async def _one(self, model: type[M], sql: str, args: Iterable[Any] = ()) -> M | None:
         rows = await self._rows(sql, args)
@@ -258,7 +286,7 @@ class SQLiteStore:
         return cur.rowcount > 0
 
     async def _insert(self, table: str, record: BaseModel, conflict: Conflict) -> None:
-        async with self._lock:
+        async with self._locked():
             try:
                 await self._write(table, record, "INSERT")
             except sqlite3.IntegrityError as exc:
@@ -266,7 +294,7 @@ class SQLiteStore:
             await self.db.commit()
 
     async def _patch(self, table: str, model: type[M], record_id: str, fields: dict[str, Any]) -> None:
-        async with self._lock:
+        async with self._locked():
             current = await self._one(model, f"SELECT doc FROM {table} WHERE id=?", (record_id,))
             if current is not None:
                 await self._write(table, model.model_validate({**current.model_dump(), **fields}))
@@ -274,7 +302,7 @@ class SQLiteStore:
 
     async def _claim(self, table: str, model: type[M], where: str, args: tuple[Any, ...], until: datetime) -> M | None:
         """Lease the first record matching ``where`` (the lock makes read-then-write atomic)."""
-        async with self._lock:
+        async with self._locked():
             record = await self._one(model, f"SELECT doc FROM {table} WHERE {where} LIMIT 1", args)
             if record is None:
                 return None
@@ -284,7 +312,7 @@ class SQLiteStore:
             return record
 
     async def _delete(self, table: str, record_id: str) -> bool:
-        async with self._lock:
+        async with self._locked():
             cur = await self.db.execute(f"DELETE FROM {table} WHERE id=?", (record_id,))
             await self.db.commit()
             return cur.rowcount > 0
@@ -321,7 +349,7 @@ class SQLiteStore:
         return await self._lookup("SELECT id, hash FROM seen WHERE id IN ({marks})", list(set(ids)))
 
     async def mark_seen(self, hashes: dict[str, str], now: datetime) -> None:
-        async with self._lock:
+        async with self._locked():
             await self.db.executemany("REPLACE INTO seen VALUES (?,?,?)", [(i, h, _ts(now)) for i, h in hashes.items()])
             await self._purge_expired(now)
             await self.db.commit()
@@ -338,7 +366,7 @@ class SQLiteStore:
     async def claim_keys(self, keys: dict[str, str], now: datetime) -> dict[str, str]:
         if not keys:
             return {}
-        async with self._lock:
+        async with self._locked():
             await self.db.executemany(
                 "INSERT OR IGNORE INTO dedupe_keys VALUES (?,?,?)", [(k, v, _ts(now)) for k, v in keys.items()]
             )
@@ -346,7 +374,7 @@ class SQLiteStore:
         return await self._lookup("SELECT key, item_id FROM dedupe_keys WHERE key IN ({marks})", list(keys))
 
     async def add_duplicates(self, refs: list[DuplicateRef]) -> None:
-        async with self._lock:
+        async with self._locked():
             await self.db.executemany(
                 "REPLACE INTO duplicates VALUES (?,?,?,?)",
                 [(r.id, r.item_id, _ts(r.seen_at), r.model_dump_json()) for r in refs],
@@ -378,7 +406,7 @@ class SQLiteStore:
 
     async def upsert_items(self, items: list[ClassifiedItem]) -> None:
         latest = list({i.id: i for i in items}.values())  # the last of repeated ids wins
-        async with self._lock:
+        async with self._locked():
             await self.db.execute("BEGIN IMMEDIATE")  # rids are assigned here: one writer at a time
             try:
                 found = await self._lookup("SELECT id, rid FROM events WHERE id IN ({marks})", [i.id for i in latest])
@@ -520,7 +548,7 @@ class SQLiteStore:
         return cast(Stage, rows[0][0]) if rows else None
 
     async def swap_agreement_stage(self, agreement_id: str, expected: Stage | None, new: Stage) -> bool:
-        async with self._lock:
+        async with self._locked():
             if expected is None:
                 cur = await self.db.execute("INSERT OR IGNORE INTO agreement_stages VALUES (?,?)", (agreement_id, new))
             else:
@@ -530,7 +558,7 @@ class SQLiteStore:
             return cur.rowcount > 0
 
     async def insert_agreement_event(self, event: AgreementEvent) -> bool:
-        async with self._lock:
+        async with self._locked():
             cur = await self.db.execute(
                 "INSERT OR IGNORE INTO agreement_events VALUES (?,?,?,?,?)",
                 (event.id, event.agreement_id, _ts(event.at), _ts(event.published_at), event.model_dump_json()),
@@ -553,7 +581,7 @@ class SQLiteStore:
         return await self._many(AgreementEvent, sql, [*args, max(1, min(limit, MAX_SCAN))])
 
     async def mark_agreement_event_published(self, event_id: str, at: datetime) -> None:
-        async with self._lock:
+        async with self._locked():
             current = await self.get_agreement_event(event_id)
             if current is not None:
                 updated = current.model_copy(update={"published_at": at})
@@ -585,7 +613,7 @@ class SQLiteStore:
         return bool(await self.insert_deliveries([delivery]))
 
     async def insert_deliveries(self, deliveries: list[Delivery]) -> set[str]:
-        async with self._lock:
+        async with self._locked():
             # Two statements for the batch (one per delivery would cost a thread hand-off each).
             known = await self._lookup(
                 "SELECT id, id FROM deliveries WHERE id IN ({marks})", [d.id for d in deliveries]

@@ -12,6 +12,7 @@ import pytest
 from shared.errors import Conflict
 from shared.models import ClassifiedItem, Delivery, DuplicateRef, Source, Subscription
 from shared.store import EventQuery, Store
+from shared.store.base import MAX_PAGE
 from shared.store.mongo import MongoStore
 from shared.store.sqlite import SQLiteStore
 
@@ -107,6 +108,22 @@ async def test_duplicates_and_source_delete(store: Store) -> None:
     assert await store.get_source("src_a") is None
 
 
+async def test_an_item_with_many_copies_does_not_hide_the_next_ones(store: Store) -> None:
+    # One read serves a page's items; an item with more copies than a page shows must not use up
+    # the next item's share (MongoDB read len(ids) * MAX_PAGE rows in all).
+    many = [
+        DuplicateRef(
+            id=f"c{n:04d}", item_id="itm_a", source_id="s", url=f"http://c/{n}", reason="canonical_url", seen_at=T0
+        )
+        for n in range(2 * MAX_PAGE + 5)
+    ]
+    later = DuplicateRef(id="d1", item_id="itm_b", source_id="s", url="http://d/1", reason="canonical_url", seen_at=T0)
+    await store.add_duplicates([*many, later])
+    found = await store.duplicates_of(["itm_a", "itm_b"])
+    assert len(found["itm_a"]) == MAX_PAGE
+    assert found["itm_b"] == [later]
+
+
 async def test_items_upsert_filter_and_paginate(store: Store) -> None:
     for n in range(10):
         await store.upsert_item(item(n, sectors=["energy"] if n % 2 else ["transport"], countries=["PK"]))
@@ -133,6 +150,37 @@ async def test_bulk_upsert(store: Store) -> None:
     await store.upsert_items([item(5, sectors=["mining"], countries=["KZ"])])
     assert len(await store.list_items(EventQuery(sector="energy", limit=100))) == 29
     assert [i.id for i in await store.list_items(EventQuery(sector="mining"))] == ["itm_005"]
+
+
+async def test_a_read_never_sees_a_rewrite_half_done(store: Store) -> None:
+    # Re-storing items (a reclassification, a revised entry) while the API reads them: SQLite
+    # deletes and re-inserts an event's filter rows inside one transaction, and a read on the
+    # same connection between those statements saw the items gone from the sector's range.
+    items = [item(n, sectors=["energy"], countries=["PK"]) for n in range(50)]
+    await store.upsert_items(items)
+
+    async def rewrite() -> None:
+        for _ in range(10):
+            await store.upsert_items(items)
+
+    async def read() -> list[int]:
+        counts = []
+        for _ in range(30):
+            counts.append(len(await store.list_items(EventQuery(sector="energy", limit=100))))
+            await asyncio.sleep(0)
+        return counts
+
+    _, counts = await asyncio.gather(rewrite(), read())
+    assert set(counts) == {50}, counts
+
+
+async def test_times_before_the_year_1000_still_order(store: Store) -> None:
+    # SQLite keeps times as text; an unpadded "500-01-01" sorted after "2026-…" and such a
+    # since= found nothing there while MongoDB found everything.
+    await store.upsert_items([item(n, sectors=["energy"], countries=["PK"]) for n in range(3)])
+    ancient = datetime(500, 1, 1, tzinfo=UTC)
+    assert len(await store.list_items(EventQuery(since=ancient))) == 3
+    assert await store.list_items(EventQuery(until=ancient)) == []
 
 
 async def test_same_time_items_paginate_by_id(store: Store) -> None:

@@ -10,7 +10,7 @@ from helpers import FeedServer, Route
 
 from shared.errors import BlockedAddress
 from shared.http import build_client
-from shared.netguard import AddressPolicy, is_public
+from shared.netguard import AddressPolicy, InvalidURL, checked_url, is_public
 
 
 @pytest.mark.parametrize(
@@ -113,3 +113,12 @@ async def test_client_refuses_blocked_hosts_and_redirects_to_them() -> None:
             await client.get("http://8.8.8.8/feed")  # public, but it redirects to the metadata address
         assert calls == ["http://8.8.8.8/feed"]
         assert info.value.address == "169.254.169.254"
+
+
+@pytest.mark.parametrize(
+    "url", ["http://example.com:99999/", "http://[::1/x", "https://[fe80::1%25eth0/feed", "http://example.com:-1/"]
+)
+async def test_a_url_that_does_not_parse_is_invalid_not_a_crash(url: str) -> None:
+    # urlsplit raises a plain ValueError for these; the API answered 500 before.
+    with pytest.raises(InvalidURL, match=r"not a valid URL|absolute http"):
+        await checked_url(AddressPolicy(), url)
