@@ -41,7 +41,8 @@ def _seen(value: object) -> datetime | None:
 
 
 def parse_gdelt_entries(data: bytes) -> list[Entry]:
-    """Entries of a GDELT DOC API answer. An empty result set is ``{}`` there, not an error."""
+    """Entries of a GDELT DOC API answer. An empty result set is ``{}`` there, not an error;
+    anything but a JSON object whose ``articles`` is a list is ``parse_error``."""
     try:
         doc = json.loads(data) if data.strip() else {}
     except (ValueError, RecursionError) as exc:
@@ -49,8 +50,11 @@ def parse_gdelt_entries(data: bytes) -> list[Entry]:
         raise FetchError("parse_error", f"GDELT: {data[:200].decode('utf-8', 'replace')}") from exc
     if not isinstance(doc, dict):
         raise FetchError("parse_error", "GDELT: answer is not a JSON object")
+    articles = doc.get("articles") or []
+    if not isinstance(articles, list):
+        raise FetchError("parse_error", f"GDELT: 'articles' is a JSON {type(articles).__name__}, not a list")
     entries = []
-    for article in doc.get("articles") or []:
+    for article in articles:
         if isinstance(article, dict) and isinstance(article.get("url"), str):
             title = article.get("title") if isinstance(article.get("title"), str) else ""
             entries.append(

@@ -10,13 +10,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from urllib.parse import urljoin
 
-from selectolax.lexbor import LexborHTMLParser, LexborNode
+from selectolax.lexbor import LexborHTMLParser, LexborNode, SelectolaxError
 
-from services.ingest.entry import Entry
+from services.ingest.entry import MAX_ENTRIES, Entry
 from shared.errors import FetchError
 from shared.models import HtmlSelectors
 
-MAX_ENTRIES = 500
+__all__ = ["MAX_ENTRIES", "parse_date", "parse_html_entries"]
 _DATE_FORMATS = ("%d %B %Y", "%B %d, %Y", "%d %b %Y", "%b %d, %Y", "%d.%m.%Y", "%d/%m/%Y", "%Y-%m-%d")
 
 
@@ -37,35 +37,50 @@ def parse_date(value: str | None) -> datetime | None:
                 continue
     if parsed is None:
         return None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    try:
+        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    except OverflowError:  # year 1 or 9999 with an offset: outside what datetime holds in UTC
+        return None
 
 
 def _text(node: LexborNode | None) -> str:
     return " ".join((node.text(separator=" ") or "").split()) if node is not None else ""
 
 
+def _join(base_url: str, href: str | None) -> str | None:
+    if not href:
+        return None
+    try:
+        return urljoin(base_url, href)
+    except ValueError:  # e.g. "http://[::1" (an unclosed IPv6 literal): no usable link
+        return None
+
+
 def parse_html_entries(data: bytes, *, base_url: str, selectors: HtmlSelectors) -> list[Entry]:
-    """Entries of an HTML list page; ``parse_error`` when the item selector matches nothing."""
+    """Entries of an HTML list page (the first :data:`MAX_ENTRIES` items); ``parse_error`` when
+    the item selector matches nothing or any selector is invalid."""
     try:
         tree = LexborHTMLParser(data.decode("utf-8", errors="replace"))
         nodes = tree.css(selectors.item)
-    except (ValueError, RuntimeError) as exc:  # selectolax raises these for invalid selectors
+        if not nodes:
+            raise FetchError("parse_error", f"html list page: no element matches the item selector {selectors.item!r}")
+        return [e for e in (_entry(node, base_url, selectors) for node in nodes[:MAX_ENTRIES]) if e is not None]
+    # An invalid selector (item, link, title, date or summary) raises SelectolaxError in
+    # selectolax 1.x, ValueError or RuntimeError in earlier releases.
+    except (SelectolaxError, ValueError, RuntimeError) as exc:
         raise FetchError("parse_error", f"html list page: {exc}") from exc
-    if not nodes:
-        raise FetchError("parse_error", f"html list page: no element matches the item selector {selectors.item!r}")
-    entries: list[Entry] = []
-    for node in nodes[:MAX_ENTRIES]:
-        link_node = node.css_first(selectors.link or "a[href]")
-        href = link_node.attributes.get("href") if link_node is not None else None
-        if link_node is None and node.tag == "a":
-            href = node.attributes.get("href")
-        link = urljoin(base_url, href) if href else None
-        title = _text(node.css_first(selectors.title)) if selectors.title else (_text(link_node) or _text(node))
-        date_node = node.css_first(selectors.date) if selectors.date else None
-        date_value = (date_node.attributes.get("datetime") or _text(date_node)) if date_node is not None else None
-        summary = _text(node.css_first(selectors.summary)) if selectors.summary else ""
-        if link or title:
-            entries.append(
-                Entry(guid=None, link=link, title=title, summary=summary, published_at=parse_date(date_value))
-            )
-    return entries
+
+
+def _entry(node: LexborNode, base_url: str, selectors: HtmlSelectors) -> Entry | None:
+    link_node = node.css_first(selectors.link or "a[href]")
+    href = link_node.attributes.get("href") if link_node is not None else None
+    if link_node is None and node.tag == "a":
+        href = node.attributes.get("href")
+    link = _join(base_url, href)
+    title = _text(node.css_first(selectors.title)) if selectors.title else (_text(link_node) or _text(node))
+    date_node = node.css_first(selectors.date) if selectors.date else None
+    date_value = (date_node.attributes.get("datetime") or _text(date_node)) if date_node is not None else None
+    summary = _text(node.css_first(selectors.summary)) if selectors.summary else ""
+    if not (link or title):
+        return None
+    return Entry(guid=None, link=link, title=title, summary=summary, published_at=parse_date(date_value))

@@ -8,19 +8,20 @@ Every source kind gives :class:`Entry` values, which :func:`to_item` normalises 
 from __future__ import annotations
 
 import calendar
+import hashlib
 import html
 import io
 import json
 import re
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
 from typing import Any
 
 import feedparser
 
-from services.ingest.entry import Entry
+from services.ingest.entry import Entry, newest_entries
 from services.ingest.gdelt import parse_gdelt_entries
 from services.ingest.htmllist import parse_html_entries
 from services.ingest.normalize import canonical_url, content_hash
@@ -29,6 +30,10 @@ from shared.models import HtmlSelectors, RawItem, SourceKind, stable_id
 
 MAX_TITLE_CHARS = 1_000
 MAX_SUMMARY_CHARS = 20_000
+MAX_URL_CHARS = 2_048  # a longer link is dropped (same bound as a source URL), not cut into a wrong one
+MAX_AUTHOR_CHARS = 200
+MAX_GUID_CHARS = 1_000  # a longer guid is replaced by its digest: same identity, bounded size
+MAX_FUTURE_SKEW = timedelta(days=1)  # a publication time further ahead of the fetch is not believed
 _SPACES = re.compile(r"\s+")
 _BLOCKS = frozenset({"p", "br", "div", "li", "ul", "ol", "h1", "h2", "h3", "h4", "tr", "td", "blockquote"})
 
@@ -84,36 +89,52 @@ def _json_time(value: object) -> time.struct_time | None:
         return None
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        return parsed.astimezone(UTC).timetuple()
+    except (ValueError, OverflowError):  # OverflowError: year 1 or 9999 moved out of range by its offset
         return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC).timetuple()
+
+
+def _json_id(value: object) -> str | None:
+    # bool is an int: true is no identifier
+    return str(value) if isinstance(value, str | int | float) and not isinstance(value, bool) else None
+
+
+def _json_author(raw: dict[str, Any]) -> str | None:
+    """The first author's name: 1.1's ``authors`` list, else 1.0's ``author`` object."""
+    authors = raw.get("authors")
+    first = authors[0] if isinstance(authors, list) and authors else raw.get("author")
+    name = first.get("name") if isinstance(first, dict) else None
+    return name if isinstance(name, str) else None
 
 
 def _json_feed_entries(data: bytes) -> list[dict[str, Any]]:
-    """Entries of a JSON Feed (1.0/1.1) in feedparser's entry shape."""
+    """Entries of a JSON Feed (1.0/1.1) in feedparser's entry shape; ``not_a_feed`` without a
+    jsonfeed.org version, ``parse_error`` when ``items`` is not a list. Fields of the wrong JSON
+    type are ignored (an entry without a string title has none)."""
     try:
         doc = json.loads(data)
     except (ValueError, RecursionError) as exc:
         raise FetchError("not_a_feed", f"not a feed: invalid JSON ({exc})") from exc
     if not isinstance(doc, dict) or not str(doc.get("version", "")).startswith("https://jsonfeed.org/version/"):
         raise FetchError("not_a_feed", "not a feed: JSON without a jsonfeed.org version")
+    items = doc.get("items") or []
+    if not isinstance(items, list):
+        raise FetchError("parse_error", f"JSON Feed: 'items' is a JSON {type(items).__name__}, not a list")
     entries: list[dict[str, Any]] = []
-    for raw in doc.get("items") or []:
+    for raw in items:
         if not isinstance(raw, dict):
             continue
-        authors = raw.get("authors") or ([raw["author"]] if isinstance(raw.get("author"), dict) else [])
-        author = authors[0].get("name") if authors and isinstance(authors[0], dict) else None
         entries.append(
             {
-                "id": str(raw["id"]) if raw.get("id") is not None else None,
+                "id": _json_id(raw.get("id")),
                 "link": raw.get("url") if isinstance(raw.get("url"), str) else None,
                 "title": raw.get("title") if isinstance(raw.get("title"), str) else "",
                 "summary": next(
                     (raw[k] for k in ("content_html", "content_text", "summary") if isinstance(raw.get(k), str)), ""
                 ),
-                "author": author if isinstance(author, str) else None,
+                "author": _json_author(raw),
                 "published_parsed": _json_time(raw.get("date_published")),
                 "updated_parsed": _json_time(raw.get("date_modified")),
             }
@@ -121,9 +142,9 @@ def _json_feed_entries(data: bytes) -> list[dict[str, Any]]:
     return entries
 
 
-def parse_feed_entries(data: bytes) -> list[Entry]:
+def parse_feed_entries(data: bytes, base_url: str | None = None) -> list[Entry]:
     """Entries of an RSS 0.9x/1.0/2.0, Atom, RDF or JSON Feed document (see :func:`parse_feed_document`)."""
-    return parse_feed_document(data)[0]
+    return parse_feed_document(data, base_url)[0]
 
 
 def _ttl_s(parsed: Any) -> float | None:
@@ -134,17 +155,25 @@ def _ttl_s(parsed: Any) -> float | None:
         return None
 
 
-def parse_feed_document(data: bytes) -> tuple[list[Entry], float | None]:
+def parse_feed_document(data: bytes, base_url: str | None = None) -> tuple[list[Entry], float | None]:
     """Entries of a feed and its own <ttl> in seconds (RSS gives minutes), from one parse.
 
-    Raises :class:`FetchError` with kind ``not_a_feed`` when ``data`` is not a feed at all; a
-    partly broken feed (feedparser's bozo flag) still gives the entries it could read.
+    Relative links (``<link>/news/1</link>``) are resolved against ``base_url`` (the feed's own
+    URL; an ``xml:base`` in the feed takes precedence) and dropped without it. Raises
+    :class:`FetchError` with kind ``not_a_feed`` when ``data`` is not a feed at all and
+    ``parse_error`` for a JSON Feed of the wrong shape; a partly broken feed (feedparser's bozo
+    flag) still gives the entries it could read.
     """
     ttl: float | None = None
     if data.lstrip()[:1] == b"{":
         raw_entries = _json_feed_entries(data)  # feedparser 6.0 has no JSON Feed support
     else:
-        parsed = feedparser.parse(io.BytesIO(data), sanitize_html=True, resolve_relative_uris=True)
+        # Parsing bytes, feedparser knows no document URL: Content-Location is its documented
+        # way to give one (it also accepts only http(s) and the like there, never file:).
+        headers = {"content-location": base_url} if base_url else None
+        parsed = feedparser.parse(
+            io.BytesIO(data), sanitize_html=True, resolve_relative_uris=True, response_headers=headers
+        )
         raw_entries = parsed.get("entries") or []
         if not parsed.get("version") and not raw_entries:
             reason = parsed.get("bozo_exception")
@@ -168,28 +197,55 @@ def parse_feed_document(data: bytes) -> tuple[list[Entry], float | None]:
     return entries, ttl
 
 
+def _guid(value: str | None) -> str | None:
+    if value is None or len(value) <= MAX_GUID_CHARS:
+        return value
+    return "sha256:" + hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _believable(published_at: datetime | None, fetched_at: datetime) -> datetime | None:
+    """``published_at`` unless it is more than :data:`MAX_FUTURE_SKEW` after the fetch."""
+    if published_at is None or published_at > fetched_at + MAX_FUTURE_SKEW:
+        return None
+    return published_at
+
+
 def to_item(entry: Entry, *, source_id: str, source_url: str, fetched_at: datetime) -> RawItem | None:
     """Normalise one entry; None when it has nothing to identify or show it by.
 
     Identity, in order: the entry's guid, its canonical link, its text (so an edited title is the
     same entry), its title. ``content_hash`` covers title and text, so edits show as updates.
+
+    Every field is bounded, so an item always fits a bus message: title and text are cut at
+    :data:`MAX_TITLE_CHARS` / :data:`MAX_SUMMARY_CHARS`, the author at :data:`MAX_AUTHOR_CHARS`;
+    a link longer than :data:`MAX_URL_CHARS` is dropped (``url`` and ``canonical_url`` None: a
+    cut URL would point elsewhere); a guid longer than :data:`MAX_GUID_CHARS` identifies the
+    entry by its digest. ``published_at`` is the publisher's stated time, or None when it states
+    none or one more than :data:`MAX_FUTURE_SKEW` after ``fetched_at`` (a clock error or a
+    placeholder such as 2099 that would otherwise sort first for ever); such an item is listed
+    under its fetch time, like any undated one (:attr:`RawItem.sort_at`).
     """
     title = html_to_text(entry.title)[:MAX_TITLE_CHARS]
     summary = html_to_text(entry.summary)[:MAX_SUMMARY_CHARS]
-    canonical = canonical_url(entry.link)
-    key = entry.guid or canonical or (f"text:{summary}" if summary else None) or (f"title:{title}" if title else None)
+    link = entry.link if entry.link and len(entry.link) <= MAX_URL_CHARS else None
+    canonical = canonical_url(link)
+    if canonical is not None and len(canonical) > MAX_URL_CHARS:  # canonical form can be longer (escapes)
+        link = canonical = None
+    guid = _guid(entry.guid)
+    key = guid or canonical or (f"text:{summary}" if summary else None) or (f"title:{title}" if title else None)
     if not key or not key.strip():
         return None
+    author = _SPACES.sub(" ", entry.author).strip()[:MAX_AUTHOR_CHARS] if entry.author else None
     return RawItem(
         id=stable_id("itm", source_id, key),
         source_id=source_id,
         source_url=source_url,
-        url=entry.link,
+        url=link,
         canonical_url=canonical,
         title=title,
         summary=summary,
-        author=entry.author,
-        published_at=entry.published_at,
+        author=author or None,
+        published_at=_believable(entry.published_at, fetched_at),
         fetched_at=fetched_at,
         content_hash=content_hash(title, summary),
     )
@@ -212,7 +268,8 @@ def parse_document(
     fetched_at: datetime,
     selectors: HtmlSelectors | None = None,
 ) -> list[RawItem]:
-    """Normalised items of a fetched document of any source kind (a pure function of its input)."""
+    """Normalised items of a fetched document of any source kind (a pure function of its input;
+    see :func:`parse_source_document` and :func:`to_item` for the bounds)."""
     return parse_source_document(
         data, kind=kind, source_id=source_id, source_url=source_url, fetched_at=fetched_at, selectors=selectors
     ).items
@@ -227,7 +284,13 @@ def parse_source_document(
     fetched_at: datetime,
     selectors: HtmlSelectors | None = None,
 ) -> Parsed:
-    """Like :func:`parse_document`, with the document's TTL (parsed once)."""
+    """Like :func:`parse_document`, with the document's TTL (parsed once).
+
+    At most :data:`~services.ingest.entry.MAX_ENTRIES` entries of one document are kept (the
+    newest: :func:`~services.ingest.entry.newest_entries`). Raises :class:`FetchError`
+    (``not_a_feed``, ``parse_error``) for a document it cannot read; synchronous and CPU-bound
+    (a 10 MB feed takes seconds), so the poller runs it in a thread.
+    """
     ttl: float | None = None
     if kind == "html":
         if selectors is None:
@@ -236,6 +299,7 @@ def parse_source_document(
     elif kind == "gdelt":
         entries = parse_gdelt_entries(data)
     else:
-        entries, ttl = parse_feed_document(data)
+        entries, ttl = parse_feed_document(data, source_url)
+    entries = newest_entries(entries)
     items = [to_item(e, source_id=source_id, source_url=source_url, fetched_at=fetched_at) for e in entries]
     return Parsed([i for i in items if i is not None], ttl)

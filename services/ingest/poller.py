@@ -6,7 +6,12 @@ one host with an optional gap (GDELT: 5 s); a source's lease outlives its fetch 
 fetch is never claimed twice, and a replica that dies leaves leases that simply expire. A failing
 source backs off exponentially up to the maximum interval and keeps being polled (never dropped);
 after ``source_broken_after`` consecutive failures a ``source.broken`` event goes to
-corridor.ops.v1, and ``source.recovered`` when it works again.
+corridor.ops.v1, and ``source.recovered`` when it works again (published before the source's
+new state is stored, so an event whose publish failed is sent again on the next poll).
+
+A document that cannot be parsed, for whatever reason, is a ``parse_error`` of its source, never
+a stop of the poller; an item too large for a bus message goes to the dead-letter topic. Source
+URLs are logged without their query values (feed URLs carry API keys and tokens there).
 """
 
 from __future__ import annotations
@@ -15,9 +20,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
 import httpx
 
@@ -25,10 +30,10 @@ from services.ingest.dedupe import Deduper
 from services.ingest.fetcher import fetch_source
 from services.ingest.limits import HostLimiter
 from services.ingest.normalize import LanguageDetector
-from services.ingest.parser import parse_source_document
+from services.ingest.parser import Parsed, parse_source_document
 from services.ingest.schedule import next_delay_s
-from shared.bus import Bus
-from shared.envelope import TOPIC_OPS, TOPIC_RAW, Envelope
+from shared.bus import Bus, dead_letter_for
+from shared.envelope import MAX_MESSAGE_BYTES, TOPIC_DEADLETTER, TOPIC_OPS, TOPIC_RAW, Envelope
 from shared.errors import FetchError, Unavailable
 from shared.metrics import Metrics
 from shared.models import RawItem, Source, SourceHealthEvent
@@ -41,6 +46,40 @@ log = logging.getLogger(__name__)
 
 MAX_ERROR_CHARS = 500
 HOST_BUSY_RETRY_S = 2.0  # a due source whose host is busy is offered again this much later
+
+
+def shown_url(url: str) -> str:
+    """``url`` as logged: no user info, each query value replaced by ``…`` (the names stay, so
+    an operator can still tell two URLs apart), no fragment."""
+    try:
+        parts = urlsplit(url)
+        netloc = parts.netloc.rpartition("@")[2]
+        query = "&".join(f"{quote(name)}=…" for name, _ in parse_qsl(parts.query, keep_blank_values=True))
+    except ValueError:
+        return "(unreadable URL)"
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+def _parse(source: Source, body: bytes, fetched_at: datetime) -> Parsed:
+    """The source's document parsed (the poller runs this in a worker thread); any failure is a
+    :class:`FetchError`."""
+    try:
+        return parse_source_document(
+            body,
+            kind=source.kind,
+            source_id=source.id,
+            source_url=source.url,
+            fetched_at=fetched_at,
+            selectors=source.selectors,
+        )
+    except FetchError:
+        raise
+    except Exception as exc:
+        # A document the parsers do not survive is this source's problem, not every source's:
+        # recorded on it as parse_error (the poll of the others goes on); logged with the trace,
+        # since it is also a parser bug to fix.
+        log.error("parsing %s failed unexpectedly", shown_url(source.url), exc_info=True)
+        raise FetchError("parse_error", f"cannot parse the document: {type(exc).__name__}: {exc}") from exc
 
 
 class Poller:
@@ -66,6 +105,7 @@ class Poller:
         self._clock = clock
         self._topic = settings.topic(TOPIC_RAW)
         self._ops = settings.topic(TOPIC_OPS)
+        self._deadletter = settings.topic(TOPIC_DEADLETTER)
         self._deduper = Deduper(store, clock)
         self._hosts = HostLimiter(settings.poll_per_host)
         self._wake = asyncio.Event()
@@ -145,14 +185,9 @@ class Poller:
                 )
                 return
             self._metrics.fetch_bytes.inc(len(result.body))
-            parsed = parse_source_document(
-                result.body,
-                kind=source.kind,
-                source_id=source.id,
-                source_url=source.url,
-                fetched_at=self._clock(),
-                selectors=source.selectors,
-            )
+            # Parsing is synchronous and CPU-bound (seconds for a 10 MB feed): in a thread, so the
+            # event loop keeps serving the other polls, the API and the leases meanwhile.
+            parsed = await asyncio.to_thread(_parse, source, result.body, self._clock())
             new = await self._publish(source, parsed.items)
             self._metrics.fetches.labels("ok").inc()
             await self._record_success(
@@ -198,13 +233,26 @@ class Poller:
         for event_type, batch in (("item.raw", decisions.new), ("item.updated", decisions.updated)):
             for item in sorted(batch, key=lambda i: (i.sort_at, i.id)):
                 item = self._with_language(source, item)
-                await self._bus.publish(self._topic, item.id, Envelope.wrap(event_type, item))
+                await self._publish_item(source, item, Envelope.wrap(event_type, item))
         await self._store.add_duplicates(decisions.duplicates)
         await self._store.mark_seen(decisions.seen_marks(), self._clock())
         self._metrics.items_published.inc(len(decisions.new))
         # Seen from this source: its new stories and its copies of stories another source had
         # first (a source that only repeats others still shows what it brought).
         return len(decisions.new) + len(decisions.duplicates)
+
+    async def _publish_item(self, source: Source, item: RawItem, envelope: Envelope) -> None:
+        """Publish one item; one too large for a bus message goes to the dead-letter topic instead
+        (and is marked seen with the rest, so it is not retried every poll). The parser bounds
+        every field, so this is a last guard: Kafka refuses such a message with an error that
+        is no outage, which would stop the poller."""
+        data = envelope.encode()
+        if len(data) <= MAX_MESSAGE_BYTES:
+            await self._bus.publish(self._topic, item.id, envelope)
+            return
+        reason = f"item of {len(data)} bytes exceeds the {MAX_MESSAGE_BYTES}-byte message limit"
+        await self._bus.publish(self._deadletter, item.id, dead_letter_for(self._topic, item.id, data, reason))
+        log.error("item %s of %s not published: %s (dead-lettered)", item.id, shown_url(source.url), reason)
 
     async def _record_success(
         self,
@@ -231,10 +279,13 @@ class Poller:
             "items_seen": source.items_seen + new,
             "broken": False,
         }
-        await self._store.update_source(source.id, fields)
+        # The event first: were it published after the store said "not broken", a failed
+        # publish (broker down) would never be retried. Published first, a failed store write
+        # at worst sends it twice (at least once, like every event).
         if source.broken:
             await self._health_event("source.recovered", source, 0, None, None)
-        log.info("polled %s: %s, %d entries seen for the first time", source.url, status, new)
+        await self._store.update_source(source.id, fields)
+        log.info("polled %s: %s, %d entries seen for the first time", shown_url(source.url), status, new)
 
     async def _record_error(self, source: Source, exc: FetchError) -> None:
         now = self._clock()
@@ -246,6 +297,8 @@ class Poller:
             hints=(exc.retry_after_s,),
         )
         broken = source.broken or errors >= self._settings.source_broken_after
+        if broken and not source.broken:  # the event before the state, as in _record_success
+            await self._health_event("source.broken", source, errors, str(exc)[:MAX_ERROR_CHARS], exc.kind)
         await self._store.update_source(
             source.id,
             {
@@ -260,9 +313,7 @@ class Poller:
                 "broken": broken,
             },
         )
-        if broken and not source.broken:
-            await self._health_event("source.broken", source, errors, str(exc)[:MAX_ERROR_CHARS], exc.kind)
-        log.warning("polling %s failed (%s, %d in a row): %s", source.url, exc.kind, errors, exc)
+        log.warning("polling %s failed (%s, %d in a row): %s", shown_url(source.url), exc.kind, errors, exc)
 
     async def _health_event(
         self, event_type: str, source: Source, errors: int, error: str | None, kind: str | None
@@ -277,4 +328,4 @@ class Poller:
             at=self._clock(),
         )
         await self._bus.publish(self._ops, source.id, Envelope.wrap(event_type, payload))
-        log.warning("%s: %s (%s)", event_type, source.url, error or "ok")
+        log.warning("%s: %s (%s)", event_type, shown_url(source.url), error or "ok")

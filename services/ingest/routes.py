@@ -8,7 +8,8 @@ from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.config import JsonDict
 
 from services.ingest.sources import InvalidSource, add_source, poll_now, update_source
 from shared.api import Body
@@ -49,25 +50,49 @@ class SourceIn(Body):
         )
 
 
+def _non_nullable(schema: JsonDict) -> None:
+    """Show an optional field as its value type only in the OpenAPI schema (``null`` refused)."""
+    options = schema.pop("anyOf", None)
+    if isinstance(options, list):
+        schema.update(next(o for o in options if isinstance(o, dict) and o.get("type") != "null"))
+
+
 class SourcePatch(Body):
-    """Body of PATCH /api/v1/sources/{id}: only the fields given change."""
+    """Body of PATCH /api/v1/sources/{id}: only the fields given change.
+
+    ``null`` clears ``name``, ``language``, ``country`` and (for a feed or GDELT source)
+    ``selectors``; ``interval_s``, ``active`` and ``official`` always have a value on a source,
+    so ``null`` for them is refused (422) rather than stored where no source could be read back.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     name: str | None = Field(default=None, max_length=200)
     language: str | None = Field(default=None, min_length=2, max_length=8)
     selectors: HtmlSelectors | None = None
-    interval_s: float | None = Field(default=None, ge=60, le=86400)
-    active: bool | None = None
+    # None only as "not given": _not_null refuses null, and the schema shows them non-nullable.
+    interval_s: float | None = Field(default=None, ge=60, le=86400, json_schema_extra=_non_nullable)
+    active: bool | None = Field(default=None, json_schema_extra=_non_nullable)
     country: Country | None = None
-    official: bool | None = None
+    official: bool | None = Field(default=None, json_schema_extra=_non_nullable)
+
+    @field_validator("interval_s", "active", "official", mode="before")
+    @classmethod
+    def _not_null(cls, value: object) -> object:
+        # Runs only for fields given (defaults are not validated), so this refuses an explicit null.
+        if value is None:
+            raise ValueError("must not be null (leave the field out to keep its value)")
+        return value
 
     def changes(self) -> dict[str, Any]:
-        """The fields given, for :func:`~services.ingest.sources.update_source`; selectors stay
-        their model."""
+        """The fields given, for :func:`~services.ingest.sources.update_source`, as plain values:
+        ``selectors`` is a dict with every selector (as a source stores it), so the MongoDB
+        adapter can ``$set`` it (BSON encodes no pydantic model) and SQLite's re-validation
+        reads the same shape."""
         changes = self.model_dump(exclude_unset=True)
-        if changes.get("selectors") is not None:
-            changes["selectors"] = self.selectors
+        if self.selectors is not None:
+            # exclude_unset would also drop the selectors not given; a source stores them all.
+            changes["selectors"] = self.selectors.model_dump()
         return changes
 
 

@@ -63,10 +63,17 @@ async def add_source(
     return source
 
 
+def _selectors(value: object) -> HtmlSelectors | None:
+    return value if value is None or isinstance(value, HtmlSelectors) else HtmlSelectors.model_validate(value)
+
+
 async def update_source(store: Store, source_id: str, changes: dict[str, Any]) -> Source | None:
     """Apply operator changes (name, interval, active, language, selectors); None if no such source.
 
     Resuming a source makes it due at once, so a paused source does not wait a full interval.
+    Changing what is fetched or how it is read (``url``, ``selectors``) forgets the stored ETag
+    and Last-Modified: otherwise the server answers 304 to the unchanged page and the new
+    selectors are not applied until the page itself changes.
     """
     source = await store.get_source(source_id)
     if source is None:
@@ -74,6 +81,10 @@ async def update_source(store: Store, source_id: str, changes: dict[str, Any]) -
     fields = dict(changes)
     if fields.get("active") and not source.active:
         fields["next_check_at"] = utcnow()
+    if ("url" in fields and fields["url"] != source.url) or (
+        "selectors" in fields and _selectors(fields["selectors"]) != source.selectors
+    ):
+        fields["etag"] = fields["last_modified"] = None
     if fields:
         await store.update_source(source_id, fields)
     return await store.get_source(source_id)
