@@ -19,7 +19,7 @@ and source), with the sources' publishers (country, official):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 
 from services.classifier.agreements import Agreement, Registry
 from shared.models import PROGRESS, Country, Source, Stage, stable_id
@@ -106,6 +106,9 @@ def agreement_state(
     silence_days: int = SILENCE_DAYS,
 ) -> AgreementState:
     signed_at = _midnight(agreement.signed_on)
+    # Reports dated before the signing (an archive entry, a GDELT backfill) are no follow-through
+    # of it: a row all of whose items came before the signing day counts for nothing.
+    rows = [r for r in rows if r.last_at is None or r.last_at >= signed_at]
     supports: dict[str, StageSupport] = {"signed": StageSupport("signed", official=True, first_at=signed_at)}
     for row in rows:
         if row.stage is None:
@@ -138,15 +141,20 @@ def agreement_state(
     progress_from = max(filter(None, (last_progress, signed_at)))
     days_quiet = max(0, (now - quiet_from).days)
     stalled, reason, stall_id = False, None, None
-    if (now - progress_from).days >= stall_days:
+    no_progress = (now - progress_from).days >= stall_days
+    silent = days_quiet >= silence_days
+    # One stall period, one id: when both hold, the condition that began first names the period
+    # (silence from day 60 is still the same stall when "no progress" also holds at day 90).
+    silence_first = quiet_from + timedelta(days=silence_days) <= progress_from + timedelta(days=stall_days)
+    if silent and (silence_first or not no_progress):
+        stalled, reason = True, f"no news for {days_quiet} days (since {quiet_from:%Y-%m-%d})"
+        stall_id = stable_id("stall", agreement.id, "silence", quiet_from.date().isoformat())
+    elif no_progress:
         stalled, reason = (
             True,
             f"no progress reported for {(now - progress_from).days} days (since {progress_from:%Y-%m-%d})",
         )
         stall_id = stable_id("stall", agreement.id, "progress", progress_from.date().isoformat())
-    elif days_quiet >= silence_days:
-        stalled, reason = True, f"no news for {days_quiet} days (since {quiet_from:%Y-%m-%d})"
-        stall_id = stable_id("stall", agreement.id, "silence", quiet_from.date().isoformat())
     return AgreementState(
         agreement=agreement,
         stage=stage,

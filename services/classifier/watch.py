@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 
 SOURCES_CACHE_S = 60.0
 REPUBLISH_AFTER = timedelta(minutes=1)
+MAX_SWAPS = 5  # tries to record a stage while other handlers record the same agreement's
+ANNOUNCED_SCAN = 50  # newest events of an agreement read to find its last stage change
 
 
 class AgreementWatch:
@@ -87,33 +89,26 @@ class AgreementWatch:
         )
 
     async def after_item(self, item: ClassifiedItem) -> None:
-        """Announce what this stored item changed for its agreements."""
+        """Announce what this stored item changed for its agreements.
+
+        The stage is computed after the recorded one is read, and recorded with a swap that
+        fails if another handler recorded meanwhile (then both are read again): a handler
+        holding a result computed from older rows can never set the stage back. The change is
+        announced by comparing the recorded stage with the last announced one, under an id fixed
+        by that previous announcement: so a change whose announcement a crash or an outage cut
+        off (swap done, event not stored) is announced when the agreement's next item comes or
+        this one is consumed again, and replicas noticing it at once store one event."""
         for link in item.agreements:
             if link.id not in self._agreements:
                 continue  # linked by an older registry: nothing to track
-            agreement = self._agreements[link.id]
-            state = await self.state(link.id)
-            recorded = await self._store.get_agreement_stage(link.id)
-            # The first recorded "signed" is no news: every agreement starts there.
-            news = recorded is not None or state.stage != "signed"
-            swapped = recorded != state.stage and await self._store.swap_agreement_stage(link.id, recorded, state.stage)
-            if swapped and news:
-                before = recorded or "signed"
-                await self._emit(
-                    AgreementEvent(
-                        id=stable_id("evt", link.id, "stage", before, state.stage, item.id),
-                        kind="agreement.stage_changed",
-                        agreement_id=link.id,
-                        area=agreement.area,
-                        title=agreement.title,
-                        before=before,
-                        after=state.stage,
-                        item_id=item.id,
-                        detail=f"{item.title} ({item.url or item.source_url})",
-                        evidence=[e for e in item.evidence if e.kind in ("agreement", "stage")],
-                    )
-                )
-            if item.stage == "setback":
+            state = await self._record_stage(link.id)
+            if state is None:
+                continue
+            await self._announce_stage(state, item)
+            # Only a setback the board shows (reported after the last progress) is news.
+            behind = state.last_progress_at is not None and item.sort_at < state.last_progress_at
+            if item.stage == "setback" and state.setback and not behind:
+                agreement = state.agreement
                 await self._emit(
                     AgreementEvent(
                         id=stable_id("evt", link.id, "setback", item.id),
@@ -128,6 +123,42 @@ class AgreementWatch:
                         evidence=[e for e in item.evidence if e.kind in ("agreement", "stage")],
                     )
                 )
+
+    async def _record_stage(self, agreement_id: str) -> AgreementState | None:
+        """The agreement's state, its stage recorded; None when other handlers kept winning."""
+        for _ in range(MAX_SWAPS):
+            recorded = await self._store.get_agreement_stage(agreement_id)
+            state = await self.state(agreement_id)
+            if recorded == state.stage or await self._store.swap_agreement_stage(agreement_id, recorded, state.stage):
+                return state
+        log.warning(
+            "agreement %s: stage not recorded after %d tries (busy); the next item retries", agreement_id, MAX_SWAPS
+        )
+        return None
+
+    async def _announce_stage(self, state: AgreementState, item: ClassifiedItem) -> None:
+        """Announce the recorded stage if the last announced one differs ("signed" before any:
+        every agreement starts there, which is no news)."""
+        agreement = state.agreement
+        events = await self._store.list_agreement_events(agreement_id=agreement.id, limit=ANNOUNCED_SCAN)
+        last = next((e for e in events if e.kind == "agreement.stage_changed"), None)
+        before = (last.after if last else None) or "signed"
+        if state.stage == before:
+            return
+        await self._emit(
+            AgreementEvent(
+                id=stable_id("evt", agreement.id, "stage", before, state.stage, "after", last.id if last else "-"),
+                kind="agreement.stage_changed",
+                agreement_id=agreement.id,
+                area=agreement.area,
+                title=agreement.title,
+                before=before,
+                after=state.stage,
+                item_id=item.id,
+                detail=f"{item.title} ({item.url or item.source_url})",
+                evidence=[e for e in item.evidence if e.kind in ("agreement", "stage")],
+            )
+        )
 
     async def check_stalls(self) -> int:
         """Announce every agreement stalled in a quiet period not announced before; how many."""

@@ -75,3 +75,21 @@ def test_stalls_after_quiet_periods_named_by_their_start() -> None:
     assert not agreement_state(AGREEMENT, talks, SOURCES, at(150)).stalled, "talks are beyond signed"
     moved = agreement_state(AGREEMENT, talks, SOURCES, at(195))
     assert moved.stalled and moved.stall_id != stalled.stall_id, "a new quiet period is a new stall"
+
+
+def test_a_silence_that_turns_into_no_progress_is_one_stall() -> None:
+    # One item (a signing report) a few days after the signing, then nothing: "no news" from
+    # day 65, and "no progress" also holds from day 90 — still the same quiet period.
+    rows = [row("signed", "dawn", 5)]
+    silent = agreement_state(AGREEMENT, rows, SOURCES, at(66))
+    assert silent.stalled and "no news" in (silent.stall_reason or "")
+    both = agreement_state(AGREEMENT, rows, SOURCES, at(100))
+    assert both.stalled and both.stall_id == silent.stall_id, "one stall period, one alert"
+
+
+def test_reports_dated_before_the_signing_are_no_progress() -> None:
+    archive = [row("operational", "mofa", -600)]  # an official story of 2024, found by a backfill
+    state = agreement_state(AGREEMENT, archive, SOURCES, at(10))
+    assert state.stage == "signed" and state.last_progress_at is None
+    spans = [row("planning", "mofa", -30, 20)]  # a source that reported before and after
+    assert agreement_state(AGREEMENT, spans, SOURCES, at(25)).stage == "planning"
