@@ -169,6 +169,10 @@ async def test_410_stops_retries_and_500_then_200_recovers(world: World, receive
     assert gone[0].status == "failed" and gone[0].attempts == 1 and gone[0].last_status_code == 410
     world.clock.now += timedelta(minutes=10)
     assert await world.drain() == 0, "no retry after 410"
+    disabled = await world.store.get_subscription("sub_w")
+    assert disabled is not None and not disabled.active and "410" in (disabled.disabled_reason or "")
+    # The owner fixed the endpoint and resumed the subscription (what POST …/resume does).
+    await world.store.update_subscription("sub_w", {"active": True, "disabled_reason": None, "failing_since": None})
     receiver.statuses = [500, 503]
     await world.publish(2)
     for _ in range(3):

@@ -175,27 +175,27 @@ async def test_source_management(client: httpx.AsyncClient) -> None:
 
 
 async def test_subscription_filters_rotation_pause_and_links(client: httpx.AsyncClient) -> None:
-    created = await client.post(
-        "/api/v1/subscriptions",
-        headers=KEY,
-        json={
-            "webhook_url": "http://127.0.0.1:9/hook",
-            "sectors": ["transport"],
-            "countries": ["PK", "KZ"],
-            "bilateral_only": True,
-            "min_score": 2,
-            "keywords": ["Gwadar"],
-            "languages": ["en"],
-            "cadence": "daily",
-            "digest_time": "07:30",
-            "timezone": "Asia/Karachi",
-            "owner_email": "ops@example.org",
-        },
-    )
+    fields = {
+        "webhook_url": "http://127.0.0.1:9/hook",
+        "sectors": ["transport"],
+        "countries": ["PK", "KZ"],
+        "bilateral_only": True,
+        "min_score": 2,
+        "keywords": ["Gwadar"],
+        "languages": ["en"],
+        "cadence": "daily",
+        "digest_time": "07:30",
+        "timezone": "Asia/Karachi",
+        "owner_email": "ops@example.org",
+    }
+    # Digests are email only: a webhook (or kafka) subscription with a digest cadence is refused.
+    refused = await client.post("/api/v1/subscriptions", headers=KEY, json=fields)
+    assert refused.status_code == 422 and "email only" in refused.text, refused.text
+    created = await client.post("/api/v1/subscriptions", headers=KEY, json={**fields, "cadence": "immediate"})
     assert created.status_code == 201, created.text
     body = created.json()
     sid, first_secret = body["id"], body["secret"]
-    assert body["cadence"] == "daily" and body["timezone"] == "Asia/Karachi" and body["confirmed"] is True
+    assert body["cadence"] == "immediate" and body["timezone"] == "Asia/Karachi" and body["confirmed"] is True
     rotated = await client.post(f"/api/v1/subscriptions/{sid}/rotate-secret", headers=KEY)
     assert rotated.status_code == 200 and rotated.json()["secret"] not in (None, first_secret)
     assert rotated.json()["previous_secret_expires_at"]
@@ -204,7 +204,8 @@ async def test_subscription_filters_rotation_pause_and_links(client: httpx.Async
     assert (await client.post(f"/api/v1/subscriptions/{sid}/pause", headers=KEY)).json()["active"] is False
     assert (await client.post(f"/api/v1/subscriptions/{sid}/resume", headers=KEY)).json()["active"] is True
     patched = await client.patch(f"/api/v1/subscriptions/{sid}", headers=KEY, json={"cadence": "hourly"})
-    assert patched.json()["cadence"] == "hourly"
+    assert patched.status_code == 422 and "email only" in patched.text, "no digests on a webhook"
+    assert (await client.get(f"/api/v1/subscriptions/{sid}", headers=KEY)).json()["cadence"] == "immediate"
     for bad in ({"timezone": "Mars/Olympus"}, {"digest_time": "25:00"}, {"cadence": "weekly"}, {"min_score": -1}):
         assert (await client.patch(f"/api/v1/subscriptions/{sid}", headers=KEY, json=bad)).status_code == 422, bad
     kafka = await client.post("/api/v1/subscriptions", headers=KEY, json={"channel": "kafka", "sectors": ["energy"]})

@@ -1,12 +1,21 @@
 """Email: alert, digest and confirmation messages (text and HTML parts, List-Unsubscribe with
 one-click POST per RFC 8058), sent over SMTP with aiosmtplib.
 
-Permanent SMTP failures (5xx, refused recipients) are not retried; everything else is.
+How :func:`send_email` classifies a failure (one place, by exception type and reply code):
+- permanent — the recipient refused with a 5xx reply (unknown mailbox, policy), the message
+  content refused with a 5xx reply to DATA, or a message that cannot be sent as built (no
+  recipient, a header the email package or aiosmtplib refuses): no retry can change these;
+- retryable — everything else: 4xx replies (greylisting, mailbox busy, quota), refusals that
+  are our own configuration or the server's state (authentication 530/534/535/538, sender
+  refused, HELO/STARTTLS refused), timeouts and connection errors. A misconfigured server thus
+  runs through the retry schedule and reaches the dead-letter topic, instead of failing every
+  delivery at its first attempt.
 """
 
 from __future__ import annotations
 
 import html
+from email.errors import MessageError
 from email.message import EmailMessage
 from email.utils import make_msgid
 
@@ -87,8 +96,26 @@ def build_agreement_message(
     return msg
 
 
+# Replies that say the client (we) must authenticate or authenticate differently: our
+# configuration, not the recipient, so they are retried even when a recipient gets them.
+_AUTH_CODES = frozenset({530, 534, 535, 538})
+
+
+def _refused_permanently(code: int) -> bool:
+    """True for a 5xx reply about the recipient or the message itself (not our credentials)."""
+    return code >= 500 and code not in _AUTH_CODES
+
+
 async def send_email(settings: Settings, message: EmailMessage) -> Outcome:
-    """Send one message with the configured SMTP server."""
+    """Send one message with the configured SMTP server; never raises for a failure of this
+    message (see the module doc for which outcomes are permanent)."""
+    if not any(str(address).strip() for address in message.get_all("To", [])):
+        # aiosmtplib would connect first and then raise ValueError: refuse before any network.
+        return Outcome.permanent("message has no recipient address")
+    if settings.smtp_starttls and settings.smtp_tls:
+        # aiosmtplib refuses the pair with ValueError, which below means "this message"; it is our
+        # configuration, so retry until an operator fixes it (settings should refuse it at start).
+        return Outcome.transient("SMTP settings: smtp_starttls and smtp_tls are mutually exclusive")
     password = settings.smtp_password.get_secret_value() if settings.smtp_password else None
     try:
         await aiosmtplib.send(
@@ -102,16 +129,28 @@ async def send_email(settings: Settings, message: EmailMessage) -> Outcome:
             timeout=settings.smtp_timeout_s,
         )
     except aiosmtplib.SMTPRecipientsRefused as exc:
-        return Outcome.permanent(f"recipient refused: {exc}")
+        # Raised when every recipient was refused, whatever the codes: 450/451/452 (mailbox
+        # busy, greylisting, over quota) are temporary and must be retried.
+        codes = [r.code for r in exc.recipients]
+        error = "recipient refused: " + "; ".join(f"{r.code} {r.message}" for r in exc.recipients)
+        if codes and all(_refused_permanently(code) for code in codes):
+            return Outcome.permanent(error, status_code=codes[0])
+        return Outcome.transient(error, status_code=codes[0] if codes else None)
+    except aiosmtplib.SMTPDataError as exc:
+        error = f"message refused: SMTP {exc.code}: {exc.message}"
+        if _refused_permanently(exc.code):
+            return Outcome.permanent(error, status_code=exc.code)
+        return Outcome.transient(error, status_code=exc.code)
     except aiosmtplib.SMTPResponseException as exc:
-        error = f"SMTP {exc.code}: {exc.message}"
-        return (
-            Outcome.permanent(error, status_code=exc.code)
-            if exc.code >= 500
-            else Outcome.transient(error, status_code=exc.code)
-        )
+        # Authentication, sender, HELO, STARTTLS and other command refusals: the server's state
+        # or our own configuration, which an operator can fix while the delivery waits.
+        return Outcome.transient(f"{type(exc).__name__}: SMTP {exc.code}: {exc.message}", status_code=exc.code)
     except (aiosmtplib.SMTPException, OSError) as exc:
         return Outcome.transient(f"{type(exc).__name__}: {exc}")
+    except (ValueError, MessageError) as exc:
+        # The message as built cannot be sent (aiosmtplib: no recipient or sender header, an
+        # address that cannot be encoded; email: a malformed header): the same on every retry.
+        return Outcome.permanent(f"message cannot be sent: {type(exc).__name__}: {exc}")
     return Outcome.success(250)
 
 
@@ -153,13 +192,17 @@ def build_digest(
     delivery_id: str,
     period: str,
     events: list[AgreementEvent] | None = None,
+    follow_up: bool = False,
 ) -> EmailMessage:
-    """One email for a digest period: agreement events first, then items grouped by sector."""
+    """One email for a digest period: agreement events first, then items grouped by sector.
+    ``follow_up`` marks a digest of alerts that reached a period after its digest had gone."""
     groups: dict[str, list[ClassifiedItem]] = {}
     for item in sorted(items, key=lambda i: i.sort_at, reverse=True):
         wanted = [s for s in item.sectors if not subscription.sectors or s in subscription.sectors]
         groups.setdefault(wanted[0] if wanted else "other", []).append(item)
-    label = "hourly" if subscription.cadence == "hourly" else "daily"
+    # From the period key, not the cadence: the subscription may have changed cadence since
+    # (an hourly key reads "2026-11-26T14", a daily one "2026-11-26").
+    label = ("hourly" if "T" in period else "daily") + (" follow-up" if follow_up else "")
     events = events or []
     count = f"{len(items)} items" + (f", {len(events)} agreement events" if events else "")
     msg = _base(settings, subscription, f"[Corridor] {label} digest {period}: {count}", delivery_id)

@@ -125,8 +125,10 @@ class Matcher:
             created_at=now,
             next_attempt_at=now + self._handoff,
         )
-        if subscription.cadence != "immediate":
-            # Queued for its digest, which the deliverer sends when the period closes.
+        if subscription.cadence != "immediate" and subscription.channel == "email":
+            # Queued for its digest, which the deliverer sends when the period closes. Only email
+            # has digests: a webhook or kafka subscription stored with a digest cadence (before the
+            # API refused that) is alerted one by one.
             period, end = period_of(subscription, now)
             return delivery.model_copy(update={"status": "queued", "digest_period": period, "next_attempt_at": end})
         if subscription.channel == "kafka":

@@ -27,6 +27,12 @@ from shared.store.base import MAX_PAGE
 from shared.timeutil import utcnow
 
 _HHMM = r"^([01]\d|2[0-3]):[0-5]\d$"
+_DIGESTS_EMAIL_ONLY = (
+    "digests (cadence hourly or daily) are sent by email only; webhook and kafka subscriptions are immediate"
+)
+# Filters a PATCH may set to null (back to "no filter"); null for any other field is refused,
+# since it would either be dropped silently or store a value the model does not allow.
+_NULLABLE = frozenset({"min_score"})
 
 
 class Filters(Body):
@@ -84,6 +90,8 @@ class SubscriptionIn(Filters):
             given.append("kafka")
         if len(given) != 1 or (self.channel and self.channel != given[0]):
             raise ValueError("give exactly one channel: webhook_url, email, or channel=kafka")
+        if self.cadence not in (None, "immediate") and given[0] != "email":
+            raise ValueError(_DIGESTS_EMAIL_ONLY)
         return self
 
 
@@ -173,8 +181,14 @@ def build_router(
             raise HTTPException(404, detail="no such subscription")
         return subscription
 
-    def checked_filters(body: Filters) -> dict[str, Any]:
+    def checked_filters(body: Filters, *, patch: bool = False) -> dict[str, Any]:
+        """The fields the body sets, validated against the registries. On create an explicit
+        null means the default (it is left out); on ``patch`` it clears a nullable filter
+        (``min_score``) and is refused (422) for any other field."""
         fields = body.model_dump(exclude_unset=True, exclude={"webhook_url", "email", "channel", "owner_email"})
+        nulls = sorted(k for k, v in fields.items() if v is None and k not in _NULLABLE)
+        if patch and nulls:
+            raise _invalid(nulls[0], f"{nulls[0]} cannot be null; leave it out to keep the current value")
         unknown = sorted(set(fields.get("sectors") or []) - set(sector_ids))
         if unknown:
             raise _invalid("sectors", f"unknown sectors {unknown}; valid: {sector_ids}")
@@ -184,6 +198,8 @@ def build_router(
         for key in ("sectors", "countries", "sources", "languages", "agreements", "areas", "kinds"):
             if fields.get(key) is not None:
                 fields[key] = sorted(set(fields[key]))
+        if patch:
+            return fields
         return {k: v for k, v in fields.items() if v is not None}
 
     @router.post("/subscriptions", response_model=SubscriptionCreated, status_code=201, dependencies=admin)
@@ -235,8 +251,10 @@ def build_router(
 
     @router.patch("/subscriptions/{subscription_id}", response_model=SubscriptionOut, dependencies=admin)
     async def patch_subscription(subscription_id: str, body: Filters) -> SubscriptionOut:
-        await found(subscription_id)
-        fields = checked_filters(body)
+        subscription = await found(subscription_id)
+        fields = checked_filters(body, patch=True)
+        if fields.get("cadence", "immediate") != "immediate" and subscription.channel != "email":
+            raise _invalid("cadence", _DIGESTS_EMAIL_ONLY)
         if fields:
             await store.update_subscription(subscription_id, fields)
         return SubscriptionOut.of(await found(subscription_id))
@@ -325,11 +343,26 @@ def build_router(
 
     @router.post("/deliveries/{delivery_id}/redeliver", response_model=Delivery, status_code=202, dependencies=admin)
     async def redeliver(delivery_id: str) -> Delivery:
+        """Send again from the first attempt. Refused (409) while the delivery waits for its
+        digest or an attempt of it is in flight: clearing a live lease would let a second worker
+        send it while the first still is."""
         delivery = await store.get_delivery(delivery_id)
         if delivery is None:
             raise HTTPException(404, detail="no such delivery")
         if delivery.status == "queued":
             raise HTTPException(409, detail="queued for a digest that has not been sent yet")
+        if delivery.status == "pending":
+            # Take the lease ourselves (atomic in the store): if a worker holds it, it is sending
+            # now, and the reset below must wait for it. Delivered or failed deliveries have no
+            # attempt in flight, and nothing claims them.
+            now = utcnow()
+            hold = now + timedelta(seconds=settings.delivery_lease_s)
+            if await store.claim_delivery(delivery_id, now, hold) is None:
+                current = await store.get_delivery(delivery_id)
+                until = current.lease_until.isoformat() if current and current.lease_until else "now"
+                raise HTTPException(
+                    409, detail=f"an attempt of this delivery is in flight (leased until {until}); try again after it"
+                )
         await store.update_delivery(
             delivery_id, {"status": "pending", "attempts": 0, "next_attempt_at": utcnow(), "lease_until": None}
         )

@@ -1,7 +1,8 @@
 """Webhook sender: Standard Webhooks signing, one POST, the outcome classified.
 
-Retried: timeouts, connection errors, 5xx, 408 and 429 (Retry-After honoured, clamped by the
-deliverer). Not retried: other 4xx, and destinations the SSRF guard refuses. Redirects are not
+Retried: timeouts, connection errors, 5xx, 408 and 429 (Retry-After honoured in both its forms,
+seconds or an HTTP-date, clamped by the deliverer). Not retried: other 4xx, and destinations the
+SSRF guard refuses; on 410 Gone the deliverer also disables the subscription. Redirects are not
 followed: a receiver must answer at the URL it registered.
 """
 
@@ -10,7 +11,8 @@ from __future__ import annotations
 import json
 import secrets
 from base64 import b64encode
-from datetime import datetime
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
@@ -51,10 +53,22 @@ def agreement_body(subscription: Subscription, event: AgreementEvent, *, link: s
     }
 
 
-def _retry_after(value: str | None) -> float | None:
-    if value and value.strip().isdigit():
-        return float(value.strip())
-    return None
+def _retry_after(value: str | None, now: datetime) -> float | None:
+    """Seconds to wait from a Retry-After header: delay-seconds or an HTTP-date (RFC 9110
+    10.2.3), a date in the past meaning 0; None when absent or unreadable. The deliverer
+    clamps both forms the same way."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        at = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)  # "-0000": RFC 5322's "UTC, origin unknown"
+    return max(0.0, (at - now).total_seconds())
 
 
 async def send_webhook(
@@ -88,7 +102,7 @@ async def send_webhook(
             error = f"HTTP {code}: {snippet[:200]}"
             if code >= 500 or code in (408, 429):
                 return Outcome.transient(
-                    error, status_code=code, retry_after_s=_retry_after(resp.headers.get("retry-after"))
+                    error, status_code=code, retry_after_s=_retry_after(resp.headers.get("retry-after"), now)
                 )
             return Outcome.permanent(error, status_code=code)
     except BlockedAddress as exc:
