@@ -451,7 +451,7 @@ class Deliverer:
     async def _defer(self, delivery: Delivery, wait_s: float) -> None:
         """Rate-limited: try again later without spending one of the delivery's attempts."""
         next_at = self._clock() + timedelta(seconds=wait_s)
-        await self._store.update_delivery(delivery.id, {"next_attempt_at": next_at, "lease_until": None})
+        await self._record(delivery, {"next_attempt_at": next_at, "lease_until": None})
         self._metrics.deliveries.labels(delivery.channel, "rate_limited").inc()
 
     async def _track_endpoint(self, subscription: Subscription, outcome: Outcome) -> None:
@@ -493,16 +493,20 @@ class Deliverer:
             return "retry"
         return "failed"
 
+    async def _record(self, delivery: Delivery, fields: dict[str, object]) -> bool:
+        """Write an attempt's result while its lease holds (a delivery attempted unclaimed, as
+        in tests and tools, is written as is); whether it was written."""
+        if delivery.lease_until is None:
+            await self._store.update_delivery(delivery.id, fields)
+            return True
+        return await self._store.finish_delivery(delivery.id, delivery.lease_until, fields)
+
     async def _finish(self, delivery: Delivery, outcome: Outcome) -> None:
         """Record the attempt and its verdict, releasing the lease; a failed delivery goes to the
-        dead-letter topic with the reason. The write is not conditional on still holding the
-        lease (the store has no such update): ``attempt`` keeps inside the lease instead, and an
-        overrun is logged."""
+        dead-letter topic with the reason. Recorded only while this attempt still holds its lease
+        (``attempt`` keeps inside it): past it, another worker may have claimed the delivery, and
+        its record is not overwritten with this attempt's stale count and verdict."""
         now = self._clock()
-        if delivery.lease_until is not None and now > delivery.lease_until:
-            log.warning(
-                "delivery %s: attempt recorded after its lease ran out (it may have been sent twice)", delivery.id
-            )
         attempts = delivery.attempts + 1
         verdict = self._verdict(delivery, outcome)
         fields: dict[str, object] = {
@@ -521,7 +525,15 @@ class Deliverer:
             fields["next_attempt_at"] = now + timedelta(seconds=delay)
         else:
             fields["status"] = "failed"
-        await self._store.update_delivery(delivery.id, fields)
+        if not await self._record(delivery, fields):
+            log.warning(
+                "delivery %s: attempt %d (%s) not recorded: its lease ran out and the delivery was claimed "
+                "again (it may have been sent twice)",
+                delivery.id,
+                attempts,
+                verdict,
+            )
+            return
         self._metrics.deliveries.labels(delivery.channel, verdict).inc()
         if verdict == "failed":
             reason = f"delivery failed after {attempts} attempts: {outcome.error}"

@@ -250,6 +250,11 @@ class Store(Protocol):
 
     async def update_delivery(self, delivery_id: str, fields: dict[str, Any]) -> None: ...
 
+    async def finish_delivery(self, delivery_id: str, lease_until: datetime, fields: dict[str, Any]) -> bool:
+        """Update the delivery only while it still holds the lease ``lease_until`` (as a claim
+        returned it; compared to the millisecond); whether it did. An attempt that outlived its
+        lease must not overwrite the record another worker has claimed since."""
+
     async def list_deliveries(
         self,
         *,

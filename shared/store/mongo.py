@@ -415,6 +415,11 @@ class MongoStore:
     async def update_delivery(self, delivery_id: str, fields: dict[str, Any]) -> None:
         await self._deliveries.update_one({"_id": delivery_id}, {"$set": fields})
 
+    async def finish_delivery(self, delivery_id: str, lease_until: datetime, fields: dict[str, Any]) -> bool:
+        # BSON keeps milliseconds, as the claim stored them; served by _id.
+        result = await self._deliveries.update_one({"_id": delivery_id, "lease_until": lease_until}, {"$set": fields})
+        return result.matched_count == 1
+
     async def list_deliveries(
         self,
         *,

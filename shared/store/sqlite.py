@@ -645,6 +645,20 @@ class SQLiteStore:
     async def update_delivery(self, delivery_id: str, fields: dict[str, Any]) -> None:
         await self._patch("deliveries", Delivery, delivery_id, fields)
 
+    async def finish_delivery(self, delivery_id: str, lease_until: datetime, fields: dict[str, Any]) -> bool:
+        # Compared to the millisecond, as on MongoDB: a record re-validated since its claim keeps
+        # its lease in milliseconds, the claim returned it with microseconds.
+        where = "id=? AND substr(lease_until, 1, 23)=?"
+        async with self._locked():
+            current = await self._one(
+                Delivery, f"SELECT doc FROM deliveries WHERE {where}", (delivery_id, _ts(lease_until)[:23])
+            )
+            if current is None:
+                return False
+            await self._write("deliveries", Delivery.model_validate({**current.model_dump(), **fields}))
+            await self.db.commit()
+            return True
+
     async def list_deliveries(
         self,
         *,

@@ -231,6 +231,24 @@ async def test_deliveries_are_unique_and_claimed_once(store: Store) -> None:
     assert await store.list_deliveries(status="pending") == []
 
 
+async def test_an_attempt_records_only_while_it_holds_its_lease(store: Store) -> None:
+    d = Delivery(id="msg_2", subscription_id="sub_1", item_id="itm_1", channel="webhook", created_at=T0)
+    await store.insert_delivery(d)
+    lease = T0 + timedelta(seconds=10, microseconds=123456)  # stored to the millisecond on MongoDB
+    first = await store.claim_delivery("msg_2", T0, lease)
+    assert first is not None and first.lease_until is not None
+    # The first attempt overran its lease; a second worker claimed the delivery meanwhile.
+    second = await store.claim_delivery("msg_2", T0 + timedelta(seconds=11), T0 + timedelta(seconds=40))
+    assert second is not None and second.lease_until is not None
+    assert await store.finish_delivery("msg_2", first.lease_until, {"attempts": 1, "status": "failed"}) is False
+    got = await store.get_delivery("msg_2")
+    assert got is not None and got.status == "pending" and got.attempts == 0, "the stale attempt changed nothing"
+    done = {"attempts": 1, "status": "delivered", "lease_until": None}
+    assert await store.finish_delivery("msg_2", second.lease_until, done) is True
+    got = await store.get_delivery("msg_2")
+    assert got is not None and got.status == "delivered" and got.lease_until is None
+
+
 async def test_ping(store: Store) -> None:
     assert await store.ping() is True
 
