@@ -89,5 +89,6 @@ bench: install-dev servers
 	$(BIN)/python bench/bench_cluster.py                # ~6 min: scaling on 3 brokers; dead-endpoint p99
 	deploy/kafka-cluster.sh stop
 
-clean:
+clean: stop-servers
+	-deploy/kafka-cluster.sh stop
 	rm -rf var deploy/.run .pytest_cache .mypy_cache .ruff_cache test-artifacts

@@ -44,7 +44,7 @@ def test_stack_shape(compose: dict[str, Any]) -> None:
         svc = services[role]
         assert svc["command"] == ["run", role]
         assert svc["build"]["dockerfile"] == "deploy/Dockerfile"
-        assert svc["environment"]["KAFKA_BOOTSTRAP_SERVERS"] == "${KAFKA_BOOTSTRAP_SERVERS:-kafka:9092}"
+        assert svc["environment"]["KAFKA_BOOTSTRAP_SERVERS"] == "${COMPOSE_KAFKA_BOOTSTRAP:-kafka:9092}"
         assert svc["environment"]["MONGODB_URI"].startswith("mongodb://mongo:")
     for name, svc in services.items():
         for dep, cond in (svc.get("depends_on") or {}).items():
@@ -125,3 +125,18 @@ def test_kafka_nodes_form_one_cluster_and_keep_their_data(compose: dict[str, Any
         assert int(e["CORRIDOR_TOPIC_MIN_INSYNC_REPLICAS"]) == (2 if len(brokers) == 3 else 1)
         needed = {d for d, c in services[role]["depends_on"].items() if c.get("required", True)}
         assert needed <= set(services), f"{role} depends on a service outside the profile"
+
+
+def test_the_stack_stops_gracefully_and_comes_back(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    for name, svc in services.items():
+        assert svc.get("restart") == "unless-stopped", f"{name} stays down after a crash or a daemon restart"
+    for role in ("ingest", "classifier", "alerts"):
+        # HTTP drain 10 s, record drain 10 s, closes: Docker's default 10 s would SIGKILL mid-drain.
+        grace = services[role]["stop_grace_period"]
+        assert grace.endswith("s") and int(grace[:-1]) >= 35, role
+    assert services["mailpit"]["ports"] == ["127.0.0.1:8025:8025"], "alert emails are for this host only"
+    conf = (REPO / "deploy/nginx.conf").read_text()
+    assert "resolver 127.0.0.11" in conf and not re.search(r"^upstream ", conf, re.M), "names resolved per request"
+    timeout = int(re.search(r"proxy_read_timeout (\d+)s", conf).group(1))  # type: ignore[union-attr]
+    assert timeout > 30, "above CORRIDOR_QUERY_TIMEOUT_S, so the API's own 503 gets through"
