@@ -7,6 +7,8 @@ import re
 import unicodedata
 
 MAX_TOKENS = 400
+# Characters XML 1.0 forbids (and DEL, a control character to RFC 5545): never in feeds or calendars.
+_NOT_TEXT = re.compile(r"[^\t\n\r\x20-\x7e\x80-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 MAX_QUERY_TOKENS = 8
 _WORDS = re.compile(r"\w+", re.UNICODE)
 # fmt: off
@@ -35,3 +37,10 @@ def search_tokens(text: str, limit: int = MAX_TOKENS) -> list[str]:
             if len(seen) >= limit:
                 break
     return list(seen)
+
+
+def text_chars(text: str) -> str:
+    """``text`` without the characters XML 1.0 forbids and without DEL: safe in RSS, Atom and
+    iCalendar. A forbidden character that is whitespace (vertical tab, form feed, the separators
+    U+001C-U+001F) becomes a space, so the words it separated stay apart; the rest are dropped."""
+    return _NOT_TEXT.sub(lambda m: " " if m.group().isspace() else "", text)

@@ -12,7 +12,7 @@ from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Response
-from icalendar import Calendar
+from icalendar import Calendar, vText
 from icalendar import Event as CalendarEvent
 from pydantic import BaseModel, Field
 
@@ -22,6 +22,7 @@ from services.classifier.watch import AgreementWatch
 from shared.models import AgreementEvent, Area, Country, LinkVia, Stage
 from shared.store import EventQuery, Store
 from shared.store.base import MAX_PAGE
+from shared.text import text_chars
 
 TIMELINE_ITEMS = 100
 CALENDAR_EVENTS = 500
@@ -117,6 +118,12 @@ def _row(state: AgreementState, registry: Registry) -> dict[str, Any]:
     }
 
 
+def _text(value: str) -> vText:
+    """``value`` as an iCalendar TEXT, without the control characters RFC 5545 forbids in one
+    (3.3.11; tab stays, line breaks are escaped by vText)."""
+    return vText(text_chars(value))
+
+
 def build_router(
     *, store: Store, registry: Registry, watch: AgreementWatch, require_read: Callable[..., Any], base_url: str
 ) -> APIRouter:
@@ -143,18 +150,26 @@ def build_router(
         ]
 
     async def calendar(agreement_id: str | None) -> Response:
+        """The signings (all-day events on the signing date) and stage events (a moment each) of
+        one agreement, or of all; every text value is a TEXT (RFC 5545 3.3.11: commas,
+        semicolons and line breaks escaped) without control characters."""
         cal = Calendar()
         cal.add("prodid", "-//Corridor//agreement stages//EN")
         cal.add("version", "2.0")
-        cal.add("x-wr-calname", "Corridor: " + (agreements[agreement_id].title if agreement_id else "agreements"))
+        # An X- property is written as given unless typed: a title with a comma came out raw, one
+        # with a line break failed the whole answer.
+        cal.add(
+            "x-wr-calname", _text("Corridor: " + (agreements[agreement_id].title if agreement_id else "agreements"))
+        )
         now = datetime.now(UTC)
         chosen = [agreements[agreement_id]] if agreement_id else registry.agreements
         for a in chosen:
             signed = CalendarEvent()
             signed.add("uid", f"signed-{a.id}@corridor")
             signed.add("dtstamp", now)
+            # A DATE start without DTEND is one whole day (RFC 5545 3.6.1): the signing day.
             signed.add("dtstart", a.signed_on)
-            signed.add("summary", f"{a.title}: signed")
+            signed.add("summary", _text(f"{a.title}: signed"))
             signed.add("url", f"{base_url.rstrip('/')}/api/v1/agreements/{a.id}")
             cal.add_component(signed)
         events = await store.list_agreement_events(agreement_id=agreement_id, limit=CALENDAR_EVENTS)
@@ -162,11 +177,12 @@ def build_router(
             entry = CalendarEvent()
             entry.add("uid", f"{e.id}@corridor")
             entry.add("dtstamp", now)
+            # A moment, not a span: a DATE-TIME start without DTEND ends when it starts (RFC 5545
+            # 3.6.1), where a DTEND equal to it is invalid (3.8.2.2: DTEND must be later).
             entry.add("dtstart", e.at)
-            entry.add("dtend", e.at)
             what = {"agreement.stage_changed": f"{e.before} → {e.after}", "agreement.setback": "setback"}
-            entry.add("summary", f"{e.title}: {what.get(e.kind, 'stalled')}")
-            entry.add("description", e.detail)
+            entry.add("summary", _text(f"{e.title}: {what.get(e.kind, 'stalled')}"))
+            entry.add("description", _text(e.detail))  # an item's title: stored ones may predate ingest's cleaning
             entry.add("url", f"{base_url.rstrip('/')}/api/v1/agreements/{e.agreement_id}")
             cal.add_component(entry)
         return Response(cal.to_ical(), media_type="text/calendar; charset=utf-8")

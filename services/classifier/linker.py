@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from services.classifier.agreements import Registry
 from services.classifier.matching import Hit, Term, TermMatcher
 from services.classifier.taxonomy import Taxonomy
+from shared.errors import ConfigError
 from shared.models import PROGRESS, AgreementLink, ClassifiedItem, Country, Evidence, LinkVia, Stage
 
 LINK_THRESHOLD = 1.0
@@ -70,6 +71,21 @@ class AgreementLinker:
     """Adds agreements, stage and their evidence to classified items; shares no per-item state."""
 
     def __init__(self, registry: Registry, taxonomy: Taxonomy) -> None:
+        """A linker for ``registry`` reading items classified with ``taxonomy``; :class:`ConfigError`
+        naming the area and the sectors when an area's ``from_sectors`` names a sector the
+        taxonomy does not have (the two files are validated apart, and a misspelt sector would
+        never link its area, silently)."""
+        unknown = [
+            f"{area}: {sector}"
+            for area, spec in registry.areas.items()
+            for sector in spec.from_sectors
+            if sector not in taxonomy.sectors
+        ]
+        if unknown:
+            raise ConfigError(
+                f"agreements registry {registry.version}: from_sectors names sectors taxonomy "
+                f"{taxonomy.version} does not have ({'; '.join(unknown)}); its sectors: {sorted(taxonomy.sectors)}"
+            )
         self.registry = registry
         self.version = registry.version
         self._areas = {a.id: a.area for a in registry.agreements}

@@ -4,11 +4,18 @@ and optionally write it.
 The report comes first and nothing is written unless asked: an operator sees which items would
 gain or lose which sector, which agreement, and which stage they would report, before a change
 reaches the events API and the agreement tracker.
+
+An item counts as changed when anything the events API filters or sorts on would change: its
+sectors or their scores (``min_score``, ``sort=score``), countries, agreements with their scores
+and ``via``, stage, or ``classifier_version``. A taxonomy that only moves weights changes scores
+alone; such items are counted apart (``rescored``) and written like the others, or the stored
+scores would answer those filters from the old taxonomy.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -16,6 +23,9 @@ from services.classifier.classify import Classifier
 from shared.models import ClassifiedItem, RawItem
 from shared.store import EventQuery, Store
 from shared.store.base import MAX_PAGE
+
+# Scores are compared at this many decimals: a replay's float noise is no change, a moved weight is.
+SCORE_DIGITS = 3
 
 
 @dataclass
@@ -32,6 +42,12 @@ class Change:
     agreements_lost: list[str] = field(default_factory=list)
     stage_before: str | None = None
     stage_after: str | None = None
+    top_score_before: float = 0.0
+    top_score_after: float = 0.0
+    version_before: str = ""
+    version_after: str = ""
+    rescored: bool = False  # only scores, link scores or via, or the classifier version change
+    written: bool = False
 
 
 @dataclass
@@ -46,11 +62,37 @@ class ReclassifyReport:
     agreements_gained: Counter[str] = field(default_factory=Counter)
     agreements_lost: Counter[str] = field(default_factory=Counter)
     stages: Counter[str] = field(default_factory=Counter)  # "before → after"
+    rescored: int = 0  # changed items whose only changes are scores, via or the classifier version
     changes: list[Change] = field(default_factory=list)
 
 
-async def reclassify(store: Store, classifier: Classifier, *, write: bool = False) -> ReclassifyReport:
-    """Classify every stored item again; report differences; upsert changed items when ``write``."""
+def _queried(item: ClassifiedItem) -> tuple[object, ...]:
+    """What the events API filters or sorts on, as computed by the classifier (scores rounded to
+    :data:`SCORE_DIGITS`); two classifications with equal keys answer every query alike."""
+    return (
+        sorted((s.id, round(s.score, SCORE_DIGITS)) for s in item.sector_scores),
+        sorted(item.sectors),
+        list(item.countries),
+        item.bilateral,
+        sorted((a.id, a.via, round(a.score, SCORE_DIGITS)) for a in item.agreements),
+        item.stage,
+        item.classifier_version,
+    )
+
+
+async def reclassify(
+    store: Store,
+    classifier: Classifier,
+    *,
+    write: bool = False,
+    on_change: Callable[[Change], None] | None = None,
+) -> ReclassifyReport:
+    """Classify every stored item again; report differences; upsert changed items when ``write``.
+
+    ``on_change`` is called with each change as it is found and, when ``write``, only once that
+    item is stored: a caller that records each call (the CLI prints it) keeps an account of what
+    was written even when the run is interrupted. Items are read newest first, in pages.
+    """
     report = ReclassifyReport(classifier_version=classifier.version)
     after: tuple[datetime, str] | None = None
     while True:
@@ -60,34 +102,46 @@ async def reclassify(store: Store, classifier: Classifier, *, write: bool = Fals
         for old in page:
             report.items += 1
             new = classifier.classify(RawItem.model_validate(old.model_dump(include=set(RawItem.model_fields))))
+            if _queried(new) == _queried(old):
+                continue
             gained = sorted(set(new.sectors) - set(old.sectors))
             lost = sorted(set(old.sectors) - set(new.sectors))
             linked_before, linked_after = {a.id for a in old.agreements}, {a.id for a in new.agreements}
             a_gained, a_lost = sorted(linked_after - linked_before), sorted(linked_before - linked_after)
-            if gained or lost or new.countries != old.countries or a_gained or a_lost or new.stage != old.stage:
-                report.gained.update(gained)
-                report.lost.update(lost)
-                report.agreements_gained.update(a_gained)
-                report.agreements_lost.update(a_lost)
-                if new.stage != old.stage:
-                    report.stages[f"{old.stage} → {new.stage}"] += 1
-                report.changes.append(
-                    Change(
-                        old.id,
-                        old.title,
-                        gained,
-                        lost,
-                        list(old.countries),
-                        list(new.countries),
-                        a_gained,
-                        a_lost,
-                        old.stage,
-                        new.stage,
-                    )
-                )
-                if write:
-                    await store.upsert_item(_keep_identity(old, new))
-                    report.written += 1
+            rescored = not (
+                gained or lost or new.countries != old.countries or a_gained or a_lost or new.stage != old.stage
+            )
+            report.gained.update(gained)
+            report.lost.update(lost)
+            report.agreements_gained.update(a_gained)
+            report.agreements_lost.update(a_lost)
+            report.rescored += rescored
+            if new.stage != old.stage:
+                report.stages[f"{old.stage} → {new.stage}"] += 1
+            change = Change(
+                old.id,
+                old.title,
+                gained,
+                lost,
+                list(old.countries),
+                list(new.countries),
+                a_gained,
+                a_lost,
+                old.stage,
+                new.stage,
+                top_score_before=old.top_score,
+                top_score_after=new.top_score,
+                version_before=old.classifier_version,
+                version_after=new.classifier_version,
+                rescored=rescored,
+            )
+            if write:
+                await store.upsert_item(_keep_identity(old, new))
+                report.written += 1
+                change.written = True
+            report.changes.append(change)
+            if on_change is not None:
+                on_change(change)
         after = (page[-1].sort_at, page[-1].id)
 
 

@@ -20,7 +20,7 @@ from pydantic_core import to_json
 from shared.models import ClassifiedItem, Country, DuplicateRef
 from shared.store import EventQuery, Store
 from shared.store.base import MAX_PAGE
-from shared.text import MAX_QUERY_TOKENS, search_tokens
+from shared.text import MAX_QUERY_TOKENS, search_tokens, text_chars
 
 FEED_ITEMS = 50
 T = TypeVar("T")
@@ -217,6 +217,7 @@ def build_router(
         # Never echo a read key given as ?key= (feed readers that cannot send headers use it).
         self_url = str(request.url.remove_query_params("key"))
         fg.id(self_url)
+        fg.author({"name": "Corridor"})  # RFC 4287 4.1.1: a feed whose entries name no author needs one
         fg.title("Corridor — Pakistan–Kazakhstan agreements: " + (", ".join(filters.sectors) or "all sectors"))
         fg.link(href=self_url, rel="self")
         fg.link(href=base_url, rel="alternate")
@@ -225,13 +226,20 @@ def build_router(
         fg.updated(max((i.sort_at for i in items), default=datetime.now(UTC)))
         for item in reversed(items):  # feedgen prepends: add oldest first to list newest first
             entry = fg.add_entry()
-            entry.id(f"{base_url.rstrip('/')}/api/v1/events/{item.id}")
-            entry.guid(item.id, permalink=False)
-            entry.title(item.title or "(untitled)")
-            entry.link(href=item.url or f"{base_url.rstrip('/')}/api/v1/events/{item.id}")
+            event_url = f"{base_url.rstrip('/')}/api/v1/events/{item.id}"
+            # feedgen's id() and guid() each set both the Atom id and the RSS guid: set only the
+            # one this answer renders.
+            if kind == "atom":
+                entry.id(event_url)  # RFC 4287 4.2.6: an absolute IRI, stable for the event
+            else:
+                entry.guid(item.id, permalink=False)  # the guid RSS readers have always seen
+            # Items stored before ingest removed them may still hold characters XML forbids.
+            title = text_chars(item.title)
+            entry.title(title or "(untitled)")
+            entry.link(href=item.url or event_url)
             entry.published(item.sort_at)
             entry.updated(item.classified_at)
-            entry.description(item.summary[:1000] or item.title)
+            entry.description(text_chars(item.summary[:1000]) or title)
             for sector in item.sectors:
                 entry.category(term=sector)
         body = fg.rss_str(pretty=True) if kind == "rss" else fg.atom_str(pretty=True)

@@ -27,6 +27,7 @@ from services.ingest.htmllist import parse_html_entries
 from services.ingest.normalize import canonical_url, content_hash
 from shared.errors import FetchError
 from shared.models import HtmlSelectors, RawItem, SourceKind, stable_id
+from shared.text import text_chars
 
 MAX_TITLE_CHARS = 1_000
 MAX_SUMMARY_CHARS = 20_000
@@ -35,6 +36,9 @@ MAX_AUTHOR_CHARS = 200
 MAX_GUID_CHARS = 1_000  # a longer guid is replaced by its digest: same identity, bounded size
 MAX_FUTURE_SKEW = timedelta(days=1)  # a publication time further ahead of the fetch is not believed
 _SPACES = re.compile(r"\s+")
+# Characters XML 1.0 does not allow (section 2.2: C0 controls but tab, LF and CR; lone surrogates;
+# U+FFFE, U+FFFF) and DEL, which RFC 5545 counts as a control too: one in a title made every RSS
+# and Atom answer that included the item fail (lxml refuses it) and put raw bytes into iCalendar.
 _BLOCKS = frozenset({"p", "br", "div", "li", "ul", "ol", "h1", "h2", "h3", "h4", "tr", "td", "blockquote"})
 
 
@@ -64,13 +68,15 @@ class _TextExtractor(HTMLParser):
 
 
 def html_to_text(fragment: str) -> str:
-    """Plain text of an HTML fragment, whitespace collapsed."""
+    """Plain text of an HTML fragment: characters no feed or calendar can carry removed
+    (:func:`text_chars`), whitespace collapsed, no leading or trailing space."""
     if "<" not in fragment and "&" not in fragment:
-        return _SPACES.sub(" ", fragment).strip()
+        return _SPACES.sub(" ", text_chars(fragment)).strip()
     extractor = _TextExtractor()
     extractor.feed(fragment)
     extractor.close()
-    return _SPACES.sub(" ", html.unescape("".join(extractor.parts))).strip()
+    # After unescaping: a character reference can spell a forbidden character too.
+    return _SPACES.sub(" ", text_chars(html.unescape("".join(extractor.parts)))).strip()
 
 
 def _entry_time(entry: Any) -> datetime | None:
