@@ -28,7 +28,15 @@ fetch() {
   touch "$jars/.complete"
 }
 
-running() { [ -f "$pid_file" ] && kill -0 "$(cat "$pid_file")" 2>/dev/null; }
+# Ours: the pid file's process is alive and is this broker (its command line names our properties
+# file); after a reboot the pid may belong to an unrelated process, which stop must never kill.
+running() {
+  [ -f "$pid_file" ] || return 1
+  local pid; pid="$(cat "$pid_file")"
+  kill -0 "$pid" 2>/dev/null && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$run_dir/server.properties"
+}
+
+port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 ready() {
   # Ready means a real Kafka client can fetch cluster metadata, not just that the port is open.
@@ -39,6 +47,32 @@ start() {
   fetch
   mkdir -p "$run_dir/data"
   if running && ready; then echo "kafka: already running on 127.0.0.1:$port"; return; fi
+  local t0=$SECONDS
+  if running; then
+    echo "kafka: already starting; waiting for it" >&2  # never a second broker on the same files
+  else
+    for p in "$port" "$cport"; do
+      if port_in_use "$p"; then
+        # Someone else's server: "ready" against it would send the tests' topics there.
+        echo "kafka: 127.0.0.1:$p is taken by a process that is not ours ($pid_file); stop it or set KAFKA_PORT / KAFKA_CONTROLLER_PORT" >&2
+        exit 1
+      fi
+    done
+    launch
+  fi
+  until running && ready; do
+    if ! running; then echo "kafka: process exited; see $log_file" >&2; tail -20 "$log_file" >&2; exit 1; fi
+    if (( SECONDS - t0 > timeout_s )); then
+      echo "kafka: not ready after ${timeout_s}s; stopped it; see $log_file" >&2
+      stop >/dev/null
+      exit 1
+    fi
+    sleep 1
+  done
+  echo "kafka: ready on 127.0.0.1:$port after $((SECONDS - t0))s"
+}
+
+launch() {
   cat > "$run_dir/server.properties" <<PROPS
 process.roles=broker,controller
 node.id=1
@@ -61,15 +95,8 @@ PROPS
   local jopts=(-Xms256m -Xmx512m -Dlog4j.configuration="file:$here/kafka/log4j.properties")
   java "${jopts[@]}" -cp "$cp" kafka.tools.StorageTool format -t "$cluster_id" \
     -c "$run_dir/server.properties" --ignore-formatted >>"$log_file" 2>&1
-  local t0=$SECONDS
   nohup java "${jopts[@]}" -cp "$cp" kafka.Kafka "$run_dir/server.properties" >>"$log_file" 2>&1 &
   echo $! > "$pid_file"
-  until ready; do
-    if ! running; then echo "kafka: process exited; see $log_file" >&2; tail -20 "$log_file" >&2; exit 1; fi
-    if (( SECONDS - t0 > timeout_s )); then echo "kafka: not ready after ${timeout_s}s; see $log_file" >&2; exit 1; fi
-    sleep 1
-  done
-  echo "kafka: ready on 127.0.0.1:$port after $((SECONDS - t0))s"
 }
 
 stop() {

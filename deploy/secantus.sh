@@ -51,7 +51,15 @@ build() {
   echo "secantus: built $bin" >&2
 }
 
-running() { [ -f "$pid_file" ] && kill -0 "$(cat "$pid_file")" 2>/dev/null; }
+# Ours: the pid file's process is alive and is this server (its command line names our storage
+# path); after a reboot the pid may belong to an unrelated process, which stop must never kill.
+running() {
+  [ -f "$pid_file" ] || return 1
+  local pid; pid="$(cat "$pid_file")"
+  kill -0 "$pid" 2>/dev/null && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$run_dir/data"
+}
+
+port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 ready() {
   # Ready means a real driver round-trip (ping and a write), not just an open port.
@@ -70,14 +78,27 @@ start() {
   mkdir -p "$run_dir/data"
   if running && ready; then echo "secantus: already running on 127.0.0.1:$port"; return; fi
   local t0=$SECONDS
-  local durability=()
-  if [ "${SECANTUS_SYNC_ON_COMMIT:-1}" = "1" ]; then durability=(--sync-on-commit); fi
-  nohup "$bin" --port "$port" --storage-path "$run_dir/data" --cache-size "${SECANTUS_CACHE_SIZE:-1G}" \
-    "${durability[@]}" >>"$log_file" 2>&1 &
-  echo $! > "$pid_file"
-  until ready; do
+  if running; then
+    echo "secantus: already starting; waiting for it" >&2  # never a second server on the same files
+  elif port_in_use "$port"; then
+    # Someone else's server (a developer's mongod): "ready" against it would put the tests'
+    # databases there.
+    echo "secantus: 127.0.0.1:$port is taken by a process that is not ours ($pid_file); stop it or set SECANTUS_PORT" >&2
+    exit 1
+  else
+    local durability=()
+    if [ "${SECANTUS_SYNC_ON_COMMIT:-1}" = "1" ]; then durability=(--sync-on-commit); fi
+    nohup "$bin" --port "$port" --storage-path "$run_dir/data" --cache-size "${SECANTUS_CACHE_SIZE:-1G}" \
+      "${durability[@]}" >>"$log_file" 2>&1 &
+    echo $! > "$pid_file"
+  fi
+  until running && ready; do
     if ! running; then echo "secantus: process exited; see $log_file" >&2; tail -20 "$log_file" >&2; exit 1; fi
-    if (( SECONDS - t0 > timeout_s )); then echo "secantus: not ready after ${timeout_s}s; see $log_file" >&2; exit 1; fi
+    if (( SECONDS - t0 > timeout_s )); then
+      echo "secantus: not ready after ${timeout_s}s; stopped it; see $log_file" >&2
+      stop >/dev/null
+      exit 1
+    fi
     sleep 0.5
   done
   echo "secantus: ready on 127.0.0.1:$port after $((SECONDS - t0))s"
