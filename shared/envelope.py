@@ -2,13 +2,15 @@
 
 Wire format: UTF-8 JSON of :class:`Envelope`. ``type`` names the payload model and
 ``schema_version`` its version; a consumer that cannot decode a message dead-letters it
-rather than guessing.
+rather than guessing. That includes a version this code does not read (:data:`SCHEMA_VERSIONS`):
+``decode`` and ``payload_as`` refuse it with :class:`~shared.errors.PoisonMessage`.
 """
 
 from __future__ import annotations
 
 import builtins
 import uuid
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -26,6 +28,23 @@ TOPIC_AGREEMENTS = "corridor.agreements.v1"  # an agreement moved, met a setback
 ALL_TOPICS = (TOPIC_RAW, TOPIC_CLASSIFIED, TOPIC_ALERTS, TOPIC_DEADLETTER, TOPIC_OPS, TOPIC_AGREEMENTS)
 
 MAX_MESSAGE_BYTES = 900_000  # below Kafka's default 1 MiB message.max.bytes
+
+# The payload versions this code reads, per event type (every type is at version 1 so far). To
+# change a payload incompatibly, list the new version here and deploy the consumers before any
+# producer writes it: until then a consumer dead-letters it instead of reading it as the old one.
+SCHEMA_VERSIONS: Mapping[str, frozenset[int]] = {
+    "item.raw": frozenset({1}),
+    "item.updated": frozenset({1}),
+    "item.classified": frozenset({1}),
+    "alert": frozenset({1}),
+    "agreement.event": frozenset({1}),
+    "source.broken": frozenset({1}),
+    "source.recovered": frozenset({1}),
+    "subscription.disabled": frozenset({1}),
+    "deadletter": frozenset({1}),
+}
+# A type not listed (a handler refuses types it does not expect on its topic) is read at 1 only.
+OTHER_SCHEMA_VERSIONS = frozenset({1})
 
 P = TypeVar("P", bound=BaseModel)
 
@@ -47,11 +66,18 @@ class Envelope(BaseModel):
         return cls(type=event_type, schema_version=schema_version, payload=payload.model_dump(mode="json"))
 
     def payload_as(self, model: builtins.type[P]) -> P:
-        """Validate the payload as ``model``; an invalid payload is a :class:`PoisonMessage`."""
+        """Validate the payload as ``model``. A :class:`PoisonMessage` when the payload is
+        invalid or its ``schema_version`` is not one this code reads for ``type``."""
+        self._check_version()
         try:
             return model.model_validate(self.payload)
         except ValidationError as exc:
             raise PoisonMessage(f"invalid {self.type} payload: {exc.error_count()} errors: {exc}") from exc
+        except (ValueError, OverflowError, TypeError) as exc:
+            # The call only validates the message's data, so a validator that raised past pydantic
+            # (an OverflowError from datetime arithmetic) is this message's fault: dead-lettered,
+            # where taking it for a bug would stop the consumer on it at every restart.
+            raise PoisonMessage(f"invalid {self.type} payload: {type(exc).__name__}: {exc}") from exc
 
     def encode(self) -> bytes:
         """Serialise to the wire format."""
@@ -59,11 +85,24 @@ class Envelope(BaseModel):
 
     @classmethod
     def decode(cls, data: bytes) -> Envelope:
-        """Parse the wire format; anything malformed is a :class:`PoisonMessage`."""
+        """Parse the wire format. Anything malformed, or a ``schema_version`` this code does not
+        read for the message's ``type``, is a :class:`PoisonMessage`."""
         try:
-            return cls.model_validate_json(data)
+            envelope = cls.model_validate_json(data)
         except ValidationError as exc:
             raise PoisonMessage(f"not a Corridor envelope: {exc.errors()[0]['msg']}") from exc
+        except (ValueError, OverflowError, TypeError) as exc:  # as in payload_as: the data's fault
+            raise PoisonMessage(f"not a Corridor envelope: {type(exc).__name__}: {exc}") from exc
+        envelope._check_version()
+        return envelope
+
+    def _check_version(self) -> None:
+        known = SCHEMA_VERSIONS.get(self.type, OTHER_SCHEMA_VERSIONS)
+        if self.schema_version not in known:
+            raise PoisonMessage(
+                f"unknown schema_version {self.schema_version} of {self.type!r} "
+                f"(this consumer reads {', '.join(map(str, sorted(known)))})"
+            )
 
 
 class DeadLetter(BaseModel):

@@ -8,6 +8,13 @@ over :class:`AIOKafkaConsumer` — poll is ``getmany``, pause/resume act on the 
 and the rebalance listener lets the loop finish and commit a partition's records in work before
 the partition moves to another member.
 
+Every commit is bounded (:data:`COMMIT_TIMEOUT_S`, then :class:`~shared.errors.BusUnavailable`):
+aiokafka's ``commit`` retries retriable errors, and waits for a coordinator, for as long as the
+outage lasts, and an unbounded commit stopped the loop from polling, from seeing ``stop`` and
+from ever finishing its final commit. The group timeouts follow from that bound
+(:func:`consumer_timeouts`): the broker waits for a member that is still finishing its revoked
+partitions instead of evicting it.
+
 Topics are created on start when missing, with the configured partitions, replication factor
 and ``min.insync.replicas`` (three brokers: 3 and 2, so a write survives one broker down; one
 broker: 1 and 1).
@@ -38,6 +45,14 @@ from shared.errors import BusUnavailable
 log = logging.getLogger(__name__)
 
 REQUEST_TIMEOUT_MS = 15_000
+# The longest a consumer commit may take before the loop carries its offsets to the next one.
+COMMIT_TIMEOUT_S = REQUEST_TIMEOUT_MS / 1000
+# Slack over the revoke callback's own bounds (drain, then commit), for the rejoin itself.
+REBALANCE_MARGIN_MS = 10_000
+# The broker holds a JoinGroup answer until every member has rejoined, up to the rebalance
+# timeout; the request must outlive that (the Java client adds 5 s, KAFKA-5570).
+JOIN_GROUP_LAPSE_MS = 5_000
+MAX_POLL_INTERVAL_MS = 300_000  # aiokafka's default; the loop polls at least every commit bound
 RETRY_BACKOFF_MS = 500  # aiokafka's default (100 ms) spins a core while a broker is down
 # Also the shortest time between two metadata refreshes of one client (shared.bus.kafka_pacing),
 # as retry.backoff.ms is in the Java client.
@@ -48,6 +63,31 @@ ERROR_TOPIC_ALREADY_EXISTS = 36
 # looks like this (and so does a replication factor above the broker count, which then fails the
 # start after the wait, with this error named).
 NOT_READY_CODES = frozenset({38})  # INVALID_REPLICATION_FACTOR
+
+
+def consumer_timeouts(limits: LoopLimits, commit_timeout_s: float = COMMIT_TIMEOUT_S) -> dict[str, int]:
+    """The consumer's group timeouts (AIOKafkaConsumer keyword arguments, ms) for a loop with
+    ``limits``.
+
+    - ``rebalance_timeout_ms``: how long the broker waits for every member to rejoin. A member
+      rejoins after its revoke callback, which drains the revoked partitions' work (up to
+      ``limits.drain_deadline_s``) and commits (up to ``commit_timeout_s``). aiokafka's default
+      is the session timeout (10 s), less than those two: the broker evicted the member in the
+      middle of its drain and the group rebalanced again.
+    - ``request_timeout_ms``: aiokafka sends JoinGroup with its one request timeout, and the
+      broker answers it only when the rebalance ends, so it is above the rebalance timeout;
+      otherwise the waiting members time out and rejoin over and over while one drains. (This
+      also lets other consumer requests to a broker that hangs wait that long; commits keep
+      their own bound.)
+    - ``max_poll_interval_ms``: no less than the rebalance timeout (the Java client's single
+      setting for both).
+    """
+    rebalance_ms = int((limits.drain_deadline_s + commit_timeout_s) * 1000) + REBALANCE_MARGIN_MS
+    return {
+        "rebalance_timeout_ms": rebalance_ms,
+        "request_timeout_ms": max(REQUEST_TIMEOUT_MS, rebalance_ms + JOIN_GROUP_LAPSE_MS),
+        "max_poll_interval_ms": max(MAX_POLL_INTERVAL_MS, rebalance_ms),
+    }
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -176,20 +216,7 @@ class KafkaBus:
         *,
         limits: LoopLimits | None = None,
     ) -> None:
-        limits = limits or self._limits
-
-        def new_consumer() -> AIOKafkaConsumer:
-            consumer = AIOKafkaConsumer(
-                bootstrap_servers=self._bootstrap,
-                group_id=group,
-                enable_auto_commit=False,
-                auto_offset_reset="earliest",
-                max_poll_records=limits.batch,
-                request_timeout_ms=REQUEST_TIMEOUT_MS,
-                retry_backoff_ms=RETRY_BACKOFF_MS,
-            )
-            pace_metadata_refresh(consumer._client, METADATA_REFRESH_MIN_S)
-            return consumer
+        loop_limits = limits or self._limits
 
         async def dead_letter(record: Record, reason: str) -> None:
             dead = dead_letter_for(
@@ -197,9 +224,23 @@ class KafkaBus:
             )
             await self.publish(self._deadletter, record.key or "", dead)
 
-        backend = _KafkaConsumer(new_consumer, topics, self._bootstrap)
+        backend = _KafkaConsumer(lambda: self.new_consumer(group, loop_limits), topics, self._bootstrap)
         name = f"consumer {group}"
-        await ConsumeLoop(backend, handler, dead_letter=dead_letter, stop=stop, limits=limits, name=name).run()
+        await ConsumeLoop(backend, handler, dead_letter=dead_letter, stop=stop, limits=loop_limits, name=name).run()
+
+    def new_consumer(self, group: str, limits: LoopLimits) -> AIOKafkaConsumer:
+        """An unstarted consumer of ``group`` for a loop with ``limits`` (manual commits)."""
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._bootstrap,
+            group_id=group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=limits.batch,
+            retry_backoff_ms=RETRY_BACKOFF_MS,
+            **consumer_timeouts(limits),
+        )
+        pace_metadata_refresh(consumer._client, METADATA_REFRESH_MIN_S)
+        return consumer
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -216,8 +257,16 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
 class _KafkaConsumer:
     """The :class:`~shared.bus.loop.ConsumerBackend` over one :class:`AIOKafkaConsumer`."""
 
-    def __init__(self, new_consumer: Callable[[], AIOKafkaConsumer], topics: Sequence[str], bootstrap: str) -> None:
+    def __init__(
+        self,
+        new_consumer: Callable[[], AIOKafkaConsumer],
+        topics: Sequence[str],
+        bootstrap: str,
+        *,
+        commit_timeout_s: float = COMMIT_TIMEOUT_S,
+    ) -> None:
         self._new_consumer = new_consumer
+        self._commit_timeout_s = commit_timeout_s
         self._consumer = new_consumer()
         self._topics = list(topics)
         self._bootstrap = bootstrap
@@ -255,8 +304,16 @@ class _KafkaConsumer:
         ]
 
     async def commit(self, offsets: dict[Partition, int]) -> None:
+        """Commit ``offsets``; :class:`BusUnavailable` when Kafka refuses them or has not taken
+        them within ``commit_timeout_s`` (the loop keeps them for its next commit)."""
         try:
-            await self._consumer.commit({TopicPartition(t, p): o for (t, p), o in offsets.items()})
+            # aiokafka retries a retriable error, and waits for a coordinator, until it succeeds:
+            # through a broker outage that is never, so the bound is ours. Cancelling it is safe:
+            # aiokafka shields the request in flight and releases its commit lock.
+            async with asyncio.timeout(self._commit_timeout_s):
+                await self._consumer.commit({TopicPartition(t, p): o for (t, p), o in offsets.items()})
+        except TimeoutError as exc:
+            raise BusUnavailable(f"commit: no answer from Kafka within {self._commit_timeout_s:g}s") from exc
         except KafkaError as exc:
             # Includes CommitFailedError after a rebalance: the partitions moved, their new owner
             # redoes the uncommitted records. Either way the loop keeps going.

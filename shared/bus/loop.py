@@ -18,7 +18,10 @@ retried with back-off while the others go on, and nothing past it is committed; 
 loop halts, lets the records in work finish (bounded), commits the finished prefix and raises.
 
 Stop: set ``stop``; the loop stops fetching, lets the records in work finish within
-``drain_deadline_s``, commits, closes the backend and returns.
+``drain_deadline_s``, commits, closes the backend and returns. A periodic commit still waiting
+when ``stop`` is set is given up (the final commit carries its offsets), and every commit is
+bounded by the backend, so a stop during a broker outage takes at most the drain deadline plus
+one commit bound.
 """
 
 from __future__ import annotations
@@ -50,8 +53,10 @@ class ConsumerBackend(Protocol):
         """Up to ``max_records`` records of unpaused partitions, waiting at most ``timeout_s``."""
 
     async def commit(self, offsets: dict[Partition, int]) -> None:
-        """Commit: for each partition, the offset of the next record to read. Raises
-        :class:`~shared.errors.Unavailable` when the broker cannot take it now."""
+        """Commit: for each partition, the offset of the next record to read. Returns or raises
+        within a bound, whatever the broker does: :class:`~shared.errors.Unavailable` when the
+        broker cannot take it now or did not answer in time. The loop waits on it while polling,
+        on a revoke and at stop, so an unbounded commit stops the loop."""
 
     def pause(self) -> None:
         """Stop returning records of the assigned partitions (positions are kept)."""
@@ -105,12 +110,16 @@ class ConsumeLoop:
                     self._runner.submit(record)
                 if time.monotonic() - last_commit >= self._limits.commit_interval_s:
                     last_commit = time.monotonic()
-                    await self._commit()
+                    await self._periodic_commit()
         finally:
             self._halt.set()
             await self._runner.drain(self._limits.drain_deadline_s)
-            await self._commit(final=True)
-            await self._backend.close()
+            try:
+                await self._commit(final=True)
+            finally:
+                # Also when the final commit is cancelled (the runtime's stop deadline): leave
+                # the group rather than leave the member to time out.
+                await self._backend.close()
         if self._runner.failure is not None:
             log.error("%s: a handler failed; stopping after committing the finished prefix", self._name)
             raise self._runner.failure
@@ -155,6 +164,22 @@ class ConsumeLoop:
             return
         self._commit_outage.up()
         self._offsets.committed(offsets)
+
+    async def _periodic_commit(self) -> None:
+        """``_commit``, given up when ``stop`` or ``halt`` is set first: the final commit carries
+        the same offsets, and a commit waiting out a broker outage would otherwise spend the time
+        a stop has (the runtime cancels a consumer that has not stopped in 30 s) before the drain
+        even began."""
+        commit = asyncio.ensure_future(self._commit())
+        waits = [commit, asyncio.ensure_future(self._stop.wait()), asyncio.ensure_future(self._halt.wait())]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in waits:
+                task.cancel()
+            await asyncio.gather(*waits, return_exceptions=True)
+        if not commit.cancelled():
+            commit.result()  # a bug in a commit stays loud
 
     async def _on_revoked(self, partitions: Collection[Partition]) -> None:
         """Before partitions move to another member: finish their records in work (bounded),

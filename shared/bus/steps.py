@@ -2,7 +2,8 @@
 
 - :class:`RunTask` runs the handler on one record under the failure policy: poison is
   dead-lettered, an outage (:class:`~shared.errors.Unavailable`) is retried with back-off for as
-  long as it lasts, anything else is a bug and propagates.
+  long as it lasts (or until the loop halts or the record's partition is revoked), anything else
+  is a bug and propagates.
 - :class:`KeyedRunner` is the bounded concurrent step: records of one key (per partition) run
   one after another in offset order, different keys run concurrently up to a bound; it reports
   how many records it holds so the loop can pause polling (backpressure) instead of blocking.
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 from shared.bus.base import Handler
 from shared.envelope import Envelope
 from shared.errors import PoisonMessage, Unavailable
-from shared.outage import Backoff, OutageLog, sleep_or_stop
+from shared.outage import Backoff, OutageLog
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +56,9 @@ class Abandoned(Exception):
 
 class RunTask:
     """Decode, run the handler, apply the failure policy. ``__call__`` returns once the record is
-    done (handled or dead-lettered), raises :class:`Abandoned` if ``halt`` is set while it waits
-    out an outage, and lets any other exception (a bug) propagate."""
+    done (handled or dead-lettered), raises :class:`Abandoned` if ``halt`` or ``leaving`` (its
+    partition was revoked) is set while it waits out an outage, and lets any other exception (a
+    bug) propagate."""
 
     def __init__(self, handler: Handler, dead_letter: DeadLetterSink, *, halt: asyncio.Event, outage: OutageLog):
         self._handler = handler
@@ -64,8 +66,11 @@ class RunTask:
         self._halt = halt
         self._outage = outage
 
-    async def __call__(self, record: Record) -> None:
+    async def __call__(self, record: Record, leaving: asyncio.Event | None = None) -> None:
         backoff = Backoff()
+        # A revoke must not wait out a back-off sleep (up to 30 s): the rebalance holds every
+        # member of the group until this one has drained, and the new owner retries the record.
+        wake = (self._halt,) if leaving is None else (self._halt, leaving)
         while True:
             try:
                 try:
@@ -78,22 +83,35 @@ class RunTask:
                     await self._dead_letter(record, exc.reason)
             except Unavailable as exc:
                 self._outage.down(str(exc))
-                if await sleep_or_stop(backoff.next_s(), self._halt):
+                if await sleep_unless_set(backoff.next_s(), *wake):
                     raise Abandoned from exc
                 continue
             self._outage.up()
             return
 
 
+async def sleep_unless_set(delay_s: float, *events: asyncio.Event) -> bool:
+    """Sleep ``delay_s`` unless one of ``events`` is set first; True when one is set."""
+    waits = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waits, timeout=delay_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()
+        await asyncio.gather(*waits, return_exceptions=True)
+    return any(event.is_set() for event in events)
+
+
 class KeyedRunner:
     """Runs records in order per (partition, key), concurrently across keys, at most
     ``concurrency`` at once. ``submit`` never blocks: the caller watches ``buffered`` and stops
     fetching when it is too high. The first bug (an exception other than :class:`Abandoned`) is
-    kept in ``failure`` and stops every worker after its current record."""
+    kept in ``failure`` and stops every worker after its current record. ``run`` gets each record
+    with its partition's ``leaving`` event, set when ``drain`` is given that partition."""
 
     def __init__(
         self,
-        run: Callable[[Record], Awaitable[None]],
+        run: Callable[[Record, asyncio.Event], Awaitable[None]],
         *,
         concurrency: int,
         halt: asyncio.Event,
@@ -106,6 +124,7 @@ class KeyedRunner:
         self._queues: dict[tuple[Partition, str | None], deque[Record]] = {}
         self._workers: dict[tuple[Partition, str | None], asyncio.Task[None]] = {}
         self._revoked: set[Partition] = set()
+        self._leaving: dict[Partition, asyncio.Event] = {}
         self.buffered = 0
         self.failure: BaseException | None = None
 
@@ -113,7 +132,9 @@ class KeyedRunner:
         lane = (record.tp, record.key)
         self._queues.setdefault(lane, deque()).append(record)
         self.buffered += 1
-        self._revoked.discard(record.tp)
+        if record.tp in self._revoked:  # assigned to this member again
+            self._revoked.discard(record.tp)
+            self._leaving.pop(record.tp, None)
         if lane not in self._workers:
             self._workers[lane] = asyncio.create_task(self._work(lane), name=f"consume {record.tp} {record.key}")
 
@@ -129,7 +150,7 @@ class KeyedRunner:
                         break
                     record = queue[0]
                     try:
-                        await self._run(record)
+                        await self._run(record, self._leaving.setdefault(lane[0], asyncio.Event()))
                     except Abandoned:
                         break
                     except Exception as exc:
@@ -151,6 +172,8 @@ class KeyedRunner:
         first (set ``halt``) or pass the revoked ``partitions``."""
         if partitions is not None:
             self._revoked.update(partitions)
+            for tp in partitions:
+                self._leaving.setdefault(tp, asyncio.Event()).set()
         lanes = [lane for lane in self._workers if partitions is None or lane[0] in partitions]
         tasks = [self._workers[lane] for lane in lanes]
         if tasks:

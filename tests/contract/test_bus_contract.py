@@ -302,3 +302,52 @@ async def test_a_full_consumer_pauses_and_keeps_polling(bus_and_topics: tuple[Bu
         stop.set()
         await asyncio.wait_for(task, WAIT_S)
     assert sorted(done) == list(range(total))
+
+
+@pytest.mark.kafka
+async def test_a_member_draining_longer_than_its_session_keeps_the_group_waiting(
+    kafka_bootstrap: str, unique: str
+) -> None:
+    """A revoke that drains for longer than the session timeout (10 s) is waited for: the broker
+    does not evict the member, its commit after the drain is accepted, and the record it finished
+    is not handled again by the member that takes the partition. (With the rebalance timeout left
+    at the session timeout, the second member took the partition at 10 s and redid the record.)"""
+    topic, dead = f"t-{unique}", f"dlq-{unique}"
+    group = f"g-{unique}"
+    bus = KafkaBus(kafka_bootstrap, topics=[topic, dead], partitions=1, deadletter_topic=dead)
+    await bus.start()
+    handled: list[tuple[str, int]] = []
+    slow_started = asyncio.Event()
+
+    def handler_of(member: str) -> Callable[[Envelope], Awaitable[None]]:
+        async def handler(env: Envelope) -> None:
+            n = env.payload_as(Note).n
+            if n == 0 and member == "a":
+                slow_started.set()
+                await asyncio.sleep(12.0)  # past the 10 s session timeout
+            handled.append((member, n))
+
+        return handler
+
+    limits = LoopLimits(drain_deadline_s=14.0)
+    stop = asyncio.Event()
+    members: list[asyncio.Task[None]] = []
+    try:
+        await bus.publish(topic, "k", note(0))
+        members.append(asyncio.create_task(bus.consume([topic], group, handler_of("a"), stop, limits=limits)))
+        await asyncio.wait_for(slow_started.wait(), WAIT_S)
+        members.append(asyncio.create_task(bus.consume([topic], group, handler_of("b"), stop, limits=limits)))
+        await asyncio.sleep(1.0)  # b joins: a's partition is revoked while its record is in work
+        await bus.publish(topic, "k", note(1))
+        deadline = asyncio.get_running_loop().time() + WAIT_S
+        while not any(n == 1 for _, n in handled):
+            assert asyncio.get_running_loop().time() < deadline, f"message 1 not handled: {handled}"
+            assert not any(member.done() for member in members)
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(1.0)  # a second handling of 0 would have come before 1
+    finally:
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(*members, return_exceptions=True), WAIT_S)
+        await bus.close()
+    assert [n for _, n in handled].count(0) == 1, f"message 0 handled again after the drain: {handled}"
+    assert ("a", 0) in handled
