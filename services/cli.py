@@ -36,8 +36,9 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import FrameType
 from typing import cast
 
 import httpx
@@ -50,7 +51,7 @@ from services.classifier.bootstrap import intervals
 from services.classifier.classify import Classifier
 from services.classifier.evaluate import evaluate, format_report, load_records
 from services.classifier.judge import load_judge
-from services.classifier.reclassify import reclassify
+from services.classifier.reclassify import Change, reclassify
 from services.classifier.taxonomy import load_taxonomy
 from services.ingest.catalogue import import_catalogue, load_catalogue
 from services.ingest.fetcher import fetch_source
@@ -71,7 +72,20 @@ from shared.timeutil import utcnow
 class GracefulServer(uvicorn.Server):
     """uvicorn's server, except that SIGTERM and SIGINT are requests to stop: it drains and the
     process exits 0. uvicorn itself raises the signal again after its shutdown, so the process
-    ends with 143 (or 130), which a supervisor and `make run` report as a failure."""
+    ends with 143 (or 130), which a supervisor and `make run` report as a failure.
+
+    ``on_signal`` is called as the signal arrives (it must only set an event): uvicorn tells the
+    app to stop only after its HTTP drain (up to ``timeout_graceful_shutdown``), and the
+    runtime's consumers and pollers would go on taking work all that time."""
+
+    def __init__(self, config: uvicorn.Config, *, on_signal: Callable[[], None] | None = None) -> None:
+        super().__init__(config)
+        self._on_signal = on_signal
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        if self._on_signal is not None:
+            self._on_signal()
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -105,7 +119,7 @@ def _run(settings: Settings, role: str) -> int:
         timeout_graceful_shutdown=10,
         limit_concurrency=1000,
     )
-    server = GracefulServer(config)
+    server = GracefulServer(config, on_signal=runtime.request_stop)
     # `kill -USR1 PID` writes every thread's Python stack to stderr: what a process that is busy
     # (a core used while idle) or stuck is doing, without stopping it or a debugger.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
@@ -330,35 +344,41 @@ async def _reclassify(settings: Settings, taxonomy_path: Path | None, write: boo
         load_judge(settings.judge_path) if settings.judge_enabled else None,
     )
     store = build_store(settings)
+
+    def show(change: Change) -> None:
+        # One line per change as it is found (with --write: once it is stored), flushed at once:
+        # a run stopped half-way leaves the account of what it wrote.
+        line = {
+            "item_id": change.item_id,
+            "title": change.title[:120],
+            "gained": change.gained,
+            "lost": change.lost,
+            "countries_before": change.countries_before,
+            "countries_after": change.countries_after,
+            "agreements_gained": change.agreements_gained,
+            "agreements_lost": change.agreements_lost,
+            "stage_before": change.stage_before,
+            "stage_after": change.stage_after,
+            "top_score_before": change.top_score_before,
+            "top_score_after": change.top_score_after,
+            "classifier_version_before": change.version_before,
+            "rescored": change.rescored,
+            "written": change.written,
+        }
+        print(json.dumps(line, ensure_ascii=False), flush=True)
+
     await store.start()
     try:
-        report = await reclassify(store, classifier, write=write)
+        report = await reclassify(store, classifier, write=write, on_change=show)
     finally:
         await store.close()
-    for change in report.changes:
-        print(
-            json.dumps(
-                {
-                    "item_id": change.item_id,
-                    "title": change.title[:120],
-                    "gained": change.gained,
-                    "lost": change.lost,
-                    "countries_before": change.countries_before,
-                    "countries_after": change.countries_after,
-                    "agreements_gained": change.agreements_gained,
-                    "agreements_lost": change.agreements_lost,
-                    "stage_before": change.stage_before,
-                    "stage_after": change.stage_after,
-                },
-                ensure_ascii=False,
-            )
-        )
     print(
         json.dumps(
             {
                 "classifier_version": report.classifier_version,
                 "items": report.items,
                 "changed": len(report.changes),
+                "rescored": report.rescored,
                 "written": report.written,
                 "gained": dict(report.gained),
                 "lost": dict(report.lost),

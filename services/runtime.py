@@ -1,9 +1,10 @@
 """The runtime: builds every long-lived client of one process, runs the background loops of its
 roles, and shuts them down in order.
 
-Start: store, bus, seed sources, then the loops. Stop, in four steps: stop intake (the stop
-event), drain in-flight work with a deadline, commit (each consumer commits as it returns),
-close clients in reverse order. A loop that crashes stops the process loudly (``failed`` is set
+Start: store, bus, seed sources, then the loops (consumers first). Stop, in four steps: stop
+intake (the stop event, set as the signal arrives: ``request_stop``), drain in-flight work with
+a deadline counted from that request, commit (each consumer commits as it returns), close
+clients in reverse order. A loop that crashes stops the process loudly (``failed`` is set
 and ``on_failure`` is called): uncommitted work is redone by the next process.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
 from typing import Literal
 
 import httpx
@@ -57,6 +59,8 @@ ALL_ROLES: frozenset[Role] = frozenset({"ingest", "classifier", "alerts"})
 
 log = logging.getLogger(__name__)
 
+# How long the loops get to stop, counted from the stop request (a signal), not from ``stop()``:
+# under uvicorn that is called only after its HTTP drain, which runs meanwhile.
 STOP_DEADLINE_S = 30.0
 # How long a starting process waits for an unreachable store or broker before it gives up (exit 1).
 STARTUP_WAIT_S = 60.0
@@ -75,8 +79,21 @@ def build_store(settings: Settings) -> Store:
     return SQLiteStore(settings.sqlite_path, retention_s=retention_s)
 
 
-def build_bus(settings: Settings) -> Bus:
-    """Kafka when KAFKA_BOOTSTRAP_SERVERS is set, else the in-process bus."""
+def bus_journal_path(settings: Settings) -> Path | None:
+    """The in-process bus's journal in the embedded mode: next to the SQLite store
+    (``var/corridor.sqlite3`` → ``var/corridor-bus.sqlite3``). None, and the bus keeps nothing
+    across restarts, when the store is in memory or not SQLite (a MongoDB-wire store without
+    Kafka is a test set-up, whose processes would otherwise share a file in the working dir)."""
+    if settings.mongodb_uri is not None or str(settings.sqlite_path) == ":memory:":
+        return None
+    path = settings.sqlite_path
+    return path.with_name(f"{path.stem}-bus{path.suffix}")
+
+
+def build_bus(settings: Settings, *, journal: bool = True) -> Bus:
+    """Kafka when KAFKA_BOOTSTRAP_SERVERS is set, else the in-process bus, journaled next to the
+    SQLite store (unless ``journal`` is False) so that a restart or a crash loses no published
+    message."""
     deadletter = settings.topic(TOPIC_DEADLETTER)
     if settings.kafka_bootstrap_servers:
         return KafkaBus(
@@ -89,7 +106,10 @@ def build_bus(settings: Settings) -> Bus:
             deadletter_topic=deadletter,
         )
     return MemoryBus(
-        max_retained=settings.memory_bus_max_retained, batch_size=settings.bus_batch_size, deadletter_topic=deadletter
+        max_retained=settings.memory_bus_max_retained,
+        batch_size=settings.bus_batch_size,
+        deadletter_topic=deadletter,
+        journal_path=bus_journal_path(settings) if journal else None,
     )
 
 
@@ -109,13 +129,17 @@ class Runtime:
         self.metrics = Metrics()
         self.policy = AddressPolicy(settings.allow_private_networks)
         self.store = build_store(settings)
-        self.bus = build_bus(settings)
+        # A process without roles (`corridor init`) neither publishes nor consumes: it opens no
+        # journal, whose lock would refuse it next to the process serving the same files.
+        self.bus = build_bus(settings, journal=bool(self.roles))
         self.taxonomy = load_taxonomy(settings.taxonomy_path)
         self.registry = load_registry(settings.agreements_path)
         self.judge = load_judge(settings.judge_path) if settings.judge_enabled else None
         self.failed = False
         self._on_failure = on_failure
         self._stop = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop start() ran on
+        self._stop_requested_at: float | None = None  # loop time of the first stop request
         self._tasks: list[asyncio.Task[None]] = []
         self._clients: list[httpx.AsyncClient] = []
         # Read side, used by the API of every role (cheap, no I/O): the agreement states.
@@ -211,10 +235,21 @@ class Runtime:
 
     async def start(self) -> None:
         """Connect, seed configured feeds, start the loops of this process's roles. If any step
-        fails, what was opened is closed again before the error propagates."""
+        fails, what was opened is closed again before the error propagates. A stop requested
+        (a signal) while it waits for the store or the bus ends the start without an error and
+        without starting anything: the caller's ``stop()`` closes what was opened, and the
+        process exits 0 as after any SIGTERM."""
         self._stop.clear()
+        self._stop_requested_at = None
+        self._loop = asyncio.get_running_loop()
         try:
             await self._start()
+        except Unavailable:
+            if self._stop_requested_at is not None:
+                log.info("stop requested while waiting for the store or the bus; not started")
+                return
+            await self.stop()
+            raise
         except BaseException:
             await self.stop()
             raise
@@ -224,16 +259,22 @@ class Runtime:
         await self._when_available("bus", self.bus.start)
         if self.poller is not None:
             await self._seed_feeds()
-            self._spawn("ingest.poller", self.poller.run(self._stop))
+        # Consumers are spawned before every loop that publishes: each joins its group in its first
+        # step, so on the in-process bus every group holds its topic's messages from the first
+        # publish on (a group the journal remembers but no consumer joined holds them only up to
+        # the bound: shared.bus.memory).
         if self.classifier is not None:
             self._consume("classifier.consumer", TOPIC_RAW, "classifier", self.classifier.handle)
-            self._spawn("classifier.agreements", self.watch.run(self._stop))
         if self.matcher is not None and self.deliverer is not None and self.ops is not None:
             self._consume("alerts.matcher", TOPIC_CLASSIFIED, "alerts-matcher", self.matcher.handle)
             self._consume("alerts.deliverer", TOPIC_ALERTS, "alerts-deliverer", self.deliverer.handle)
             self._consume("alerts.agreements", TOPIC_AGREEMENTS, "alerts-agreements", self.matcher.handle_agreement)
-            self._spawn("alerts.sweeper", self.deliverer.sweep(self._stop))
             self._consume("alerts.ops", TOPIC_OPS, "alerts-ops", self.ops.handle)
+            self._spawn("alerts.sweeper", self.deliverer.sweep(self._stop))
+        if self.classifier is not None:
+            self._spawn("classifier.agreements", self.watch.run(self._stop))
+        if self.poller is not None:
+            self._spawn("ingest.poller", self.poller.run(self._stop))
         log.info(
             "corridor started: roles=%s bus=%s store=%s",
             sorted(self.roles),
@@ -266,17 +307,33 @@ class Runtime:
             except Exception:
                 log.exception("%s crashed; stopping this process", name)
                 self.failed = True
-                self._stop.set()
+                self._stop_now()
                 if self._on_failure is not None:
                     self._on_failure()
 
         self._tasks.append(asyncio.create_task(guarded(), name=name))
 
-    async def stop(self) -> None:
-        """Stop intake, drain with a deadline, then close clients in reverse order."""
+    def request_stop(self) -> None:
+        """Ask every loop to stop taking work now (``stop()`` still drains and closes). Safe from a
+        signal handler or another thread: it only schedules setting the stop event on the loop
+        ``start()`` ran on. Before ``start()`` it does nothing."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._stop_now)
+
+    def _stop_now(self) -> None:
+        if self._stop_requested_at is None:
+            self._stop_requested_at = asyncio.get_running_loop().time()
         self._stop.set()
+
+    async def stop(self) -> None:
+        """Stop intake, drain within ``STOP_DEADLINE_S`` of the stop request, then close clients
+        in reverse order."""
+        self._stop_now()
+        assert self._stop_requested_at is not None
+        elapsed_s = asyncio.get_running_loop().time() - self._stop_requested_at
         if self._tasks:
-            _, pending = await asyncio.wait(self._tasks, timeout=STOP_DEADLINE_S)
+            _, pending = await asyncio.wait(self._tasks, timeout=max(0.0, STOP_DEADLINE_S - elapsed_s))
             for task in pending:
                 log.warning("%s did not stop within %.0fs; cancelling", task.get_name(), STOP_DEADLINE_S)
                 task.cancel()

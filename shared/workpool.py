@@ -13,6 +13,12 @@ Failure policy (the same as the consume loop's, shared.bus.loop):
   runs out and the work is claimed again;
 - any other exception from a task is a bug: the loop stops claiming, lets the other tasks
   finish (bounded) and raises it — the process crashes loudly and its supervisor restarts it.
+
+Stop: once a drain begins the pool takes no new work (``has_room`` is False) until
+:func:`claim_loop` runs again. Work that other paths start (the deliverer's alert consumer, still
+draining its own records after the sweep returned) is refused rather than started unwatched
+while the process closes the clients and the store it uses; it stays in the store for the next
+sweep.
 """
 
 from __future__ import annotations
@@ -45,12 +51,14 @@ class WorkPool:
         self._changed = asyncio.Event()
         self.outage = OutageLog(name)
         self.failure: BaseException | None = None
+        self.draining = False  # set by drain(): no new work until reopen()
 
     def __len__(self) -> int:
         return len(self._tasks)
 
     def has_room(self, key: str | None = None) -> bool:
-        if self.failure is not None or len(self._tasks) >= self.limit:
+        """Whether a task (of ``key``) may start now: never after a bug or once draining."""
+        if self.draining or self.failure is not None or len(self._tasks) >= self.limit:
             return False
         return key is None or self._keys[key] < self.per_key_limit
 
@@ -95,8 +103,14 @@ class WorkPool:
             for waiter in waiters:
                 waiter.cancel()
 
+    def reopen(self) -> None:
+        """Take work again after a drain."""
+        self.draining = False
+
     async def drain(self, deadline_s: float = DRAIN_DEADLINE_S) -> None:
-        """Let the tasks in flight finish; cancel those still running after ``deadline_s``."""
+        """Refuse new work from now on (until :meth:`reopen`), let the tasks in flight finish and
+        cancel those still running after ``deadline_s``."""
+        self.draining = True
         if not self._tasks:
             return
         _, pending = await asyncio.wait(set(self._tasks), timeout=deadline_s)
@@ -122,6 +136,7 @@ async def claim_loop(
     backoff = Backoff()
     outage = OutageLog(f"{pool.name} claims")
     events = [stop] if wake is None else [stop, wake]
+    pool.reopen()
     try:
         while not stop.is_set() and pool.failure is None:
             if wake is not None:
