@@ -53,14 +53,19 @@ class AgreementWatch:
         self._clock = clock
         self._topic = settings.topic(TOPIC_AGREEMENTS)
         self._sources: dict[str, Source] = {}
+        self._missing: set[str] = set()  # sources asked for that the last read did not have
         self._sources_at = float("-inf")
 
     async def _known_sources(self, needed: set[str] = frozenset()) -> dict[str, Source]:  # type: ignore[assignment]
         """The sources (publishers' country, official), re-read every SOURCES_CACHE_S and when a
-        source not read yet reports on an agreement."""
-        if time.monotonic() - self._sources_at > SOURCES_CACHE_S or needed - self._sources.keys():
+        source not read yet reports on an agreement. A source the store no longer has (deleted
+        after it reported) is remembered as missing until the next timed re-read: it would
+        otherwise make every call read all sources again."""
+        unknown = needed - self._sources.keys() - self._missing
+        if time.monotonic() - self._sources_at > SOURCES_CACHE_S or unknown:
             self._sources = {s.id: s for s in await self._store.list_sources()}
             self._sources_at = time.monotonic()
+            self._missing = needed - self._sources.keys()
         return self._sources
 
     async def state(self, agreement_id: str) -> AgreementState:

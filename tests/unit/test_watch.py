@@ -112,3 +112,22 @@ async def test_a_setback_behind_later_progress_is_not_announced(store: SQLiteSto
     await w.after_item(fresh)
     kinds = [e.kind for e in await store.list_agreement_events(agreement_id=RAILWAYS)]
     assert kinds.count("agreement.setback") == 1
+
+
+async def test_a_deleted_source_does_not_make_every_call_read_all_sources(store: SQLiteStore) -> None:
+    w = watch(store)
+    moved = item(1, "planning", 5)
+    await store.upsert_items([moved])
+    await store.delete_source("mofa")  # it reported, then an operator removed it
+    reads = 0
+    real = store.list_sources
+
+    async def counted() -> list[Source]:
+        nonlocal reads
+        reads += 1
+        return await real()
+
+    store.list_sources = counted  # type: ignore[method-assign]
+    for _ in range(5):
+        await w.state(RAILWAYS)
+    assert reads == 1, "one read, then the missing source is remembered until the timed re-read"
