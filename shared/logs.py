@@ -16,6 +16,7 @@ import sys
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import TextIO
+from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
 # Libraries whose DEBUG output carries statement parameters, commands, headers or SMTP lines.
 QUIET = {
@@ -91,3 +92,15 @@ def configure_logging(
     root.setLevel(level)
     for name, floor in QUIET.items():
         logging.getLogger(name).setLevel(max(floor, logging.getLevelName(level)))
+
+
+def shown_url(url: str) -> str:
+    """``url`` as logged: no user info, each query value replaced by ``…`` (the names stay, so
+    an operator can still tell two URLs apart), no fragment."""
+    try:
+        parts = urlsplit(url)
+        netloc = parts.netloc.rpartition("@")[2]
+        query = "&".join(f"{quote(name)}=…" for name, _ in parse_qsl(parts.query, keep_blank_values=True))
+    except ValueError:
+        return "(unreadable URL)"
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))

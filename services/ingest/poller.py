@@ -22,7 +22,7 @@ import logging
 import time
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -35,6 +35,7 @@ from services.ingest.schedule import next_delay_s
 from shared.bus import Bus, dead_letter_for
 from shared.envelope import MAX_MESSAGE_BYTES, TOPIC_DEADLETTER, TOPIC_OPS, TOPIC_RAW, Envelope
 from shared.errors import FetchError, Unavailable
+from shared.logs import shown_url
 from shared.metrics import Metrics
 from shared.models import RawItem, Source, SourceHealthEvent
 from shared.settings import Settings
@@ -46,18 +47,6 @@ log = logging.getLogger(__name__)
 
 MAX_ERROR_CHARS = 500
 HOST_BUSY_RETRY_S = 2.0  # a due source whose host is busy is offered again this much later
-
-
-def shown_url(url: str) -> str:
-    """``url`` as logged: no user info, each query value replaced by ``…`` (the names stay, so
-    an operator can still tell two URLs apart), no fragment."""
-    try:
-        parts = urlsplit(url)
-        netloc = parts.netloc.rpartition("@")[2]
-        query = "&".join(f"{quote(name)}=…" for name, _ in parse_qsl(parts.query, keep_blank_values=True))
-    except ValueError:
-        return "(unreadable URL)"
-    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
 def _parse(source: Source, body: bytes, fetched_at: datetime) -> Parsed:

@@ -30,12 +30,13 @@ from services.ingest.parser import (
     parse_source_document,
     to_item,
 )
-from services.ingest.poller import Poller, shown_url
+from services.ingest.poller import Poller
 from services.ingest.routes import SourcePatch, build_router
 from services.ingest.sources import update_source
 from shared.bus.memory import MemoryBus
 from shared.envelope import MAX_MESSAGE_BYTES, TOPIC_DEADLETTER, TOPIC_OPS, TOPIC_RAW, DeadLetter, Envelope
 from shared.errors import BusUnavailable, FetchError
+from shared.logs import shown_url
 from shared.metrics import Metrics
 from shared.models import HtmlSelectors, Source, stable_id
 from shared.netguard import AddressPolicy
