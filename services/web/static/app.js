@@ -5,8 +5,11 @@
 const COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
   "#7f7f7f", "#bcbd22", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd"];
 const $ = (id) => document.getElementById(id);
-const state = { key: sessionStorage.getItem("corridor-key") || "", sectors: [], color: {}, sourceNames: {}, open: new Set() };
+const state = { key: sessionStorage.getItem("corridor-key") || "", sectors: [], color: {}, sourceNames: {}, open: new Set(),
+  generation: 0, controller: null, pollTimer: null };
 const MIN_WEEKS = 4; // the chart shows at least this many weeks, starting near the first with data
+const POLL_MS = 60000; // the next refresh starts this long after the last one ended
+const REFRESH_TIMEOUT_MS = 20000; // a refresh whose answers take longer is given up (a hung server does not pile up requests)
 
 function el(tag, attrs, ...children) {
   const node = document.createElement(tag);
@@ -46,6 +49,12 @@ function query() {
   return params;
 }
 
+// A sector's colour; one not among the loaded sectors (they could not be read yet) gets the next free one.
+function colorOf(id) {
+  if (!state.color[id]) state.color[id] = COLORS[Object.keys(state.color).length % COLORS.length];
+  return state.color[id];
+}
+
 function drawChart(data) {
   state.chartData = data;
   const box = $("chart");
@@ -79,7 +88,7 @@ function drawChart(data) {
   });
   $("legend").replaceChildren();
   for (const sector of top) {
-    const color = state.color[sector.id];
+    const color = colorOf(sector.id);
     const points = sector.weeks.map((w, i) => `${x(i).toFixed(1)},${y(w.count).toFixed(1)}`).join(" ");
     chart.append(svg("polyline", { points, fill: "none", stroke: color, "stroke-width": 2.2, "data-sector": sector.id }));
     $("legend").append(el("li", {}, el("i", { style: `background:${color}` }), `${sector.id} (${sector.total})`));
@@ -215,7 +224,9 @@ function markAdmin() {
 }
 
 async function removeSubscription(id) {
-  await api(`/api/v1/subscriptions/${encodeURIComponent(id)}`, { method: "DELETE" });
+  try {
+    await api(`/api/v1/subscriptions/${encodeURIComponent(id)}`, { method: "DELETE" });
+  } catch (e) { $("admin-msg").textContent = "Not deleted: " + e.message; return; }
   loadSubscriptions();
 }
 
@@ -232,14 +243,45 @@ async function subscribe(event) {
   } catch (e) { $("admin-msg").textContent = "Not created: " + e.message; }
 }
 
+// The sector list (filter and subscription choices, colours). Read by refresh() until it has
+// been read once: where reads need a key, the first visit has none until the user enters it.
+function setSectors(data) {
+  if (state.sectors.length || !data) return;
+  state.sectors = data.sectors.map((s) => s.id);
+  state.sectors.forEach((id, i) => { state.color[id] = COLORS[i % COLORS.length]; });
+  for (const id of state.sectors) { $("sector").append(el("option", { value: id }, id)); $("subsectors").append(el("option", { value: id }, id)); }
+}
+
+function showLoadError(message) {
+  document.body.dataset.ready = message ? "error" : "ok";
+  $("load-msg").textContent = message ? "Some data could not be loaded: " + message : "";
+}
+
+// One refresh at a time counts: a newer one cancels the requests of an older one, whose answers
+// are then ignored (a slow answer never overwrites a newer filter's), and each gives up after
+// REFRESH_TIMEOUT_MS.
 async function refresh() {
+  const generation = ++state.generation;
+  if (state.controller) state.controller.abort();
+  const controller = new AbortController();
+  state.controller = controller;
+  const timeout = setTimeout(() => controller.abort(new Error(`no answer within ${REFRESH_TIMEOUT_MS / 1000} s`)), REFRESH_TIMEOUT_MS);
+  const signal = controller.signal;
   const params = query();
-  const [sectors, events, sources, board] = await Promise.allSettled([
-    api(`/api/v1/sectors?weeks=${$("weeks").value}` + ($("country").value ? `&country=${$("country").value}` : "")),
-    api("/api/v1/events?limit=25&" + params.toString()),
-    api("/api/v1/sources"),
-    api("/api/v1/agreements"),
-  ]);
+  let results;
+  try {
+    results = await Promise.allSettled([
+      state.sectors.length ? Promise.resolve(null) : api(`/api/v1/sectors?weeks=1`, { signal }),
+      api(`/api/v1/sectors?weeks=${$("weeks").value}` + ($("country").value ? `&country=${$("country").value}` : ""), { signal }),
+      api("/api/v1/events?limit=25&" + params.toString(), { signal }),
+      api("/api/v1/sources", { signal }),
+      api("/api/v1/agreements", { signal }),
+    ]);
+  } finally { clearTimeout(timeout); }
+  if (generation !== state.generation) return; // a newer refresh is under way: its answers count
+  state.controller = null;
+  const [list, sectors, events, sources, board] = results;
+  if (list.status === "fulfilled") setSectors(list.value);
   if (board.status === "fulfilled") drawBoard(board.value);
   if (sources.status === "fulfilled") {
     for (const source of sources.value) if (source.name) state.sourceNames[source.id] = source.name;
@@ -247,18 +289,22 @@ async function refresh() {
   }
   if (sectors.status === "fulfilled") drawChart(sectors.value);
   if (events.status === "fulfilled") drawEvents(events.value);
-  const failed = [sectors, events, sources, board].find((r) => r.status === "rejected");
-  document.body.dataset.ready = failed ? "error" : "ok";
-  if (failed) $("admin-msg").textContent = "Some data could not be loaded: " + failed.reason.message;
+  const failed = results.find((r) => r.status === "rejected");
+  showLoadError(failed ? failed.reason.message : "");
+}
+
+// Polls while the tab is shown; the next one is scheduled when this one has ended (never two timers).
+async function poll() {
+  if (!document.hidden) await refresh().catch((e) => showLoadError(e.message));
+  clearTimeout(state.pollTimer);
+  state.pollTimer = setTimeout(poll, POLL_MS);
 }
 
 async function init() {
   const linked = /^#agreement=(.+)$/.exec(location.hash); // /#agreement=ID opens that timeline
-  if (linked) state.open.add(decodeURIComponent(linked[1]));
-  const sectors = await api(`/api/v1/sectors?weeks=1`).catch(() => ({ sectors: [] }));
-  state.sectors = sectors.sectors.map((s) => s.id);
-  state.sectors.forEach((id, i) => { state.color[id] = COLORS[i % COLORS.length]; });
-  for (const id of state.sectors) { $("sector").append(el("option", { value: id }, id)); $("subsectors").append(el("option", { value: id }, id)); }
+  if (linked) {
+    try { state.open.add(decodeURIComponent(linked[1])); } catch (e) { /* a malformed link: ignored */ }
+  }
   for (const id of ["country", "weeks", "sector"]) $(id).addEventListener("change", refresh);
   let timer; $("q").addEventListener("input", () => { clearTimeout(timer); timer = setTimeout(refresh, 300); });
   $("keyform").addEventListener("submit", (e) => { e.preventDefault(); state.key = $("key").value.trim(); sessionStorage.setItem("corridor-key", state.key); refresh(); loadSubscriptions(); });
@@ -266,9 +312,11 @@ async function init() {
   $("controls").addEventListener("submit", (e) => e.preventDefault());
   let resized; // the chart is drawn at its width: draw it again when that changes
   window.addEventListener("resize", () => { clearTimeout(resized); resized = setTimeout(() => state.chartData && drawChart(state.chartData), 150); });
-  await refresh();
+  document.addEventListener("visibilitychange", () => { if (!document.hidden) poll(); }); // shown again: refresh now
+  await refresh().catch((e) => showLoadError(e.message));
   loadSubscriptions();
-  setInterval(refresh, 60000);
+  clearTimeout(state.pollTimer);
+  state.pollTimer = setTimeout(poll, POLL_MS);
 }
 
 init();
