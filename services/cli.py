@@ -36,7 +36,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from types import FrameType
 from typing import cast
@@ -55,17 +55,19 @@ from services.classifier.reclassify import Change, reclassify
 from services.classifier.taxonomy import load_taxonomy
 from services.ingest.catalogue import import_catalogue, load_catalogue
 from services.ingest.fetcher import fetch_source
+from services.ingest.htmllist import check_selectors
 from services.ingest.normalize import LanguageDetector
 from services.ingest.parser import parse_document
 from services.ingest.routes import SourceIn, SourcePatch
 from services.ingest.sources import InvalidSource, update_source
 from services.runtime import ALL_ROLES, Role, Runtime, build_store
-from shared.errors import ConfigError, Conflict, FetchError, problems
+from shared.errors import BusUnavailable, ConfigError, Conflict, FetchError, Unavailable, problems
 from shared.http import build_client
 from shared.logs import configure_logging
 from shared.models import HtmlSelectors, Source, stable_id
 from shared.netguard import AddressPolicy
 from shared.settings import Settings, load_settings
+from shared.store.base import Store
 from shared.timeutil import utcnow
 
 
@@ -137,11 +139,23 @@ async def _init(settings: Settings) -> int:
     return 0
 
 
-async def _sources(settings: Settings, args: argparse.Namespace) -> int:
+@contextlib.asynccontextmanager
+async def _open_store(settings: Settings) -> AsyncIterator[Store]:
+    """The store, started, and closed again however the block (or the start) ends."""
     store = build_store(settings)
-    policy = AddressPolicy(settings.allow_private_networks)
-    await store.start()
     try:
+        await store.start()
+        yield store
+    finally:
+        await store.close()
+
+
+async def _sources(settings: Settings, args: argparse.Namespace) -> int:
+    policy = AddressPolicy(settings.allow_private_networks)
+    # The catalogue is read before the store is opened: a file that cannot be read is a usage
+    # error (ConfigError, exit 2), whatever state the store is in.
+    catalogue = load_catalogue(args.path) if args.sources_command == "import-catalogue" else None
+    async with _open_store(settings) as store:
         if args.sources_command in ("pause", "resume", "remove"):
             if args.sources_command == "remove":
                 ok = await store.delete_source(args.source_id)
@@ -152,12 +166,13 @@ async def _sources(settings: Settings, args: argparse.Namespace) -> int:
                 print(f"error: no such source {args.source_id}", file=sys.stderr)
                 return 2
             print(f"{args.sources_command}: {args.source_id}")
-        elif args.sources_command == "import-catalogue":
-            added = await import_catalogue(store, load_catalogue(args.path), settings.poll_interval_s)
+        elif catalogue is not None:
+            added = await import_catalogue(store, catalogue, settings.poll_interval_s)
             print(f"{added} sources added")
         elif args.sources_command == "add":
             try:
                 body = SourceIn.model_validate({"url": args.url, **_source_fields(args)})
+                check_selectors(body.selectors)
                 source = await body.add(store, policy, settings.poll_interval_s)
             # ValueError: a field the API would refuse, or --selectors that is not JSON
             # (pydantic's ValidationError is a ValueError too)
@@ -168,6 +183,7 @@ async def _sources(settings: Settings, args: argparse.Namespace) -> int:
         elif args.sources_command == "update":
             try:
                 patch = SourcePatch.model_validate(_source_fields(args))
+                check_selectors(patch.selectors)
             except ValueError as exc:
                 print(f"error: {_one_line(exc)}", file=sys.stderr)
                 return 2
@@ -184,8 +200,6 @@ async def _sources(settings: Settings, args: argparse.Namespace) -> int:
             for source in await store.list_sources():
                 print(source.model_dump_json())
         return 0
-    finally:
-        await store.close()
 
 
 def _source_fields(args: argparse.Namespace) -> dict[str, object]:
@@ -210,9 +224,15 @@ def _json_selectors(text: str) -> object:
         raise ValueError(f"selectors: not JSON ({exc})") from exc
 
 
-def _one_line(exc: Exception) -> str:
-    """A validation error in one line, each problem as `field: message`."""
-    return problems(exc, "input") if isinstance(exc, ValidationError) else str(exc)
+def _one_line(exc: BaseException) -> str:
+    """An error in one line: a validation error as `field: message` per problem, any other
+    message with its line breaks folded."""
+    text = problems(exc, "input") if isinstance(exc, ValidationError) else str(exc)
+    return " ".join(text.split()) or type(exc).__name__
+
+
+def _fail(exc: BaseException, prefix: str = "") -> None:
+    print(f"error: {prefix}{_one_line(exc)}", file=sys.stderr)
 
 
 async def _subscriptions(settings: Settings, args: argparse.Namespace) -> int:
@@ -237,17 +257,26 @@ async def _subscriptions(settings: Settings, args: argparse.Namespace) -> int:
                 response = await client.delete(f"{base}/{args.subscription_id}")
             else:
                 response = await client.post(f"{base}/{args.subscription_id}/{command}")
-        except httpx.HTTPError as exc:
-            print(f"error: cannot reach Corridor at {base}: {exc}", file=sys.stderr)
+        # InvalidURL (CORRIDOR_PUBLIC_BASE_URL such as "http://[::1") is not an HTTPError
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            _fail(exc, f"cannot reach Corridor at {base}: ")
             return 2
     if response.status_code >= 400:
-        print(f"error: HTTP {response.status_code}: {response.text}", file=sys.stderr)
+        print(f"error: HTTP {response.status_code}: {' '.join(response.text.split())}", file=sys.stderr)
+        return 2
+    try:
+        body_json = response.json() if response.content else None
+    except ValueError as exc:  # a 2xx that is not JSON: not Corridor's API at that address
+        _fail(exc, f"HTTP {response.status_code} from {base} is not JSON: ")
         return 2
     if command == "list":
-        for entry in response.json():
+        if not isinstance(body_json, list):
+            print(f"error: HTTP {response.status_code} from {base} is not a JSON list", file=sys.stderr)
+            return 2
+        for entry in body_json:
             print(json.dumps(entry))
-    elif response.content:
-        print(json.dumps(response.json()))
+    elif body_json is not None:
+        print(json.dumps(body_json))
     return 0
 
 
@@ -256,7 +285,7 @@ async def _ingest_parse(settings: Settings, args: argparse.Namespace) -> int:
     try:
         selectors = HtmlSelectors.model_validate_json(args.selectors) if args.selectors else None
     except ValueError as exc:
-        print(f"error: invalid --selectors: {exc}", file=sys.stderr)
+        _fail(exc, "invalid --selectors: ")
         return 2
     target: str = args.target
     now = utcnow()
@@ -331,6 +360,8 @@ def _eval(args: argparse.Namespace) -> int:
 def _judge_train(paths: list[Path], taxonomy_path: Path | None, out: Path) -> int:
     from services.classifier.train_judge import train, write_judge
 
+    for path in paths:  # each line an object with labels, or a ValueError naming path:line
+        load_records(path)
     model = train(paths, load_taxonomy(taxonomy_path))
     write_judge(model, out)
     print(f"wrote {out} ({len(model.sectors)} sector models)")
@@ -343,7 +374,6 @@ async def _reclassify(settings: Settings, taxonomy_path: Path | None, write: boo
         load_registry(settings.agreements_path),
         load_judge(settings.judge_path) if settings.judge_enabled else None,
     )
-    store = build_store(settings)
 
     def show(change: Change) -> None:
         # One line per change as it is found (with --write: once it is stored), flushed at once:
@@ -367,11 +397,8 @@ async def _reclassify(settings: Settings, taxonomy_path: Path | None, write: boo
         }
         print(json.dumps(line, ensure_ascii=False), flush=True)
 
-    await store.start()
-    try:
+    async with _open_store(settings) as store:
         report = await reclassify(store, classifier, write=write, on_change=show)
-    finally:
-        await store.close()
     print(
         json.dumps(
             {
@@ -394,12 +421,8 @@ async def _reclassify(settings: Settings, taxonomy_path: Path | None, write: boo
 
 
 async def _store_migrate(settings: Settings) -> int:
-    store = build_store(settings)
-    await store.start()
-    try:
+    async with _open_store(settings) as store:
         moved = await store.migrate()
-    finally:
-        await store.close()
     print(json.dumps({"moved": moved}))
     return 0
 
@@ -507,6 +530,44 @@ def main(argv: list[str] | None = None) -> int:
         print(f"corridor: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, json_lines=settings.log_json, secrets=settings.secret_values())
+    try:
+        return _dispatch(settings, args)
+    except BrokenPipeError:
+        raise  # the reader went away: entrypoint() ends quietly
+    # README, exit codes: 1 a start that failed (a store or broker that cannot be used), 2 an
+    # invalid configuration or usage (a file named on the command line or in a setting that is
+    # missing, unreadable, not UTF-8 or not in its format).
+    except (Unavailable, OSError) as exc:
+        if args.command in _FILE_COMMANDS and not isinstance(exc, Unavailable):
+            _fail(exc)
+            return 2
+        if args.command not in _STORE_COMMANDS:
+            raise
+        _fail(exc, "broker unavailable: " if isinstance(exc, BusUnavailable) else "store unavailable: ")
+        return 1
+    except ConfigError as exc:  # the taxonomy, judge, agreements or catalogue file
+        _fail(exc)
+        return 2
+    except ValueError as exc:  # JSONL that is not UTF-8, not JSON or not labelled records
+        if args.command not in _FILE_COMMANDS:
+            raise
+        _fail(exc)
+        return 2
+
+
+# Commands that open the store: an OSError there (a CORRIDOR_SQLITE_PATH that cannot be created
+# or opened) or an Unavailable is the store's. The files they read (catalogue, taxonomy) raise
+# ConfigError, and are read before the store is opened.
+_STORE_COMMANDS = frozenset({"init", "sources", "store", "reclassify"})
+# Commands that read (or write) files named on the command line, and open no store.
+_FILE_COMMANDS = frozenset({"eval", "judge"})
+
+
+def _dispatch(settings: Settings, args: argparse.Namespace) -> int:
+    if args.command == "eval":
+        return _eval(args)
+    if args.command == "judge":
+        return _judge_train(args.paths, args.taxonomy, args.out)
     if args.command == "run":
         return _run(settings, args.role)
     if args.command == "demo":
@@ -521,10 +582,6 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_subscriptions(settings, args))
     if args.command == "ingest":
         return asyncio.run(_ingest_parse(settings, args))
-    if args.command == "eval":
-        return _eval(args)
-    if args.command == "judge":
-        return _judge_train(args.paths, args.taxonomy, args.out)
     if args.command == "store":
         return asyncio.run(_store_migrate(settings))
     if args.command == "reclassify":

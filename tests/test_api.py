@@ -151,6 +151,12 @@ async def test_source_management(client: httpx.AsyncClient) -> None:
         "/api/v1/sources", headers=KEY, json={"url": "http://127.0.0.1:9/x", "kind": "html"}
     )
     assert no_selectors.status_code == 422 and no_selectors.json()["detail"][0]["loc"] == ["body", "selectors"]
+    # A selector selectolax cannot parse would fail every poll: refused when given, on POST and PATCH.
+    unparsable = {"url": "http://127.0.0.1:9/y", "kind": "html", "selectors": {"item": "[[["}}
+    bad_selector = await client.post("/api/v1/sources", headers=KEY, json=unparsable)
+    assert bad_selector.status_code == 422 and "invalid CSS selector" in bad_selector.text
+    bad_patch_selector = await client.patch(f"/api/v1/sources/{sid}", headers=KEY, json={"selectors": {"item": "[[["}})
+    assert bad_patch_selector.status_code == 422
     gdelt = await client.post(
         "/api/v1/sources",
         headers=KEY,

@@ -132,13 +132,24 @@ class Report:
 
 
 def load_records(path: Path) -> list[dict[str, Any]]:
-    """Read JSONL; each record must have a title, a text (or body) and a sectors list."""
+    """Read JSONL; each record must be an object with a title, a text (or body) and a sectors
+    list. A line that is not UTF-8, not JSON or not such a record is a ValueError naming
+    ``path:line``; a file that cannot be read is the OSError of ``open``."""
     records = []
-    with path.open(encoding="utf-8") as fh:
-        for number, line in enumerate(fh, 1):
+    with path.open("rb") as fh:
+        for number, raw in enumerate(fh, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise ValueError(f"{path}:{number}: not UTF-8 ({exc.reason} at byte {exc.start})") from exc
             if not line.strip():
                 continue
-            record = json.loads(line)
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}:{number}: not JSON ({exc.msg} at column {exc.colno})") from exc
+            if not isinstance(record, dict):
+                raise ValueError(f"{path}:{number}: not a JSON object (a {type(record).__name__})")
             if not isinstance(record.get("sectors"), list) or ("text" not in record and "body" not in record):
                 raise ValueError(f"{path}:{number}: needs 'sectors' and 'text' or 'body'")
             records.append(record)

@@ -84,3 +84,17 @@ def _entry(node: LexborNode, base_url: str, selectors: HtmlSelectors) -> Entry |
     if not (link or title):
         return None
     return Entry(guid=None, link=link, title=title, summary=summary, published_at=parse_date(date_value))
+
+
+def check_selectors(selectors: HtmlSelectors | None) -> None:
+    """ValueError naming the first selector selectolax cannot parse: the poller would report it
+    as ``parse_error`` on every poll, so the API and the CLI refuse it before it is stored."""
+    if selectors is None:
+        return
+    empty = LexborHTMLParser("")
+    for field, selector in selectors.model_dump(exclude_none=True).items():
+        try:
+            empty.css(selector)
+        # SelectolaxError in selectolax 1.x, ValueError or RuntimeError in earlier releases
+        except (SelectolaxError, ValueError, RuntimeError) as exc:
+            raise ValueError(f"selectors.{field}: invalid CSS selector {selector!r} ({exc})") from exc

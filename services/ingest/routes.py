@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, HTTPException, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.config import JsonDict
 
+from services.ingest.htmllist import check_selectors
 from services.ingest.sources import InvalidSource, add_source, poll_now, update_source
 from shared.api import Body
 from shared.errors import Conflict
@@ -32,6 +33,12 @@ class SourceIn(Body):
     interval_s: float | None = Field(default=None, ge=60, le=86400, description="poll interval in seconds")
     country: Country | None = Field(default=None, description="where the publisher is (PK or KZ)")
     official: bool = Field(default=False, description="a government or state body's own channel")
+
+    @field_validator("selectors")
+    @classmethod
+    def _parsable(cls, value: HtmlSelectors | None) -> HtmlSelectors | None:
+        check_selectors(value)  # a selector selectolax cannot parse would fail every poll
+        return value
 
     async def add(self, store: Store, policy: AddressPolicy, default_interval_s: float) -> Source:
         """Store this source (:func:`~services.ingest.sources.add_source`: its errors pass through);
@@ -75,6 +82,12 @@ class SourcePatch(Body):
     active: bool | None = Field(default=None, json_schema_extra=_non_nullable)
     country: Country | None = None
     official: bool | None = Field(default=None, json_schema_extra=_non_nullable)
+
+    @field_validator("selectors")
+    @classmethod
+    def _parsable(cls, value: HtmlSelectors | None) -> HtmlSelectors | None:
+        check_selectors(value)
+        return value
 
     @field_validator("interval_s", "active", "official", mode="before")
     @classmethod
