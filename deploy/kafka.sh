@@ -38,6 +38,10 @@ running() {
 
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
+# The pid file's process is alive: enough for a process this very call launched (or found ours),
+# whose command line is not ours yet for the moment between fork and exec.
+alive() { [ -f "$pid_file" ] && kill -0 "$(cat "$pid_file")" 2>/dev/null; }
+
 ready() {
   # Ready means a real Kafka client can fetch cluster metadata, not just that the port is open.
   "$root/.venv/bin/python" "$here/kafka/ready.py" "$port" >/dev/null 2>&1
@@ -60,8 +64,8 @@ start() {
     done
     launch
   fi
-  until running && ready; do
-    if ! running; then echo "kafka: process exited; see $log_file" >&2; tail -20 "$log_file" >&2; exit 1; fi
+  until alive && ready; do
+    if ! alive; then echo "kafka: process exited; see $log_file" >&2; tail -20 "$log_file" >&2; exit 1; fi
     if (( SECONDS - t0 > timeout_s )); then
       echo "kafka: not ready after ${timeout_s}s; stopped it; see $log_file" >&2
       stop >/dev/null

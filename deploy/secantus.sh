@@ -61,6 +61,10 @@ running() {
 
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
+# The pid file's process is alive: enough for a process this very call launched (or found ours),
+# whose command line is not ours yet for the moment between fork and exec.
+alive() { [ -f "$pid_file" ] && kill -0 "$(cat "$pid_file")" 2>/dev/null; }
+
 ready() {
   # Ready means a real driver round-trip (ping and a write), not just an open port.
   "$root/.venv/bin/python" - "$port" <<'PY' >/dev/null 2>&1
@@ -92,8 +96,8 @@ start() {
       "${durability[@]}" >>"$log_file" 2>&1 &
     echo $! > "$pid_file"
   fi
-  until running && ready; do
-    if ! running; then echo "secantus: process exited; see $log_file" >&2; tail -20 "$log_file" >&2; exit 1; fi
+  until alive && ready; do
+    if ! alive; then echo "secantus: process exited; see $log_file" >&2; tail -20 "$log_file" >&2; exit 1; fi
     if (( SECONDS - t0 > timeout_s )); then
       echo "secantus: not ready after ${timeout_s}s; stopped it; see $log_file" >&2
       stop >/dev/null
