@@ -10,6 +10,8 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
+# shellcheck source=deploy/proc.sh
+. "$here/proc.sh"
 root="$(cd "$here/.." && pwd)"
 port="${KAFKA_PORT:-9092}"
 cport="${KAFKA_CONTROLLER_PORT:-9093}"
@@ -28,19 +30,9 @@ fetch() {
   touch "$jars/.complete"
 }
 
-# Ours: the pid file's process is alive and is this broker (its command line names our properties
-# file); after a reboot the pid may belong to an unrelated process, which stop must never kill.
-running() {
-  [ -f "$pid_file" ] || return 1
-  local pid; pid="$(cat "$pid_file")"
-  kill -0 "$pid" 2>/dev/null && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$run_dir/server.properties"
-}
-
-port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
-# The pid file's process is alive: enough for a process this very call launched (or found ours),
-# whose command line is not ours yet for the moment between fork and exec.
-alive() { [ -f "$pid_file" ] && kill -0 "$(cat "$pid_file")" 2>/dev/null; }
+# Ours: alive and this server (its command line names our files); see deploy/proc.sh.
+running() { pid_runs "$pid_file" "$run_dir/server.properties"; }
+alive() { pid_alive "$pid_file"; }
 
 ready() {
   # Ready means a real Kafka client can fetch cluster metadata, not just that the port is open.

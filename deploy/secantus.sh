@@ -23,6 +23,8 @@ set -euo pipefail
 
 version="0.5.3-beta.196"   # pinned: the crate is a beta and its planner output is what the tests read
 here="$(cd "$(dirname "$0")" && pwd)"
+# shellcheck source=deploy/proc.sh
+. "$here/proc.sh"
 root="$(cd "$here/.." && pwd)"
 port="${SECANTUS_PORT:-27017}"
 run_dir="${SECANTUS_DATA_DIR:-$here/.run/secantus}"
@@ -51,19 +53,9 @@ build() {
   echo "secantus: built $bin" >&2
 }
 
-# Ours: the pid file's process is alive and is this server (its command line names our storage
-# path); after a reboot the pid may belong to an unrelated process, which stop must never kill.
-running() {
-  [ -f "$pid_file" ] || return 1
-  local pid; pid="$(cat "$pid_file")"
-  kill -0 "$pid" 2>/dev/null && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$run_dir/data"
-}
-
-port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
-# The pid file's process is alive: enough for a process this very call launched (or found ours),
-# whose command line is not ours yet for the moment between fork and exec.
-alive() { [ -f "$pid_file" ] && kill -0 "$(cat "$pid_file")" 2>/dev/null; }
+# Ours: alive and this server (its command line names our files); see deploy/proc.sh.
+running() { pid_runs "$pid_file" "$run_dir/data"; }
+alive() { pid_alive "$pid_file"; }
 
 ready() {
   # Ready means a real driver round-trip (ping and a write), not just an open port.

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from helpers import SmtpSink, WebhookReceiver
+from helpers import ManualClock, SmtpSink, WebhookReceiver
 
 from services.alerts.deliverer import Deliverer
 from services.alerts.matcher import Matcher
@@ -26,17 +26,9 @@ from shared.store.sqlite import SQLiteStore
 T0 = datetime(2026, 3, 1, 6, 0, tzinfo=UTC)
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
 class World:
     def __init__(self, store: SQLiteStore, settings: Settings, client: httpx.AsyncClient) -> None:
-        self.clock = Clock()
+        self.clock = ManualClock(T0)
         self.bus = MemoryBus()
         self.store = store
         self.matcher = Matcher(store=store, bus=self.bus, settings=settings, metrics=Metrics(), clock=self.clock)

@@ -25,6 +25,7 @@ from services.app import create_app
 from services.runtime import ALL_ROLES, Runtime
 from shared.models import ClassifiedItem, Delivery, DuplicateRef, SectorScore, Source, Subscription
 from shared.settings import load_settings
+from shared.store.base import MAX_PAGE
 
 pytestmark = pytest.mark.mongo
 
@@ -160,6 +161,11 @@ async def test_every_query_shape_uses_an_index(mongo_uri: str, unique: str) -> N
                 DuplicateRef(id=f"itm_c{n}", item_id=items[n].id, source_id="s", reason="near_duplicate")
                 for n in range(50)
             ]
+            # more copies than a page shows: duplicates_of reads the items after it one by one
+            + [
+                DuplicateRef(id=f"itm_m{n}", item_id=items[60].id, source_id="s", reason="near_duplicate")
+                for n in range(MAX_PAGE + 1)
+            ]
         )
         subs = [
             Subscription(
@@ -210,6 +216,8 @@ async def test_every_query_shape_uses_an_index(mongo_uri: str, unique: str) -> N
                 store.claim_due_delivery(NOW, NOW + timedelta(minutes=1), exclude_subscriptions={"sub_1", "sub_2"}),
             ),
             ("claim_delivery", store.claim_delivery("msg_1", NOW, NOW + timedelta(minutes=1))),
+            ("finish_delivery", store.finish_delivery("msg_1", NOW + timedelta(minutes=1), {"lease_until": None})),
+            ("duplicates of an item with more than a page of copies", store.duplicates_of([items[60].id])),
             ("queued deliveries", store.list_deliveries(subscription_id="sub_3", status="queued", limit=5000)),
             (
                 "digest deliveries",

@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from helpers import SmtpSink, WebhookReceiver, free_port
+from helpers import ManualClock, SmtpSink, WebhookReceiver, free_port
 
 from services.alerts.deliverer import Deliverer, digest_item
 from services.alerts.mailer import build_message, send_email
@@ -58,14 +58,6 @@ def item(n: int = 1) -> ClassifiedItem:
     )
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
     s = SQLiteStore(tmp_path / "s.sqlite3")
@@ -91,7 +83,7 @@ def loopback_client(timeout_s: float = 2, transport: httpx.AsyncBaseTransport | 
 
 
 def deliverer_for(
-    store: SQLiteStore, settings: Settings, client: httpx.AsyncClient, clock: Clock, bus: MemoryBus | None = None
+    store: SQLiteStore, settings: Settings, client: httpx.AsyncClient, clock: ManualClock, bus: MemoryBus | None = None
 ) -> Deliverer:
     return Deliverer(
         store=store, bus=bus or MemoryBus(), client=client, settings=settings, metrics=Metrics(), clock=clock
@@ -138,7 +130,7 @@ async def test_a_stored_webhook_digest_fails_permanently_instead_of_crashing(
 ) -> None:
     """A webhook subscription stored with cadence=daily (accepted before the API refused it): its
     digest used to reach send_email with no address, raise ValueError and crash the worker."""
-    clock = Clock()
+    clock = ManualClock(T0)
     await store.insert_subscription(webhook_sub(receiver.url, cadence="daily"))
     await store.upsert_item(item(1))
     digest = pending("sub_w", digest_item("2026-03-01"), "webhook", T0, digest_period="2026-03-01")
@@ -165,7 +157,7 @@ async def test_a_digest_subscription_on_webhook_makes_no_digest_and_the_sweep_su
     sweep (which used to raise the ValueError out of claim_loop) keeps running."""
     from services.alerts.matcher import Matcher
 
-    clock = Clock()
+    clock = ManualClock(T0)
     bus = MemoryBus()
     settings = settings_for(delivery_sweep_s=0.05)
     await store.insert_subscription(webhook_sub(receiver.url, cadence="daily"))
@@ -193,7 +185,7 @@ async def test_a_digest_subscription_on_webhook_makes_no_digest_and_the_sweep_su
 
 
 async def test_an_email_delivery_without_an_address_fails_permanently(store: SQLiteStore) -> None:
-    clock = Clock()
+    clock = ManualClock(T0)
     await store.insert_subscription(Subscription(id="sub_e", channel="email", email=None))
     delivery = pending("sub_e", "itm_1", "email", T0)
     await store.insert_delivery(delivery)
@@ -205,7 +197,7 @@ async def test_an_email_delivery_without_an_address_fails_permanently(store: SQL
 
 async def test_redelivering_a_kafka_delivery_publishes_the_alert_again(store: SQLiteStore) -> None:
     """A kafka delivery's attempt (after POST …/redeliver) used to take the email branch and raise."""
-    clock = Clock()
+    clock = ManualClock(T0)
     bus = MemoryBus()
     await store.insert_subscription(Subscription(id="sub_k", channel="kafka"))
     await store.upsert_item(item(1))
@@ -336,7 +328,7 @@ async def test_an_alert_consumed_again_keeps_the_retry_schedule(store: SQLiteSto
         calls.append(request.headers["webhook-id"])
         return httpx.Response(200)
 
-    clock = Clock()
+    clock = ManualClock(T0)
     await store.insert_subscription(webhook_sub("http://127.0.0.1:9/hook"))
     retrying = pending("sub_w", "itm_1", "webhook", T0, attempts=1, next_attempt_at=T0 + timedelta(minutes=10))
     fresh = pending("sub_w", "itm_2", "webhook", T0, next_attempt_at=T0 + timedelta(seconds=30))  # hand-off time
@@ -391,7 +383,7 @@ class DripServer:
 
 
 async def test_an_attempt_is_cut_before_its_lease_runs_out(store: SQLiteStore) -> None:
-    clock = Clock()
+    clock = ManualClock(T0)
     # lease = max(1, 2 × 0.3) = 1 s; budget = 1 − 0.5 = 0.5 s. The drip takes 100 s.
     settings = settings_for(delivery_lease_s=1, webhook_timeout_s=0.3)
     async with DripServer() as server:
@@ -485,7 +477,7 @@ async def test_digest_cadence_is_email_only(api: httpx.AsyncClient) -> None:
 
 
 async def test_410_disables_the_endpoint_at_once(store: SQLiteStore, receiver: WebhookReceiver, smtp: SmtpSink) -> None:
-    clock = Clock()
+    clock = ManualClock(T0)
     bus = MemoryBus()
     await store.insert_subscription(webhook_sub(receiver.url, owner_email="o@example.org"))
     delivery = pending("sub_w", "itm_1", "webhook", T0)
@@ -533,7 +525,7 @@ def queued(n: int, period: str, closes: datetime) -> Delivery:
     return pending("sub_d", f"itm_{n}", "email", T0, status="queued", digest_period=period, next_attempt_at=closes)
 
 
-async def drain(deliverer: Deliverer, store: SQLiteStore, clock: Clock) -> int:
+async def drain(deliverer: Deliverer, store: SQLiteStore, clock: ManualClock) -> int:
     await deliverer.open_digests()
     attempted = 0
     while d := await store.claim_due_delivery(clock.now, clock.now + timedelta(seconds=30)):
@@ -547,7 +539,7 @@ def bodies(smtp: SmtpSink) -> list[str]:
 
 
 async def test_switching_to_immediate_sends_the_leftover_queue(store: SQLiteStore, smtp: SmtpSink) -> None:
-    clock = Clock()
+    clock = ManualClock(T0)
     await store.insert_subscription(digest_sub("daily"))
     for n in (1, 2):
         await store.upsert_item(item(n))
@@ -563,7 +555,7 @@ async def test_switching_to_immediate_sends_the_leftover_queue(store: SQLiteStor
 
 
 async def test_alerts_late_for_a_sent_period_go_in_a_follow_up_digest(store: SQLiteStore, smtp: SmtpSink) -> None:
-    clock = Clock()
+    clock = ManualClock(T0)
     clock.now = datetime(2026, 3, 1, 8, 0, 30, tzinfo=UTC)
     await store.insert_subscription(digest_sub("daily"))
     for n in (1, 2, 3):
@@ -595,7 +587,7 @@ async def test_a_digest_that_fails_permanently_fails_its_alerts(
     store: SQLiteStore, replying_smtp: ReplyingSmtp
 ) -> None:
     """They were carried by the digest: left queued they would wait for a period that is over."""
-    clock = Clock()
+    clock = ManualClock(T0)
     replying_smtp.rcpt = "550 5.1.1 No such user"
     await store.insert_subscription(digest_sub("daily"))
     await store.upsert_item(item(1))
@@ -625,7 +617,7 @@ async def test_concurrent_alerts_never_exceed_the_pool(store: SQLiteStore) -> No
         in_flight -= 1
         return httpx.Response(200)
 
-    clock = Clock()
+    clock = ManualClock(T0)
     settings = settings_for(delivery_concurrency=4, delivery_per_subscription=2)
     await store.insert_subscription(webhook_sub("http://127.0.0.1:9/hook"))
     deliveries = [pending("sub_w", f"itm_{n}", "webhook", T0) for n in range(6)]

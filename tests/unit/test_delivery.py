@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from helpers import SmtpSink
+from helpers import ManualClock, SmtpSink
 from standardwebhooks.webhooks import Webhook
 
 from services.alerts.deliverer import Deliverer
@@ -113,14 +113,6 @@ async def test_email_to_unreachable_server_is_transient() -> None:
     assert not outcome.ok and outcome.retryable
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
     s = SQLiteStore(tmp_path / "s.sqlite3")
@@ -132,7 +124,7 @@ async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
 async def test_retries_follow_the_schedule_then_dead_letter(store: SQLiteStore) -> None:
     settings = load_settings(delivery_retry_schedule_s=["10", "60"], delivery_lease_s=5, webhook_timeout_s=1)
     calls: list[datetime] = []
-    clock = Clock()
+    clock = ManualClock(T0)
 
     def handler(request: httpx.Request) -> httpx.Response:
         calls.append(clock.now)
