@@ -3,7 +3,11 @@
 1. The same entry seen again (same item id: guid, canonical link or text) with the same content
    hash is dropped; with a different content hash it is an *update* (``revision`` + 1).
 2. A new entry whose canonical URL, normalised title or opening text already belongs to another
-   item is a *duplicate*: linked to that first item, not published as new.
+   item is a *duplicate*: linked to that first item, not published as new — once that item is
+   known to be published (it is marked seen). A key claimed by an item that was never published
+   is taken over when its claim is older than a poll lease (the poll that claimed it has ended, so
+   its publish failed: the story would otherwise be lost); while the claim is younger the entry is
+   *deferred*, neither published nor marked seen, and decided again at its source's next poll.
 3. Everything else is *new*.
 The store's dedupe keys are insert-if-absent, so concurrent replicas agree on which item came first.
 """
@@ -12,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 from services.ingest.normalize import story_keys
 from shared.models import DuplicateRef, RawItem
@@ -21,12 +26,14 @@ from shared.timeutil import Clock, utcnow
 
 @dataclass
 class Decisions:
-    """What to do with one batch of parsed items."""
+    """What to do with one batch of parsed items (``deferred``: entries left undecided, neither
+    published nor marked seen, because the item that claimed their story may still be publishing)."""
 
     new: list[RawItem] = field(default_factory=list)
     updated: list[RawItem] = field(default_factory=list)
     duplicates: list[DuplicateRef] = field(default_factory=list)
     unchanged: int = 0
+    deferred: int = 0
 
     def seen_marks(self) -> dict[str, str]:
         """What to record as seen once the batch is published: id → "revision:content hash"."""
@@ -42,9 +49,11 @@ def _url_key(url: str) -> str:
 class Deduper:
     """Sorts parsed items into new, updated, duplicate and unchanged."""
 
-    def __init__(self, store: Store, clock: Clock = utcnow) -> None:
+    def __init__(self, store: Store, clock: Clock = utcnow, *, claim_grace: timedelta) -> None:
+        """``claim_grace``: how long a claim's poll may still be publishing (the poll lease)."""
         self._store = store
         self._clock = clock
+        self._grace = claim_grace
 
     async def decide(self, items: list[RawItem]) -> Decisions:
         decisions = Decisions()
@@ -74,7 +83,11 @@ class Deduper:
             for key in keys[item.id]:
                 wanted.setdefault(key, item.id)
         owners = await self._store.claim_keys(wanted, now)
+        waiting = await self._settle_unpublished(fresh, keys, owners, now)
         for item in fresh:
+            if item.id in waiting:
+                decisions.deferred += 1
+                continue
             first = next((owners[k] for k in keys[item.id] if owners.get(k, item.id) != item.id), None)
             if first is None:
                 decisions.new.append(item)
@@ -92,6 +105,40 @@ class Deduper:
                 )
             )
         return decisions
+
+    async def _settle_unpublished(
+        self, fresh: list[RawItem], keys: dict[str, list[str]], owners: dict[str, str], now: datetime
+    ) -> set[str]:
+        """Deal with stories first claimed by items that were never published: take over the
+        claims older than the grace (updating ``owners``); return the ids of the items that must
+        wait for a younger claim, whose poll may still be publishing."""
+        batch = {item.id for item in fresh}
+        contested = {item.id: [k for k in keys[item.id] if owners.get(k, item.id) != item.id] for item in fresh}
+        outside = {owners[k] for ks in contested.values() for k in ks} - batch
+        # An owner marked seen was published (or is itself a copy); one of this batch is being
+        # published now, unless it has to wait too.
+        settled = set(await self._store.seen_hashes(outside)) if outside else set()
+        waiting: set[str] = set()
+        wanted: dict[str, tuple[str, str]] = {}
+        for item in fresh:  # feed order: an owner from this batch is decided before its copies
+            firsts = {owners[k] for k in contested[item.id]}
+            if not firsts or any(o in settled or (o in batch and o not in waiting) for o in firsts):
+                continue
+            if firsts & waiting:
+                waiting.add(item.id)
+                continue
+            for k in contested[item.id]:
+                wanted.setdefault(k, (owners[k], item.id))
+            waiting.add(item.id)
+        if not wanted:
+            return waiting
+        taken = await self._store.take_over_keys(wanted, now - self._grace, now)
+        for key in taken:
+            owners[key] = wanted[key][1]
+        for item_id in list(waiting):
+            if all(owners[k] == item_id for k in contested[item_id]):
+                waiting.discard(item_id)  # its story's claims were abandoned: it is new now
+        return waiting
 
     @staticmethod
     def _keys(item: RawItem) -> list[str]:

@@ -95,7 +95,7 @@ class Poller:
         self._topic = settings.topic(TOPIC_RAW)
         self._ops = settings.topic(TOPIC_OPS)
         self._deadletter = settings.topic(TOPIC_DEADLETTER)
-        self._deduper = Deduper(store, clock)
+        self._deduper = Deduper(store, clock, claim_grace=timedelta(seconds=settings.poll_lease_s))
         self._hosts = HostLimiter(settings.poll_per_host)
         self._wake = asyncio.Event()
         self._pool = WorkPool("ingest poller", limit=settings.poll_concurrency)
@@ -215,6 +215,7 @@ class Poller:
             ("updated", len(decisions.updated)),
             ("duplicate", len(decisions.duplicates)),
             ("unchanged", decisions.unchanged),
+            ("deferred", decisions.deferred),
         ):
             self._metrics.items.labels(outcome).inc(count)
         # Oldest first, so a subscriber reads a source's story in order. Publish before marking

@@ -167,6 +167,14 @@ class Store(Protocol):
         """For each dedupe key (canonical URL, fingerprint band) → candidate item id, insert it if
         absent; return key → the item id that owns it (the first one ever to claim it)."""
 
+    async def take_over_keys(
+        self, keys: dict[str, tuple[str, str]], claimed_before: datetime, now: datetime
+    ) -> set[str]:
+        """For each dedupe key → (the owner it was found with, a new owner): give the key to the
+        new owner, claimed at ``now``, if that owner still holds it and claimed it before
+        ``claimed_before``, atomically per key. Return the keys the new owner holds afterwards.
+        Ingest uses it for a claim whose item was never published (its poll ended first)."""
+
     async def add_duplicates(self, refs: list[DuplicateRef]) -> None:
         """Record that each ``ref.id`` is a copy of ``ref.item_id`` (idempotent, one round trip)."""
 

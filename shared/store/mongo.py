@@ -36,7 +36,7 @@ from datetime import datetime
 from typing import Any, cast
 
 import pymongo
-from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, InsertOne, ReturnDocument
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, InsertOne, ReturnDocument, UpdateOne
 from pymongo.errors import (
     BulkWriteError,
     ConnectionFailure,
@@ -265,6 +265,21 @@ class MongoStore:
             owners = {d["_id"]: d["item_id"] async for d in self._keys.find({"_id": {"$in": taken}})}
             return {k: owners.get(k, i) for k, i in keys.items()}
         return dict(keys)  # every key inserted: this caller owns them all
+
+    async def take_over_keys(
+        self, keys: dict[str, tuple[str, str]], claimed_before: datetime, now: datetime
+    ) -> set[str]:
+        if not keys:
+            return set()
+        # Each update is conditional on the owner and claim time it was decided on (served by
+        # _id), so of two replicas taking one key over, one wins; the read after says which.
+        updates = [
+            UpdateOne({"_id": k, "item_id": old, "at": {"$lt": claimed_before}}, {"$set": {"item_id": new, "at": now}})
+            for k, (old, new) in keys.items()
+        ]
+        await self._keys.bulk_write(updates, ordered=False)
+        owners = {d["_id"]: d["item_id"] async for d in self._keys.find({"_id": {"$in": list(keys)}})}
+        return {k for k, (_, new) in keys.items() if owners.get(k) == new}
 
     async def add_duplicates(self, refs: list[DuplicateRef]) -> None:
         await insert_or_replace(self._duplicates, [_doc(r) for r in {r.id: r for r in refs}.values()])

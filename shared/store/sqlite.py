@@ -373,6 +373,20 @@ class SQLiteStore:
             await self.db.commit()
         return await self._lookup("SELECT key, item_id FROM dedupe_keys WHERE key IN ({marks})", list(keys))
 
+    async def take_over_keys(
+        self, keys: dict[str, tuple[str, str]], claimed_before: datetime, now: datetime
+    ) -> set[str]:
+        if not keys:
+            return set()
+        async with self._locked():
+            await self.db.executemany(
+                "UPDATE dedupe_keys SET item_id = ?, at = ? WHERE key = ? AND item_id = ? AND at < ?",
+                [(new, _ts(now), k, old, _ts(claimed_before)) for k, (old, new) in keys.items()],
+            )
+            await self.db.commit()
+        owners = await self._lookup("SELECT key, item_id FROM dedupe_keys WHERE key IN ({marks})", list(keys))
+        return {k for k, (_, new) in keys.items() if owners.get(k) == new}
+
     async def add_duplicates(self, refs: list[DuplicateRef]) -> None:
         async with self._locked():
             await self.db.executemany(

@@ -94,6 +94,25 @@ async def test_dedupe_keys_keep_the_first_owner(store: Store) -> None:
     assert len({r["url:z"] for r in results}) == 1, "concurrent claimers agree on one owner"
 
 
+async def test_an_abandoned_dedupe_claim_is_taken_over_by_one(store: Store) -> None:
+    await store.claim_keys({"url:t": "itm_1", "fp:t": "itm_1"}, T0)
+    later = T0 + timedelta(minutes=5)
+    assert await store.take_over_keys({"url:t": ("itm_9", "itm_2")}, later, later) == set(), "not the owner"
+    assert await store.take_over_keys({"url:t": ("itm_1", "itm_2")}, T0, later) == set(), "claim too young"
+    results = await asyncio.gather(
+        *(
+            store.take_over_keys({"url:t": ("itm_1", f"itm_{n}"), "fp:t": ("itm_1", f"itm_{n}")}, later, later)
+            for n in range(2, 8)
+        )
+    )
+    winners = [n for n, taken in zip(range(2, 8), results, strict=True) if taken]
+    assert len(winners) == 1 and results[winners[0] - 2] == {"url:t", "fp:t"}, results
+    owner = f"itm_{winners[0]}"
+    assert await store.claim_keys({"url:t": "itm_x", "fp:t": "itm_x"}, later) == {"url:t": owner, "fp:t": owner}
+    # The new claim is dated now: it is not abandoned until its own grace has passed.
+    assert await store.take_over_keys({"url:t": (owner, "itm_y")}, later, later) == set()
+
+
 async def test_duplicates_and_source_delete(store: Store) -> None:
     ref = DuplicateRef(
         id="itm_2", item_id="itm_1", source_id="src_2", url="http://b/x", reason="canonical_url", seen_at=T0

@@ -1,0 +1,119 @@
+"""A story's dedupe claim whose item was never published: the copy waits while the claiming poll
+may still publish, and takes the story over after it, so no story is lost to a failed publish."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from helpers import ManualClock
+
+from services.ingest.dedupe import Deduper
+from shared.models import RawItem
+from shared.store.sqlite import SQLiteStore
+
+T0 = datetime(2026, 12, 4, 9, 0, tzinfo=UTC)
+GRACE = timedelta(seconds=120)
+TITLE = "Pakistan and Kazakhstan open the new rail freight route through Termez"
+
+
+def story(item_id: str, source_id: str, url: str = "http://news.example/rail") -> RawItem:
+    return RawItem(
+        id=item_id,
+        source_id=source_id,
+        source_url=f"http://{source_id}.example/feed",
+        url=url,
+        canonical_url=url,
+        title=TITLE,
+        summary="The first train left Karachi on Monday with cargo bound for Almaty, officials said.",
+        fetched_at=T0,
+        content_hash="h-" + item_id,
+    )
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+    s = SQLiteStore(tmp_path / "d.sqlite3")
+    await s.start()
+    yield s
+    await s.close()
+
+
+async def test_a_copy_of_a_published_story_is_a_duplicate(store: SQLiteStore) -> None:
+    clock = ManualClock(T0)
+    dedupe = Deduper(store, clock, claim_grace=GRACE)
+    first = await dedupe.decide([story("itm_a", "src_a")])
+    assert [i.id for i in first.new] == ["itm_a"]
+    await store.mark_seen(first.seen_marks(), clock())  # published
+    copy = await dedupe.decide([story("itm_b", "src_b")])
+    assert [(d.id, d.item_id, d.reason) for d in copy.duplicates] == [("itm_b", "itm_a", "canonical_url")]
+    assert copy.new == [] and copy.deferred == 0
+
+
+async def test_a_copy_waits_for_a_claim_whose_poll_may_still_publish(store: SQLiteStore) -> None:
+    clock = ManualClock(T0)
+    dedupe = Deduper(store, clock, claim_grace=GRACE)
+    await dedupe.decide([story("itm_a", "src_a")])  # claimed; its publish then failed: never marked seen
+    clock.now = T0 + GRACE / 2
+    copy = await dedupe.decide([story("itm_b", "src_b")])
+    # Before the fix this was a duplicate, marked seen: the story was gone for good.
+    assert copy.new == [] and copy.duplicates == [] and copy.deferred == 1
+    assert copy.seen_marks() == {}, "a deferred entry is decided again at its next poll"
+
+
+async def test_an_abandoned_claim_is_taken_over_and_the_story_published(store: SQLiteStore) -> None:
+    clock = ManualClock(T0)
+    dedupe = Deduper(store, clock, claim_grace=GRACE)
+    await dedupe.decide([story("itm_a", "src_a")])  # never published
+    clock.now = T0 + GRACE + timedelta(seconds=1)
+    copy = await dedupe.decide([story("itm_b", "src_b")])
+    assert [i.id for i in copy.new] == ["itm_b"] and copy.duplicates == [] and copy.deferred == 0
+    await store.mark_seen(copy.seen_marks(), clock())
+    # The first source lists its entry again later: now the copy of the published story.
+    again = await dedupe.decide([story("itm_a", "src_a")])
+    assert [(d.id, d.item_id) for d in again.duplicates] == [("itm_a", "itm_b")] and again.new == []
+
+
+async def test_two_pollers_taking_one_story_over_agree_on_one(store: SQLiteStore) -> None:
+    clock = ManualClock(T0)
+    dedupe = Deduper(store, clock, claim_grace=GRACE)
+    await dedupe.decide([story("itm_a", "src_a")])
+    clock.now = T0 + 2 * GRACE
+    one = await dedupe.decide([story("itm_b", "src_b")])
+    other = await dedupe.decide([story("itm_c", "src_c")])  # claim of itm_b is fresh: it waits
+    assert [i.id for i in one.new] == ["itm_b"]
+    assert other.new == [] and other.deferred == 1
+
+
+async def test_entries_of_one_batch_sharing_a_story(store: SQLiteStore) -> None:
+    clock = ManualClock(T0)
+    dedupe = Deduper(store, clock, claim_grace=GRACE)
+    got = await dedupe.decide([story("itm_a", "src_a"), story("itm_b", "src_a", "http://news.example/rail?p=2")])
+    assert [i.id for i in got.new] == ["itm_a"]
+    assert [(d.id, d.item_id, d.reason) for d in got.duplicates] == [("itm_b", "itm_a", "near_duplicate")]
+
+
+async def test_a_copy_behind_a_waiting_entry_of_its_batch_waits_too(store: SQLiteStore) -> None:
+    clock = ManualClock(T0)
+    dedupe = Deduper(store, clock, claim_grace=GRACE)
+    await dedupe.decide([story("itm_a", "src_a")])  # never published
+    clock.now = T0 + timedelta(seconds=10)
+    other_url = "http://mirror.example/rail"
+    got = await dedupe.decide([story("itm_b", "src_b"), story("itm_c", "src_b", other_url)])
+    assert got.new == [] and got.duplicates == [] and got.deferred == 2
+
+
+async def test_take_over_keys_is_conditional_on_owner_and_age(store: SQLiteStore) -> None:
+    await store.claim_keys({"k1": "itm_a", "k2": "itm_a"}, T0)
+    later = T0 + timedelta(minutes=5)
+    # The wrong owner, and a claim too young: neither is taken.
+    assert await store.take_over_keys({"k1": ("itm_x", "itm_b")}, later, later) == set()
+    assert await store.take_over_keys({"k1": ("itm_a", "itm_b")}, T0, later) == set()
+    assert await store.take_over_keys({"k1": ("itm_a", "itm_b"), "k2": ("itm_a", "itm_b")}, later, later) == {
+        "k1",
+        "k2",
+    }
+    assert await store.claim_keys({"k1": "itm_z"}, later) == {"k1": "itm_b"}
+    assert await store.take_over_keys({}, later, later) == set()
