@@ -32,8 +32,10 @@ import asyncio
 import contextlib
 import faulthandler
 import json
+import logging
 import os
 import signal
+import socket
 import sys
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -69,6 +71,8 @@ from shared.netguard import AddressPolicy
 from shared.settings import Settings, load_settings
 from shared.store.base import Store
 from shared.timeutil import utcnow
+
+log = logging.getLogger(__name__)
 
 
 class GracefulServer(uvicorn.Server):
@@ -125,7 +129,26 @@ def _run(settings: Settings, role: str) -> int:
     # `kill -USR1 PID` writes every thread's Python stack to stderr: what a process that is busy
     # (a core used while idle) or stuck is doing, without stopping it or a debugger.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
-    server.run()
+    # Bind before the runtime starts: a taken port fails in a moment, before any loop has run
+    # (uvicorn binds only after the lifespan's start, which waits for the store and the bus and
+    # starts every loop, and then ends with sys.exit(3)).
+    sock = socket.socket(socket.AF_INET6 if ":" in settings.http_host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((settings.http_host, settings.http_port))
+    except OSError as exc:
+        sock.close()
+        where = f"{settings.http_host}:{settings.http_port}"
+        print(f"error: cannot listen on {where}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    log.info("bound http://%s:%d; it answers once the start is complete", settings.http_host, sock.getsockname()[1])
+    try:
+        server.run(sockets=[sock])
+    except SystemExit as exc:
+        # uvicorn ends a failed start (the lifespan's start raised, the port is taken) with
+        # sys.exit(3) or sys.exit(1); Corridor's contract is 1 for any failure (exit 2 is a bad
+        # configuration, which never gets this far), so a supervisor needs one rule.
+        return 0 if exc.code in (0, None) and not runtime.failed else 1
     if runtime.failed or not server.started:
         return 1
     return 0
@@ -238,7 +261,7 @@ def _fail(exc: BaseException, prefix: str = "") -> None:
 async def _subscriptions(settings: Settings, args: argparse.Namespace) -> int:
     """The same operations as /api/v1/subscriptions, through the API of a running Corridor
     (CORRIDOR_PUBLIC_BASE_URL) with CORRIDOR_API_KEY, so validation and opt-in are the API's."""
-    base = settings.public_base_url.rstrip("/") + "/api/v1/subscriptions"
+    base = (args.api or settings.public_base_url).rstrip("/") + "/api/v1/subscriptions"
     headers = {"Authorization": f"Bearer {settings.api_key.get_secret_value()}"}
     command = args.subscriptions_command
     async with httpx.AsyncClient(timeout=15, headers=headers) as client:
@@ -252,23 +275,31 @@ async def _subscriptions(settings: Settings, args: argparse.Namespace) -> int:
                 body |= {"webhook_url": args.webhook} if args.webhook else {"email": args.email}
                 response = await client.post(base, json=body)
             elif command == "list":
-                response = await client.get(base)
+                one = args.subscription_id
+                response = await client.get(f"{base}/{one}" if one else base)
             elif command == "remove":
                 response = await client.delete(f"{base}/{args.subscription_id}")
             else:
                 response = await client.post(f"{base}/{args.subscription_id}/{command}")
-        # InvalidURL (CORRIDOR_PUBLIC_BASE_URL such as "http://[::1") is not an HTTPError
-        except (httpx.HTTPError, httpx.InvalidURL) as exc:
-            _fail(exc, f"cannot reach Corridor at {base}: ")
+        # InvalidURL (an --api such as "http://[::1") is not an HTTPError: a usage error, exit 2
+        except httpx.InvalidURL as exc:
+            _fail(exc, f"invalid API URL {base}: ")
             return 2
+        except httpx.HTTPError as exc:  # nothing answered: a dependency unavailable, exit 1
+            _fail(exc, f"cannot reach Corridor at {base}: ")
+            return 1
     if response.status_code >= 400:
+        # 4xx: the request (an unknown id, an invalid filter) is wrong, exit 2; 5xx: Corridor or
+        # a proxy failed, exit 1.
         print(f"error: HTTP {response.status_code}: {' '.join(response.text.split())}", file=sys.stderr)
-        return 2
+        return 2 if response.status_code < 500 else 1
     try:
         body_json = response.json() if response.content else None
     except ValueError as exc:  # a 2xx that is not JSON: not Corridor's API at that address
         _fail(exc, f"HTTP {response.status_code} from {base} is not JSON: ")
         return 2
+    if command == "list" and args.subscription_id:
+        body_json = [body_json]  # one subscription: the same JSON line as in the whole list
     if command == "list":
         if not isinstance(body_json, list):
             print(f"error: HTTP {response.status_code} from {base} is not a JSON list", file=sys.stderr)
@@ -286,6 +317,9 @@ async def _ingest_parse(settings: Settings, args: argparse.Namespace) -> int:
         selectors = HtmlSelectors.model_validate_json(args.selectors) if args.selectors else None
     except ValueError as exc:
         _fail(exc, "invalid --selectors: ")
+        return 2
+    if args.kind == "html" and selectors is None:
+        print('error: --kind html needs --selectors (e.g. {"item": "article"})', file=sys.stderr)
         return 2
     target: str = args.target
     now = utcnow()
@@ -317,6 +351,9 @@ async def _ingest_parse(settings: Settings, args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"error: cannot read {target}: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:  # what the poller records as the source's parse_error: one line here too
+        print(f"error: parse_error: cannot parse the document: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
     if not items:
         print("error: empty: the document parsed but has no items", file=sys.stderr)
         return 1
@@ -472,7 +509,13 @@ def build_parser() -> argparse.ArgumentParser:
         ssub.add_parser(verb, help=text).add_argument("source_id")
     imp = ssub.add_parser("import-catalogue", help="add the catalogue's sources (the shipped one by default)")
     imp.add_argument("path", nargs="?", type=Path)
-    subs = sub.add_parser("subscriptions", help="manage alert subscriptions")
+    subs = sub.add_parser("subscriptions", help="manage alert subscriptions through a running Corridor's API")
+    subs.add_argument(
+        "--api",
+        metavar="URL",
+        help="base URL of the process serving /api/v1/subscriptions (the alerts role, or the proxy); "
+        "default: CORRIDOR_PUBLIC_BASE_URL",
+    )
     subsub = subs.add_subparsers(dest="subscriptions_command", required=True)
     sadd = subsub.add_parser("add", help="subscribe a webhook URL or an email address")
     target = sadd.add_mutually_exclusive_group(required=True)
@@ -481,9 +524,11 @@ def build_parser() -> argparse.ArgumentParser:
     sadd.add_argument("--sector", action="append", default=[], dest="sectors")
     sadd.add_argument("--country", action="append", default=[], choices=["PK", "KZ"], dest="countries")
     sadd.add_argument("--cadence", choices=["immediate", "hourly", "daily"], default="immediate")
-    subsub.add_parser("list", help="subscriptions as JSON lines (never with secrets)")
-    for verb in ("pause", "resume", "remove"):
-        subsub.add_parser(verb).add_argument("subscription_id")
+    subsub.add_parser("list", help="subscriptions as JSON lines (never with secrets)").add_argument(
+        "subscription_id", nargs="?", help="one subscription only"
+    )
+    for verb, what in (("pause", "stop sending"), ("resume", "send again"), ("remove", "delete")):
+        subsub.add_parser(verb, help=f"{what} (one subscription)").add_argument("subscription_id")
     ingest = sub.add_parser("ingest", help="ingest tools")
     isub = ingest.add_subparsers(dest="ingest_command", required=True)
     parse = isub.add_parser("parse", help="parse a file or URL as Corridor would; items as JSON lines")
@@ -527,7 +572,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings(**overrides)
     except ConfigError as exc:
-        print(f"corridor: {exc}", file=sys.stderr)
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, json_lines=settings.log_json, secrets=settings.secret_values())
     try:

@@ -220,10 +220,13 @@ class Runtime:
             try:
                 await step()
             except Unavailable as exc:
-                if asyncio.get_running_loop().time() >= deadline:
+                left = deadline - asyncio.get_running_loop().time()
+                if left <= 0:
                     raise
                 outage.down(str(exc))
-                if await sleep_or_stop(backoff.next_s(), self._stop):
+                # The last pause ends at the deadline, so the start gives up STARTUP_WAIT_S plus
+                # one attempt's own timeout after it began, not a whole back-off step later.
+                if await sleep_or_stop(min(backoff.next_s(), left), self._stop):
                     raise
                 continue
             outage.up()

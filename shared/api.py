@@ -37,7 +37,8 @@ def api_key_dependency(api_key: SecretStr) -> Callable[[str | None], Awaitable[N
     # hand-off that cost more than the rest of a small request (measured).
     async def require_api_key(authorization: Annotated[str | None, Header()] = None) -> None:
         scheme, _, token = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected):
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token or not hmac.compare_digest(token.encode(), expected):
             raise HTTPException(401, detail="missing or invalid API key", headers={"WWW-Authenticate": "Bearer"})
 
     return require_api_key
@@ -178,7 +179,8 @@ class RequestGuard:
             and not self._keyless(path)
         ):
             scheme, _, token = headers.get("authorization", "").partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), self.expected):
+            token = token.strip()  # an empty token never matches, whatever the key (settings refuse an empty one)
+            if scheme.lower() != "bearer" or not token or not hmac.compare_digest(token.encode(), self.expected):
                 response = JSONResponse(
                     {"detail": "missing or invalid API key"}, status_code=401, headers={"WWW-Authenticate": "Bearer"}
                 )
@@ -268,5 +270,7 @@ class AccessLog:
                 "ms": round((time.perf_counter() - started) * 1000, 1),
                 "client": client[0] if client else None,
             }
-            line = " ".join(f"{k}={json.dumps(v) if k == 'query' else v}" for k, v in fields.items() if v != "")
+            # Path and query are quoted (JSON): a %0A in either must not start a forged log line.
+            quoted = ("path", "query")
+            line = " ".join(f"{k}={json.dumps(v) if k in quoted else v}" for k, v in fields.items() if v != "")
             access_log.info(line, extra={"http": fields})

@@ -107,6 +107,12 @@ async def checked_url(policy: AddressPolicy, url: str) -> str:
         raise InvalidURL(f"not a valid URL: {exc}") from exc
     if len(text) > MAX_URL_CHARS or parts.scheme.lower() not in ("http", "https") or not parts.hostname:
         raise InvalidURL(f"must be an absolute http or https URL of at most {MAX_URL_CHARS} characters")
+    if port == 0:
+        raise InvalidURL("port 0 cannot be connected to")
+    if parts.username is not None or parts.password is not None:
+        # Dropped in silence before: the fetch then failed with 401 and nobody knew why. Not
+        # stored either: the URL is shown in the API and (query masked) in logs.
+        raise InvalidURL("credentials in the URL (user:password@) are not supported")
     host = unicodedata.normalize("NFKC", parts.hostname).lower()
     netloc = f"[{host}]" if ":" in host else host
     if port is not None:

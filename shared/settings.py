@@ -13,13 +13,14 @@ from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import unquote, urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from shared.errors import ConfigError, problems
+from shared.errors import ConfigError
 
 PLACEHOLDER_API_KEY = "change-me"
 PLACEHOLDER_LINK_SECRET = "change-me-too"
+MIN_SECRET_CHARS = 16  # outside development: `openssl rand -hex 24` gives 48
 
 CommaList = Annotated[list[str], NoDecode]
 
@@ -156,38 +157,78 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
-    def _refuse_placeholders(self) -> Settings:
-        if self.env != "development" and self.api_key.get_secret_value() == PLACEHOLDER_API_KEY:
-            raise ValueError("CORRIDOR_API_KEY must be set to a real secret outside development")
-        if self.env != "development" and self.link_secret.get_secret_value() == PLACEHOLDER_LINK_SECRET:
-            raise ValueError("CORRIDOR_LINK_SECRET (signs unsubscribe links) must be set outside development")
+    def _consistent(self) -> Settings:
+        """Every rule that involves more than one setting, or a setting's meaning, checked
+        together so that an operator sees every problem at once."""
+        found = [*self._secret_problems(), *self._link_problems(), *self._timing_problems()]
+        if self.smtp_tls and self.smtp_starttls:
+            # aiosmtplib refuses the pair on every message: each email would be retried to the end.
+            found.append(
+                "CORRIDOR_SMTP_TLS (implicit TLS, port 465) and CORRIDOR_SMTP_STARTTLS (upgrade, port 587) "
+                "are mutually exclusive: set one"
+            )
+        if self.topic_min_insync_replicas > self.topic_replication_factor:
+            found.append(
+                f"CORRIDOR_TOPIC_MIN_INSYNC_REPLICAS ({self.topic_min_insync_replicas}) cannot exceed "
+                f"CORRIDOR_TOPIC_REPLICATION_FACTOR ({self.topic_replication_factor}): no write would ever succeed"
+            )
+        if found:
+            raise ValueError("; ".join(found))
         return self
 
-    @model_validator(mode="after")
-    def _lease_outlives_fetch(self) -> Settings:
+    def _secret_problems(self) -> list[str]:
+        found = []
+        keys = [("CORRIDOR_API_KEY", self.api_key, PLACEHOLDER_API_KEY)]
+        keys.append(("CORRIDOR_LINK_SECRET (signs unsubscribe links)", self.link_secret, PLACEHOLDER_LINK_SECRET))
+        keys += [("a key of CORRIDOR_READ_API_KEYS", key, PLACEHOLDER_API_KEY) for key in self.read_api_keys]
+        for name, secret, placeholder in keys:
+            value = secret.get_secret_value()
+            if not value.strip():
+                # An empty admin key would match an empty bearer token: anyone could write.
+                found.append(f"{name} must not be empty")
+            elif self.env != "development" and value == placeholder:
+                found.append(f"{name} must be set to a real secret outside development")
+            elif self.env != "development" and len(value) < MIN_SECRET_CHARS:
+                found.append(f"{name} must have at least {MIN_SECRET_CHARS} characters outside development")
+        return found
+
+    def _link_problems(self) -> list[str]:
+        found = []
+        if not _http_url(self.public_base_url):
+            found.append(f"CORRIDOR_PUBLIC_BASE_URL must be an http(s) URL with a host, got {self.public_base_url!r}")
+        if self.mongodb_uri is not None:
+            uri = self.mongodb_uri.get_secret_value()
+            scheme, _, rest = uri.partition("://")
+            if scheme not in ("mongodb", "mongodb+srv") or not rest.split("/", 1)[0]:
+                # Not echoed: the URI may carry a password.
+                found.append("MONGODB_URI must be a mongodb:// or mongodb+srv:// URI with a host")
+        for n, feed in enumerate(self.feeds, 1):
+            if not _http_url(feed):  # not echoed: a feed URL may carry a token in its query
+                found.append(f"CORRIDOR_FEEDS entry {n} is not an absolute http(s) URL")
+        for server in (self.kafka_bootstrap_servers or "").split(","):
+            host, _, port = server.strip().rpartition(":")
+            if self.kafka_bootstrap_servers is not None and (
+                not host or not port.isdigit() or not 0 < int(port) < 65536
+            ):
+                found.append(f"KAFKA_BOOTSTRAP_SERVERS must be host:port[,host:port...], got {server.strip()!r}")
+        return found
+
+    def _timing_problems(self) -> list[str]:
         # A poll holds its source's lease while it fetches (at most the deadline), parses and
         # publishes; a lease shorter than twice the deadline could run out while the poll is
         # still working, and another replica would poll the same source again.
+        found = []
         if self.fetch_deadline_s < self.fetch_timeout_s:
-            raise ValueError(
+            found.append(
                 f"CORRIDOR_FETCH_DEADLINE_S ({self.fetch_deadline_s}) must be at least CORRIDOR_FETCH_TIMEOUT_S "
                 f"({self.fetch_timeout_s})"
             )
         if self.poll_lease_s < 2 * self.fetch_deadline_s:
-            raise ValueError(
+            found.append(
                 f"CORRIDOR_POLL_LEASE_S ({self.poll_lease_s}) must be at least twice CORRIDOR_FETCH_DEADLINE_S "
                 f"({self.fetch_deadline_s})"
             )
-        return self
-
-    @model_validator(mode="after")
-    def _insync_within_replicas(self) -> Settings:
-        if self.topic_min_insync_replicas > self.topic_replication_factor:
-            raise ValueError(
-                f"CORRIDOR_TOPIC_MIN_INSYNC_REPLICAS ({self.topic_min_insync_replicas}) cannot exceed "
-                f"CORRIDOR_TOPIC_REPLICATION_FACTOR ({self.topic_replication_factor}): no write would ever succeed"
-            )
-        return self
+        return found
 
     def secret_values(self) -> list[str]:
         """Every configured secret, for the log filter that masks them (shared/logs.py)."""
@@ -220,11 +261,32 @@ class Settings(BaseSettings):
         return f"{self.group_prefix}.{name}"
 
 
+def _http_url(value: str) -> bool:
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 -- raises ValueError for a port that is not a number or out of range
+        return parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:  # "http://[::1" (unclosed bracket), a port that is not a number
+        return False
+
+
 def load_settings(**overrides: object) -> Settings:
     """Read settings from the environment once; raise :class:`ConfigError` with every problem."""
-    from pydantic import ValidationError
 
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
-        raise ConfigError(f"invalid configuration: {problems(exc, 'settings')}") from exc
+        raise ConfigError(f"invalid configuration: {_named_problems(exc)}") from exc
+
+
+def _named_problems(exc: ValidationError) -> str:
+    """Each problem under the environment variable an operator sets (``CORRIDOR_HTTP_PORT``, not
+    ``http_port``); the cross-setting rules name their variables in their own messages."""
+    parts = []
+    for error in exc.errors():
+        loc = [str(p) for p in error["loc"]]
+        if loc and loc[0] in Settings.model_fields:
+            loc[0] = "CORRIDOR_" + loc[0].upper()
+        message = str(error["msg"]).removeprefix("Value error, ")
+        parts.append(f"{'.'.join(loc)}: {message}" if loc else message)
+    return "; ".join(parts)

@@ -229,10 +229,12 @@ class SmtpSink:
         from aiosmtpd.controller import Controller
 
         self.messages: list[EmailMessage] = []
+        self.raw: list[bytes] = []  # the bytes as they came over the wire, for header checks
         outer = self
 
         class Handler:
             async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+                outer.raw.append(envelope.original_content or envelope.content)
                 outer.messages.append(message_from_bytes(envelope.content, policy=policy.default))  # type: ignore[arg-type]
                 return "250 Message accepted for delivery"
 

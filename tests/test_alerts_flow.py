@@ -109,6 +109,12 @@ async def test_daily_digest_holds_exactly_its_period(world: World, smtp: SmtpSin
     assert "2026-03-01" in first["Subject"] and "3 items" in first["Subject"]
     assert all(f"Rail item {n}" in body for n in range(3)) and "Rail item 3" not in body and "item 99" not in body
     assert "transport (3)" in body and first["List-Unsubscribe"]
+    # On the wire, the URL stays one readable line: aiosmtplib's 78-column policy once turned it
+    # into RFC 2047 encoded words (=?utf-8?q?=3Chttp...), which no mail client reads as a link.
+    wire = smtp.raw[0].replace(b"\r\n", b"\n")
+    unsubscribe = next(line for line in wire.split(b"\n") if line.startswith(b"List-Unsubscribe:"))
+    assert unsubscribe == b"List-Unsubscribe: <" + first["List-Unsubscribe"].strip("<>").encode() + b">"
+    assert b"=?utf-8?" not in unsubscribe and len(unsubscribe) > 78
     assert await world.drain() == 0, "the digest is sent once"
     world.clock.now = datetime(2026, 3, 2, 8, 0, 1, tzinfo=UTC)
     assert await world.drain() == 1

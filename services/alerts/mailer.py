@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import html
 from email.errors import MessageError
+from email.headerregistry import BaseHeader, HeaderRegistry, UnstructuredHeader
 from email.message import EmailMessage
+from email.policy import Policy
+from email.policy import default as default_policy
 from email.utils import make_msgid
 
 import aiosmtplib
@@ -25,6 +28,27 @@ from services.alerts import links
 from services.alerts.outcome import Outcome
 from shared.models import AgreementEvent, ClassifiedItem, Subscription
 from shared.settings import Settings
+
+
+class _OneLineHeader(UnstructuredHeader, BaseHeader):
+    """A header written on one line, never folded or encoded.
+
+    aiosmtplib writes messages with ``email.policy.SMTP`` (78 characters a line), which turns an
+    unbreakable value longer than that — every List-Unsubscribe URL with its token — into RFC 2047
+    encoded words (``=?utf-8?q?=3Chttp=3A//…``), which mail clients do not read as a URL. RFC 5322
+    allows lines of up to 998 characters; our URLs are far shorter, and ASCII.
+    """
+
+    def fold(self, *, policy: Policy) -> str:
+        line = f"{self.name}: {self}"
+        if not line.isascii() or len(line) > 998 or "\r" in line or "\n" in line:
+            return super().fold(policy=policy)  # what cannot go on one line is folded as before
+        return line + policy.linesep
+
+
+_HEADERS = HeaderRegistry()
+_HEADERS.map_to_type("list-unsubscribe", _OneLineHeader)
+POLICY = default_policy.clone(header_factory=_HEADERS)
 
 
 def build_message(
@@ -162,7 +186,7 @@ def _unsubscribe_headers(settings: Settings, subscription: Subscription, message
 
 
 def _base(settings: Settings, subscription: Subscription, subject: str, message_key: str) -> EmailMessage:
-    msg = EmailMessage()
+    msg = EmailMessage(policy=POLICY)
     msg["From"] = settings.smtp_from
     msg["To"] = subscription.email or ""
     msg["Subject"] = subject
@@ -236,7 +260,7 @@ def build_digest(
 
 def build_disabled_notice(settings: Settings, subscription: Subscription, reason: str) -> EmailMessage:
     """Tells a webhook subscription's owner that Corridor stopped sending to the endpoint."""
-    msg = EmailMessage()
+    msg = EmailMessage(policy=POLICY)
     msg["From"] = settings.smtp_from
     msg["To"] = subscription.owner_email or ""
     msg["Subject"] = "[Corridor] webhook endpoint disabled after sustained failures"

@@ -23,6 +23,7 @@ from shared.store.base import MAX_PAGE
 from shared.text import MAX_QUERY_TOKENS, search_tokens, text_chars
 
 FEED_ITEMS = 50
+SCORE_SCANS = 5  # store pages read at most to fill one page filtered by a sector's score
 T = TypeVar("T")
 MAX_TIMELINE_WEEKS = 520
 
@@ -79,8 +80,11 @@ def _decode_cursor(cursor: str, sort: str) -> tuple[datetime | float, str]:
             if parsed.tzinfo is None:
                 raise ValueError("naive time")
             parsed.astimezone(UTC)  # the store converts it: year 9999 at -05:00 overflows
-        return parsed, str(item_id)
-    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError, OverflowError) as exc:
+        if not isinstance(item_id, str):
+            raise TypeError("cursor id is not a string")
+        item_id.encode()  # a lone surrogate (JSON "\ud800") cannot reach the store: UnicodeEncodeError
+        return parsed, item_id
+    except (binascii.Error, ValueError, TypeError, UnicodeError, OverflowError) as exc:
         raise _invalid("cursor", "invalid cursor") from exc
 
 
@@ -127,6 +131,15 @@ class EventFilters:
 
         filters.__signature__ = inspect.signature(cls)  # type: ignore[attr-defined]
         return filters
+
+    def wanted_score(self, item: ClassifiedItem) -> bool:
+        """Whether ``item`` reaches ``min_score`` as a subscription's ``min_score`` means it: its
+        best score among the asked-for sectors (any sector when none is asked for)."""
+        if self.min_score is None:
+            return True
+        if not self.sectors:
+            return item.top_score >= self.min_score
+        return max((s.score for s in item.sector_scores if s.id in self.sectors), default=0.0) >= self.min_score
 
     def query(self, *, limit: int, after: tuple[datetime | float, str] | None = None) -> EventQuery:
         return EventQuery(
@@ -205,14 +218,42 @@ def build_router(
     ) -> Response:
         checked(filters)
         after = _decode_cursor(cursor, filters.sort) if cursor else None
-        items = await bounded(store.list_items(filters.query(limit=limit, after=after)))
-        next_cursor = _encode_cursor(filters.sort, items[-1]) if len(items) == limit else None
+        items, last = await bounded(page_of(filters, limit, after))
+        next_cursor = _encode_cursor(filters.sort, last) if last is not None else None
         body = b'{"items":' + await events_json(items) + b',"next_cursor":' + to_json(next_cursor) + b"}"
         return Response(body, media_type="application/json")
 
+    async def page_of(
+        filters: EventFilters, limit: int, after: tuple[datetime | float, str] | None
+    ) -> tuple[list[ClassifiedItem], ClassifiedItem | None]:
+        """One page and the item its next cursor starts after (None: nothing further).
+
+        With sectors and ``min_score`` together, the store's index holds only each item's top
+        score, which is never below the asked-for sectors' (a necessary bound); the items whose
+        asked-for sectors stay under it are dropped here, and up to SCORE_SCANS store pages are
+        read to fill one. A page may then hold fewer than ``limit`` items while ``next_cursor``
+        says more may follow."""
+        if filters.min_score is None or not filters.sectors:
+            items = await store.list_items(filters.query(limit=limit, after=after))
+            return items, items[-1] if len(items) == limit else None
+        kept: list[ClassifiedItem] = []
+        last: ClassifiedItem | None = None
+        for _ in range(SCORE_SCANS):
+            batch = await store.list_items(filters.query(limit=limit, after=after))
+            for item in batch:
+                if filters.wanted_score(item):
+                    kept.append(item)
+                    if len(kept) == limit:
+                        return kept, item
+            if len(batch) < limit:
+                return kept, None
+            last = batch[-1]
+            after = (last.sort_at if filters.sort == "time" else last.top_score, last.id)
+        return kept, last
+
     async def feed(request: Request, filters: EventFilters, kind: Literal["rss", "atom"]) -> Response:
         checked(filters)
-        items = await bounded(store.list_items(filters.query(limit=FEED_ITEMS)))
+        items, _ = await bounded(page_of(filters, FEED_ITEMS, None))
         fg = FeedGenerator()
         # Never echo a read key given as ?key= (feed readers that cannot send headers use it).
         self_url = str(request.url.remove_query_params("key"))

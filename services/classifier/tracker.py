@@ -67,6 +67,7 @@ class AgreementState:
     stalled: bool
     stall_reason: str | None
     stall_id: str | None
+    stalled_since: datetime | None = None  # when the stall's condition began, as the data stand now
 
     @property
     def setback(self) -> bool:
@@ -140,7 +141,7 @@ def agreement_state(
     quiet_from = max(filter(None, (last_item, signed_at)))
     progress_from = max(filter(None, (last_progress, signed_at)))
     days_quiet = max(0, (now - quiet_from).days)
-    stalled, reason, stall_id = False, None, None
+    stalled, reason, stall_id, stalled_since = False, None, None, None
     no_progress = (now - progress_from).days >= stall_days
     silent = days_quiet >= silence_days
     # One stall period, one id: when both hold, the condition that began first names the period
@@ -149,12 +150,14 @@ def agreement_state(
     if silent and (silence_first or not no_progress):
         stalled, reason = True, f"no news for {days_quiet} days (since {quiet_from:%Y-%m-%d})"
         stall_id = stable_id("stall", agreement.id, "silence", quiet_from.date().isoformat())
+        stalled_since = quiet_from + timedelta(days=silence_days)
     elif no_progress:
         stalled, reason = (
             True,
             f"no progress reported for {(now - progress_from).days} days (since {progress_from:%Y-%m-%d})",
         )
         stall_id = stable_id("stall", agreement.id, "progress", progress_from.date().isoformat())
+        stalled_since = progress_from + timedelta(days=stall_days)
     return AgreementState(
         agreement=agreement,
         stage=stage,
@@ -169,4 +172,5 @@ def agreement_state(
         stalled=stalled,
         stall_reason=reason,
         stall_id=stall_id,
+        stalled_since=stalled_since,
     )

@@ -169,7 +169,7 @@ class AgreementWatch:
         """Announce every agreement stalled in a quiet period not announced before; how many."""
         announced = 0
         for state in await self.states():
-            if state.stalled and state.stall_id:
+            if state.stalled and state.stall_id and not await self._stall_announced(state):
                 agreement = state.agreement
                 event = AgreementEvent(
                     id=state.stall_id,
@@ -180,9 +180,23 @@ class AgreementWatch:
                     before=state.stage,
                     after=state.stage,
                     detail=state.stall_reason or "",
+                    at=self._clock(),
                 )
                 announced += await self._emit(event)
         return announced
+
+    async def _stall_announced(self, state: AgreementState) -> bool:
+        """Whether the agreement's last stall alert was about this same stall.
+
+        A stall's id is fixed by the date its quiet period began, and that date moves when items
+        dated inside the period arrive late (a feed added today lists February's stories): the
+        agreement never stopped being stalled, yet the id changed. The stall is the one announced
+        when, as the data stand now, it had already begun when that alert went out."""
+        if state.stalled_since is None:
+            return False
+        events = await self._store.list_agreement_events(agreement_id=state.agreement.id, limit=ANNOUNCED_SCAN)
+        last = next((e for e in events if e.kind == "agreement.stalled"), None)
+        return last is not None and last.id != state.stall_id and state.stalled_since <= last.at
 
     async def republish(self) -> int:
         """Publish events a crash left stored but unpublished; how many."""

@@ -161,6 +161,23 @@ def _ttl_s(parsed: Any) -> float | None:
         return None
 
 
+# A numeric character reference: feedparser turns each into a character and encodes it as UTF-8,
+# which raises for a surrogate (&#xD800;) or a code point past U+10FFFF (&#x110000;) and so lost
+# the whole document for one bad reference in one title.
+_CHAR_REF = re.compile(rb"&#([xX][0-9a-fA-F]{1,12}|[0-9]{1,12});")
+
+
+def _unsafe_ref(match: re.Match[bytes]) -> bytes:
+    ref = match.group(1)
+    code = int(ref[1:], 16) if ref[:1] in b"xX" else int(ref)
+    return b"&#xFFFD;" if 0xD800 <= code <= 0xDFFF or code > 0x10FFFF else match.group(0)
+
+
+def _safe_char_refs(data: bytes) -> bytes:
+    """``data`` with every reference to a character UTF-8 cannot hold replaced by U+FFFD."""
+    return _CHAR_REF.sub(_unsafe_ref, data) if b"&#" in data else data
+
+
 def parse_feed_document(data: bytes, base_url: str | None = None) -> tuple[list[Entry], float | None]:
     """Entries of a feed and its own <ttl> in seconds (RSS gives minutes), from one parse.
 
@@ -178,7 +195,7 @@ def parse_feed_document(data: bytes, base_url: str | None = None) -> tuple[list[
         # way to give one (it also accepts only http(s) and the like there, never file:).
         headers = {"content-location": base_url} if base_url else None
         parsed = feedparser.parse(
-            io.BytesIO(data), sanitize_html=True, resolve_relative_uris=True, response_headers=headers
+            io.BytesIO(_safe_char_refs(data)), sanitize_html=True, resolve_relative_uris=True, response_headers=headers
         )
         raw_entries = parsed.get("entries") or []
         if not parsed.get("version") and not raw_entries:

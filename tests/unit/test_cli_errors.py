@@ -116,8 +116,37 @@ def _api_answers(monkeypatch: pytest.MonkeyPatch, handler: Callable[[httpx.Reque
 
 
 def test_subscriptions_bad_base_url(capsys: Capsys, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CORRIDOR_PUBLIC_BASE_URL", "http://[::1")
-    _fails(capsys, ["subscriptions", "list"], 2, "cannot reach Corridor")
+    _fails(capsys, ["subscriptions", "--api", "http://[::1", "list"], 2, "invalid API URL")
+    monkeypatch.setenv("CORRIDOR_PUBLIC_BASE_URL", "http://[::1")  # now refused with the settings
+    _fails(capsys, ["subscriptions", "list"], 2, "invalid configuration: CORRIDOR_PUBLIC_BASE_URL")
+
+
+def test_subscriptions_nobody_answering_is_exit_1(capsys: Capsys) -> None:
+    import socket
+
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    _fails(capsys, ["subscriptions", "--api", f"http://127.0.0.1:{port}", "list"], 1, "cannot reach Corridor")
+
+
+def test_subscriptions_list_one_and_the_api_option(capsys: Capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+    asked: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        asked.append(str(request.url))
+        return httpx.Response(200, json={"id": "sub_1", "active": True})
+
+    _api_answers(monkeypatch, answer)
+    assert main(["subscriptions", "--api", "http://127.0.0.1:8003/", "list", "sub_1"]) == 0
+    assert asked == ["http://127.0.0.1:8003/api/v1/subscriptions/sub_1"]
+    assert json.loads(capsys.readouterr().out) == {"id": "sub_1", "active": True}
+
+
+def test_html_without_selectors_is_a_usage_error(capsys: Capsys, tmp_path: Path) -> None:
+    page = tmp_path / "p.html"
+    page.write_text("<p>x</p>")
+    _fails(capsys, ["ingest", "parse", str(page), "--kind", "html"], 2, "--kind html needs --selectors")
 
 
 @pytest.mark.parametrize("argv", [["subscriptions", "list"], ["subscriptions", "pause", "sub_1"]])
@@ -129,8 +158,14 @@ def test_subscriptions_answer_that_is_not_json(
 
 
 def test_subscriptions_error_body_in_one_line(capsys: Capsys, monkeypatch: pytest.MonkeyPatch) -> None:
-    _api_answers(monkeypatch, lambda request: httpx.Response(502, text="bad\ngateway\n"))
-    _fails(capsys, ["subscriptions", "list"], 2, "HTTP 502: bad gateway")
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/pause"):
+            return httpx.Response(404, text='{"detail": "no such subscription"}')
+        return httpx.Response(502, text="bad\ngateway\n")
+
+    _api_answers(monkeypatch, answer)
+    _fails(capsys, ["subscriptions", "list"], 1, "HTTP 502: bad gateway")  # the server side: exit 1
+    _fails(capsys, ["subscriptions", "pause", "sub_x"], 2, "HTTP 404")  # the request: exit 2
 
 
 def test_invalid_selectors_in_one_line(capsys: Capsys, tmp_path: Path) -> None:

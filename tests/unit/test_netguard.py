@@ -122,3 +122,17 @@ async def test_a_url_that_does_not_parse_is_invalid_not_a_crash(url: str) -> Non
     # urlsplit raises a plain ValueError for these; the API answered 500 before.
     with pytest.raises(InvalidURL, match=r"not a valid URL|absolute http"):
         await checked_url(AddressPolicy(), url)
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("http://8.8.8.8:0/hook", "port 0"),  # accepted before, and never connectable
+        ("http://user:secret@8.8.8.8/feed", "credentials in the URL"),  # were dropped in silence
+        ("http://user@8.8.8.8/feed", "credentials in the URL"),
+    ],
+)
+async def test_urls_that_could_never_work_as_given_are_refused(url: str, why: str) -> None:
+    with pytest.raises(InvalidURL, match=why) as refused:
+        await checked_url(AddressPolicy(), url)
+    assert "secret" not in str(refused.value)

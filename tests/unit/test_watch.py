@@ -131,3 +131,32 @@ async def test_a_deleted_source_does_not_make_every_call_read_all_sources(store:
     for _ in range(5):
         await w.state(RAILWAYS)
     assert reads == 1, "one read, then the missing source is remembered until the timed re-read"
+
+
+async def test_late_items_inside_a_stall_do_not_announce_it_again(store: SQLiteStore) -> None:
+    from helpers import ManualClock
+
+    clock = ManualClock(NOW)
+    w = AgreementWatch(store=store, bus=MemoryBus(), registry=load_registry(), settings=load_settings(), clock=clock)
+
+    async def stalls() -> list[str]:
+        events = await store.list_agreement_events(agreement_id=RAILWAYS)
+        return [e.detail for e in reversed(events) if e.kind == "agreement.stalled"]
+
+    await w.check_stalls()
+    assert await stalls() == ["no news for 117 days (since 2026-02-04)"]
+    # A feed added later lists a story of 6 February: news, but months ago. The agreement never
+    # stopped being stalled; before, the stall's id (keyed on the last news) changed and it was
+    # announced a second time.
+    late = item(1, "signed", 115).model_copy(update={"fetched_at": NOW + timedelta(days=1)})
+    await store.upsert_items([late])
+    clock.now = NOW + timedelta(days=1)
+    await w.check_stalls()
+    assert await stalls() == ["no news for 117 days (since 2026-02-04)"]
+    # Real news ends the stall; two quiet months later it is a new stall, announced.
+    await store.upsert_items([item(2, "follow_up_talks", -2)])
+    clock.now = NOW + timedelta(days=2)
+    await w.check_stalls()
+    clock.now = NOW + timedelta(days=2 + 61)
+    await w.check_stalls()
+    assert await stalls() == ["no news for 117 days (since 2026-02-04)", "no news for 61 days (since 2026-06-03)"]
