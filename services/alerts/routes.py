@@ -351,6 +351,16 @@ def build_router(
             raise HTTPException(404, detail="no such delivery")
         if delivery.status == "queued":
             raise HTTPException(409, detail="queued for a digest that has not been sent yet")
+        # The attempt would fail at once for these (the deliverer refuses them): say so now, not
+        # with a 202 and a delivery that turns "failed" a moment later.
+        if delivery.item_id != CONFIRM_ITEM:
+            subscription = await store.get_subscription(delivery.subscription_id)
+            if subscription is None:
+                raise HTTPException(409, detail="its subscription was deleted")
+            if not subscription.active:
+                raise HTTPException(409, detail="its subscription is paused or was disabled: resume it first")
+            if not subscription.confirmed:
+                raise HTTPException(409, detail="its subscription is not confirmed yet")
         if delivery.status == "pending":
             # Take the lease ourselves (atomic in the store): if a worker holds it, it is sending
             # now, and the reset below must wait for it. Delivered or failed deliveries have no

@@ -441,6 +441,21 @@ async def test_redeliver_refuses_a_delivery_in_flight(api: httpx.AsyncClient, st
     assert again.status_code == 202 and again.json()["lease_until"] is None
 
 
+async def test_redeliver_refuses_what_the_attempt_would_refuse(api: httpx.AsyncClient, store: SQLiteStore) -> None:
+    # Answered 202, and the delivery turned "failed" at its attempt a moment later.
+    await store.insert_subscription(webhook_sub("http://127.0.0.1:9/hook"))
+    delivery = pending("sub_w", "itm_1", "webhook", datetime.now(UTC), attempts=3)
+    await store.insert_delivery(delivery)
+    await store.update_delivery(delivery.id, {"status": "failed"})
+    await store.update_subscription("sub_w", {"active": False})  # paused, or disabled by a 410
+    paused = await api.post(f"/api/v1/deliveries/{delivery.id}/redeliver")
+    assert paused.status_code == 409 and "resume it first" in paused.json()["detail"]
+    await store.delete_subscription("sub_w")
+    gone = await api.post(f"/api/v1/deliveries/{delivery.id}/redeliver")
+    assert gone.status_code == 409 and "deleted" in gone.json()["detail"]
+    assert (await current(store, delivery.id)).attempts == 3, "nothing was reset"
+
+
 async def test_patch_clears_min_score_and_refuses_other_nulls(api: httpx.AsyncClient) -> None:
     created = await api.post(
         "/api/v1/subscriptions", json={"webhook_url": "http://127.0.0.1:9/hook", "min_score": 2, "sectors": ["energy"]}
