@@ -70,7 +70,8 @@ def ops_router(*, metrics: Metrics, checks: dict[str, Check]) -> APIRouter:
     """/healthz (the process is up), /readyz (every dependency answers), /metrics (Prometheus)."""
     router = APIRouter(tags=["operations"])
 
-    @router.get("/healthz")
+    # HEAD too: load balancers and uptime checkers often probe with it (405 before).
+    @router.api_route("/healthz", methods=["GET", "HEAD"])
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
@@ -90,7 +91,7 @@ def ops_router(*, metrics: Metrics, checks: dict[str, Check]) -> APIRouter:
         last[name] = ok
         return ok
 
-    @router.get("/readyz")
+    @router.api_route("/readyz", methods=["GET", "HEAD"])
     async def readyz(response: Response) -> dict[str, object]:
         """200 when every dependency answers, else 503 — within READY_CHECK_S, never hanging."""
         names = list(checks)

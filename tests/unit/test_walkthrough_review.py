@@ -179,3 +179,9 @@ async def test_a_webhook_error_reads_whole_without_a_body(status: int, body: byt
     async with httpx.AsyncClient(transport=transport) as client:
         outcome = await send_webhook(client, sub, "msg_1", {"x": 1}, datetime.now(UTC))
     assert outcome.error is not None and outcome.error.strip() == error
+
+
+async def test_probes_answer_head(client: httpx.AsyncClient) -> None:
+    for path in ("/healthz", "/readyz"):
+        answer = await client.head(path)
+        assert answer.status_code == 200 and answer.content == b"", path
