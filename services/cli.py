@@ -42,6 +42,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from types import FrameType
 from typing import cast
+from urllib.parse import quote
 
 import httpx
 import uvicorn
@@ -132,26 +133,52 @@ def _run(settings: Settings, role: str) -> int:
     # Bind before the runtime starts: a taken port fails in a moment, before any loop has run
     # (uvicorn binds only after the lifespan's start, which waits for the store and the bus and
     # starts every loop, and then ends with sys.exit(3)).
-    sock = socket.socket(socket.AF_INET6 if ":" in settings.http_host else socket.AF_INET)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        sock.bind((settings.http_host, settings.http_port))
+        sockets = _listening_sockets(settings.http_host, settings.http_port)
     except OSError as exc:
-        sock.close()
         where = f"{settings.http_host}:{settings.http_port}"
         print(f"error: cannot listen on {where}: {exc.strerror or exc}", file=sys.stderr)
         return 1
-    log.info("bound http://%s:%d; it answers once the start is complete", settings.http_host, sock.getsockname()[1])
+    for sock in sockets:
+        host, port = sock.getsockname()[:2]
+        log.info("bound %s port %d; it answers once the start is complete", host, port)
     try:
-        server.run(sockets=[sock])
+        server.run(sockets=sockets)
     except SystemExit as exc:
-        # uvicorn ends a failed start (the lifespan's start raised, the port is taken) with
-        # sys.exit(3) or sys.exit(1); Corridor's contract is 1 for any failure (exit 2 is a bad
-        # configuration, which never gets this far), so a supervisor needs one rule.
+        # uvicorn ends a failed start (the lifespan's start raised) with sys.exit(3); Corridor's
+        # contract is 1 for any failure (exit 2 is a bad configuration, which never gets this
+        # far), so a supervisor needs one rule.
         return 0 if exc.code in (0, None) and not runtime.failed else 1
+    finally:
+        for sock in sockets:
+            sock.close()
     if runtime.failed or not server.started:
         return 1
     return 0
+
+
+def _listening_sockets(host: str, port: int) -> list[socket.socket]:
+    """Bound sockets for ``host`` as asyncio's create_server (what uvicorn does without sockets
+    given) binds them: one per address the host resolves to (an empty host: every interface, IPv4
+    and IPv6), IPv6 ones IPv6-only, so "::" does not also take IPv4 and "0.0.0.0" keeps to it.
+    Raises OSError (all closed again) when any cannot be bound."""
+    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    sockets: list[socket.socket] = []
+    chosen = port
+    try:
+        for family, kind, proto, _, address in dict.fromkeys(infos):
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind((address[0], chosen, *address[2:]))
+            chosen = sock.getsockname()[1]  # port 0: every address on the port the first got
+    except OSError:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
 
 
 async def _init(settings: Settings) -> int:
@@ -275,14 +302,14 @@ async def _subscriptions(settings: Settings, args: argparse.Namespace) -> int:
                 body |= {"webhook_url": args.webhook} if args.webhook else {"email": args.email}
                 response = await client.post(base, json=body)
             elif command == "list":
-                one = args.subscription_id
+                one = quote(args.subscription_id, safe="") if args.subscription_id else None
                 response = await client.get(f"{base}/{one}" if one else base)
             elif command == "remove":
-                response = await client.delete(f"{base}/{args.subscription_id}")
+                response = await client.delete(f"{base}/{quote(args.subscription_id, safe='')}")
             else:
-                response = await client.post(f"{base}/{args.subscription_id}/{command}")
-        # InvalidURL (an --api such as "http://[::1") is not an HTTPError: a usage error, exit 2
-        except httpx.InvalidURL as exc:
+                response = await client.post(f"{base}/{quote(args.subscription_id, safe='')}/{command}")
+        # An --api such as "http://[::1" (InvalidURL) or "localhost:8000" (no scheme): usage, exit 2
+        except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
             _fail(exc, f"invalid API URL {base}: ")
             return 2
         except httpx.HTTPError as exc:  # nothing answered: a dependency unavailable, exit 1

@@ -70,8 +70,10 @@ def ops_router(*, metrics: Metrics, checks: dict[str, Check]) -> APIRouter:
     """/healthz (the process is up), /readyz (every dependency answers), /metrics (Prometheus)."""
     router = APIRouter(tags=["operations"])
 
-    # HEAD too: load balancers and uptime checkers often probe with it (405 before).
-    @router.api_route("/healthz", methods=["GET", "HEAD"])
+    # HEAD too: load balancers and uptime checkers often probe with it (405 before). Kept out of
+    # the schema: one function under two methods would give two operations the same id.
+    @router.get("/healthz")
+    @router.head("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
@@ -91,7 +93,8 @@ def ops_router(*, metrics: Metrics, checks: dict[str, Check]) -> APIRouter:
         last[name] = ok
         return ok
 
-    @router.api_route("/readyz", methods=["GET", "HEAD"])
+    @router.get("/readyz")
+    @router.head("/readyz", include_in_schema=False)
     async def readyz(response: Response) -> dict[str, object]:
         """200 when every dependency answers, else 503 — within READY_CHECK_S, never hanging."""
         names = list(checks)

@@ -129,6 +129,20 @@ class Settings(BaseSettings):
     smtp_timeout_s: float = Field(default=15.0, gt=0.0, le=300.0)
     smtp_from: str = "Corridor <alerts@corridor.local>"
 
+    @field_validator("kafka_bootstrap_servers", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        # KAFKA_BOOTSTRAP_SERVERS= (empty) has always meant the embedded bus, as unset does; a
+        # stray comma or space ("k1:9092, k2:9092,") is tidied, not refused.
+        if isinstance(value, str):
+            return ",".join(part.strip() for part in value.split(",") if part.strip()) or None
+        return value
+
+    @field_validator("mongodb_uri", mode="before")
+    @classmethod
+    def _blank_uri_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value  # as for the brokers
+
     @field_validator("read_api_keys", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
@@ -206,11 +220,8 @@ class Settings(BaseSettings):
             if not _http_url(feed):  # not echoed: a feed URL may carry a token in its query
                 found.append(f"CORRIDOR_FEEDS entry {n} is not an absolute http(s) URL")
         for server in (self.kafka_bootstrap_servers or "").split(","):
-            host, _, port = server.strip().rpartition(":")
-            if self.kafka_bootstrap_servers is not None and (
-                not host or not port.isdigit() or not 0 < int(port) < 65536
-            ):
-                found.append(f"KAFKA_BOOTSTRAP_SERVERS must be host:port[,host:port...], got {server.strip()!r}")
+            if server.strip() and not _broker_address(server.strip()):
+                found.append(f"KAFKA_BOOTSTRAP_SERVERS must be host[:port][,host[:port]...], got {server.strip()!r}")
         return found
 
     def _timing_problems(self) -> list[str]:
@@ -259,6 +270,19 @@ class Settings(BaseSettings):
     def group(self, name: str) -> str:
         """The consumer group id for a logical consumer."""
         return f"{self.group_prefix}.{name}"
+
+
+def _broker_address(server: str) -> bool:
+    """``host``, ``host:port``, ``[v6]`` or ``[v6]:port``, as aiokafka reads them (port 9092 when
+    none is given)."""
+    if server.startswith("["):
+        host, _, rest = server[1:].partition("]")
+        port = rest.removeprefix(":") if rest.startswith(":") else ("" if not rest else "x")
+    else:
+        host, _, port = server.partition(":") if server.count(":") == 1 else (server, "", "")
+        if server.count(":") > 1:
+            return False  # an IPv6 address needs brackets
+    return bool(host) and (not port or (port.isdigit() and 0 < int(port) < 65536))
 
 
 def _http_url(value: str) -> bool:

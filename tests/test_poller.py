@@ -141,3 +141,22 @@ async def test_updates_and_cross_source_duplicates(runtime: Runtime, server: Fee
     # Seen again unchanged: nothing new.
     await repoll(runtime, first.id)
     assert len(published(runtime, TOPIC_RAW)) == 2
+
+
+async def test_a_deferred_entry_is_read_again_not_lost_to_a_304(runtime: Runtime, server: FeedServer) -> None:
+    from services.ingest.dedupe import _url_key
+
+    # Another source claimed this story just now and has not published it (its poll may still
+    # be publishing): this source's entry waits. Were the feed's ETag stored, every later poll
+    # would get a 304 and the entry would never be parsed again.
+    await runtime.store.claim_keys({_url_key("http://news.example/9"): "itm_elsewhere"}, utcnow())
+    server.routes["/e.xml"] = Route(
+        body=rss(("e1", "Rail freight link to Gwadar opens for cargo", "http://news.example/9")), etag='"v1"'
+    )
+    source = await polled(runtime, (await add(runtime, server.url("/e.xml"))).id)
+    assert source.last_status == "ok" and source.etag is None and source.items_seen == 0
+    soon = timedelta(seconds=runtime.settings.poll_lease_s + 5)
+    assert source.next_check_at - source.last_fetch_at <= soon, "back as soon as the claim can be taken over"
+    assert published(runtime, TOPIC_RAW) == []
+    await repoll(runtime, source.id)
+    assert "if-none-match" not in server.routes["/e.xml"].requests[-1]

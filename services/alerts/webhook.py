@@ -99,7 +99,10 @@ async def send_webhook(
             code = resp.status_code
             if 200 <= code < 300:
                 return Outcome.success(code)
-            error = f"HTTP {code} {resp.reason_phrase}".rstrip() + (f": {snippet[:200]}" if snippet.strip() else "")
+            # The reason phrase is the endpoint's own text: capped, like the body snippet.
+            error = f"HTTP {code} {resp.reason_phrase[:60]}".rstrip()
+            if snippet.strip():
+                error += f": {snippet[:200]}"
             if code >= 500 or code in (408, 429):
                 return Outcome.transient(
                     error, status_code=code, retry_after_s=_retry_after(resp.headers.get("retry-after"), now)

@@ -83,12 +83,13 @@ class Deduper:
             for key in keys[item.id]:
                 wanted.setdefault(key, item.id)
         owners = await self._store.claim_keys(wanted, now)
-        waiting = await self._settle_unpublished(fresh, keys, owners, now)
+        waiting, linkable = await self._settle_unpublished(fresh, keys, owners, now)
         for item in fresh:
             if item.id in waiting:
                 decisions.deferred += 1
                 continue
-            first = next((owners[k] for k in keys[item.id] if owners.get(k, item.id) != item.id), None)
+            # A copy links only to an item that is published, or is being published now.
+            first = next((o for k in keys[item.id] if (o := owners.get(k, item.id)) != item.id and o in linkable), None)
             if first is None:
                 decisions.new.append(item)
                 continue
@@ -108,36 +109,55 @@ class Deduper:
 
     async def _settle_unpublished(
         self, fresh: list[RawItem], keys: dict[str, list[str]], owners: dict[str, str], now: datetime
-    ) -> set[str]:
+    ) -> tuple[set[str], set[str]]:
         """Deal with stories first claimed by items that were never published: take over the
-        claims older than the grace (updating ``owners``); return the ids of the items that must
-        wait for a younger claim, whose poll may still be publishing."""
+        claims older than the grace (updating ``owners``). Returns the ids of the items that must
+        wait (a claim they meet is younger, its poll may still be publishing), and the owners a
+        copy may be linked to (published ones, and this batch's items that do not wait)."""
         batch = {item.id for item in fresh}
         contested = {item.id: [k for k in keys[item.id] if owners.get(k, item.id) != item.id] for item in fresh}
         outside = {owners[k] for ks in contested.values() for k in ks} - batch
-        # An owner marked seen was published (or is itself a copy); one of this batch is being
-        # published now, unless it has to wait too.
+        # An owner marked seen was published (or is itself a copy of a published one).
         settled = set(await self._store.seen_hashes(outside)) if outside else set()
-        waiting: set[str] = set()
+        waiting = self._waiting(fresh, contested, owners, settled, batch)
         wanted: dict[str, tuple[str, str]] = {}
-        for item in fresh:  # feed order: an owner from this batch is decided before its copies
-            firsts = {owners[k] for k in contested[item.id]}
-            if not firsts or any(o in settled or (o in batch and o not in waiting) for o in firsts):
-                continue
-            if firsts & waiting:
-                waiting.add(item.id)
-                continue
-            for k in contested[item.id]:
-                wanted.setdefault(k, (owners[k], item.id))
-            waiting.add(item.id)
-        if not wanted:
-            return waiting
-        taken = await self._store.take_over_keys(wanted, now - self._grace, now)
-        for key in taken:
-            owners[key] = wanted[key][1]
-        for item_id in list(waiting):
-            if all(owners[k] == item_id for k in contested[item_id]):
-                waiting.discard(item_id)  # its story's claims were abandoned: it is new now
+        for item in fresh:
+            if item.id in waiting:
+                for k in contested[item.id]:
+                    if owners[k] not in batch:  # a claim of an earlier poll, never published
+                        wanted.setdefault(k, (owners[k], item.id))
+        if wanted:
+            taken = await self._store.take_over_keys(wanted, now - self._grace, now)
+            for key in taken:
+                owners[key] = wanted[key][1]
+            freed = {i for i in waiting if all(owners[k] == i for k in contested[i])}
+            if freed:  # their stories' claims were abandoned: they are new now
+                waiting = self._waiting(fresh, contested, owners, settled | freed, batch, exempt=freed)
+        return waiting, settled | (batch - waiting)
+
+    @staticmethod
+    def _waiting(
+        fresh: list[RawItem],
+        contested: dict[str, list[str]],
+        owners: dict[str, str],
+        settled: set[str],
+        batch: set[str],
+        exempt: frozenset[str] | set[str] = frozenset(),
+    ) -> set[str]:
+        """The items none of whose story's owners is published or being published now, to a
+        fixed point: an owner in this batch that waits makes its copies wait too, whatever the
+        feed order (it may have claimed the story at an earlier, deferred poll)."""
+        waiting: set[str] = set()
+        changed = True
+        while changed:
+            changed = False
+            for item in fresh:
+                if item.id in waiting or item.id in exempt:
+                    continue
+                firsts = {owners[k] for k in contested[item.id]} - {item.id}
+                if firsts and not any(o in settled or (o in batch and o not in waiting) for o in firsts):
+                    waiting.add(item.id)
+                    changed = True
         return waiting
 
     @staticmethod

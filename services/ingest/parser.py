@@ -164,12 +164,17 @@ def _ttl_s(parsed: Any) -> float | None:
 # A numeric character reference: feedparser turns each into a character and encodes it as UTF-8,
 # which raises for a surrogate (&#xD800;) or a code point past U+10FFFF (&#x110000;) and so lost
 # the whole document for one bad reference in one title.
-_CHAR_REF = re.compile(rb"&#([xX][0-9a-fA-F]{1,12}|[0-9]{1,12});")
+# Any number of digits: leading zeros (&#x0000000000D800;) must not hide one.
+_CHAR_REF = re.compile(rb"&#([xX][0-9a-fA-F]+|[0-9]+);")
 
 
 def _unsafe_ref(match: re.Match[bytes]) -> bytes:
     ref = match.group(1)
-    code = int(ref[1:], 16) if ref[:1] in b"xX" else int(ref)
+    hexadecimal = ref[:1] in b"xX"
+    digits = (ref[1:] if hexadecimal else ref).lstrip(b"0") or b"0"
+    if len(digits) > 8:  # past U+10FFFF whatever they say (and int() of thousands of digits is slow)
+        return b"&#xFFFD;"
+    code = int(digits, 16 if hexadecimal else 10)
     return b"&#xFFFD;" if 0xD800 <= code <= 0xDFFF or code > 0x10FFFF else match.group(0)
 
 

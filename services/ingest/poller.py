@@ -96,6 +96,9 @@ class Poller:
         self._ops = settings.topic(TOPIC_OPS)
         self._deadletter = settings.topic(TOPIC_DEADLETTER)
         self._deduper = Deduper(store, clock, claim_grace=timedelta(seconds=settings.poll_lease_s))
+        # A poll with deferred entries comes back just after the claim they wait on can be taken
+        # over (the grace), instead of after the source's interval or a server's cache hint.
+        self._deferred_retry_s = settings.poll_lease_s + 5.0
         self._hosts = HostLimiter(settings.poll_per_host)
         self._wake = asyncio.Event()
         self._pool = WorkPool("ingest poller", limit=settings.poll_concurrency)
@@ -177,11 +180,19 @@ class Poller:
             # Parsing is synchronous and CPU-bound (seconds for a 10 MB feed): in a thread, so the
             # event loop keeps serving the other polls, the API and the leases meanwhile.
             parsed = await asyncio.to_thread(_parse, source, result.body, self._clock())
-            new = await self._publish(source, parsed.items)
+            new, deferred = await self._publish(source, parsed.items)
             self._metrics.fetches.labels("ok").inc()
-            await self._record_success(
-                source, "ok", result.etag, result.last_modified, new, (result.fresh_for_s, parsed.ttl_s)
-            )
+            if deferred:
+                # Entries left undecided must be read again: keep the old validators (the new
+                # ones would get a 304 and the entries would never be parsed again) and come
+                # back once the claim they wait on is old enough to be taken over.
+                await self._record_success(
+                    source, "ok", source.etag, source.last_modified, new, (), soon_s=self._deferred_retry_s
+                )
+            else:
+                await self._record_success(
+                    source, "ok", result.etag, result.last_modified, new, (result.fresh_for_s, parsed.ttl_s)
+                )
         except FetchError as exc:
             self._metrics.fetches.labels(exc.kind).inc()
             await self._record_error(source, exc)
@@ -206,9 +217,10 @@ class Poller:
             language = self._detector.detect(f"{item.title}. {item.summary}") or language
         return item.model_copy(update={"language": language}) if language else item
 
-    async def _publish(self, source: Source, items: list[RawItem]) -> int:
+    async def _publish(self, source: Source, items: list[RawItem]) -> tuple[int, int]:
         """Publish new items and updates, link duplicates; mark all seen only after publishing.
-        How many entries were seen for the first time (new items and duplicates)."""
+        How many entries were seen for the first time (new items and duplicates), and how many
+        were deferred (see services.ingest.dedupe)."""
         decisions = await self._deduper.decide(items)
         for outcome, count in (
             ("new", len(decisions.new)),
@@ -229,7 +241,7 @@ class Poller:
         self._metrics.items_published.inc(len(decisions.new))
         # Seen from this source: its new stories and its copies of stories another source had
         # first (a source that only repeats others still shows what it brought).
-        return len(decisions.new) + len(decisions.duplicates)
+        return len(decisions.new) + len(decisions.duplicates), decisions.deferred
 
     async def _publish_item(self, source: Source, item: RawItem, envelope: Envelope) -> None:
         """Publish one item; one too large for a bus message goes to the dead-letter topic instead
@@ -252,11 +264,15 @@ class Poller:
         last_modified: str | None,
         new: int,
         hints: tuple[float | None, ...],
+        *,
+        soon_s: float | None = None,
     ) -> None:
         now = self._clock()
         delay = next_delay_s(
             interval_s=source.interval_s, max_interval_s=self._settings.poll_max_interval_s, hints=hints
         )
+        if soon_s is not None:
+            delay = min(delay, soon_s)
         fields: dict[str, Any] = {
             "etag": etag,
             "last_modified": last_modified,

@@ -117,6 +117,7 @@ def _api_answers(monkeypatch: pytest.MonkeyPatch, handler: Callable[[httpx.Reque
 
 def test_subscriptions_bad_base_url(capsys: Capsys, monkeypatch: pytest.MonkeyPatch) -> None:
     _fails(capsys, ["subscriptions", "--api", "http://[::1", "list"], 2, "invalid API URL")
+    _fails(capsys, ["subscriptions", "--api", "127.0.0.1:8000", "list"], 2, "invalid API URL")  # no scheme
     monkeypatch.setenv("CORRIDOR_PUBLIC_BASE_URL", "http://[::1")  # now refused with the settings
     _fails(capsys, ["subscriptions", "list"], 2, "invalid configuration: CORRIDOR_PUBLIC_BASE_URL")
 
@@ -139,8 +140,12 @@ def test_subscriptions_list_one_and_the_api_option(capsys: Capsys, monkeypatch: 
 
     _api_answers(monkeypatch, answer)
     assert main(["subscriptions", "--api", "http://127.0.0.1:8003/", "list", "sub_1"]) == 0
-    assert asked == ["http://127.0.0.1:8003/api/v1/subscriptions/sub_1"]
-    assert json.loads(capsys.readouterr().out) == {"id": "sub_1", "active": True}
+    assert main(["subscriptions", "--api", "http://127.0.0.1:8003/", "list", "../sources"]) == 0
+    assert asked == [
+        "http://127.0.0.1:8003/api/v1/subscriptions/sub_1",
+        "http://127.0.0.1:8003/api/v1/subscriptions/..%2Fsources",  # an id is one path segment
+    ]
+    assert json.loads(capsys.readouterr().out.splitlines()[0]) == {"id": "sub_1", "active": True}
 
 
 def test_html_without_selectors_is_a_usage_error(capsys: Capsys, tmp_path: Path) -> None:

@@ -117,3 +117,36 @@ async def test_take_over_keys_is_conditional_on_owner_and_age(store: SQLiteStore
     }
     assert await store.claim_keys({"k1": "itm_z"}, later) == {"k1": "itm_b"}
     assert await store.take_over_keys({}, later, later) == set()
+
+
+async def test_a_copy_links_only_to_a_published_owner_among_several(store: SQLiteStore) -> None:
+    # Its URL was claimed by an item never published, its text by one that was: it is a copy of
+    # the published one (before: of the first key's owner, which nobody will ever see).
+    clock = ManualClock(T0)
+    dedupe = Deduper(store, clock, claim_grace=GRACE)
+    other_text = {"title": "Dairy exports from Uzbekistan climb to a record", "summary": "Milk tonnage rose."}
+    await dedupe.decide([story("itm_a", "src_a").model_copy(update=other_text)])  # URL claimed, never published
+    published = await dedupe.decide([story("itm_p", "src_p", "http://other.example/p")])
+    await store.mark_seen(published.seen_marks(), clock())
+    clock.now = T0 + 10 * GRACE
+    copy = await dedupe.decide([story("itm_c", "src_c")])
+    assert [(d.id, d.item_id) for d in copy.duplicates] == [("itm_c", "itm_p")]
+
+
+async def test_an_owner_waiting_in_the_same_batch_makes_its_copy_wait_whatever_the_order(
+    store: SQLiteStore,
+) -> None:
+    # itm_x claimed the story at an earlier, deferred poll; listed after its copy itm_y, it used
+    # to be decided too late: itm_y became the copy of an item that was not published.
+    clock = ManualClock(T0)
+    dedupe = Deduper(store, clock, claim_grace=timedelta(minutes=30))
+    other_text = {"title": "Dairy exports from Uzbekistan climb to a record", "summary": "Milk tonnage rose."}
+    await dedupe.decide([story("itm_o", "src_o").model_copy(update=other_text)])  # never published
+    clock.now = T0 + timedelta(minutes=1)
+    assert (await dedupe.decide([story("itm_x", "src_s")])).deferred == 1
+    clock.now = T0 + timedelta(minutes=15)
+    got = await dedupe.decide([story("itm_y", "src_s", "http://other.example/y"), story("itm_x", "src_s")])
+    assert got.duplicates == [] and got.new == [] and got.deferred == 2
+    clock.now = T0 + timedelta(minutes=45)  # itm_o's claim is abandoned now: itm_x takes it, itm_y is its copy
+    got = await dedupe.decide([story("itm_y", "src_s", "http://other.example/y"), story("itm_x", "src_s")])
+    assert [i.id for i in got.new] == ["itm_x"] and [(d.id, d.item_id) for d in got.duplicates] == [("itm_y", "itm_x")]

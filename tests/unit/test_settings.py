@@ -48,7 +48,7 @@ def test_placeholder_key_refused_in_production(monkeypatch: pytest.MonkeyPatch) 
         ("CORRIDOR_PUBLIC_BASE_URL", "notaurl", "CORRIDOR_PUBLIC_BASE_URL must be an http"),
         ("CORRIDOR_FEEDS", "https://ok.example/rss,ftp://x", "CORRIDOR_FEEDS entry 2 is not"),
         ("MONGODB_URI", "notamongo://x", "MONGODB_URI must be a mongodb://"),
-        ("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:notaport", "KAFKA_BOOTSTRAP_SERVERS must be host:port"),
+        ("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:notaport", "KAFKA_BOOTSTRAP_SERVERS must be host"),
         ("CORRIDOR_SMTP_TLS", "true", "mutually exclusive"),  # with STARTTLS, set below
     ],
 )
@@ -102,3 +102,14 @@ def test_a_mongodb_uri_is_never_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ConfigError) as problems:
         load_settings()
     assert "hunter2" not in str(problems.value)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("", None), ("  ", None), ("k1:9092, k2:9092,", "k1:9092,k2:9092"), ("kafka", "kafka"), ("[::1]", "[::1]")],
+)
+def test_broker_lists_that_worked_before_still_do(
+    monkeypatch: pytest.MonkeyPatch, value: str, expected: str | None
+) -> None:
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", value)
+    assert load_settings().kafka_bootstrap_servers == expected

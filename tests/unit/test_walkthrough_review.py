@@ -65,6 +65,8 @@ async def test_an_empty_bearer_token_never_matches_an_empty_key() -> None:
 FEED = b"""<?xml version="1.0"?><rss version="2.0"><channel><title>t</title>
 <item><guid>1</guid><title>Surrogate &#xD800; and &#55296; and past the end &#x110000;</title>
 <link>http://x.example/1</link><description>d</description></item>
+<item><guid>3</guid><title>Zeros &#x0000000000D800; &#0000000000055296; &#99999999999999999999;</title>
+<link>http://x.example/3</link><description>d</description></item>
 <item><guid>2</guid><title>Fine &#x41;&#66;</title><link>http://x.example/2</link><description>d</description></item>
 </channel></rss>"""
 
@@ -72,7 +74,11 @@ FEED = b"""<?xml version="1.0"?><rss version="2.0"><channel><title>t</title>
 def test_a_character_reference_utf8_cannot_hold_loses_nothing() -> None:
     # feedparser encoded each reference's character as UTF-8 and raised: the whole feed was lost.
     entries, _ = parse_feed_document(FEED)
-    assert [e.title for e in entries] == ["Surrogate \ufffd and \ufffd and past the end \ufffd", "Fine AB"]
+    assert [e.title for e in entries] == [
+        "Surrogate \ufffd and \ufffd and past the end \ufffd",
+        "Zeros \ufffd \ufffd \ufffd",
+        "Fine AB",
+    ]
 
 
 def test_ingest_parse_reports_a_parser_crash_in_one_line(
