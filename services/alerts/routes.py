@@ -338,8 +338,21 @@ def build_router(
         item_id: Annotated[str | None, Query(max_length=80)] = None,
         status: DeliveryStatus | None = None,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+        before: Annotated[
+            str | None, Query(max_length=80, description="the last delivery id of the previous page: the next page")
+        ] = None,
     ) -> list[Delivery]:
-        return await store.list_deliveries(subscription_id=subscription_id, item_id=item_id, status=status, limit=limit)
+        after_this = None
+        if before is not None:
+            last = await store.get_delivery(before)
+            if last is None:
+                raise HTTPException(
+                    422, detail=[{"loc": ["query", "before"], "msg": "no such delivery", "type": "value_error"}]
+                )
+            after_this = (last.created_at, last.id)
+        return await store.list_deliveries(
+            subscription_id=subscription_id, item_id=item_id, status=status, limit=limit, before=after_this
+        )
 
     @router.post("/deliveries/{delivery_id}/redeliver", response_model=Delivery, status_code=202, dependencies=admin)
     async def redeliver(delivery_id: str) -> Delivery:

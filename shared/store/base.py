@@ -271,5 +271,7 @@ class Store(Protocol):
         item_id: str | None = None,
         digest_period: str | None = None,
         limit: int = 50,
+        before: tuple[datetime, str] | None = None,
     ) -> list[Delivery]:
-        """Newest first, at most ``limit`` (capped at MAX_SCAN)."""
+        """Newest first, at most ``limit`` (capped at MAX_SCAN); with ``before`` (a delivery's
+        ``created_at`` and id), only those listed after it: the next page."""

@@ -450,6 +450,7 @@ class MongoStore:
         item_id: str | None = None,
         digest_period: str | None = None,
         limit: int = 50,
+        before: tuple[datetime, str] | None = None,
     ) -> list[Delivery]:
         wanted = {
             "subscription_id": subscription_id,
@@ -457,6 +458,11 @@ class MongoStore:
             "item_id": item_id,
             "digest_period": digest_period,
         }
-        flt = {k: v for k, v in wanted.items() if v}
+        flt: dict[str, Any] = {k: v for k, v in wanted.items() if v}
+        if before is not None:
+            # The bound the index seeks to, then the tie on created_at broken by _id.
+            at, last_id = before
+            flt["created_at"] = {"$lte": at}
+            flt["$or"] = [{"created_at": {"$lt": at}}, {"_id": {"$lt": last_id}}]
         cursor = self._deliveries.find(flt).sort(_BY_RECENT).limit(max(1, min(limit, MAX_SCAN)))
         return [Delivery.model_validate(_undoc(d)) async for d in cursor]

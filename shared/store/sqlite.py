@@ -685,6 +685,7 @@ class SQLiteStore:
         item_id: str | None = None,
         digest_period: str | None = None,
         limit: int = 50,
+        before: tuple[datetime, str] | None = None,
     ) -> list[Delivery]:
         wanted = {
             "subscription_id": subscription_id,
@@ -693,7 +694,12 @@ class SQLiteStore:
             "digest_period": digest_period,
         }
         where = " AND ".join(f"{column}=?" for column, value in wanted.items() if value) or "1"
-        args = [*(value for value in wanted.values() if value), max(1, min(limit, MAX_SCAN))]
+        args: list[Any] = [value for value in wanted.values() if value]
+        if before is not None:
+            at = _ts(before[0])
+            where += " AND created_at <= ? AND (created_at < ? OR id < ?)"
+            args += [at, at, before[1]]
+        args.append(max(1, min(limit, MAX_SCAN)))
         return await self._many(
             Delivery, f"SELECT doc FROM deliveries WHERE {where} ORDER BY created_at DESC, id DESC LIMIT ?", args
         )

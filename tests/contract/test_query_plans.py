@@ -225,6 +225,11 @@ async def test_every_query_shape_uses_an_index(mongo_uri: str, unique: str) -> N
             ("duplicates of an item with more than a page of copies", store.duplicates_of([items[60].id])),
             ("queued deliveries", store.list_deliveries(subscription_id="sub_3", status="queued", limit=5000)),
             (
+                "deliveries, next page",
+                store.list_deliveries(subscription_id="sub_3", limit=5, before=(NOW, "msg_300")),
+            ),
+            ("all deliveries, next page", store.list_deliveries(limit=5, before=(NOW, "msg_300"))),
+            (
                 "digest deliveries",
                 store.list_deliveries(subscription_id="sub_3", status="queued", digest_period="2026-11-30", limit=5000),
             ),

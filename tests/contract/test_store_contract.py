@@ -337,6 +337,32 @@ async def test_event_filters_search_sort_and_counts(store: Store) -> None:
     assert await store.duplicates_of(["itm_002", "itm_001"]) == {"itm_002": [dup]}
 
 
+async def test_deliveries_page_by_page(store: Store) -> None:
+    # Nothing past the first page (at most 200) could be listed before; ties on created_at too.
+    deliveries = [
+        Delivery(
+            id=f"msg_{n:02d}",
+            subscription_id="sub_p",
+            item_id=f"itm_{n}",
+            channel="webhook",
+            created_at=T0 + timedelta(seconds=n // 3),  # three at each time
+            next_attempt_at=T0,
+        )
+        for n in range(11)
+    ]
+    await store.insert_deliveries(deliveries)
+    expected = [d.id for d in sorted(deliveries, key=lambda d: (d.created_at, d.id), reverse=True)]
+    seen: list[str] = []
+    before: tuple[datetime, str] | None = None
+    for _ in range(10):
+        page = await store.list_deliveries(subscription_id="sub_p", limit=3, before=before)
+        seen += [d.id for d in page]
+        if len(page) < 3:
+            break
+        before = (page[-1].created_at, page[-1].id)
+    assert seen == expected
+
+
 async def test_deliveries_in_bulk_and_items_by_id(store: Store) -> None:
     def d(n: int, **kw: object) -> Delivery:
         return Delivery.model_validate(

@@ -456,6 +456,22 @@ async def test_redeliver_refuses_what_the_attempt_would_refuse(api: httpx.AsyncC
     assert (await current(store, delivery.id)).attempts == 3, "nothing was reset"
 
 
+async def test_deliveries_list_pages_with_before(api: httpx.AsyncClient, store: SQLiteStore) -> None:
+    now = datetime.now(UTC)
+    await store.insert_deliveries(
+        [
+            pending("sub_w", f"itm_{n}", "webhook", now).model_copy(update={"created_at": now + timedelta(seconds=n)})
+            for n in range(5)
+        ]
+    )
+    first = (await api.get("/api/v1/deliveries", params={"limit": 2})).json()
+    second = (await api.get("/api/v1/deliveries", params={"limit": 2, "before": first[-1]["id"]})).json()
+    third = (await api.get("/api/v1/deliveries", params={"limit": 2, "before": second[-1]["id"]})).json()
+    assert [d["item_id"] for d in first + second + third] == ["itm_4", "itm_3", "itm_2", "itm_1", "itm_0"]
+    unknown = await api.get("/api/v1/deliveries", params={"before": "msg_nope"})
+    assert unknown.status_code == 422 and unknown.json()["detail"][0]["loc"] == ["query", "before"]
+
+
 async def test_patch_clears_min_score_and_refuses_other_nulls(api: httpx.AsyncClient) -> None:
     created = await api.post(
         "/api/v1/subscriptions", json={"webhook_url": "http://127.0.0.1:9/hook", "min_score": 2, "sectors": ["energy"]}
