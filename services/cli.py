@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import faulthandler
 import json
 import logging
@@ -165,15 +166,30 @@ def _listening_sockets(host: str, port: int) -> list[socket.socket]:
     infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     sockets: list[socket.socket] = []
     chosen = port
+    unusable: OSError | None = None
     try:
         for family, kind, proto, _, address in dict.fromkeys(infos):
-            sock = socket.socket(family, kind, proto)
+            try:
+                sock = socket.socket(family, kind, proto)
+            except OSError as exc:  # e.g. IPv6 disabled: "localhost" may still name ::1
+                unusable = exc
+                continue
             sockets.append(sock)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            sock.bind((address[0], chosen, *address[2:]))
+            try:
+                sock.bind((address[0], chosen, *address[2:]))
+            except OSError as exc:
+                if exc.errno != errno.EADDRNOTAVAIL:
+                    raise  # the port is taken, or not ours to use: the start fails
+                sockets.remove(sock)  # an address this machine does not have (::1 without IPv6)
+                sock.close()
+                unusable = exc
+                continue
             chosen = sock.getsockname()[1]  # port 0: every address on the port the first got
+        if not sockets:
+            raise unusable or OSError(errno.EADDRNOTAVAIL, f"{host!r} names no address to listen on")
     except OSError:
         for sock in sockets:
             sock.close()

@@ -273,16 +273,24 @@ class Settings(BaseSettings):
 
 
 def _broker_address(server: str) -> bool:
-    """``host``, ``host:port``, ``[v6]`` or ``[v6]:port``, as aiokafka reads them (port 9092 when
-    none is given)."""
+    """``host``, ``host:port``, a bare IPv6 address, ``[v6]`` or ``[v6]:port``, as aiokafka reads
+    them (port 9092 when none is given)."""
+    port = None
     if server.startswith("["):
-        host, _, rest = server[1:].partition("]")
-        port = rest.removeprefix(":") if rest.startswith(":") else ("" if not rest else "x")
+        host, bracket, rest = server[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            return False
+        port = rest[1:] if rest else None
+    elif server.count(":") > 1:
+        try:
+            ipaddress.IPv6Address(server)
+        except ValueError:
+            return False
+        return True
     else:
-        host, _, port = server.partition(":") if server.count(":") == 1 else (server, "", "")
-        if server.count(":") > 1:
-            return False  # an IPv6 address needs brackets
-    return bool(host) and (not port or (port.isdigit() and 0 < int(port) < 65536))
+        host, colon, given = server.partition(":")
+        port = given if colon else None
+    return bool(host) and (port is None or (port.isdigit() and 0 < int(port) < 65536))
 
 
 def _http_url(value: str) -> bool:

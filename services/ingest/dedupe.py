@@ -83,15 +83,30 @@ class Deduper:
             for key in keys[item.id]:
                 wanted.setdefault(key, item.id)
         owners = await self._store.claim_keys(wanted, now)
-        waiting, linkable = await self._settle_unpublished(fresh, keys, owners, now)
-        for item in fresh:
+        waiting, published = await self._settle_unpublished(fresh, keys, owners, now)
+        made_new: set[str] = set()
+        # Entries that own every key of theirs first (they are new), then the rest in feed order.
+        ordered = sorted(fresh, key=lambda i: any(owners.get(k, i.id) != i.id for k in keys[i.id]))
+        for item in ordered:
             if item.id in waiting:
                 decisions.deferred += 1
                 continue
-            # A copy links only to an item that is published, or is being published now.
-            first = next((o for k in keys[item.id] if (o := owners.get(k, item.id)) != item.id and o in linkable), None)
+            # A copy links only to an item that is published, or that this poll publishes as new
+            # before it (feed order): never to one that is itself a copy, so two entries of one
+            # batch can never be each other's copy, leaving the story unpublished. An entry whose
+            # only earlier owner comes later in the batch is new (at worst the story goes out
+            # twice, never not at all).
+            first = next(
+                (
+                    o
+                    for k in keys[item.id]
+                    if (o := owners.get(k, item.id)) != item.id and (o in published or o in made_new)
+                ),
+                None,
+            )
             if first is None:
                 decisions.new.append(item)
+                made_new.add(item.id)
                 continue
             own_url = item.canonical_url and owners.get(keys[item.id][0]) == first
             decisions.duplicates.append(
@@ -112,8 +127,8 @@ class Deduper:
     ) -> tuple[set[str], set[str]]:
         """Deal with stories first claimed by items that were never published: take over the
         claims older than the grace (updating ``owners``). Returns the ids of the items that must
-        wait (a claim they meet is younger, its poll may still be publishing), and the owners a
-        copy may be linked to (published ones, and this batch's items that do not wait)."""
+        wait (a claim they meet is younger, its poll may still be publishing), and the owners
+        from outside this batch known to be published."""
         batch = {item.id for item in fresh}
         contested = {item.id: [k for k in keys[item.id] if owners.get(k, item.id) != item.id] for item in fresh}
         outside = {owners[k] for ks in contested.values() for k in ks} - batch
@@ -133,7 +148,7 @@ class Deduper:
             freed = {i for i in waiting if all(owners[k] == i for k in contested[i])}
             if freed:  # their stories' claims were abandoned: they are new now
                 waiting = self._waiting(fresh, contested, owners, settled | freed, batch, exempt=freed)
-        return waiting, settled | (batch - waiting)
+        return waiting, settled
 
     @staticmethod
     def _waiting(

@@ -263,13 +263,6 @@ class MongoStore:
         except BulkWriteError as exc:
             taken = [list(keys)[n] for n in _only_duplicates(exc)]  # owned already: read the owners
             owners = {d["_id"]: d["item_id"] async for d in self._keys.find({"_id": {"$in": taken}})}
-            again = [k for k in taken if owners.get(k) == keys[k]]
-            if again:
-                # Claimed again by their own item (its earlier publish failed): dated now, so the
-                # retry is not an abandoned claim another source may take over while it publishes.
-                await self._keys.update_many(
-                    {"_id": {"$in": again}, "item_id": {"$in": sorted({keys[k] for k in again})}}, {"$set": {"at": now}}
-                )
             return {k: owners.get(k, i) for k, i in keys.items()}
         return dict(keys)  # every key inserted: this caller owns them all
 

@@ -368,11 +368,7 @@ class SQLiteStore:
             return {}
         async with self._locked():
             await self.db.executemany(
-                # A key its own item claims again (its earlier publish failed) is dated now: the
-                # retry is not an abandoned claim another source may take over while it publishes.
-                "INSERT INTO dedupe_keys VALUES (?,?,?) ON CONFLICT(key) DO UPDATE SET at = excluded.at "
-                "WHERE dedupe_keys.item_id = excluded.item_id",
-                [(k, v, _ts(now)) for k, v in keys.items()],
+                "INSERT OR IGNORE INTO dedupe_keys VALUES (?,?,?)", [(k, v, _ts(now)) for k, v in keys.items()]
             )
             await self.db.commit()
         return await self._lookup("SELECT key, item_id FROM dedupe_keys WHERE key IN ({marks})", list(keys))

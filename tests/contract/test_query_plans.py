@@ -209,7 +209,6 @@ async def test_every_query_shape_uses_an_index(mongo_uri: str, unique: str) -> N
         service_calls: list[tuple[str, Awaitable[object]]] = [
             ("seen_hashes", store.seen_hashes([i.id for i in items[:20]])),
             ("claim_keys", store.claim_keys({"url:x": "itm_00001", "fp:y": "itm_00001"}, NOW)),
-            ("claim_keys again by their owner", store.claim_keys({"url:x": "itm_00001", "fp:z": "itm_00002"}, NOW)),
             (
                 "take_over_keys",
                 store.take_over_keys({"url:x": ("itm_00001", "itm_00002")}, NOW + timedelta(minutes=3), NOW),

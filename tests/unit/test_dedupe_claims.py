@@ -150,3 +150,22 @@ async def test_an_owner_waiting_in_the_same_batch_makes_its_copy_wait_whatever_t
     clock.now = T0 + timedelta(minutes=45)  # itm_o's claim is abandoned now: itm_x takes it, itm_y is its copy
     got = await dedupe.decide([story("itm_y", "src_s", "http://other.example/y"), story("itm_x", "src_s")])
     assert [i.id for i in got.new] == ["itm_x"] and [(d.id, d.item_id) for d in got.duplicates] == [("itm_y", "itm_x")]
+
+
+async def test_two_entries_of_a_batch_are_never_each_others_copy(store: SQLiteStore) -> None:
+    # itm_a claimed its keys and its publish failed; at the next poll its text was edited and a
+    # new entry itm_b on top shares its title and its new opening: each was the other's copy,
+    # both were marked seen, and the story was lost.
+    clock = ManualClock(T0)
+    dedupe = Deduper(store, clock, claim_grace=GRACE)
+    first_text = " ".join(f"alpha{n}" for n in range(40))
+    edited = " ".join(f"beta{n}" for n in range(40))
+    await dedupe.decide([story("itm_a", "src_a", "http://x.example/a").model_copy(update={"summary": first_text})])
+    clock.now = T0 + GRACE + timedelta(seconds=80)
+    got = await dedupe.decide(
+        [
+            story("itm_b", "src_a", "http://x.example/b").model_copy(update={"summary": edited}),
+            story("itm_a", "src_a", "http://x.example/a").model_copy(update={"summary": edited, "content_hash": "h2"}),
+        ]
+    )
+    assert len(got.new) == 1 and [d.item_id for d in got.duplicates] == [got.new[0].id]

@@ -49,6 +49,8 @@ def test_placeholder_key_refused_in_production(monkeypatch: pytest.MonkeyPatch) 
         ("CORRIDOR_FEEDS", "https://ok.example/rss,ftp://x", "CORRIDOR_FEEDS entry 2 is not"),
         ("MONGODB_URI", "notamongo://x", "MONGODB_URI must be a mongodb://"),
         ("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:notaport", "KAFKA_BOOTSTRAP_SERVERS must be host"),
+        ("KAFKA_BOOTSTRAP_SERVERS", "k1:9092,host:", "got 'host:'"),
+        ("KAFKA_BOOTSTRAP_SERVERS", "[::1", "got '\\[::1'"),
         ("CORRIDOR_SMTP_TLS", "true", "mutually exclusive"),  # with STARTTLS, set below
     ],
 )
@@ -106,7 +108,14 @@ def test_a_mongodb_uri_is_never_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [("", None), ("  ", None), ("k1:9092, k2:9092,", "k1:9092,k2:9092"), ("kafka", "kafka"), ("[::1]", "[::1]")],
+    [
+        ("", None),
+        ("  ", None),
+        ("k1:9092, k2:9092,", "k1:9092,k2:9092"),
+        ("kafka", "kafka"),
+        ("[::1]", "[::1]"),
+        ("::1", "::1"),  # aiokafka reads a bare IPv6 address too
+    ],
 )
 def test_broker_lists_that_worked_before_still_do(
     monkeypatch: pytest.MonkeyPatch, value: str, expected: str | None

@@ -191,3 +191,25 @@ async def test_probes_answer_head(client: httpx.AsyncClient) -> None:
     for path in ("/healthz", "/readyz"):
         answer = await client.head(path)
         assert answer.status_code == 200 and answer.content == b"", path
+
+
+def test_a_host_naming_an_address_this_machine_lacks_still_listens_on_the_others(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # "localhost" names ::1 too in Docker's /etc/hosts, where IPv6 may be off: binding each
+    # address must not fail the start while one of them can be used.
+    real = socket.getaddrinfo
+
+    def addresses(host: str | None, port: int, *args: object, **kwargs: object) -> list[tuple[object, ...]]:
+        if host == "localhost":
+            v6 = (socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("2001:db8::1", port, 0, 0))  # not ours
+            return [v6, (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
+        return real(host, port, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(socket, "getaddrinfo", addresses)
+    sockets = cli._listening_sockets("localhost", 0)
+    try:
+        assert [s.getsockname()[0] for s in sockets] == ["127.0.0.1"]
+    finally:
+        for s in sockets:
+            s.close()
