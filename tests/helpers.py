@@ -10,14 +10,15 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -25,6 +26,24 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 CORRIDOR = str(Path(sys.executable).parent / "corridor")
+
+
+if TYPE_CHECKING:
+    from services.runtime import Runtime
+
+
+@asynccontextmanager
+async def runtime_client(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
+    """The app of ``runtime`` in process (started and stopped around the block)."""
+    from services.app import create_app  # here: the helpers also serve processes that never build the app
+
+    await runtime.start()
+    try:
+        transport = httpx.ASGITransport(app=create_app(runtime))
+        async with httpx.AsyncClient(transport=transport, base_url="http://corridor") as client:
+            yield client
+    finally:
+        await runtime.stop()
 
 
 class ManualClock:

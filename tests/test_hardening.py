@@ -5,13 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
-from helpers import SmtpSink, WebhookReceiver
+from helpers import SmtpSink, WebhookReceiver, runtime_client
 
 from services.app import create_app
 from services.ingest.parser import parse_document
@@ -20,18 +19,6 @@ from shared.models import web_link
 from shared.settings import load_settings
 
 NOW = datetime(2026, 12, 1, tzinfo=UTC)
-
-
-@asynccontextmanager
-async def runtime_client(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
-    """The app of ``runtime`` in process (started and stopped around the block)."""
-    await runtime.start()
-    try:
-        transport = httpx.ASGITransport(app=create_app(runtime))
-        async with httpx.AsyncClient(transport=transport, base_url="http://corridor") as client:
-            yield client
-    finally:
-        await runtime.stop()
 
 
 RSS_WITH_SCRIPT_LINKS = b"""<?xml version="1.0"?>
@@ -385,7 +372,6 @@ def test_sigusr1_writes_every_threads_stack_and_the_process_goes_on(tmp_path: Pa
     its log and changes nothing else."""
     import signal
 
-    import httpx
     from helpers import CorridorProcess, wait_until
 
     log = tmp_path / "c.log"

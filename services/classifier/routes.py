@@ -134,11 +134,10 @@ class EventFilters:
 
     def wanted_score(self, item: ClassifiedItem) -> bool:
         """Whether ``item`` reaches ``min_score`` as a subscription's ``min_score`` means it: its
-        best score among the asked-for sectors (any sector when none is asked for)."""
+        best score among the asked-for sectors (without sectors the store's top-score filter is
+        already exact, and this is not asked)."""
         if self.min_score is None:
             return True
-        if not self.sectors:
-            return item.top_score >= self.min_score
         return max((s.score for s in item.sector_scores if s.id in self.sectors), default=0.0) >= self.min_score
 
     def query(self, *, limit: int, after: tuple[datetime | float, str] | None = None) -> EventQuery:

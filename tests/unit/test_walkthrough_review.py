@@ -13,10 +13,10 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi import HTTPException
+from helpers import runtime_client
 from pydantic import SecretStr
 
 from services import cli
-from services.app import create_app
 from services.ingest.parser import parse_feed_document
 from services.runtime import ALL_ROLES, Runtime
 from shared.api import api_key_dependency
@@ -26,13 +26,8 @@ from shared.settings import load_settings
 @pytest.fixture
 async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     runtime = Runtime(load_settings(sqlite_path=tmp_path / "w.sqlite3", api_key="admin-key"), ALL_ROLES)
-    await runtime.start()
-    app = create_app(runtime)
-    try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://corridor") as c:
-            yield c
-    finally:
-        await runtime.stop()
+    async with runtime_client(runtime) as c:
+        yield c
 
 
 def _cursor(*parts: object) -> str:
@@ -125,8 +120,7 @@ async def test_min_score_with_a_sector_means_that_sectors_score(tmp_path: Path) 
 
     now = datetime(2026, 12, 1, tzinfo=UTC)
     runtime = Runtime(load_settings(sqlite_path=tmp_path / "m.sqlite3", api_key="admin-key"), ALL_ROLES)
-    await runtime.start()
-    try:
+    async with runtime_client(runtime) as api:
         items = []
         for n in range(23):
             culture = 0.95 if n % 4 == 0 else 0.57  # 6 of 23 reach 0.9 in culture
@@ -148,25 +142,21 @@ async def test_min_score_with_a_sector_means_that_sectors_score(tmp_path: Path) 
                 )
             )
         await runtime.store.upsert_items(items)
-        app = create_app(runtime)
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://c") as api:
-            for sort in ("time", "score"):
-                seen: list[str] = []
-                params: dict[str, str | int] = {"sector": "culture_media", "min_score": 0.9, "limit": 2, "sort": sort}
-                for _ in range(20):
-                    page = (await api.get("/api/v1/events", params=params)).json()
-                    seen += [i["id"] for i in page["items"]]
-                    if not page["next_cursor"]:
-                        break
-                    params["cursor"] = page["next_cursor"]
-                assert sorted(seen) == [f"itm_{n:03d}" for n in range(0, 23, 4)], (sort, seen)
-            rss = await api.get("/api/v1/events.rss", params={"sector": "culture_media", "min_score": 0.9})
-            assert rss.text.count("<item>") == 6
-            # Without a sector, min_score is the item's best score, as before.
-            everything = await api.get("/api/v1/events", params={"min_score": 0.9, "limit": 200})
-            assert len(everything.json()["items"]) == 23
-    finally:
-        await runtime.stop()
+        for sort in ("time", "score"):
+            seen: list[str] = []
+            params: dict[str, str | int] = {"sector": "culture_media", "min_score": 0.9, "limit": 2, "sort": sort}
+            for _ in range(20):
+                page = (await api.get("/api/v1/events", params=params)).json()
+                seen += [i["id"] for i in page["items"]]
+                if not page["next_cursor"]:
+                    break
+                params["cursor"] = page["next_cursor"]
+            assert sorted(seen) == [f"itm_{n:03d}" for n in range(0, 23, 4)], (sort, seen)
+        rss = await api.get("/api/v1/events.rss", params={"sector": "culture_media", "min_score": 0.9})
+        assert rss.text.count("<item>") == 6
+        # Without a sector, min_score is the item's best score, as before.
+        everything = await api.get("/api/v1/events", params={"min_score": 0.9, "limit": 200})
+        assert len(everything.json()["items"]) == 23
 
 
 @pytest.mark.parametrize(

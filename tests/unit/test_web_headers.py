@@ -8,8 +8,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from helpers import runtime_client
 
-from services.app import create_app
 from services.runtime import ALL_ROLES, Runtime
 from services.web.routes import STATIC
 from shared.settings import load_settings
@@ -20,13 +20,8 @@ CSP = "default-src 'self'; frame-ancestors 'none'; object-src 'none'; base-uri '
 @pytest.fixture
 async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     runtime = Runtime(load_settings(sqlite_path=tmp_path / "w.sqlite3", api_key="admin-key"), ALL_ROLES)
-    await runtime.start()
-    app = create_app(runtime)
-    try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://corridor") as c:
-            yield c
-    finally:
-        await runtime.stop()
+    async with runtime_client(runtime) as c:
+        yield c
 
 
 @pytest.mark.parametrize("path", ["/", "/static/app.js", "/static/style.css"])
