@@ -8,6 +8,7 @@ Every source kind gives :class:`Entry` values, which :func:`to_item` normalises 
 from __future__ import annotations
 
 import calendar
+import codecs
 import hashlib
 import html
 import io
@@ -179,8 +180,43 @@ def _unsafe_ref(match: re.Match[bytes]) -> bytes:
 
 
 def _safe_char_refs(data: bytes) -> bytes:
-    """``data`` with every reference to a character UTF-8 cannot hold replaced by U+FFFD."""
+    """``data`` with every reference to a character UTF-8 cannot hold replaced by U+FFFD.
+
+    The references are found in ASCII-compatible bytes, so a UTF-16 or UTF-32 document (a BOM, or
+    the ``<?xml`` it must begin with) is first re-encoded as UTF-8, its declaration saying so."""
+    data = _as_utf8(data)
     return _CHAR_REF.sub(_unsafe_ref, data) if b"&#" in data else data
+
+
+# Longest first: the UTF-32 LE BOM begins with the UTF-16 LE one. Without a BOM, an XML document
+# in these encodings is known by how its "<?" is written (XML 1.0, appendix F.1).
+_WIDE_ENCODINGS = (
+    (codecs.BOM_UTF32_LE, "utf-32-le"),
+    (codecs.BOM_UTF32_BE, "utf-32-be"),
+    (codecs.BOM_UTF16_LE, "utf-16-le"),
+    (codecs.BOM_UTF16_BE, "utf-16-be"),
+    (b"<\0\0\0?\0\0\0", "utf-32-le"),
+    (b"\0\0\0<\0\0\0?", "utf-32-be"),
+    (b"<\0?\0", "utf-16-le"),
+    (b"\0<\0?", "utf-16-be"),
+)
+_BOMS = (codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE, codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+_DECLARED_ENCODING = re.compile(rb"""\A(<\?xml[^>]*?\sencoding\s*=\s*)(["'])[^"']*\2""")
+
+
+def _as_utf8(data: bytes) -> bytes:
+    """``data`` re-encoded as UTF-8 when it is UTF-16 or UTF-32, else unchanged (also when it
+    does not decode: feedparser's own recovery then has the original bytes)."""
+    for mark, codec in _WIDE_ENCODINGS:
+        if data.startswith(mark):
+            body = data[len(mark) :] if mark in _BOMS else data
+            try:
+                text = body.decode(codec)
+            except UnicodeDecodeError:
+                return data
+            encoded = text.encode("utf-8", "replace")  # lone surrogates cannot come out of a decode
+            return _DECLARED_ENCODING.sub(rb"\1\2utf-8\2", encoded, count=1)
+    return data
 
 
 def parse_feed_document(data: bytes, base_url: str | None = None) -> tuple[list[Entry], float | None]:

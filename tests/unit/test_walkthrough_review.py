@@ -4,6 +4,7 @@ each checked here against the behaviour that was wrong."""
 from __future__ import annotations
 
 import base64
+import codecs
 import json
 import logging
 import socket
@@ -74,6 +75,33 @@ def test_a_character_reference_utf8_cannot_hold_loses_nothing() -> None:
         "Zeros \ufffd \ufffd \ufffd",
         "Fine AB",
     ]
+
+
+WIDE = (
+    '<?xml version="1.0" encoding="UTF-16"?><rss version="2.0"><channel><title>t</title>'
+    "<item><guid>1</guid><title>Астана &#xD800; ок</title><link>http://x.example/1</link></item>"
+    "<item><guid>2</guid><title>Fine &#x41;</title><link>http://x.example/2</link></item>"
+    "</channel></rss>"
+)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        WIDE.encode("utf-16"),  # with the machine's BOM
+        codecs.BOM_UTF16_BE + WIDE.encode("utf-16-be"),
+        WIDE.encode("utf-16-le"),  # no BOM: known by how "<?" is written
+        WIDE.encode("utf-16-be"),
+        WIDE.encode("utf-32"),
+        WIDE.replace("UTF-16", "UTF-32").encode("utf-32-be"),
+    ],
+    ids=["utf16-bom", "utf16be-bom", "utf16le", "utf16be", "utf32-bom", "utf32be"],
+)
+def test_a_wide_encoded_feed_with_a_bad_reference_loses_nothing(data: bytes) -> None:
+    # The references were rewritten in ASCII-compatible bytes only: in UTF-16 "&#xD800;" is not
+    # those bytes, so one bad reference still lost the whole document there.
+    entries, _ = parse_feed_document(data)
+    assert [e.title for e in entries] == ["Астана \ufffd ок", "Fine A"]
 
 
 def test_ingest_parse_reports_a_parser_crash_in_one_line(
