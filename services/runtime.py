@@ -46,6 +46,7 @@ from shared.envelope import (
 )
 from shared.errors import Conflict, Unavailable
 from shared.http import build_client
+from shared.logs import shown_url
 from shared.metrics import Metrics
 from shared.netguard import AddressPolicy
 from shared.outage import Backoff, OutageLog, sleep_or_stop
@@ -299,7 +300,8 @@ class Runtime:
             except Conflict:
                 pass
             except InvalidSource as exc:
-                log.error("configured feed %s refused: %s", url, exc)
+                # shown_url: refused URLs are often the ones carrying credentials or tokens.
+                log.error("configured feed %s refused: %s", shown_url(url), exc)
 
     def _spawn(self, name: str, work: Awaitable[None]) -> None:
         async def guarded() -> None:

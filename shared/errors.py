@@ -93,13 +93,18 @@ class FetchError(CorridorError):
 
 
 class BlockedAddress(FetchError):
-    """The SSRF guard refused the destination address."""
+    """The SSRF guard refused the destination address.
+
+    The message names the host, never the address it resolved to: it becomes a source's
+    ``last_error``, which read keys see, and a feed that redirects the poller to internal names
+    would otherwise learn their private addresses one poll at a time. ``address`` is kept for logs.
+    """
 
     def __init__(self, host: str, address: str) -> None:
         super().__init__(
             "blocked",
-            f"destination {host} resolves to {address}, which is not a public address; to allow a private "
-            "network on purpose, list it in CORRIDOR_ALLOW_PRIVATE_NETWORKS (e.g. 127.0.0.0/8)",
+            f"destination {host} is not a public address; to allow a private network on purpose, list it "
+            "in CORRIDOR_ALLOW_PRIVATE_NETWORKS (e.g. 127.0.0.0/8)",
         )
         self.host = host
         self.address = address

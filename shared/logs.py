@@ -54,6 +54,21 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(data, ensure_ascii=False)
 
 
+# Every C0 control but tab, DEL and the C1 controls: a line break in a message would start what
+# reads as a record of its own.
+_CONTROLS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+
+
+class TextFormatter(logging.Formatter):
+    """One line per record: control characters in the message are written as escapes (``\\n``),
+    so text a remote party chose (a webhook's answer, a feed's error body) cannot forge a log
+    line. An exception's trace, written by our code, keeps its lines."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = _CONTROLS.sub(lambda m: repr(m.group())[1:-1], record.message)
+        return super().formatMessage(record)
+
+
 class SecretMask(logging.Filter):
     """Replaces the given secrets, and anything shaped like a webhook secret, in a record's
     final message and exception text (the record is rewritten to its masked message)."""
@@ -85,7 +100,7 @@ def configure_logging(
     if json_lines:
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.addFilter(SecretMask(secrets))
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -195,15 +195,24 @@ class Settings(BaseSettings):
         keys = [("CORRIDOR_API_KEY", self.api_key, PLACEHOLDER_API_KEY)]
         keys.append(("CORRIDOR_LINK_SECRET (signs unsubscribe links)", self.link_secret, PLACEHOLDER_LINK_SECRET))
         keys += [("a key of CORRIDOR_READ_API_KEYS", key, PLACEHOLDER_API_KEY) for key in self.read_api_keys]
+        # Development's placeholders are for a machine's own loopback: the image listens on
+        # 0.0.0.0, and `docker run` of it in development served "change-me" to the network.
+        where = (
+            "outside development"
+            if self.env != "development"
+            else None
+            if _loopback(self.http_host)
+            else f"when CORRIDOR_HTTP_HOST ({self.http_host}) is not a loopback address"
+        )
         for name, secret, placeholder in keys:
             value = secret.get_secret_value()
             if not value.strip():
                 # An empty admin key would match an empty bearer token: anyone could write.
                 found.append(f"{name} must not be empty")
-            elif self.env != "development" and value == placeholder:
-                found.append(f"{name} must be set to a real secret outside development")
-            elif self.env != "development" and len(value) < MIN_SECRET_CHARS:
-                found.append(f"{name} must have at least {MIN_SECRET_CHARS} characters outside development")
+            elif where and value == placeholder:
+                found.append(f"{name} must be set to a real secret {where}")
+            elif where and len(value) < MIN_SECRET_CHARS:
+                found.append(f"{name} must have at least {MIN_SECRET_CHARS} characters {where}")
         return found
 
     def _link_problems(self) -> list[str]:
@@ -291,6 +300,17 @@ def _broker_address(server: str) -> bool:
         host, colon, given = server.partition(":")
         port = given if colon else None
     return bool(host) and (port is None or (port.isdigit() and 0 < int(port) < 65536))
+
+
+def _loopback(host: str) -> bool:
+    """Whether binding ``host`` serves this machine only ("localhost", 127.0.0.0/8, ::1)."""
+    host = host.strip().strip("[]").rstrip(".").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _http_url(value: str) -> bool:

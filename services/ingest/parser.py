@@ -27,6 +27,7 @@ from services.ingest.gdelt import parse_gdelt_entries
 from services.ingest.htmllist import parse_html_entries
 from services.ingest.normalize import canonical_url, content_hash
 from shared.errors import FetchError
+from shared.logs import shown_url
 from shared.models import HtmlSelectors, RawItem, SourceKind, stable_id
 from shared.text import text_chars
 
@@ -365,5 +366,8 @@ def parse_source_document(
     else:
         entries, ttl = parse_feed_document(data, source_url)
     entries = newest_entries(entries)
-    items = [to_item(e, source_id=source_id, source_url=source_url, fetched_at=fetched_at) for e in entries]
+    # Items travel to every subscriber and every reader: they name their source as logs do,
+    # query values masked (a feed URL may carry an access token).
+    shown = shown_url(source_url)
+    items = [to_item(e, source_id=source_id, source_url=shown, fetched_at=fetched_at) for e in entries]
     return Parsed([i for i in items if i is not None], ttl)

@@ -34,7 +34,7 @@ from services.ingest.parser import Parsed, parse_source_document
 from services.ingest.schedule import next_delay_s
 from shared.bus import Bus, dead_letter_for
 from shared.envelope import MAX_MESSAGE_BYTES, TOPIC_DEADLETTER, TOPIC_OPS, TOPIC_RAW, Envelope
-from shared.errors import FetchError, Unavailable
+from shared.errors import BlockedAddress, FetchError, Unavailable
 from shared.logs import shown_url
 from shared.metrics import Metrics
 from shared.models import RawItem, Source, SourceHealthEvent
@@ -319,7 +319,9 @@ class Poller:
                 "broken": broken,
             },
         )
-        log.warning("polling %s failed (%s, %d in a row): %s", shown_url(source.url), exc.kind, errors, exc)
+        # The operator's log may say where a refused name pointed; the API (last_error) does not.
+        where = f" ({exc.address})" if isinstance(exc, BlockedAddress) else ""
+        log.warning("polling %s failed (%s, %d in a row): %s%s", shown_url(source.url), exc.kind, errors, exc, where)
 
     async def _health_event(
         self, event_type: str, source: Source, errors: int, error: str | None, kind: str | None

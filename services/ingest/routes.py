@@ -15,6 +15,7 @@ from services.ingest.htmllist import check_selectors
 from services.ingest.sources import InvalidSource, add_source, poll_now, update_source
 from shared.api import Body
 from shared.errors import Conflict
+from shared.logs import shown_url
 from shared.models import Country, HtmlSelectors, Source, SourceKind
 from shared.netguard import AddressPolicy
 from shared.store import Store
@@ -136,8 +137,12 @@ class SourceOut(BaseModel):
     official: bool
 
     @classmethod
-    def of(cls, source: Source) -> SourceOut:
-        return cls.model_validate(source.model_dump())
+    def of(cls, source: Source, *, whole_url: bool = False) -> SourceOut:
+        """The source as an answer. Read routes (open to read keys, or to everyone with public
+        reads) show its URL as logs do, query values masked: a feed URL may carry an access
+        token. The admin's own answers (create, patch, pause, resume, poll) show it whole."""
+        out = cls.model_validate(source.model_dump())
+        return out if whole_url else out.model_copy(update={"url": shown_url(source.url)})
 
 
 def _invalid(field: str, msg: str) -> HTTPException:
@@ -176,7 +181,7 @@ def build_router(
         except Conflict as exc:
             raise HTTPException(409, detail=str(exc)) from exc
         on_added()
-        return SourceOut.of(source)
+        return SourceOut.of(source, whole_url=True)
 
     @router.get("/{source_id}", response_model=SourceOut, dependencies=[Depends(require_read)])
     async def get_source(source_id: str) -> SourceOut:
@@ -190,26 +195,28 @@ def build_router(
             raise _invalid("selectors", "an html source needs selectors")
         updated = await update_source(store, source_id, changes)
         on_added()
-        return SourceOut.of(updated or source)
+        return SourceOut.of(updated or source, whole_url=True)
 
     @router.post("/{source_id}/pause", response_model=SourceOut, dependencies=admin)
     async def pause_source(source_id: str) -> SourceOut:
         await found(source_id)
-        return SourceOut.of(await update_source(store, source_id, {"active": False}) or await found(source_id))
+        return SourceOut.of(
+            await update_source(store, source_id, {"active": False}) or await found(source_id), whole_url=True
+        )
 
     @router.post("/{source_id}/resume", response_model=SourceOut, dependencies=admin)
     async def resume_source(source_id: str) -> SourceOut:
         await found(source_id)
         updated = await update_source(store, source_id, {"active": True})
         on_added()
-        return SourceOut.of(updated or await found(source_id))
+        return SourceOut.of(updated or await found(source_id), whole_url=True)
 
     @router.post("/{source_id}/poll", response_model=SourceOut, status_code=202, dependencies=admin)
     async def poll_source(source_id: str) -> SourceOut:
         await found(source_id)
         updated = await poll_now(store, source_id)
         on_added()
-        return SourceOut.of(updated or await found(source_id))
+        return SourceOut.of(updated or await found(source_id), whole_url=True)
 
     @router.delete("/{source_id}", status_code=204, dependencies=admin)
     async def delete_source(source_id: str) -> Response:

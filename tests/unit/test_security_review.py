@@ -1,0 +1,113 @@
+"""Defects a security review of 2026-12-04 reproduced: a feed URL's token shown to every reader
+and subscriber, placeholder secrets served to a network, a refused feed's credentials logged,
+log lines forged by remote text. Each test fails without its fix."""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+from helpers import runtime_client
+
+from services.ingest.parser import parse_source_document
+from services.runtime import ALL_ROLES, Runtime
+from shared.errors import ConfigError
+from shared.logs import configure_logging
+from shared.settings import load_settings
+
+KEY = {"Authorization": "Bearer api-test-key"}
+TOKEN_URL = "http://127.0.0.1:9/feed.xml?lang=en&apikey=TOPSECRET_KEY_123"
+FEED = b"""<?xml version="1.0"?><rss version="2.0"><channel><title>t</title>
+<item><guid>1</guid><title>Astana and Islamabad sign a rail MoU</title><link>http://x.example/1</link></item>
+</channel></rss>"""
+
+
+@pytest.fixture
+async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+    settings = load_settings(
+        sqlite_path=tmp_path / "c.sqlite3", api_key="api-test-key", allow_private_networks=["127.0.0.0/8"]
+    )
+    async with runtime_client(Runtime(settings, ALL_ROLES)) as c:
+        yield c
+
+
+async def test_read_routes_mask_a_source_urls_query_values(client: httpx.AsyncClient) -> None:
+    # Reads are public by default in compose: GET /api/v1/sources showed the feed's access token.
+    created = await client.post("/api/v1/sources", headers=KEY, json={"url": TOKEN_URL})
+    assert created.status_code == 201 and created.json()["url"] == TOKEN_URL, "the admin's answer is whole"
+    source_id = created.json()["id"]
+    listed = (await client.get("/api/v1/sources")).json()
+    one = (await client.get(f"/api/v1/sources/{source_id}")).json()
+    for shown in (listed[0]["url"], one["url"]):
+        assert "TOPSECRET" not in shown and shown == "http://127.0.0.1:9/feed.xml?lang=…&apikey=…"
+    paused = await client.post(f"/api/v1/sources/{source_id}/pause", headers=KEY)
+    assert paused.json()["url"] == TOKEN_URL
+
+
+def test_items_name_their_source_without_its_query_values() -> None:
+    # An item's source_url went into every webhook body, alert email and events answer.
+    parsed = parse_source_document(
+        FEED, kind="rss", source_id="src_1", source_url=TOKEN_URL, fetched_at=datetime(2026, 12, 4, tzinfo=UTC)
+    )
+    [item] = parsed.items
+    assert item.source_url == "http://127.0.0.1:9/feed.xml?lang=…&apikey=…"
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.0.2.10", "corridor.example"])
+def test_placeholder_secrets_are_refused_when_the_api_listens_beyond_loopback(host: str) -> None:
+    # The image listens on 0.0.0.0; `docker run` of it in development served "change-me".
+    with pytest.raises(ConfigError, match="CORRIDOR_API_KEY must be set to a real secret when CORRIDOR_HTTP_HOST"):
+        load_settings(http_host=host)
+    with pytest.raises(ConfigError, match="at least 16 characters when CORRIDOR_HTTP_HOST"):
+        load_settings(http_host=host, api_key="short", link_secret="also-short")
+    assert load_settings(http_host=host, api_key="k" * 16, link_secret="s" * 16).env == "development"
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "::1", "[::1]", "localhost", "LOCALHOST."])
+def test_placeholders_stay_usable_on_loopback_in_development(host: str) -> None:
+    assert load_settings(http_host=host).api_key.get_secret_value() == "change-me"
+
+
+def test_the_image_runs_in_production() -> None:
+    dockerfile = (Path(__file__).parents[2] / "deploy" / "Dockerfile").read_text()
+    assert "CORRIDOR_ENV=production" in dockerfile
+
+
+async def test_a_refused_configured_feed_is_logged_without_its_credentials(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    feed = "https://alice:Sup3rS3cretPw@127.0.0.1:9/feed?token=tok_ABCDEF123456"
+    settings = load_settings(sqlite_path=tmp_path / "c.sqlite3", feeds=[feed], allow_private_networks=["127.0.0.0/8"])
+    caplog.set_level(logging.ERROR, logger="services.runtime")
+    async with runtime_client(Runtime(settings, ALL_ROLES)):
+        pass
+    [line] = [r.getMessage() for r in caplog.records if "configured feed" in r.getMessage()]
+    assert "Sup3rS3cretPw" not in line and "tok_ABCDEF123456" not in line and "127.0.0.1:9/feed?token=…" in line
+
+
+def test_remote_text_cannot_forge_a_log_line() -> None:
+    # A webhook's answer (its reason phrase and body) ends up in a delivery's failure log line.
+    out = io.StringIO()
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        configure_logging("INFO", stream=out)
+        answer = "oops\r\n2026-12-04 23:00:00,000 CRITICAL services.runtime: admin key rotated\x1b[2J"
+        logging.getLogger("services.alerts.deliverer").info("attempt failed: HTTP 500: %s", answer)
+        try:
+            raise RuntimeError("boom")
+        except RuntimeError:
+            logging.getLogger("t").exception("with a trace")
+    finally:
+        root.handlers[:], _ = saved
+        root.setLevel(saved[1])
+    lines = out.getvalue().splitlines()
+    escaped = "HTTP 500: oops\\r\\n2026-12-04 23:00:00,000 CRITICAL services.runtime: admin key rotated\\x1b[2J"
+    assert lines[0].endswith(escaped)
+    assert not any(line.startswith("2026-12-04 23:00:00,000") for line in lines)
+    assert "Traceback (most recent call last):" in lines, "a trace keeps its lines"
