@@ -41,9 +41,14 @@ class ClassifierService:
             raise PoisonMessage(f"unexpected event type {envelope.type!r} on the raw items topic")
         item = envelope.payload_as(RawItem)
         classified = self._classifier.classify(item)
+        # An update may drop an agreement the item linked: that agreement's stage is recomputed too.
+        previous = None
+        if self._watch is not None and envelope.type == "item.updated":
+            previous = await self._store.get_item(classified.id)
         await self._store.upsert_item(classified)
         await self._bus.publish(self._out, classified.id, Envelope.wrap("item.classified", classified))
         if self._watch is not None:
             # After the item is stored: its agreements' stages are recomputed from the store.
-            await self._watch.after_item(classified)
+            dropped = {a.id for a in previous.agreements} - {a.id for a in classified.agreements} if previous else set()
+            await self._watch.after_item(classified, dropped=dropped)
         self._metrics.classified.inc()

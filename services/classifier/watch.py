@@ -2,15 +2,21 @@
 
 After each stored item the classifier asks :meth:`AgreementWatch.after_item` about the item's
 agreements: each one's stage is recomputed (:mod:`services.classifier.tracker`) and, when it
-differs from the stage recorded in the store, recorded with an atomic swap — of replicas that saw
-the same old stage only one wins, and only the winner announces ``agreement.stage_changed``. An
-item reporting a setback announces ``agreement.setback`` (one per item).
+differs from the stage recorded in the store, recorded with an atomic swap, so a handler holding
+a stale result never sets it back. Then the *recorded* stage is announced
+(``agreement.stage_changed``) if it differs from the last announced one. Announcements form a
+chain: each one's id is fixed by the one before it, so one announcement has at most one successor
+(of handlers racing to announce, one inserts, the others read again) and the last one is found by
+following the chain, not by time (replicas' clocks differ) nor by a scan of recent events (a run
+of setbacks hid it). An item reporting a setback announces ``agreement.setback`` (one per item).
 
-:meth:`AgreementWatch.run` checks for stalls every ``stall_check_s`` and announces
-``agreement.stalled`` once per quiet period. Every event's id is fixed by what happened, and it is
-stored (unique) before it is published on corridor.agreements.v1, then marked published; events
-left unpublished by a crash are published by the next round. So however many replicas notice
-something and however often they restart, it is one event, and one alert per subscription.
+:meth:`AgreementWatch.run` does, every ``stall_check_s``: a reconciliation (an agreement whose
+stage moved without an item of its own, after ``corridor reclassify``, a corrected item, a source
+made official or a registry edit, is recorded and announced), the stall check (``agreement.stalled``
+once per stall), and the republication of events a crash left unpublished. Every event is stored
+(unique id) before it is published on corridor.agreements.v1, then marked published. So however
+many replicas notice something and however often they restart, it is one event, and one alert per
+subscription.
 """
 
 from __future__ import annotations
@@ -18,14 +24,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Iterable
 from datetime import timedelta
 
-from services.classifier.agreements import Registry
+from services.classifier.agreements import Agreement, Registry
 from services.classifier.tracker import AgreementState, agreement_state, agreement_states
 from shared.bus import Bus
 from shared.envelope import TOPIC_AGREEMENTS, Envelope
 from shared.errors import Unavailable
-from shared.models import AgreementEvent, ClassifiedItem, Source, stable_id
+from shared.models import PROGRESS, AgreementEvent, ClassifiedItem, Source, Stage, stable_id
 from shared.outage import OutageLog, sleep_or_stop
 from shared.settings import Settings
 from shared.store import Store
@@ -33,10 +40,18 @@ from shared.timeutil import Clock, utcnow
 
 log = logging.getLogger(__name__)
 
+
+def _progress(stage: Stage) -> int:
+    return PROGRESS.index(stage) if stage in PROGRESS else -1
+
+
 SOURCES_CACHE_S = 60.0
 REPUBLISH_AFTER = timedelta(minutes=1)
-MAX_SWAPS = 5  # tries to record a stage while other handlers record the same agreement's
-ANNOUNCED_SCAN = 50  # newest events of an agreement read to find its last stage change
+MAX_SWAPS = 5  # tries to record (or announce) a stage while other handlers do the same agreement's
+ANNOUNCED_SCAN = 50  # newest events read for an announcement made before announcements were chained
+STALL_SCAN = 1000  # newest events of a stalled agreement read to find its last stall alert
+MAX_CHAIN = 10_000  # announcements followed at most (a bound, far above any agreement's history)
+STAGE_CHANGED = "agreement.stage_changed"
 
 
 class AgreementWatch:
@@ -55,6 +70,7 @@ class AgreementWatch:
         self._sources: dict[str, Source] = {}
         self._missing: set[str] = set()  # sources asked for that the last read did not have
         self._sources_at = float("-inf")
+        self._heads: dict[str, AgreementEvent] = {}  # the last stage announcement seen, per agreement
 
     async def _known_sources(self, needed: set[str] = frozenset()) -> dict[str, Source]:  # type: ignore[assignment]
         """The sources (publishers' country, official), re-read every SOURCES_CACHE_S and when a
@@ -93,23 +109,25 @@ class AgreementWatch:
             silence_days=s.silence_days,
         )
 
-    async def after_item(self, item: ClassifiedItem) -> None:
-        """Announce what this stored item changed for its agreements.
+    async def after_item(self, item: ClassifiedItem, *, dropped: Iterable[str] = ()) -> None:
+        """Announce what this stored item changed for its agreements, and for the ones an update
+        of it no longer links (``dropped``: their stages are recomputed without it).
 
         The stage is computed after the recorded one is read, and recorded with a swap that
-        fails if another handler recorded meanwhile (then both are read again): a handler
-        holding a result computed from older rows can never set the stage back. The change is
-        announced by comparing the recorded stage with the last announced one, under an id fixed
-        by that previous announcement: so a change whose announcement a crash or an outage cut
-        off (swap done, event not stored) is announced when the agreement's next item comes or
-        this one is consumed again, and replicas noticing it at once store one event."""
+        fails if another handler recorded meanwhile (then both are read again). The recorded
+        stage is then announced against the last announcement (see the module docstring): a
+        change whose announcement a crash or an outage cut off (swap done, event not stored) is
+        announced when the agreement's next item comes, this one is consumed again, or the next
+        reconciliation runs."""
+        for agreement_id in dropped:
+            if agreement_id in self._agreements:
+                await self._record_stage(agreement_id)
+                await self._announce_stage(self._agreements[agreement_id], None)
         for link in item.agreements:
             if link.id not in self._agreements:
                 continue  # linked by an older registry: nothing to track
             state = await self._record_stage(link.id)
-            if state is None:
-                continue
-            await self._announce_stage(state, item)
+            await self._announce_stage(state.agreement, item)
             # Only a setback the board shows (reported after the last progress) is news.
             behind = state.last_progress_at is not None and item.sort_at < state.last_progress_at
             if item.stage == "setback" and state.setback and not behind:
@@ -129,8 +147,9 @@ class AgreementWatch:
                     )
                 )
 
-    async def _record_stage(self, agreement_id: str) -> AgreementState | None:
-        """The agreement's state, its stage recorded; None when other handlers kept winning."""
+    async def _record_stage(self, agreement_id: str) -> AgreementState:
+        """The agreement's state, its stage recorded unless other handlers kept recording (they
+        announce what they record; the state is still this item's to judge a setback by)."""
         for _ in range(MAX_SWAPS):
             recorded = await self._store.get_agreement_stage(agreement_id)
             state = await self.state(agreement_id)
@@ -139,36 +158,84 @@ class AgreementWatch:
         log.warning(
             "agreement %s: stage not recorded after %d tries (busy); the next item retries", agreement_id, MAX_SWAPS
         )
-        return None
+        return state
 
-    async def _announce_stage(self, state: AgreementState, item: ClassifiedItem) -> None:
+    @staticmethod
+    def _next_announcement_id(agreement_id: str, last: AgreementEvent | None) -> str:
+        return stable_id("evt", agreement_id, "stage-after", last.id if last else "-")
+
+    async def _last_announcement(self, agreement_id: str) -> AgreementEvent | None:
+        """The agreement's last stage announcement: the end of its chain (from the one seen last,
+        or its start; an announcement from before the chain is found among the newest events)."""
+        head = self._heads.get(agreement_id)
+        if head is None:
+            head = await self._store.get_agreement_event(self._next_announcement_id(agreement_id, None))
+        if head is None:
+            events = await self._store.list_agreement_events(agreement_id=agreement_id, limit=ANNOUNCED_SCAN)
+            head = next((e for e in events if e.kind == STAGE_CHANGED), None)
+            if head is None:
+                return None
+        for _ in range(MAX_CHAIN):
+            following = await self._store.get_agreement_event(self._next_announcement_id(agreement_id, head))
+            if following is None:
+                break
+            head = following
+        self._heads[agreement_id] = head
+        return head
+
+    async def _announce_stage(self, agreement: Agreement, item: ClassifiedItem | None) -> None:
         """Announce the recorded stage if the last announced one differs ("signed" before any:
-        every agreement starts there, which is no news)."""
-        agreement = state.agreement
-        events = await self._store.list_agreement_events(agreement_id=agreement.id, limit=ANNOUNCED_SCAN)
-        last = next((e for e in events if e.kind == "agreement.stage_changed"), None)
-        before = (last.after if last else None) or "signed"
-        if state.stage == before:
-            return
-        await self._emit(
-            AgreementEvent(
-                id=stable_id("evt", agreement.id, "stage", before, state.stage, "after", last.id if last else "-"),
-                kind="agreement.stage_changed",
+        every agreement starts there, which is no news). The event names ``item`` (and carries
+        its evidence) only when the item reports the stage announced: a stage recomputed because
+        support went away, or reached through a source made official, is no item's news."""
+        for _ in range(MAX_SWAPS):
+            last = await self._last_announcement(agreement.id)
+            recorded = await self._store.get_agreement_stage(agreement.id) or "signed"
+            before = (last.after if last else None) or "signed"
+            if recorded == before:
+                return
+            reported = item is not None and item.stage == recorded
+            event = AgreementEvent(
+                id=self._next_announcement_id(agreement.id, last),
+                kind=STAGE_CHANGED,
                 agreement_id=agreement.id,
                 area=agreement.area,
                 title=agreement.title,
                 before=before,
-                after=state.stage,
-                item_id=item.id,
-                detail=f"{item.title} ({item.url or item.source_url})",
-                evidence=[e for e in item.evidence if e.kind in ("agreement", "stage")],
+                after=recorded,
+                item_id=item.id if item is not None and reported else None,
+                detail=(
+                    f"{item.title} ({item.url or item.source_url})"
+                    if item is not None and reported
+                    else f"recomputed from the reports on record: {before} is no longer supported"
+                    if _progress(recorded) < _progress(before)
+                    else f"recomputed from the reports on record: {recorded} is supported"
+                ),
+                evidence=[e for e in item.evidence if e.kind in ("agreement", "stage")] if item and reported else [],
             )
-        )
+            if await self._emit(event):
+                self._heads[agreement.id] = event
+                return
+            # Another handler announced first (or this event was stored before): read again.
+        log.warning("agreement %s: stage not announced after %d tries (busy)", agreement.id, MAX_SWAPS)
 
-    async def check_stalls(self) -> int:
+    async def reconcile(self, states: list[AgreementState] | None = None) -> int:
+        """Record and announce every agreement whose stage moved without an item of its own (see
+        the module docstring); how many stages were recorded."""
+        moved = 0
+        for state in states if states is not None else await self.states():
+            recorded = await self._store.get_agreement_stage(state.agreement.id)
+            if recorded == state.stage or (recorded is None and state.stage == "signed"):
+                continue
+            now = await self._record_stage(state.agreement.id)
+            moved += now.stage != recorded
+            await self._announce_stage(state.agreement, None)
+        return moved
+
+    async def check_stalls(self, states: list[AgreementState] | None = None) -> int:
         """Announce every agreement stalled in a quiet period not announced before; how many."""
         announced = 0
-        for state in await self.states():
+        for state in states if states is not None else await self.states():
             if state.stalled and state.stall_id and not await self._stall_announced(state):
                 agreement = state.agreement
                 event = AgreementEvent(
@@ -188,15 +255,20 @@ class AgreementWatch:
     async def _stall_announced(self, state: AgreementState) -> bool:
         """Whether the agreement's last stall alert was about this same stall.
 
-        A stall's id is fixed by the date its quiet period began, and that date moves when items
-        dated inside the period arrive late (a feed added today lists February's stories): the
-        agreement never stopped being stalled, yet the id changed. The stall is the one announced
-        when, as the data stand now, it had already begun when that alert went out."""
+        A stall's id is fixed by the date its quiet period began and by its kind, and both move
+        while the agreement stays as stalled as it was: items dated inside the period arrive late
+        (a feed added today lists February's stories), or a story that is no progress (a re-told
+        signing, a setback) ends "no news" while "no progress" already holds. The stall is the one
+        announced when, as the data stand now, it had already begun when that alert went out, or
+        when no progress has been reported since that alert: nothing moved."""
         if state.stalled_since is None:
             return False
-        events = await self._store.list_agreement_events(agreement_id=state.agreement.id, limit=ANNOUNCED_SCAN)
+        events = await self._store.list_agreement_events(agreement_id=state.agreement.id, limit=STALL_SCAN)
         last = next((e for e in events if e.kind == "agreement.stalled"), None)
-        return last is not None and last.id != state.stall_id and state.stalled_since <= last.at
+        if last is None or last.id == state.stall_id:
+            return False  # the insert of the same id decides
+        moved = state.last_progress_at is not None and state.last_progress_at > last.at
+        return state.stalled_since <= last.at or not moved
 
     async def republish(self) -> int:
         """Publish events a crash left stored but unpublished; how many."""
@@ -222,10 +294,17 @@ class AgreementWatch:
         outage = OutageLog("agreement checks")
         while not stop.is_set():
             try:
-                stalled = await self.check_stalls()
+                states = await self.states()
+                moved = await self.reconcile(states)
+                stalled = await self.check_stalls(states)
                 republished = await self.republish()
-                if stalled or republished:
-                    log.info("agreements: %d stalls announced, %d events republished", stalled, republished)
+                if moved or stalled or republished:
+                    log.info(
+                        "agreements: %d stages reconciled, %d stalls announced, %d events republished",
+                        moved,
+                        stalled,
+                        republished,
+                    )
                 outage.up()
             except Unavailable as exc:
                 outage.down(str(exc))

@@ -160,3 +160,194 @@ async def test_late_items_inside_a_stall_do_not_announce_it_again(store: SQLiteS
     clock.now = NOW + timedelta(days=2 + 61)
     await w.check_stalls()
     assert await stalls() == ["no news for 117 days (since 2026-02-04)", "no news for 61 days (since 2026-06-03)"]
+
+
+# Defects a review of 2026-12-04 reproduced (scripts of its own, turned into these tests).
+
+
+async def test_a_handler_announces_the_recorded_stage_not_the_one_it_computed(store: SQLiteStore) -> None:
+    # A records "approved"; before it announces, B stores a financed report, records and
+    # announces it. A announced its own "approved" after that: financed → approved (backwards),
+    # then approved → financed again at the next item: three alerts for one move.
+    a, b = watch(store), watch(store)
+    approved, financed = item(1, "approved", 20), item(2, "financed", 10)
+    await store.upsert_items([approved])
+    real = a._announce_stage
+
+    async def late(agreement: Any, it: Any) -> None:
+        await store.upsert_items([financed])
+        await b.after_item(financed)
+        a._announce_stage = real  # type: ignore[method-assign]
+        await real(agreement, it)
+
+    a._announce_stage = late  # type: ignore[method-assign]
+    await a.after_item(approved)
+    talks = item(3, "follow_up_talks", 5)
+    await store.upsert_items([talks])
+    await a.after_item(talks)
+    assert await stage_events(store) == [("signed", "financed")]
+
+
+async def test_racing_announcers_store_one_successor_and_the_loser_follows_it(store: SQLiteStore) -> None:
+    # Both handlers find no announcement and want to announce; the ids are fixed by the previous
+    # announcement, so one insert wins and the other reads again before announcing.
+    a, b = watch(store), watch(store)
+    planning = item(1, "planning", 20)
+    await store.upsert_items([planning])
+    await store.swap_agreement_stage(RAILWAYS, None, "planning")
+    real_emit = a._emit
+
+    async def b_first(event: Any) -> bool:
+        a._emit = real_emit  # type: ignore[method-assign]
+        underway = item(2, "underway", 10)
+        await store.upsert_items([underway])
+        await b.after_item(underway)  # records and announces signed → underway first
+        return await real_emit(event)  # A's signed → planning: the same id, refused
+
+    a._emit = b_first  # type: ignore[method-assign]
+    await a._announce_stage(a._agreements[RAILWAYS], planning)
+    assert await stage_events(store) == [("signed", "underway")]
+
+
+async def test_a_run_of_setbacks_does_not_hide_the_last_announcement(store: SQLiteStore) -> None:
+    # The last announcement was looked for among the agreement's 50 newest events; 50 setback
+    # reports pushed it out and approved → financed was announced again as signed → financed.
+    w = watch(store)
+    reports = [item(1, "approved", 100), item(2, "financed", 90)]
+    reports += [item(3 + k, "setback", 80 - k) for k in range(51)]
+    for report in reports:
+        await store.upsert_items([report])
+        await w.after_item(report)
+    again = watch(store)  # a restarted replica: no chain head remembered
+    late = item(99, "setback", 1)
+    await store.upsert_items([late])
+    await again.after_item(late)
+    events = await store.list_agreement_events(agreement_id=RAILWAYS, limit=500)
+    changes = [(e.before, e.after) for e in reversed(events) if e.kind == "agreement.stage_changed"]
+    assert changes == [("signed", "approved"), ("approved", "financed")]
+
+
+async def test_an_announcement_made_before_the_chain_is_continued(store: SQLiteStore) -> None:
+    from shared.models import AgreementEvent, stable_id
+
+    legacy_id = stable_id("evt", RAILWAYS, "stage", "signed", "planning", "after", "-")
+    await store.insert_agreement_event(
+        AgreementEvent(
+            id=legacy_id,
+            kind="agreement.stage_changed",
+            agreement_id=RAILWAYS,
+            area="railways",
+            title="t",
+            before="signed",
+            after="planning",
+        )
+    )
+    await store.swap_agreement_stage(RAILWAYS, None, "planning")
+    await store.upsert_items([item(1, "planning", 20)])
+    w = watch(store)
+    underway = item(2, "underway", 10)
+    await store.upsert_items([underway])
+    await w.after_item(underway)
+    assert await stage_events(store) == [("signed", "planning"), ("planning", "underway")]
+
+
+async def test_a_stall_that_changes_kind_without_progress_is_announced_once(store: SQLiteStore) -> None:
+    from helpers import ManualClock
+
+    signed_on = datetime(2026, 2, 4, tzinfo=UTC)
+
+    def on_day(n: int, stage: str, day: int) -> ClassifiedItem:
+        at = signed_on + timedelta(days=day)
+        return item(n, stage, 0).model_copy(update={"published_at": at, "fetched_at": at})
+
+    clock = ManualClock(signed_on + timedelta(days=71))
+    w = AgreementWatch(store=store, bus=MemoryBus(), registry=load_registry(), settings=load_settings(), clock=clock)
+
+    async def stalls() -> int:
+        await w.check_stalls()
+        return sum(e.kind == "agreement.stalled" for e in await store.list_agreement_events(agreement_id=RAILWAYS))
+
+    await store.upsert_items([on_day(1, "approved", 10)])
+    assert await stalls() == 1  # day 71: no news since day 10
+    # Day 120: a story re-telling the signing ends "no news" while "no progress" (since day 10,
+    # from day 100) already holds: the same stall, not a second one.
+    await store.upsert_items([on_day(2, "signed", 120)])
+    clock.now = signed_on + timedelta(days=121)
+    assert (await w.state(RAILWAYS)).stall_reason == "no progress reported for 111 days (since 2026-02-14)"
+    assert await stalls() == 1
+    # Progress, then quiet again: a new stall.
+    await store.upsert_items([on_day(3, "planning", 125)])
+    clock.now = signed_on + timedelta(days=125 + 61)
+    assert await stalls() == 2
+
+
+async def test_an_update_that_drops_a_link_recomputes_that_agreement_at_once(store: SQLiteStore) -> None:
+    # Before, the stage stayed "financed" on record while the board showed "signed"; the change
+    # surfaced at the agreement's next, unrelated item, credited to it.
+    w = watch(store)
+    financed = item(1, "financed", 20)
+    await store.upsert_items([financed])
+    await w.after_item(financed)
+    corrected = financed.model_copy(update={"agreements": [], "stage": None, "revision": 1})
+    await store.upsert_items([corrected])
+    await w.after_item(corrected, dropped={RAILWAYS})
+    assert await store.get_agreement_stage(RAILWAYS) == "signed"
+    [last] = (await store.list_agreement_events(agreement_id=RAILWAYS))[:1]
+    assert (last.before, last.after, last.item_id) == ("financed", "signed", None)
+    assert "financed is no longer supported" in last.detail
+
+
+async def test_the_reconciliation_records_what_reclassify_changed(store: SQLiteStore) -> None:
+    # corridor reclassify writes items without the classifier's handler: no stage was recomputed.
+    w = watch(store)
+    await store.upsert_items([item(1, "underway", 10)])
+    assert await w.reconcile() == 1
+    assert await store.get_agreement_stage(RAILWAYS) == "underway"
+    assert await stage_events(store) == [("signed", "underway")]
+    assert await w.reconcile() == 0, "nothing moved since"
+    assert await stage_events(store) == [("signed", "underway")]
+
+
+async def test_a_setback_is_announced_while_other_handlers_keep_the_stage_busy(store: SQLiteStore) -> None:
+    w = watch(store)
+    await store.upsert_items([item(1, "planning", 30)])
+    setback = item(2, "setback", 1)
+    await store.upsert_items([setback])
+
+    async def always_lost(*args: Any) -> bool:
+        return False
+
+    store.swap_agreement_stage = always_lost  # type: ignore[method-assign]
+    await w.after_item(setback)
+    kinds = [e.kind for e in await store.list_agreement_events(agreement_id=RAILWAYS)]
+    assert "agreement.setback" in kinds
+
+
+async def test_the_classifier_service_passes_the_links_an_update_dropped(store: SQLiteStore) -> None:
+    from services.classifier.service import ClassifierService
+    from shared.envelope import Envelope
+    from shared.metrics import Metrics
+    from shared.models import RawItem
+
+    financed = item(1, "financed", 20)
+    corrected = financed.model_copy(update={"agreements": [], "stage": None, "revision": 1})
+
+    answers = [financed, corrected]  # the classifier's answers: the report, then its correction
+
+    class Scripted:
+        def classify(self, raw: RawItem) -> ClassifiedItem:
+            return answers.pop(0)
+
+    service = ClassifierService(
+        store=store,
+        bus=MemoryBus(),
+        classifier=Scripted(),  # type: ignore[arg-type]
+        settings=load_settings(),
+        metrics=Metrics(),
+        watch=watch(store),
+    )
+    raw = RawItem.model_validate(financed.model_dump(include=set(RawItem.model_fields)))
+    await service.handle(Envelope.wrap("item.raw", raw))
+    assert await store.get_agreement_stage(RAILWAYS) == "financed"
+    await service.handle(Envelope.wrap("item.updated", raw.model_copy(update={"revision": 1})))
+    assert await store.get_agreement_stage(RAILWAYS) == "signed"
