@@ -21,6 +21,7 @@ from shared.models import ClassifiedItem, Country, DuplicateRef
 from shared.store import EventQuery, Store
 from shared.store.base import MAX_PAGE
 from shared.text import MAX_QUERY_TOKENS, search_tokens, text_chars
+from shared.timeutil import to_utc_ms
 
 FEED_ITEMS = 50
 SCORE_SCANS = 5  # store pages read at most to fill one page filtered by a sector's score
@@ -96,7 +97,7 @@ class EventFilters:
         sector: Annotated[list[str] | None, Query(max_length=20, description="sector id; repeat for any of")] = None,
         country: Annotated[Country | None, Query(description="PK or KZ")] = None,
         bilateral: Annotated[bool | None, Query(description="only items about both countries")] = None,
-        source: Annotated[str | None, Query(max_length=64, description="source id")] = None,
+        source: Annotated[str | None, Query(min_length=1, max_length=64, description="source id")] = None,
         language: Annotated[str | None, Query(min_length=2, max_length=8)] = None,
         since: Annotated[datetime | None, Query(description="ISO 8601, inclusive")] = None,
         until: Annotated[datetime | None, Query(description="ISO 8601, exclusive")] = None,
@@ -120,6 +121,10 @@ class EventFilters:
                     value.astimezone(UTC)
             except OverflowError:
                 raise _invalid(name, "out of range once converted to UTC") from None
+        # Moments are stored to the millisecond (BSON's precision): a bound with microseconds
+        # fell between two stored values differently on MongoDB (cut) and SQLite (kept).
+        self.since = to_utc_ms(since) if since is not None else None
+        self.until = to_utc_ms(until) if until is not None else None
 
     @classmethod
     def dependency(cls) -> Callable[..., Awaitable[EventFilters]]:

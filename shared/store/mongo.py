@@ -68,6 +68,7 @@ from shared.store.base import (
     translate_errors,
 )
 from shared.store.mongo_events import DUPLICATE_KEY, EventCollection, insert_or_replace
+from shared.store.mongo_indexes import INDEX_OPTIONS_CONFLICT, ensure_index
 from shared.store.mongo_migrate import migrate_layouts
 from shared.store.shielding import ShieldedCalls, shield_calls
 
@@ -75,7 +76,6 @@ SERVER_SELECTION_TIMEOUT_MS = 10_000
 SOCKET_TIMEOUT_MS = 30_000
 PING_TIMEOUT_S = 1.5  # pymongo's own deadline (not a cancellation); under /readyz's 2 s
 CLOSE_DRAIN_S = 2.0  # how long close() lets calls whose callers left run on
-INDEX_OPTIONS_CONFLICT = (85, 86)  # IndexOptionsConflict, IndexKeySpecsConflict
 _BY_RECENT = [("created_at", DESCENDING), ("_id", DESCENDING)]
 
 
@@ -153,17 +153,19 @@ class MongoStore:
         self._agreement_events = self.db["agreement_events"]
 
     async def start(self) -> None:
-        await self._sources.create_index("url", unique=True, name="url_unique")
-        await self._sources.create_index([("active", ASCENDING), ("next_check_at", ASCENDING)], name="due")
-        await self._sources.create_index([("created_at", ASCENDING), ("_id", ASCENDING)], name="created")
+        await ensure_index(self._sources, "url", unique=True, name="url_unique")
+        await ensure_index(self._sources, [("active", ASCENDING), ("next_check_at", ASCENDING)], name="due")
+        await ensure_index(self._sources, [("created_at", ASCENDING), ("_id", ASCENDING)], name="created")
         await self._expire(self._seen, "seen_at")
         await self._expire(self._keys, "at")
-        await self._duplicates.create_index(
-            [("item_id", ASCENDING), ("seen_at", ASCENDING), ("_id", ASCENDING)], name="by_item"
+        await ensure_index(
+            self._duplicates, [("item_id", ASCENDING), ("seen_at", ASCENDING), ("_id", ASCENDING)], name="by_item"
         )
-        await self._subscriptions.create_index([("active", ASCENDING), ("created_at", ASCENDING)], name="active")
-        await self._subscriptions.create_index([("created_at", ASCENDING), ("_id", ASCENDING)], name="created")
-        await self._deliveries.create_index([("status", ASCENDING), ("next_attempt_at", ASCENDING)], name="due")
+        await ensure_index(
+            self._subscriptions, [("active", ASCENDING), ("created_at", ASCENDING), ("_id", ASCENDING)], name="active"
+        )
+        await ensure_index(self._subscriptions, [("created_at", ASCENDING), ("_id", ASCENDING)], name="created")
+        await ensure_index(self._deliveries, [("status", ASCENDING), ("next_attempt_at", ASCENDING)], name="due")
         for name, keys in (
             ("recent", []),
             ("by_subscription", ["subscription_id"]),
@@ -171,13 +173,15 @@ class MongoStore:
             ("by_item", ["item_id"]),
             ("by_status", ["status"]),
         ):
-            await self._deliveries.create_index([*((k, ASCENDING) for k in keys), *_BY_RECENT], name=name)
+            await ensure_index(self._deliveries, [*((k, ASCENDING) for k in keys), *_BY_RECENT], name=name)
         await self._events.create_indexes()
-        await self._agreement_events.create_index(
-            [("agreement_id", ASCENDING), ("at", DESCENDING)], name="by_agreement"
+        await ensure_index(
+            self._agreement_events,
+            [("agreement_id", ASCENDING), ("at", DESCENDING), ("_id", DESCENDING)],
+            name="by_agreement",
         )
-        await self._agreement_events.create_index([("at", DESCENDING), ("_id", DESCENDING)], name="recent")
-        await self._agreement_events.create_index([("published_at", ASCENDING), ("at", ASCENDING)], name="unpublished")
+        await ensure_index(self._agreement_events, [("at", DESCENDING), ("_id", DESCENDING)], name="recent")
+        await ensure_index(self._agreement_events, [("published_at", ASCENDING), ("at", ASCENDING)], name="unpublished")
 
     async def _expire(self, collection: Any, field: str) -> None:
         """A TTL index on ``field``; a changed retention is applied to the existing index."""
@@ -364,7 +368,7 @@ class MongoStore:
         self, *, agreement_id: str | None = None, unpublished_before: datetime | None = None, limit: int = 50
     ) -> list[AgreementEvent]:
         flt: dict[str, Any] = {"agreement_id": agreement_id} if agreement_id else {}
-        order = [("at", DESCENDING)] if agreement_id else [("at", DESCENDING), ("_id", DESCENDING)]
+        order = [("at", DESCENDING), ("_id", DESCENDING)]  # ties in SQLite's order too
         if unpublished_before is not None:
             flt, order = {"published_at": None, "at": {"$lt": unpublished_before}}, [("at", ASCENDING)]
         cursor = self._agreement_events.find(flt).sort(order).limit(max(1, min(limit, MAX_SCAN)))

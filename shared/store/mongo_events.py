@@ -28,6 +28,7 @@ from pymongo.errors import BulkWriteError
 
 from shared.models import ClassifiedItem
 from shared.store.base import MAX_PAGE, AgreementActivity, EventQuery, SectorCount
+from shared.store.mongo_indexes import ensure_index
 from shared.text import search_tokens
 
 DERIVED = ("sort_at", "top_score", "week", "tokens", "agreement_ids")
@@ -125,7 +126,7 @@ class EventCollection:
 
     async def create_indexes(self) -> None:
         for name, keys in INDEXES.items():
-            await self.collection.create_index(keys, name=name)
+            await ensure_index(self.collection, keys, name=name)
 
     async def upsert(self, items: list[ClassifiedItem]) -> None:
         """Insert or replace each item by id (the last of repeated ids wins)."""

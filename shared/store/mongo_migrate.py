@@ -9,8 +9,9 @@ Earlier layouts, each shaped by the previous test server (FerretDB 1.24):
   in ``dup_id``);
 - a ``claims`` collection of lease sequence numbers.
 
-Events and duplicates are moved batch by batch: a batch is upserted into the current collection,
-then deleted from the old one, so a restart (or a second replica migrating at the same time)
+Events and duplicates are moved batch by batch: a batch is written into the current collection
+(an event the current collection already holds is kept, not replaced by its legacy copy), then
+deleted from the old one, so a restart (or a second replica migrating at the same time)
 resumes where it stopped and never loses or doubles a record. Bookkeeping collections are
 dropped once the data they described is moved.
 """
@@ -46,7 +47,11 @@ async def migrate_layouts(db: AsyncDatabase[dict[str, Any]], events: EventCollec
     names = sorted(await db.list_collection_names())
 
     async def events_batch(docs: list[dict[str, Any]]) -> None:
-        await events.upsert([item_from(d) for d in docs])
+        # What the current layout already holds wins: it was written by the current code (a
+        # rolling upgrade, a restart part way), and the legacy copy would take an edit back.
+        items = [item_from(d) for d in docs]
+        present = await events.get(i.id for i in items)
+        await events.upsert([i for i in items if i.id not in present])
 
     async def duplicates_batch(docs: list[dict[str, Any]]) -> None:
         await insert_or_replace(db["duplicates"], [_duplicate_doc(d) for d in docs])

@@ -222,7 +222,8 @@ class SQLiteStore:
         moved = 0
         if _LEGACY_EVENTS in tables:
             while page := await self._many(ClassifiedItem, "SELECT doc FROM items ORDER BY id LIMIT ?", (BATCH,)):
-                await self.upsert_items(page)
+                present = await self.get_items(i.id for i in page)  # the current layout's copy wins
+                await self.upsert_items([i for i in page if i.id not in present])
                 async with self._locked():
                     marks = ",".join("?" * len(page))
                     await self.db.execute(f"DELETE FROM items WHERE id IN ({marks})", [i.id for i in page])

@@ -258,6 +258,13 @@ async def test_earlier_mongo_layouts_are_migrated(
         for n, ref in enumerate(copies):
             slot = {**ref.model_dump(mode="python", exclude={"id"}), "_id": f"{ref.item_id}#{n}", "dup_id": ref.id}
             await db[f"duplicates_{n % 2:03d}"].insert_one(slot)
+        # An event the current code wrote meanwhile (a rolling upgrade) is newer than its legacy
+        # copy: it is kept (before, the legacy copy replaced it).
+        edited = legacy[0].model_copy(update={"title": "edited", "revision": 2})
+        current = MongoStore(mongo_uri, name)
+        await current.start()
+        await current.upsert_items([edited])
+        await current.close()
         monkeypatch.setenv("CORRIDOR_MONGODB_URI", mongo_uri)
         monkeypatch.setenv("CORRIDOR_MONGODB_DATABASE", name)
         root = logging.getLogger()
@@ -271,7 +278,7 @@ async def test_earlier_mongo_layouts_are_migrated(
         await store.start()
         try:
             stored = await store.get_items(i.id for i in legacy)
-            assert stored == {i.id: i for i in legacy}
+            assert stored == {i.id: i for i in legacy} | {edited.id: edited}
             assert sorted(i.id for i in await store.list_items(EventQuery(limit=100))) == sorted(stored)
             assert [i.id for i in await store.list_items(EventQuery(q_tokens=("story",), limit=100))] != []
             got = await store.duplicates_of(["itm_0000", "itm_0001", "itm_0002"])
@@ -309,8 +316,10 @@ async def test_earlier_sqlite_layout_is_migrated(tmp_path: Path) -> None:
     store = SQLiteStore(path)
     await store.start()
     try:
+        edited = legacy[0].model_copy(update={"title": "edited", "revision": 2})
+        await store.upsert_items([edited])  # written by the current code: newer than the legacy copy
         assert await store.migrate() == {"events": 40}
-        assert await store.get_items(i.id for i in legacy) == {i.id: i for i in legacy}
+        assert await store.get_items(i.id for i in legacy) == {i.id: i for i in legacy} | {edited.id: edited}
         assert [d.id for d in await store.list_deliveries(item_id="itm_0001")] == ["msg_1"]
         assert await store.migrate() == {}
     finally:

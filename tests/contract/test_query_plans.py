@@ -38,6 +38,8 @@ READ_COMMANDS = {"find", "aggregate", "findAndModify", "update", "delete", "coun
 # pages are read through a filter's index and sorted in memory (bounded by what matches).
 TIME_LEADING = {"sector", "sectors", "country", "source", "language", "bilateral", "q", "q2", "agreement"}
 SCORE_ONLY = {"sector", "sectors", "min_score"}
+# Service reads outside the events collection whose order must come from an index too.
+ORDERED_BY_INDEX = {"service active subscriptions", "service agreement events", "service all agreement events"}
 
 
 FIELD = {
@@ -304,6 +306,8 @@ async def test_every_query_shape_uses_an_index(mongo_uri: str, unique: str) -> N
                     problems.append(f"{label}: COLLSCAN for {cmd}")
                 sort, _, rest = label.partition(" ")
                 filters = set(rest.split(" ")[0].split("+"))
+                if label in ORDERED_BY_INDEX and "SORT" in names:
+                    problems.append(f"{label}: in-memory SORT for {cmd}")
                 if cmd.get("find") != "events":
                     continue  # the other reads of an events request (duplicates) or of the runtime's loops
                 if sort in ("time", "score") and expects_index_order(sort, filters) and "SORT" in names:

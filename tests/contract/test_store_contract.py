@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from shared.errors import Conflict
-from shared.models import ClassifiedItem, Delivery, DuplicateRef, Source, Subscription
+from shared.models import AgreementEvent, ClassifiedItem, Delivery, DuplicateRef, Source, Subscription
 from shared.store import EventQuery, Store
 from shared.store.base import MAX_PAGE
 from shared.store.mongo import MongoStore
@@ -433,7 +433,6 @@ async def test_an_unreachable_store_raises_store_unavailable(tmp_path: Path) -> 
 
 
 async def test_agreement_stages_swap_atomically_and_events_are_unique(store: Store) -> None:
-    from shared.models import AgreementEvent
 
     assert await store.get_agreement_stage("railways-mou") is None
     first = await asyncio.gather(*(store.swap_agreement_stage("railways-mou", None, "signed") for _ in range(8)))
@@ -468,3 +467,47 @@ async def test_agreement_stages_swap_atomically_and_events_are_unique(store: Sto
     assert [e.id for e in await store.list_agreement_events(unpublished_before=T0 + timedelta(days=2))] == ["evt_2"]
     got = await store.get_agreement_event("evt_1")
     assert got is not None and got.published_at == T0 + timedelta(hours=1) and got.detail == ""
+
+
+async def test_agreement_events_at_the_same_moment_come_back_in_one_order(store: Store) -> None:
+    # MongoDB sorted one agreement's events by time alone (ties in insertion order), SQLite by
+    # time then id: the stores disagreed on which of two same-moment events was the latest.
+    for name in ("evt_a", "evt_c", "evt_b"):
+        await store.insert_agreement_event(
+            AgreementEvent(
+                id=name,
+                kind="agreement.setback",
+                agreement_id="railways-mou",
+                area="railways",
+                title="Railways MoU",
+                at=T0,
+            )
+        )
+    assert [e.id for e in await store.list_agreement_events(agreement_id="railways-mou")] == ["evt_c", "evt_b", "evt_a"]
+    assert [e.id for e in await store.list_agreement_events(agreement_id="railways-mou", limit=1)] == ["evt_c"]
+
+
+@pytest.mark.mongo
+async def test_an_index_defined_otherwise_by_an_older_version_is_rebuilt(mongo_uri: str, unique: str) -> None:
+    # An index whose keys changed under the same name made MongoDB refuse create_index
+    # (IndexKeySpecsConflict), and the store never started again.
+    from pymongo import ASCENDING, AsyncMongoClient
+
+    database = f"test_{unique}"
+    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(mongo_uri)
+    try:
+        old = client[database]
+        await old["subscriptions"].create_index([("created_at", ASCENDING)], name="created")  # as 75732c6 made it
+        await old["events"].create_index([("sort_at", -1)], name="recent")
+        await old["agreement_events"].create_index([("agreement_id", 1), ("at", -1)], name="by_agreement")
+        store = MongoStore(mongo_uri, database)
+        await store.start()
+        await store.start()  # and again: nothing left to change
+        await store.close()
+        indexes = await old["subscriptions"].index_information()
+        assert indexes["created"]["key"] == [("created_at", 1), ("_id", 1)]
+        agreement_indexes = await old["agreement_events"].index_information()
+        assert agreement_indexes["by_agreement"]["key"] == [("agreement_id", 1), ("at", -1), ("_id", -1)]
+    finally:
+        await client.drop_database(database)
+        await client.close()
