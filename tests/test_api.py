@@ -238,6 +238,10 @@ async def test_subscription_filters_rotation_pause_and_links(client: httpx.Async
     )
     assert one_click.status_code == 200
     assert (await client.get(f"/api/v1/subscriptions/{mail_id}", headers=KEY)).json()["active"] is False
+    # The recipient withdrew consent: the admin cannot switch them back on (a review found resume did).
+    resumed = await client.post(f"/api/v1/subscriptions/{mail_id}/resume", headers=KEY)
+    assert resumed.status_code == 409 and "unsubscribed" in resumed.json()["detail"]
+    assert (await client.get(f"/api/v1/subscriptions/{mail_id}", headers=KEY)).json()["active"] is False
     redelivered = await client.post(f"/api/v1/deliveries/{confirmations[0]['id']}/redeliver", headers=KEY)
     assert redelivered.status_code == 202 and redelivered.json()["status"] == "pending"
     assert (await client.post("/api/v1/deliveries/msg_nope/redeliver", headers=KEY)).status_code == 404

@@ -267,7 +267,12 @@ def build_router(
 
     @router.post("/subscriptions/{subscription_id}/resume", response_model=SubscriptionOut, dependencies=admin)
     async def resume(subscription_id: str) -> SubscriptionOut:
-        await found(subscription_id)
+        subscription = await found(subscription_id)
+        if subscription.disabled_reason == "unsubscribed":
+            # The recipient withdrew consent: only a new subscription, confirmed by them, restores it.
+            raise HTTPException(
+                409, detail="the recipient unsubscribed; create a new subscription (they confirm it again)"
+            )
         await store.update_subscription(
             subscription_id, {"active": True, "disabled_reason": None, "failing_since": None}
         )
