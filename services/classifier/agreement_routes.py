@@ -63,6 +63,7 @@ class Corroboration(BaseModel):
     stage: Stage
     items: int
     sources: list[SourceOut]
+    publishers: list[str]  # the sources' hosts: two of them, or an official source, support a stage
     supported: bool
     both_countries: bool
     official: bool
@@ -228,6 +229,7 @@ def build_router(
                     stage=s.stage,
                     items=s.items,
                     sources=[source(i) for i in s.sources],
+                    publishers=s.publishers,
                     supported=s.supported,
                     both_countries=s.both_countries,
                     official=s.official,

@@ -3,8 +3,10 @@
 Computed from the registry and the store's agreement activity (linked items counted by stage
 and source), with the sources' publishers (country, official):
 
-- A stage is *supported* when two independent sources report it (distinct sources; another
-  source's copy of a story is a duplicate, not a second item) or one official source does.
+- A stage is *supported* when two independent publishers report it or one official source does.
+  A publisher is a source's host (``www.`` aside): Dawn's home and business feeds, or Kazinform's
+  English and Russian ones, are one publisher, not two; a source the store no longer has counts
+  by its id. Another source's copy of a story is a duplicate, not a second item.
   Every agreement is ``signed`` on its signing date: the registry is the record of that.
 - The *current stage* is the most advanced supported stage of progress. A setback is shown beside
   it (``setback``: the latest setback item) when reported after the agreement's last progress,
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
+from urllib.parse import urlsplit
 
 from services.classifier.agreements import Agreement, Registry
 from shared.models import PROGRESS, Country, Source, Stage, stable_id
@@ -36,6 +39,7 @@ class StageSupport:
     stage: Stage
     items: int = 0
     sources: list[str] = field(default_factory=list)
+    publishers: list[str] = field(default_factory=list)
     first_at: datetime | None = None
     last_at: datetime | None = None
     official: bool = False
@@ -43,7 +47,7 @@ class StageSupport:
 
     @property
     def supported(self) -> bool:
-        return len(self.sources) >= 2 or self.official
+        return len(self.publishers) >= 2 or self.official
 
     @property
     def both_countries(self) -> bool:
@@ -72,6 +76,12 @@ class AgreementState:
     @property
     def setback(self) -> bool:
         return self.setback_at is not None
+
+
+def publisher_of(source: Source) -> str:
+    """Who publishes what ``source`` lists: its URL's host, without ``www.``."""
+    host = (urlsplit(source.url).hostname or source.id).lower()
+    return host.removeprefix("www.")
 
 
 def _midnight(day: date) -> datetime:
@@ -119,6 +129,9 @@ def agreement_state(
         source = sources.get(row.source_id)
         if row.source_id not in support.sources:
             support.sources.append(row.source_id)
+        publisher = publisher_of(source) if source is not None else row.source_id
+        if publisher not in support.publishers:
+            support.publishers.append(publisher)
         if source is not None:
             support.official = support.official or source.official
             if source.country and source.country not in support.countries:

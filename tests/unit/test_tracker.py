@@ -93,3 +93,26 @@ def test_reports_dated_before_the_signing_are_no_progress() -> None:
     assert state.stage == "signed" and state.last_progress_at is None
     spans = [row("planning", "mofa", -30, 20)]  # a source that reported before and after
     assert agreement_state(AGREEMENT, spans, SOURCES, at(25)).stage == "planning"
+
+
+def test_two_feeds_of_one_publisher_are_one_source_of_support() -> None:
+    # Dawn's home and business feeds (or Kazinform's English and Russian ones) counted as two
+    # independent sources: one publisher's story in two feeds moved a stage (review of 2026-12-04).
+    sources = {
+        **SOURCES,
+        "dawn_business": Source(id="dawn_business", url="https://www.dawn.example/feeds/business", interval_s=900),
+        "dawn_home": Source(id="dawn_home", url="https://dawn.example/feeds/home", interval_s=900),
+    }
+    one = agreement_state(
+        AGREEMENT, [row("planning", "dawn_business", 10), row("planning", "dawn_home", 11)], sources, at(20)
+    )
+    assert one.stage == "signed" and one.supports["planning"].publishers == ["dawn.example"]
+    assert one.supports["planning"].sources == ["dawn_business", "dawn_home"], "both feeds still listed"
+    two = agreement_state(
+        AGREEMENT, [row("planning", "dawn_home", 10), row("planning", "kazinform", 11)], sources, at(20)
+    )
+    assert two.stage == "planning" and two.supports["planning"].publishers == ["dawn.example", "kazinform.example"]
+    gone = agreement_state(
+        AGREEMENT, [row("planning", "dawn_home", 10), row("planning", "src_deleted", 11)], sources, at(20)
+    )
+    assert gone.stage == "planning", "a source the store no longer has counts by its id"
