@@ -487,6 +487,7 @@ async def _reclassify(settings: Settings, taxonomy_path: Path | None, write: boo
                 "changed": len(report.changes),
                 "rescored": report.rescored,
                 "written": report.written,
+                "superseded": report.superseded,
                 "gained": dict(report.gained),
                 "lost": dict(report.lost),
                 "agreements_gained": dict(report.agreements_gained),

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import TextIO
-from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote_plus, urlsplit, urlunsplit
 
 # Libraries whose DEBUG output carries statement parameters, commands, headers or SMTP lines.
 QUIET = {
@@ -115,7 +115,12 @@ def shown_url(url: str) -> str:
     try:
         parts = urlsplit(url)
         netloc = parts.netloc.rpartition("@")[2]
-        query = "&".join(f"{quote(name)}=…" for name, _ in parse_qsl(parts.query, keep_blank_values=True))
+        # A part without "=" is a value of its own (``?8f3a9c2e``, a bare token): masked whole.
+        query = "&".join(
+            f"{quote(unquote_plus(part.partition('=')[0]))}=…" if "=" in part else "…"
+            for part in parts.query.split("&")
+            if part
+        )
     except ValueError:
         return "(unreadable URL)"
     return urlunsplit((parts.scheme, netloc, parts.path, query, ""))

@@ -274,6 +274,9 @@ class AgreementEvent(_Record):
     evidence: list[Evidence] = Field(default_factory=list)
     at: Moment = Field(default_factory=utcnow)
     published_at: Moment | None = None
+    # agreement.stalled: the last progress on record (or the signing) when it was announced, so
+    # a later stall is known to be the same one while nothing has moved since.
+    progress_at: Moment | None = None
 
 
 Cadence = Literal["immediate", "hourly", "daily"]

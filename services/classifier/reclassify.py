@@ -63,6 +63,7 @@ class ReclassifyReport:
     agreements_lost: Counter[str] = field(default_factory=Counter)
     stages: Counter[str] = field(default_factory=Counter)  # "before → after"
     rescored: int = 0  # changed items whose only changes are scores, via or the classifier version
+    superseded: int = 0  # changed items not written: a newer revision was stored meanwhile
     changes: list[Change] = field(default_factory=list)
 
 
@@ -136,9 +137,16 @@ async def reclassify(
                 rescored=rescored,
             )
             if write:
-                await store.upsert_item(_keep_identity(old, new))
-                report.written += 1
-                change.written = True
+                # The live classifier may have stored a newer revision of the item since this
+                # page was read (an edited entry): writing the reclassified older text over it
+                # would take the edit back. Read again just before writing; a newer one is left.
+                current = await store.get_item(old.id)
+                if current is not None and (current.revision, current.content_hash) != (old.revision, old.content_hash):
+                    report.superseded += 1
+                else:
+                    await store.upsert_item(_keep_identity(old, new))
+                    report.written += 1
+                    change.written = True
             report.changes.append(change)
             if on_change is not None:
                 on_change(change)

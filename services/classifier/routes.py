@@ -113,18 +113,17 @@ class EventFilters:
         self.q_tokens = tuple(search_tokens(q or "", limit=MAX_QUERY_TOKENS))
         if q and not self.q_tokens:
             raise _invalid("q", "the query has no searchable words")
-        for name, value in (("since", since), ("until", until)):
-            if value is not None and value.tzinfo is None:
+        bounds: dict[str, datetime | None] = {"since": since, "until": until}
+        for name, value in bounds.items():
+            if value is None:
+                continue
+            if value.tzinfo is None:
                 raise _invalid(name, "give a time zone (e.g. 2026-03-01T00:00:00Z)")
             try:
-                if value is not None:
-                    value.astimezone(UTC)
-            except OverflowError:
+                bounds[name] = _ceil_ms(value)
+            except (OverflowError, ValueError):
                 raise _invalid(name, "out of range once converted to UTC") from None
-        # Moments are stored to the millisecond (BSON's precision): a bound with microseconds
-        # fell between two stored values differently on MongoDB (cut) and SQLite (kept).
-        self.since = to_utc_ms(since) if since is not None else None
-        self.until = to_utc_ms(until) if until is not None else None
+        self.since, self.until = bounds["since"], bounds["until"]
 
     @classmethod
     def dependency(cls) -> Callable[..., Awaitable[EventFilters]]:
@@ -161,6 +160,16 @@ class EventFilters:
             limit=limit,
             after=after,
         )
+
+
+def _ceil_ms(value: datetime) -> datetime:
+    """``value`` in UTC, raised to the next millisecond when it falls between two. Moments are
+    stored to the millisecond (BSON's precision); a bound between two stored values fell on
+    different sides on MongoDB (which cut it) and SQLite (which kept it). Raised, an inclusive
+    ``since`` of .1235 leaves out an item of .123 and an exclusive ``until`` keeps it in, as the
+    bounds say."""
+    spare = value.microsecond % 1000
+    return to_utc_ms(value + timedelta(microseconds=1000 - spare) if spare else value)
 
 
 Filters = Annotated[EventFilters, Depends(EventFilters.dependency())]

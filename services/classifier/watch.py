@@ -25,7 +25,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from services.classifier.agreements import Agreement, Registry
 from services.classifier.tracker import AgreementState, agreement_state, agreement_states
@@ -45,11 +45,16 @@ def _progress(stage: Stage) -> int:
     return PROGRESS.index(stage) if stage in PROGRESS else -1
 
 
+def _progress_from(state: AgreementState) -> datetime:
+    """The agreement's last progress on record, or its signing: what "no progress" counts from."""
+    return state.last_progress_at or datetime.combine(state.agreement.signed_on, datetime.min.time(), tzinfo=UTC)
+
+
 SOURCES_CACHE_S = 60.0
 REPUBLISH_AFTER = timedelta(minutes=1)
 MAX_SWAPS = 5  # tries to record (or announce) a stage while other handlers do the same agreement's
-ANNOUNCED_SCAN = 50  # newest events read for an announcement made before announcements were chained
-STALL_SCAN = 1000  # newest events of a stalled agreement read to find its last stall alert
+HISTORY_SCAN = 1000  # newest events of an agreement read for its last stall alert, or its last
+# stage announcement made before announcements were chained
 MAX_CHAIN = 10_000  # announcements followed at most (a bound, far above any agreement's history)
 STAGE_CHANGED = "agreement.stage_changed"
 
@@ -71,6 +76,8 @@ class AgreementWatch:
         self._missing: set[str] = set()  # sources asked for that the last read did not have
         self._sources_at = float("-inf")
         self._heads: dict[str, AgreementEvent] = {}  # the last stage announcement seen, per agreement
+        self._legacy: set[str] = set()  # announcements made before the chain, found by a scan
+        self._no_legacy: set[str] = set()  # agreements found to have none
 
     async def _known_sources(self, needed: set[str] = frozenset()) -> dict[str, Source]:  # type: ignore[assignment]
         """The sources (publishers' country, official), re-read every SOURCES_CACHE_S and when a
@@ -160,21 +167,30 @@ class AgreementWatch:
         )
         return state
 
-    @staticmethod
-    def _next_announcement_id(agreement_id: str, last: AgreementEvent | None) -> str:
-        return stable_id("evt", agreement_id, "stage-after", last.id if last else "-")
+    def _next_announcement_id(self, agreement_id: str, last: AgreementEvent | None) -> str:
+        """The id the announcement after ``last`` must have. The chain starts at a fixed id,
+        also after an announcement made before the chain (``_legacy``): every walk can then
+        begin at the start, and setbacks can never hide where the chain is."""
+        after = "-" if last is None or last.id in self._legacy else last.id
+        return stable_id("evt", agreement_id, "stage-after", after)
 
     async def _last_announcement(self, agreement_id: str) -> AgreementEvent | None:
-        """The agreement's last stage announcement: the end of its chain (from the one seen last,
-        or its start; an announcement from before the chain is found among the newest events)."""
+        """The agreement's last stage announcement: the end of its chain, walked from the one
+        seen last or from its start. Before the chain starts, the last announcement made before
+        chaining (older ids) is looked for among the agreement's newest events, once per process
+        when there is none (no process makes such announcements any more)."""
         head = self._heads.get(agreement_id)
         if head is None:
             head = await self._store.get_agreement_event(self._next_announcement_id(agreement_id, None))
         if head is None:
-            events = await self._store.list_agreement_events(agreement_id=agreement_id, limit=ANNOUNCED_SCAN)
+            if agreement_id in self._no_legacy:
+                return None
+            events = await self._store.list_agreement_events(agreement_id=agreement_id, limit=HISTORY_SCAN)
             head = next((e for e in events if e.kind == STAGE_CHANGED), None)
             if head is None:
+                self._no_legacy.add(agreement_id)
                 return None
+            self._legacy.add(head.id)
         for _ in range(MAX_CHAIN):
             following = await self._store.get_agreement_event(self._next_announcement_id(agreement_id, head))
             if following is None:
@@ -189,8 +205,11 @@ class AgreementWatch:
         its evidence) only when the item reports the stage announced: a stage recomputed because
         support went away, or reached through a source made official, is no item's news."""
         for _ in range(MAX_SWAPS):
+            recorded_or_none = await self._store.get_agreement_stage(agreement.id)
+            if recorded_or_none is None:
+                return  # nothing recorded yet: nothing was announced either
+            recorded = recorded_or_none
             last = await self._last_announcement(agreement.id)
-            recorded = await self._store.get_agreement_stage(agreement.id) or "signed"
             before = (last.after if last else None) or "signed"
             if recorded == before:
                 return
@@ -225,10 +244,11 @@ class AgreementWatch:
         moved = 0
         for state in states if states is not None else await self.states():
             recorded = await self._store.get_agreement_stage(state.agreement.id)
-            if recorded == state.stage or (recorded is None and state.stage == "signed"):
-                continue
-            now = await self._record_stage(state.agreement.id)
-            moved += now.stage != recorded
+            if recorded != state.stage and not (recorded is None and state.stage == "signed"):
+                now = await self._record_stage(state.agreement.id)
+                moved += now.stage != recorded
+            # Also when nothing moved now: a change whose announcement a crash cut off (swap
+            # done, event not stored) is announced here, not at the agreement's next item.
             await self._announce_stage(state.agreement, None)
         return moved
 
@@ -248,6 +268,7 @@ class AgreementWatch:
                     after=state.stage,
                     detail=state.stall_reason or "",
                     at=self._clock(),
+                    progress_at=_progress_from(state),
                 )
                 announced += await self._emit(event)
         return announced
@@ -263,12 +284,15 @@ class AgreementWatch:
         when no progress has been reported since that alert: nothing moved."""
         if state.stalled_since is None:
             return False
-        events = await self._store.list_agreement_events(agreement_id=state.agreement.id, limit=STALL_SCAN)
+        events = await self._store.list_agreement_events(agreement_id=state.agreement.id, limit=HISTORY_SCAN)
         last = next((e for e in events if e.kind == "agreement.stalled"), None)
         if last is None or last.id == state.stall_id:
             return False  # the insert of the same id decides
-        moved = state.last_progress_at is not None and state.last_progress_at > last.at
-        return state.stalled_since <= last.at or not moved
+        # Progress counts by what is on record, not by its date: a report published before the
+        # alert but fetched after it still ends that stall (alerts before progress_at was kept
+        # are judged by the first rule alone).
+        unmoved = last.progress_at is not None and last.progress_at == _progress_from(state)
+        return state.stalled_since <= last.at or unmoved
 
     async def republish(self) -> int:
         """Publish events a crash left stored but unpublished; how many."""

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
 from typing import Any
+from urllib.parse import urldefrag, urlsplit
 
 import feedparser
 
@@ -275,7 +276,15 @@ def _believable(published_at: datetime | None, fetched_at: datetime) -> datetime
     return published_at
 
 
-def to_item(entry: Entry, *, source_id: str, source_url: str, fetched_at: datetime) -> RawItem | None:
+def _into_page(link: str, page_url: str) -> bool:
+    """Whether ``link`` points into the document at ``page_url`` itself (``#story-1``, resolved)
+    while that URL carries a query, which may hold an access token."""
+    return bool(urlsplit(page_url).query) and urldefrag(link).url == urldefrag(page_url).url
+
+
+def to_item(
+    entry: Entry, *, source_id: str, source_url: str, fetched_at: datetime, page_url: str | None = None
+) -> RawItem | None:
     """Normalise one entry; None when it has nothing to identify or show it by.
 
     Identity, in order: the entry's guid, its canonical link, its text (so an edited title is the
@@ -284,7 +293,8 @@ def to_item(entry: Entry, *, source_id: str, source_url: str, fetched_at: dateti
     Every field is bounded, so an item always fits a bus message: title and text are cut at
     :data:`MAX_TITLE_CHARS` / :data:`MAX_SUMMARY_CHARS`, the author at :data:`MAX_AUTHOR_CHARS`;
     a link longer than :data:`MAX_URL_CHARS` is dropped (``url`` and ``canonical_url`` None: a
-    cut URL would point elsewhere); a guid longer than :data:`MAX_GUID_CHARS` identifies the
+    cut URL would point elsewhere), and so is a link into the fetched page itself (``page_url``)
+    when that URL has a query; a guid longer than :data:`MAX_GUID_CHARS` identifies the
     entry by its digest. ``published_at`` is the publisher's stated time, or None when it states
     none or one more than :data:`MAX_FUTURE_SKEW` after ``fetched_at`` (a clock error or a
     placeholder such as 2099 that would otherwise sort first for ever); such an item is listed
@@ -293,6 +303,8 @@ def to_item(entry: Entry, *, source_id: str, source_url: str, fetched_at: dateti
     title = html_to_text(entry.title)[:MAX_TITLE_CHARS]
     summary = html_to_text(entry.summary)[:MAX_SUMMARY_CHARS]
     link = entry.link if entry.link and len(entry.link) <= MAX_URL_CHARS else None
+    if link and page_url and _into_page(link, page_url):
+        link = None  # an anchor of the fetched page would carry its query (a token) to every reader
     canonical = canonical_url(link)
     if canonical is not None and len(canonical) > MAX_URL_CHARS:  # canonical form can be longer (escapes)
         link = canonical = None
@@ -369,5 +381,7 @@ def parse_source_document(
     # Items travel to every subscriber and every reader: they name their source as logs do,
     # query values masked (a feed URL may carry an access token).
     shown = shown_url(source_url)
-    items = [to_item(e, source_id=source_id, source_url=shown, fetched_at=fetched_at) for e in entries]
+    items = [
+        to_item(e, source_id=source_id, source_url=shown, fetched_at=fetched_at, page_url=source_url) for e in entries
+    ]
     return Parsed([i for i in items if i is not None], ttl)

@@ -68,7 +68,7 @@ from shared.store.base import (
     translate_errors,
 )
 from shared.store.mongo_events import DUPLICATE_KEY, EventCollection, insert_or_replace
-from shared.store.mongo_indexes import INDEX_OPTIONS_CONFLICT, ensure_index
+from shared.store.mongo_indexes import INDEX_OPTIONS_CONFLICT, ensure_index, retire_index
 from shared.store.mongo_migrate import migrate_layouts
 from shared.store.shielding import ShieldedCalls, shield_calls
 
@@ -161,9 +161,13 @@ class MongoStore:
         await ensure_index(
             self._duplicates, [("item_id", ASCENDING), ("seen_at", ASCENDING), ("_id", ASCENDING)], name="by_item"
         )
+        # "active" was (active, created_at), which cannot give the (created_at, _id) order.
         await ensure_index(
-            self._subscriptions, [("active", ASCENDING), ("created_at", ASCENDING), ("_id", ASCENDING)], name="active"
+            self._subscriptions,
+            [("active", ASCENDING), ("created_at", ASCENDING), ("_id", ASCENDING)],
+            name="active_created",
         )
+        await retire_index(self._subscriptions, "active")
         await ensure_index(self._subscriptions, [("created_at", ASCENDING), ("_id", ASCENDING)], name="created")
         await ensure_index(self._deliveries, [("status", ASCENDING), ("next_attempt_at", ASCENDING)], name="due")
         for name, keys in (
@@ -175,11 +179,13 @@ class MongoStore:
         ):
             await ensure_index(self._deliveries, [*((k, ASCENDING) for k in keys), *_BY_RECENT], name=name)
         await self._events.create_indexes()
+        # "by_agreement" was (agreement_id, at): ties on at came back in insertion order.
         await ensure_index(
             self._agreement_events,
             [("agreement_id", ASCENDING), ("at", DESCENDING), ("_id", DESCENDING)],
-            name="by_agreement",
+            name="by_agreement_time",
         )
+        await retire_index(self._agreement_events, "by_agreement")
         await ensure_index(self._agreement_events, [("at", DESCENDING), ("_id", DESCENDING)], name="recent")
         await ensure_index(self._agreement_events, [("published_at", ASCENDING), ("at", ASCENDING)], name="unpublished")
 

@@ -500,14 +500,27 @@ async def test_an_index_defined_otherwise_by_an_older_version_is_rebuilt(mongo_u
         await old["subscriptions"].create_index([("created_at", ASCENDING)], name="created")  # as 75732c6 made it
         await old["events"].create_index([("sort_at", -1)], name="recent")
         await old["agreement_events"].create_index([("agreement_id", 1), ("at", -1)], name="by_agreement")
-        store = MongoStore(mongo_uri, database)
-        await store.start()
-        await store.start()  # and again: nothing left to change
-        await store.close()
+        await old["subscriptions"].create_index([("active", 1), ("created_at", 1)], name="active")
+        # Two replicas starting at once both meet the conflicts: both must start.
+        replicas = [MongoStore(mongo_uri, database), MongoStore(mongo_uri, database)]
+        await asyncio.gather(*(r.start() for r in replicas))
+        for replica in replicas:
+            await replica.close()
         indexes = await old["subscriptions"].index_information()
         assert indexes["created"]["key"] == [("created_at", 1), ("_id", 1)]
+        assert indexes["active_created"]["key"] == [("active", 1), ("created_at", 1), ("_id", 1)]
+        assert "active" not in indexes, "the earlier version's index is retired"
         agreement_indexes = await old["agreement_events"].index_information()
-        assert agreement_indexes["by_agreement"]["key"] == [("agreement_id", 1), ("at", -1), ("_id", -1)]
+        assert agreement_indexes["by_agreement_time"]["key"] == [("agreement_id", 1), ("at", -1), ("_id", -1)]
+        assert "by_agreement" not in agreement_indexes
+        # A rollback: the earlier version creates its own definitions again without a conflict
+        # (the changed ones have new names), and this version starts after it once more.
+        await old["agreement_events"].create_index([("agreement_id", 1), ("at", -1)], name="by_agreement")
+        await old["subscriptions"].create_index([("active", 1), ("created_at", 1)], name="active")
+        store = MongoStore(mongo_uri, database)
+        await store.start()
+        await store.close()
+        assert "by_agreement" not in await old["agreement_events"].index_information()
     finally:
         await client.drop_database(database)
         await client.close()

@@ -338,6 +338,27 @@ async def test_each_change_is_handed_on_once_it_is_written(store: SQLiteStore, m
     assert report.written == 3 and all(c.written for c in report.changes)
 
 
+async def test_reclassify_leaves_a_revision_stored_while_it_ran(store: SQLiteStore) -> None:
+    # The live classifier stored an edited entry (revision 1) after reclassify read revision 0:
+    # writing the reclassified old text over it took the edit back (review of 2026-12-04).
+    await store.upsert_item(refinery("itm_oil").model_copy(update=STALE))
+    get_item = store.get_item
+
+    async def edited_meanwhile(item_id: str) -> ClassifiedItem | None:
+        current = await get_item(item_id)
+        assert current is not None
+        edited = current.model_copy(update={"title": "Refinery deal revised", "revision": 1, "content_hash": "new"})
+        await store.upsert_item(edited)
+        return edited
+
+    store.get_item = edited_meanwhile  # type: ignore[method-assign]
+    report = await reclassify(store, Classifier(load_taxonomy()), write=True)
+    store.get_item = get_item  # type: ignore[method-assign]
+    assert report.written == 0 and report.superseded == 1 and not report.changes[0].written
+    stored = await store.get_item("itm_oil")
+    assert stored is not None and stored.revision == 1 and stored.title == "Refinery deal revised"
+
+
 def test_an_interrupted_reclassify_leaves_the_record_of_what_it_wrote(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

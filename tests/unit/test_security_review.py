@@ -111,3 +111,31 @@ def test_remote_text_cannot_forge_a_log_line() -> None:
     assert lines[0].endswith(escaped)
     assert not any(line.startswith("2026-12-04 23:00:00,000") for line in lines)
     assert "Traceback (most recent call last):" in lines, "a trace keeps its lines"
+
+
+def test_a_link_into_the_fetched_page_does_not_carry_its_query() -> None:
+    # "#story-1" resolved against the feed URL: the token masked in source_url reached readers
+    # in the item's own link (a review of the fix above).
+    page = b"""<?xml version="1.0"?><rss version="2.0"><channel><title>t</title>
+<item><guid isPermaLink="false">g1</guid><title>Rail talks</title><link>#story-1</link></item>
+<item><guid isPermaLink="false">g2</guid><title>Port deal</title><link>http://x.example/2</link></item>
+</channel></rss>"""
+    parsed = parse_source_document(
+        page, kind="rss", source_id="src_1", source_url=TOKEN_URL, fetched_at=datetime(2026, 12, 4, tzinfo=UTC)
+    )
+    assert [(i.title, i.url) for i in parsed.items] == [("Rail talks", None), ("Port deal", "http://x.example/2")]
+    without_query = parse_source_document(
+        page,
+        kind="rss",
+        source_id="src_1",
+        source_url="http://127.0.0.1:9/feed.xml",
+        fetched_at=datetime(2026, 12, 4, tzinfo=UTC),
+    )
+    assert without_query.items[0].url == "http://127.0.0.1:9/feed.xml#story-1", "no query: the anchor stays"
+
+
+def test_a_bare_token_query_is_masked() -> None:
+    from shared.logs import shown_url
+
+    assert shown_url("https://a.example/rss?8f3a9c2e7b1d4f60") == "https://a.example/rss?…"
+    assert shown_url("https://a.example/rss?lang=en&8f3a9c2e") == "https://a.example/rss?lang=…&…"

@@ -29,10 +29,40 @@ async def test_an_empty_source_filter_is_refused(client: httpx.AsyncClient) -> N
     assert got.status_code == 422 and got.json()["detail"][0]["loc"] == ["query", "source"]
 
 
-def test_time_bounds_are_cut_to_the_stored_precision() -> None:
+def test_time_bounds_meet_the_stored_precision_on_the_right_side() -> None:
     # Stored moments are milliseconds; a bound of 12:00:00.1235 kept an item of 12:00:00.123 out
-    # on SQLite (which compared microseconds) and in on MongoDB (BSON cut the bound).
+    # on SQLite (which compared microseconds) and in on MongoDB (BSON cut the bound). Cut down,
+    # both stores agreed but both answered wrongly: since=.1235 (inclusive) took the .123 item in
+    # and until=.1235 (exclusive) left it out. Raised to .124, both bounds say what they mean.
     bound = datetime(2026, 3, 1, 12, 0, 0, 123500, tzinfo=UTC)
     filters = EventFilters(since=bound, until=bound)
-    assert filters.since == filters.until == datetime(2026, 3, 1, 12, 0, 0, 123000, tzinfo=UTC)
-    assert filters.query(limit=5).since == datetime(2026, 3, 1, 12, 0, 0, 123000, tzinfo=UTC)
+    assert filters.since == filters.until == datetime(2026, 3, 1, 12, 0, 0, 124000, tzinfo=UTC)
+    assert filters.query(limit=5).since == datetime(2026, 3, 1, 12, 0, 0, 124000, tzinfo=UTC)
+    exact = datetime(2026, 3, 1, 12, 0, 0, 123000, tzinfo=UTC)
+    assert EventFilters(since=exact).since == exact, "a bound on a millisecond stays"
+
+
+async def test_a_bound_at_the_end_of_time_is_a_422(client: httpx.AsyncClient) -> None:
+    got = await client.get("/api/v1/events", params={"until": "9999-12-31T23:59:59.999999+00:00"})
+    assert got.status_code == 422 and got.json()["detail"][0]["loc"] == ["query", "until"]
+
+
+async def test_bounds_find_what_they_say_on_the_embedded_store(tmp_path: Path) -> None:
+    from shared.models import ClassifiedItem
+
+    runtime = Runtime(load_settings(sqlite_path=tmp_path / "b.sqlite3", api_key="api-test-key"), ALL_ROLES)
+    async with runtime_client(runtime) as client:
+        at = datetime(2026, 3, 1, 12, 0, 0, 123000, tzinfo=UTC)
+        stored = ClassifiedItem(
+            id="itm_a",
+            source_id="s",
+            source_url="https://s.example/",
+            published_at=at,
+            fetched_at=at,
+            classifier_version="t",
+        )
+        await runtime.store.upsert_items([stored])
+        bound = "2026-03-01T12:00:00.123500+00:00"
+        until = (await client.get("/api/v1/events", params={"until": bound})).json()["items"]
+        since = (await client.get("/api/v1/events", params={"since": bound})).json()["items"]
+    assert [i["id"] for i in until] == ["itm_a"] and since == []

@@ -351,3 +351,88 @@ async def test_the_classifier_service_passes_the_links_an_update_dropped(store: 
     assert await store.get_agreement_stage(RAILWAYS) == "financed"
     await service.handle(Envelope.wrap("item.updated", raw.model_copy(update={"revision": 1})))
     assert await store.get_agreement_stage(RAILWAYS) == "signed"
+
+
+# A review of the fixes above (2026-12-04) reproduced three more.
+
+
+async def test_progress_fetched_after_a_stall_alert_ends_that_stall(store: SQLiteStore) -> None:
+    # The "nothing moved" rule compared the report's date with the alert's time: a progress
+    # report published just before the alert but fetched after it did not count, and the next
+    # stall was never announced.
+    from helpers import ManualClock
+
+    signed_on = datetime(2026, 2, 4, tzinfo=UTC)
+
+    def on_day(n: int, stage: str, day: float, fetched_day: float) -> ClassifiedItem:
+        return item(n, stage, 0).model_copy(
+            update={
+                "published_at": signed_on + timedelta(days=day),
+                "fetched_at": signed_on + timedelta(days=fetched_day),
+            }
+        )
+
+    clock = ManualClock(signed_on + timedelta(days=71))
+    w = AgreementWatch(store=store, bus=MemoryBus(), registry=load_registry(), settings=load_settings(), clock=clock)
+
+    async def stalls() -> int:
+        await w.check_stalls()
+        return sum(e.kind == "agreement.stalled" for e in await store.list_agreement_events(agreement_id=RAILWAYS))
+
+    await store.upsert_items([on_day(1, "approved", 10, 10)])
+    assert await stalls() == 1
+    await store.upsert_items([on_day(2, "planning", 70, 71.5)])
+    clock.now = signed_on + timedelta(days=72)
+    assert not (await w.state(RAILWAYS)).stalled
+    clock.now = signed_on + timedelta(days=70 + 61)
+    assert await stalls() == 2, "a new stall after progress"
+
+
+async def test_the_reconciliation_announces_a_change_a_crash_cut_off(store: SQLiteStore) -> None:
+    moved = item(1, "planning", 5)
+    await store.upsert_items([moved])
+    real_insert = store.insert_agreement_event
+
+    async def outage(event: Any) -> bool:
+        raise StoreUnavailable("store stopped")
+
+    store.insert_agreement_event = outage  # type: ignore[method-assign]
+    with pytest.raises(StoreUnavailable):
+        await watch(store).after_item(moved)  # swap done, event not stored
+    store.insert_agreement_event = real_insert  # type: ignore[method-assign]
+    assert await watch(store).reconcile() == 0, "nothing to record"
+    assert await stage_events(store) == [("signed", "planning")], "but the change is announced"
+
+
+async def test_a_chain_begun_after_an_old_announcement_survives_a_run_of_setbacks(store: SQLiteStore) -> None:
+    from shared.models import AgreementEvent, stable_id
+
+    legacy_id = stable_id("evt", RAILWAYS, "stage", "signed", "planning", "after", "-")
+    await store.insert_agreement_event(
+        AgreementEvent(
+            id=legacy_id,
+            kind="agreement.stage_changed",
+            agreement_id=RAILWAYS,
+            area="railways",
+            title="t",
+            before="signed",
+            after="planning",
+            at=datetime.now(UTC) - timedelta(days=3),
+        )
+    )
+    await store.swap_agreement_stage(RAILWAYS, None, "planning")
+    await store.upsert_items([item(1, "planning", 20)])
+    w = watch(store)
+    underway = item(2, "underway", 10)
+    await store.upsert_items([underway])
+    await w.after_item(underway)  # planning → underway: the chain begins at its fixed start
+    for k in range(51):
+        setback = item(10 + k, "setback", 5 - k * 0.01)
+        await store.upsert_items([setback])
+        await w.after_item(setback)
+    late = item(99, "setback", 0.1)
+    await store.upsert_items([late])
+    await watch(store).after_item(late)  # a restarted replica
+    events = await store.list_agreement_events(agreement_id=RAILWAYS, limit=500)
+    changes = [(e.before, e.after) for e in reversed(events) if e.kind == "agreement.stage_changed"]
+    assert changes == [("signed", "planning"), ("planning", "underway")]
