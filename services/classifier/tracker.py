@@ -136,7 +136,10 @@ def agreement_state(
             support.official = support.official or source.official
             if source.country and source.country not in support.countries:
                 support.countries.append(source.country)
-        support.first_at = min(filter(None, (support.first_at, row.first_at)), default=None)
+        # A source's row may hold reports from before the signing too (one before, one after):
+        # the stage cannot have been reached before the agreement was signed.
+        first_at = max(row.first_at, signed_at) if row.first_at is not None else None
+        support.first_at = min(filter(None, (support.first_at, first_at)), default=None)
         support.last_at = max(filter(None, (support.last_at, row.last_at)), default=None)
     stage: Stage = "signed"
     for candidate in PROGRESS:

@@ -116,3 +116,11 @@ def test_two_feeds_of_one_publisher_are_one_source_of_support() -> None:
         AGREEMENT, [row("planning", "dawn_home", 10), row("planning", "src_deleted", 11)], sources, at(20)
     )
     assert gone.stage == "planning", "a source the store no longer has counts by its id"
+
+
+def test_a_stage_is_never_reached_before_the_signing() -> None:
+    # One source's row held a report from before the signing and one after: the stage's "since"
+    # fell before the agreement existed (review of 2026-12-04).
+    rows = [row("planning", "dawn", -30, 10), row("planning", "kazinform", 12)]
+    state = agreement_state(AGREEMENT, rows, SOURCES, at(20))
+    assert state.stage == "planning" and state.stage_since == at(0)
