@@ -115,11 +115,13 @@ def shown_url(url: str) -> str:
     try:
         parts = urlsplit(url)
         netloc = parts.netloc.rpartition("@")[2]
-        # A part without "=" is a value of its own (``?8f3a9c2e``, a bare token): masked whole.
+        # A part without a value after its "=" is a value of its own (``?8f3a9c2e``, a bare
+        # token, or ``?dG9rZW4=``, one with base64 padding): masked whole.
         query = "&".join(
-            f"{quote(unquote_plus(part.partition('=')[0]))}=…" if "=" in part else "…"
+            f"{quote(unquote_plus(name))}=…" if value else "…"
             for part in parts.query.split("&")
             if part
+            for name, _, value in [part.partition("=")]
         )
     except ValueError:
         return "(unreadable URL)"

@@ -77,7 +77,6 @@ class AgreementWatch:
         self._sources_at = float("-inf")
         self._heads: dict[str, AgreementEvent] = {}  # the last stage announcement seen, per agreement
         self._legacy: set[str] = set()  # announcements made before the chain, found by a scan
-        self._no_legacy: set[str] = set()  # agreements found to have none
 
     async def _known_sources(self, needed: set[str] = frozenset()) -> dict[str, Source]:  # type: ignore[assignment]
         """The sources (publishers' country, official), re-read every SOURCES_CACHE_S and when a
@@ -177,24 +176,25 @@ class AgreementWatch:
     async def _last_announcement(self, agreement_id: str) -> AgreementEvent | None:
         """The agreement's last stage announcement: the end of its chain, walked from the one
         seen last or from its start. Before the chain starts, the last announcement made before
-        chaining (older ids) is looked for among the agreement's newest events, once per process
-        when there is none (no process makes such announcements any more)."""
-        head = self._heads.get(agreement_id)
+        chaining (older ids) is looked for among the agreement's newest events."""
+        start = self._next_announcement_id(agreement_id, None)
+        head = self._heads.get(agreement_id) or await self._store.get_agreement_event(start)
         if head is None:
-            head = await self._store.get_agreement_event(self._next_announcement_id(agreement_id, None))
-        if head is None:
-            if agreement_id in self._no_legacy:
-                return None
             events = await self._store.list_agreement_events(agreement_id=agreement_id, limit=HISTORY_SCAN)
             head = next((e for e in events if e.kind == STAGE_CHANGED), None)
             if head is None:
-                self._no_legacy.add(agreement_id)
                 return None
-            self._legacy.add(head.id)
+            # The chain may have started while the scan ran: then its start is the head (the
+            # scan may have met it, or its successor), never an older announcement.
+            head = await self._store.get_agreement_event(start) or head
+            if head.id != start:
+                self._legacy.add(head.id)
+        seen = {head.id}
         for _ in range(MAX_CHAIN):
             following = await self._store.get_agreement_event(self._next_announcement_id(agreement_id, head))
-            if following is None:
+            if following is None or following.id in seen:
                 break
+            seen.add(following.id)
             head = following
         self._heads[agreement_id] = head
         return head
@@ -205,11 +205,14 @@ class AgreementWatch:
         its evidence) only when the item reports the stage announced: a stage recomputed because
         support went away, or reached through a source made official, is no item's news."""
         for _ in range(MAX_SWAPS):
+            # The chain first, the recorded stage after it: what is recorded is then at least as
+            # new as what the last announcement announced (read the other way round, a handler
+            # holding an older recorded stage announced it after a newer one: backwards).
+            last = await self._last_announcement(agreement.id)
             recorded_or_none = await self._store.get_agreement_stage(agreement.id)
             if recorded_or_none is None:
                 return  # nothing recorded yet: nothing was announced either
             recorded = recorded_or_none
-            last = await self._last_announcement(agreement.id)
             before = (last.after if last else None) or "signed"
             if recorded == before:
                 return

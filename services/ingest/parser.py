@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
 from typing import Any
-from urllib.parse import urldefrag, urlsplit
+from urllib.parse import parse_qsl, unquote_plus, urldefrag, urlsplit, urlunsplit
 
 import feedparser
 
@@ -276,10 +276,28 @@ def _believable(published_at: datetime | None, fetched_at: datetime) -> datetime
     return published_at
 
 
+MIN_SHARED_VALUE = 6  # a query value of the page this long, repeated in a link, is taken for a token
+
+
 def _into_page(link: str, page_url: str) -> bool:
     """Whether ``link`` points into the document at ``page_url`` itself (``#story-1``, resolved)
     while that URL carries a query, which may hold an access token."""
     return bool(urlsplit(page_url).query) and urldefrag(link).url == urldefrag(page_url).url
+
+
+def _without_page_values(link: str, page_url: str) -> str:
+    """``link`` without the query parameters that repeat a value of the fetched page's query
+    (an access token the feed passes on to its links: ``?token=…&id=7``), whatever the host: it
+    is the operator's token wherever it is sent."""
+    page, target = urlsplit(page_url), urlsplit(link)
+    if not page.query or not target.query:
+        return link
+    secrets = {v for _, v in parse_qsl(page.query, keep_blank_values=True) if len(v) >= MIN_SHARED_VALUE}
+    secrets |= {part for part in page.query.split("&") if "=" not in part and len(part) >= MIN_SHARED_VALUE}
+    if not secrets:
+        return link
+    kept = [p for p in target.query.split("&") if unquote_plus(p.partition("=")[2] or p) not in secrets]
+    return urlunsplit(target._replace(query="&".join(kept)))
 
 
 def to_item(
@@ -303,8 +321,10 @@ def to_item(
     title = html_to_text(entry.title)[:MAX_TITLE_CHARS]
     summary = html_to_text(entry.summary)[:MAX_SUMMARY_CHARS]
     link = entry.link if entry.link and len(entry.link) <= MAX_URL_CHARS else None
-    if link and page_url and _into_page(link, page_url):
-        link = None  # an anchor of the fetched page would carry its query (a token) to every reader
+    if link and page_url:
+        # An anchor of the fetched page, or a link repeating its query's values, would carry an
+        # access token of the feed's URL to every reader.
+        link = None if _into_page(link, page_url) else _without_page_values(link, page_url)
     canonical = canonical_url(link)
     if canonical is not None and len(canonical) > MAX_URL_CHARS:  # canonical form can be longer (escapes)
         link = canonical = None

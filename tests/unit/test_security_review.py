@@ -139,3 +139,20 @@ def test_a_bare_token_query_is_masked() -> None:
 
     assert shown_url("https://a.example/rss?8f3a9c2e7b1d4f60") == "https://a.example/rss?…"
     assert shown_url("https://a.example/rss?lang=en&8f3a9c2e") == "https://a.example/rss?lang=…&…"
+    assert shown_url("https://a.example/rss?dG9rZW4tU0VDUkVULTEyMzQ=") == "https://a.example/rss?…", "base64 padding"
+
+
+def test_a_link_repeating_the_feeds_token_loses_it() -> None:
+    # A feed at ?token=SECRET whose items link to ?token=SECRET&id=7 passed the token on.
+    feed = b"""<?xml version="1.0"?><rss version="2.0"><channel><title>t</title>
+<item><guid isPermaLink="false">g1</guid><title>Rail talks</title><link>?token=SECRET123&amp;id=7</link></item>
+<item><guid isPermaLink="false">g2</guid><title>Port deal</title><link>http://x.example/2?token=SECRET123</link></item>
+</channel></rss>"""
+    parsed = parse_source_document(
+        feed,
+        kind="rss",
+        source_id="src_1",
+        source_url="http://127.0.0.1:9/feed.xml?token=SECRET123",
+        fetched_at=datetime(2026, 12, 4, tzinfo=UTC),
+    )
+    assert [i.url for i in parsed.items] == ["http://127.0.0.1:9/feed.xml?id=7", "http://x.example/2"]

@@ -436,3 +436,86 @@ async def test_a_chain_begun_after_an_old_announcement_survives_a_run_of_setback
     events = await store.list_agreement_events(agreement_id=RAILWAYS, limit=500)
     changes = [(e.before, e.after) for e in reversed(events) if e.kind == "agreement.stage_changed"]
     assert changes == [("signed", "planning"), ("planning", "underway")]
+
+
+# And a review of those mends (2026-12-04) reproduced three more.
+
+
+async def test_the_chain_is_read_before_the_recorded_stage(store: SQLiteStore) -> None:
+    # A read the recorded stage ("planning"), then B recorded and announced "underway", then A
+    # walked the chain, found B's event and announced underway → planning: backwards.
+    a, b = watch(store), watch(store)
+    planning, underway = item(1, "planning", 20), item(2, "underway", 10)
+    await store.upsert_items([planning])
+    real_last = a._last_announcement
+
+    async def slow(agreement_id: str) -> Any:
+        a._last_announcement = real_last  # type: ignore[method-assign]
+        await store.upsert_items([underway])
+        await b.after_item(underway)
+        return await real_last(agreement_id)
+
+    a._last_announcement = slow  # type: ignore[method-assign]
+    await a.after_item(planning)
+    assert await store.get_agreement_stage(RAILWAYS) == "underway"
+    assert await stage_events(store) == [("signed", "underway")]
+
+
+async def test_a_chain_begun_during_the_scan_is_not_taken_for_an_old_announcement(store: SQLiteStore) -> None:
+    # B started the chain between A's read of its start and A's scan: A took the start for an
+    # announcement from before the chain, walked in a loop and never announced again.
+    await store.upsert_items([item(1, "planning", 20)])
+    a, b = watch(store), watch(store)
+    real_list = store.list_agreement_events
+    fired = False
+
+    async def racing(**kw: Any) -> Any:
+        nonlocal fired
+        if not fired and kw.get("agreement_id") == RAILWAYS:
+            fired = True
+            await b.after_item(item(1, "planning", 20))  # B announces signed → planning
+        return await real_list(**kw)
+
+    store.list_agreement_events = racing  # type: ignore[method-assign]
+    await a.after_item(item(1, "planning", 20))
+    store.list_agreement_events = real_list  # type: ignore[method-assign]
+    reads = 0
+    real_get = store.get_agreement_event
+
+    async def counted(event_id: str) -> Any:
+        nonlocal reads
+        reads += 1
+        return await real_get(event_id)
+
+    store.get_agreement_event = counted  # type: ignore[method-assign]
+    underway = item(2, "underway", 10)
+    await store.upsert_items([underway])
+    await a.after_item(underway)
+    assert await stage_events(store) == [("signed", "planning"), ("planning", "underway")]
+    assert reads < 10, f"{reads} reads for one item"
+
+
+async def test_an_old_replicas_announcement_during_an_upgrade_is_not_repeated(store: SQLiteStore) -> None:
+    # A replica of the version before the chain still runs beside this one (a rolling upgrade):
+    # this one had found no old announcement before and must not trust that later.
+    from shared.models import AgreementEvent, stable_id
+
+    w = watch(store)
+    await store.swap_agreement_stage(RAILWAYS, None, "signed")
+    await w.reconcile()
+    await store.upsert_items([item(1, "planning", 20)])
+    assert await store.swap_agreement_stage(RAILWAYS, "signed", "planning")
+    old_id = stable_id("evt", RAILWAYS, "stage", "signed", "planning", "after", "-")
+    await store.insert_agreement_event(
+        AgreementEvent(
+            id=old_id,
+            kind="agreement.stage_changed",
+            agreement_id=RAILWAYS,
+            area="railways",
+            title="t",
+            before="signed",
+            after="planning",
+        )
+    )
+    await w.reconcile()
+    assert await stage_events(store) == [("signed", "planning")]
