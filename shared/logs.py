@@ -116,9 +116,9 @@ def shown_url(url: str) -> str:
         parts = urlsplit(url)
         netloc = parts.netloc.rpartition("@")[2]
         # A part without a value after its "=" is a value of its own (``?8f3a9c2e``, a bare
-        # token, or ``?dG9rZW4=``, one with base64 padding): masked whole.
+        # token, or ``?dG9rZW4=`` and ``?c2VjcmV0==``, ones with base64 padding): masked whole.
         query = "&".join(
-            f"{quote(unquote_plus(name))}=…" if value else "…"
+            f"{quote(unquote_plus(name))}=…" if value.strip("=") else "…"
             for part in parts.query.split("&")
             if part
             for name, _, value in [part.partition("=")]

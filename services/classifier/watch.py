@@ -53,6 +53,7 @@ def _progress_from(state: AgreementState) -> datetime:
 SOURCES_CACHE_S = 60.0
 REPUBLISH_AFTER = timedelta(minutes=1)
 MAX_SWAPS = 5  # tries to record (or announce) a stage while other handlers do the same agreement's
+NO_LEGACY_TTL_S = 600.0  # how long "no announcement from before the chain" is believed
 HISTORY_SCAN = 1000  # newest events of an agreement read for its last stall alert, or its last
 # stage announcement made before announcements were chained
 MAX_CHAIN = 10_000  # announcements followed at most (a bound, far above any agreement's history)
@@ -77,6 +78,7 @@ class AgreementWatch:
         self._sources_at = float("-inf")
         self._heads: dict[str, AgreementEvent] = {}  # the last stage announcement seen, per agreement
         self._legacy: set[str] = set()  # announcements made before the chain, found by a scan
+        self._no_legacy: dict[str, float] = {}  # agreements found to have none, until (monotonic)
 
     async def _known_sources(self, needed: set[str] = frozenset()) -> dict[str, Source]:  # type: ignore[assignment]
         """The sources (publishers' country, official), re-read every SOURCES_CACHE_S and when a
@@ -180,9 +182,14 @@ class AgreementWatch:
         start = self._next_announcement_id(agreement_id, None)
         head = self._heads.get(agreement_id) or await self._store.get_agreement_event(start)
         if head is None:
+            if self._no_legacy.get(agreement_id, 0.0) > time.monotonic():
+                return None
             events = await self._store.list_agreement_events(agreement_id=agreement_id, limit=HISTORY_SCAN)
             head = next((e for e in events if e.kind == STAGE_CHANGED), None)
             if head is None:
+                # For a while only: an old replica still running in an upgrade (the README says
+                # to stop them first) could make one.
+                self._no_legacy[agreement_id] = time.monotonic() + NO_LEGACY_TTL_S
                 return None
             # The chain may have started while the scan ran: then its start is the head (the
             # scan may have met it, or its successor), never an older announcement.
@@ -204,15 +211,14 @@ class AgreementWatch:
         every agreement starts there, which is no news). The event names ``item`` (and carries
         its evidence) only when the item reports the stage announced: a stage recomputed because
         support went away, or reached through a source made official, is no item's news."""
+        if await self._store.get_agreement_stage(agreement.id) is None:
+            return  # nothing recorded yet (and a recorded stage is never unrecorded): nothing to say
         for _ in range(MAX_SWAPS):
             # The chain first, the recorded stage after it: what is recorded is then at least as
             # new as what the last announcement announced (read the other way round, a handler
             # holding an older recorded stage announced it after a newer one: backwards).
             last = await self._last_announcement(agreement.id)
-            recorded_or_none = await self._store.get_agreement_stage(agreement.id)
-            if recorded_or_none is None:
-                return  # nothing recorded yet: nothing was announced either
-            recorded = recorded_or_none
+            recorded = await self._store.get_agreement_stage(agreement.id) or "signed"
             before = (last.after if last else None) or "signed"
             if recorded == before:
                 return
@@ -245,6 +251,7 @@ class AgreementWatch:
         """Record and announce every agreement whose stage moved without an item of its own (see
         the module docstring); how many stages were recorded."""
         moved = 0
+        self._no_legacy.clear()  # each round looks again (an old replica may still have announced)
         for state in states if states is not None else await self.states():
             recorded = await self._store.get_agreement_stage(state.agreement.id)
             if recorded != state.stage and not (recorded is None and state.stage == "signed"):

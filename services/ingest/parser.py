@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
 from typing import Any
-from urllib.parse import parse_qsl, unquote_plus, urldefrag, urlsplit, urlunsplit
+from urllib.parse import unquote, unquote_plus, urldefrag, urlsplit, urlunsplit
 
 import feedparser
 
@@ -276,7 +276,18 @@ def _believable(published_at: datetime | None, fetched_at: datetime) -> datetime
     return published_at
 
 
-MIN_SHARED_VALUE = 6  # a query value of the page this long, repeated in a link, is taken for a token
+MIN_TOKEN_CHARS = 6  # a query value shorter than this is never taken for a token
+
+
+def _link(link: str | None) -> tuple[str | None, str | None]:
+    """The entry's link and its canonical form, both None when either is too long (a cut URL
+    would point elsewhere; the canonical form can be longer than the link: escapes)."""
+    if not link or len(link) > MAX_URL_CHARS:
+        return None, None
+    canonical = canonical_url(link)
+    if canonical is not None and len(canonical) > MAX_URL_CHARS:
+        return None, None
+    return link, canonical
 
 
 def _into_page(link: str, page_url: str) -> bool:
@@ -285,19 +296,50 @@ def _into_page(link: str, page_url: str) -> bool:
     return bool(urlsplit(page_url).query) and urldefrag(link).url == urldefrag(page_url).url
 
 
-def _without_page_values(link: str, page_url: str) -> str:
-    """``link`` without the query parameters that repeat a value of the fetched page's query
-    (an access token the feed passes on to its links: ``?token=…&id=7``), whatever the host: it
-    is the operator's token wherever it is sent."""
-    page, target = urlsplit(page_url), urlsplit(link)
-    if not page.query or not target.query:
+def _forms(text: str) -> set[str]:
+    """``text`` as written and decoded both ways (``%2B`` and ``+`` name the same token)."""
+    return {text, unquote(text), unquote_plus(text)}
+
+
+def _token_like(text: str) -> bool:
+    """Whether a query value may be an access token: one run of characters, letters and digits
+    mixed, or long. Words (``section=economy``, ``q=Kazakhstan+Pakistan``) are not, and are left
+    in links."""
+    for form in (text, unquote(text)):  # "+" is a space in a form's query, and a token's own character
+        core = form.strip("=")
+        if len(core) < MIN_TOKEN_CHARS or any(c.isspace() for c in core):
+            continue
+        if len(core) >= 20 or (any(c.isdigit() for c in core) and any(c.isalpha() for c in core)):
+            return True
+    return False
+
+
+def _query_tokens(query: str) -> set[str]:
+    """The token-like values of a query, in every form: a value, or a bare part (``?dG9rZW4=``)."""
+    tokens: set[str] = set()
+    for part in query.split("&"):
+        _, _, value = part.partition("=")
+        candidate = value if value.strip("=") else part
+        if _token_like(candidate):
+            tokens |= _forms(candidate)
+    return tokens
+
+
+def _without_page_tokens(link: str, page_url: str) -> str:
+    """``link`` without the query parameters that repeat a token of the fetched page's query (a
+    feed passing its access token on to its links: ``?token=…&id=7``), whatever the host: it is
+    the operator's token wherever it is sent; a fragment holding one is dropped too."""
+    tokens = _query_tokens(urlsplit(page_url).query)
+    if not tokens:
         return link
-    secrets = {v for _, v in parse_qsl(page.query, keep_blank_values=True) if len(v) >= MIN_SHARED_VALUE}
-    secrets |= {part for part in page.query.split("&") if "=" not in part and len(part) >= MIN_SHARED_VALUE}
-    if not secrets:
+    target = urlsplit(link)
+    kept = [part for part in target.query.split("&") if not (_forms(part.partition("=")[2]) | _forms(part)) & tokens]
+    fragment = target.fragment
+    if fragment and any(token in form for token in tokens for form in _forms(fragment)):
+        fragment = ""
+    if len(kept) == len(target.query.split("&")) and fragment == target.fragment:
         return link
-    kept = [p for p in target.query.split("&") if unquote_plus(p.partition("=")[2] or p) not in secrets]
-    return urlunsplit(target._replace(query="&".join(kept)))
+    return urlunsplit(target._replace(query="&".join(kept), fragment=fragment))
 
 
 def to_item(
@@ -320,18 +362,18 @@ def to_item(
     """
     title = html_to_text(entry.title)[:MAX_TITLE_CHARS]
     summary = html_to_text(entry.summary)[:MAX_SUMMARY_CHARS]
-    link = entry.link if entry.link and len(entry.link) <= MAX_URL_CHARS else None
-    if link and page_url:
-        # An anchor of the fetched page, or a link repeating its query's values, would carry an
-        # access token of the feed's URL to every reader.
-        link = None if _into_page(link, page_url) else _without_page_values(link, page_url)
-    canonical = canonical_url(link)
-    if canonical is not None and len(canonical) > MAX_URL_CHARS:  # canonical form can be longer (escapes)
-        link = canonical = None
+    link, canonical = _link(entry.link)
     guid = _guid(entry.guid)
     key = guid or canonical or (f"text:{summary}" if summary else None) or (f"title:{title}" if title else None)
     if not key or not key.strip():
         return None
+    if link and page_url:
+        # An anchor of the fetched page, or a link repeating its query's token, would carry an
+        # access token of the feed's URL to every reader. Cleaned after the identity is taken:
+        # the same entry keeps its id.
+        cleaned = None if _into_page(link, page_url) else _without_page_tokens(link, page_url)
+        if cleaned != link:
+            link, canonical = _link(cleaned)
     author = _SPACES.sub(" ", entry.author).strip()[:MAX_AUTHOR_CHARS] if entry.author else None
     return RawItem(
         id=stable_id("itm", source_id, key),
