@@ -213,6 +213,7 @@ class AgreementWatch:
         support went away, or reached through a source made official, is no item's news."""
         if await self._store.get_agreement_stage(agreement.id) is None:
             return  # nothing recorded yet (and a recorded stage is never unrecorded): nothing to say
+        rechecked = False
         for _ in range(MAX_SWAPS):
             # The chain first, the recorded stage after it: what is recorded is then at least as
             # new as what the last announcement announced (read the other way round, a handler
@@ -222,6 +223,9 @@ class AgreementWatch:
             before = (last.after if last else None) or "signed"
             if recorded == before:
                 return
+            if last is None and not rechecked and self._no_legacy.pop(agreement.id, None) is not None:
+                rechecked = True
+                continue  # about to start the chain: look for an older announcement again first
             reported = item is not None and item.stage == recorded
             event = AgreementEvent(
                 id=self._next_announcement_id(agreement.id, last),

@@ -305,11 +305,16 @@ def _token_like(text: str) -> bool:
     """Whether a query value may be an access token: one run of characters, letters and digits
     mixed, or long. Words (``section=economy``, ``q=Kazakhstan+Pakistan``) are not, and are left
     in links."""
-    for form in (text, unquote(text)):  # "+" is a space in a form's query, and a token's own character
+    if any(c.isspace() for c in unquote(text)):
+        return False  # words: "%20" is always a space
+    # "+" is a space in a form's query but also a character of base64 tokens: a value with one
+    # is a token only by its mix of letters and digits, never by its length alone.
+    by_length = "+" not in text
+    for form in (text, unquote(text)):
         core = form.strip("=")
-        if len(core) < MIN_TOKEN_CHARS or any(c.isspace() for c in core):
+        if len(core) < MIN_TOKEN_CHARS:
             continue
-        if len(core) >= 20 or (any(c.isdigit() for c in core) and any(c.isalpha() for c in core)):
+        if (by_length and len(core) >= 20) or (any(c.isdigit() for c in core) and any(c.isalpha() for c in core)):
             return True
     return False
 
@@ -333,7 +338,8 @@ def _without_page_tokens(link: str, page_url: str) -> str:
     if not tokens:
         return link
     target = urlsplit(link)
-    kept = [part for part in target.query.split("&") if not (_forms(part.partition("=")[2]) | _forms(part)) & tokens]
+    # A token anywhere in a parameter (a share link's ?u= holding the feed URL) counts.
+    kept = [part for part in target.query.split("&") if not any(t in form for t in tokens for form in _forms(part))]
     fragment = target.fragment
     if fragment and any(token in form for token in tokens for form in _forms(fragment)):
         fragment = ""
@@ -371,7 +377,10 @@ def to_item(
         # An anchor of the fetched page, or a link repeating its query's token, would carry an
         # access token of the feed's URL to every reader. Cleaned after the identity is taken:
         # the same entry keeps its id.
-        cleaned = None if _into_page(link, page_url) else _without_page_tokens(link, page_url)
+        try:
+            cleaned = None if _into_page(link, page_url) else _without_page_tokens(link, page_url)
+        except ValueError:  # unreadable (a broken IPv6 literal): drop the link, never the feed
+            cleaned = None
         if cleaned != link:
             link, canonical = _link(cleaned)
     author = _SPACES.sub(" ", entry.author).strip()[:MAX_AUTHOR_CHARS] if entry.author else None

@@ -173,6 +173,16 @@ def test_a_link_repeating_the_feeds_token_loses_it() -> None:
             "http://x.example/a?q=Kazakhstan+Pakistan",
             "http://x.example/a?q=Kazakhstan+Pakistan",
         ),
+        (
+            "query=Pakistan%20Kazakhstan%20railway%20link",  # GDELT's kind of query: words, however long
+            "http://x.example/a?q=Pakistan%20Kazakhstan%20railway%20link",
+            "http://x.example/a?q=Pakistan%20Kazakhstan%20railway%20link",
+        ),
+        (
+            "token=abc123XYZ9",  # a token inside a parameter: a share link holding the feed's own URL
+            "http://x.example/share?u=https%3A%2F%2Ff.example%2Frss%3Ftoken%3Dabc123XYZ9&n=1",
+            "http://x.example/share?n=1",
+        ),
     ],
 )
 def test_a_token_is_known_in_every_form_and_the_entry_keeps_its_id(feed_query: str, link: str, cleaned: str) -> None:
@@ -187,3 +197,19 @@ def test_a_token_is_known_in_every_form_and_the_entry_keeps_its_id(feed_query: s
     made = to_item(entry, source_id="s1", source_url="x", fetched_at=fetched, page_url=page)
     assert made is not None and made.url == cleaned
     assert made.id == stable_id("itm", "s1", canonical_url(link)), "identity from the link as the feed gave it"
+
+
+def test_an_unreadable_link_is_dropped_not_the_feed() -> None:
+    # Cleaning a link raised ValueError on a broken IPv6 literal, and the whole document of a
+    # source whose URL has a query (GDELT's always has) became a parse_error.
+    feed = b"""{"version": "https://jsonfeed.org/version/1.1", "title": "t", "items": [
+      {"id": "1", "url": "http://[2001:db8::1/x", "title": "Broken link"},
+      {"id": "2", "url": "http://x.example/2", "title": "Fine"}]}"""
+    parsed = parse_source_document(
+        feed,
+        kind="feed",
+        source_id="src_1",
+        source_url="http://127.0.0.1:9/feed.json?token=abc123XYZ9",
+        fetched_at=datetime(2026, 12, 4, tzinfo=UTC),
+    )
+    assert [(i.title, i.url) for i in parsed.items] == [("Broken link", None), ("Fine", "http://x.example/2")]

@@ -519,3 +519,31 @@ async def test_an_old_replicas_announcement_during_an_upgrade_is_not_repeated(st
     )
     await w.reconcile()
     assert await stage_events(store) == [("signed", "planning")]
+
+
+async def test_an_old_replicas_announcement_is_not_repeated_by_the_next_item(store: SQLiteStore) -> None:
+    # "No older announcement" was believed for 10 minutes: an old replica's announcement made
+    # meanwhile was announced again at the agreement's next item (review of 2026-12-04).
+    from shared.models import AgreementEvent, stable_id
+
+    w = watch(store)
+    await store.swap_agreement_stage(RAILWAYS, None, "signed")
+    await w.reconcile()
+    await store.upsert_items([item(1, "planning", 20)])
+    assert await store.swap_agreement_stage(RAILWAYS, "signed", "planning")
+    old_id = stable_id("evt", RAILWAYS, "stage", "signed", "planning", "after", "-")
+    await store.insert_agreement_event(
+        AgreementEvent(
+            id=old_id,
+            kind="agreement.stage_changed",
+            agreement_id=RAILWAYS,
+            area="railways",
+            title="t",
+            before="signed",
+            after="planning",
+        )
+    )
+    later = item(2, "planning", 5)
+    await store.upsert_items([later])
+    await w.after_item(later)
+    assert await stage_events(store) == [("signed", "planning")]
