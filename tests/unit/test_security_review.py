@@ -18,6 +18,7 @@ from services.ingest.parser import parse_source_document
 from services.runtime import ALL_ROLES, Runtime
 from shared.errors import ConfigError
 from shared.logs import configure_logging
+from shared.models import RawItem, SourceKind
 from shared.settings import load_settings
 
 KEY = {"Authorization": "Bearer api-test-key"}
@@ -25,6 +26,18 @@ TOKEN_URL = "http://127.0.0.1:9/feed.xml?lang=en&apikey=TOPSECRET_KEY_123"
 FEED = b"""<?xml version="1.0"?><rss version="2.0"><channel><title>t</title>
 <item><guid>1</guid><title>Astana and Islamabad sign a rail MoU</title><link>http://x.example/1</link></item>
 </channel></rss>"""
+
+
+def parsed_items(document: bytes, source_url: str, kind: SourceKind = "feed") -> list[RawItem]:
+    """The items of ``document`` fetched from ``source_url``."""
+    fetched = datetime(2026, 12, 4, tzinfo=UTC)
+    return parse_source_document(
+        document,
+        kind=kind,
+        source_id="src_1",
+        source_url=source_url,
+        fetched_at=fetched,
+    ).items
 
 
 @pytest.fixture
@@ -51,10 +64,8 @@ async def test_read_routes_mask_a_source_urls_query_values(client: httpx.AsyncCl
 
 def test_items_name_their_source_without_its_query_values() -> None:
     # An item's source_url went into every webhook body, alert email and events answer.
-    parsed = parse_source_document(
-        FEED, kind="rss", source_id="src_1", source_url=TOKEN_URL, fetched_at=datetime(2026, 12, 4, tzinfo=UTC)
-    )
-    [item] = parsed.items
+    parsed = parsed_items(FEED, TOKEN_URL)
+    [item] = parsed
     assert item.source_url == "http://127.0.0.1:9/feed.xml?lang=…&apikey=…"
 
 
@@ -120,18 +131,10 @@ def test_a_link_into_the_fetched_page_does_not_carry_its_query() -> None:
 <item><guid isPermaLink="false">g1</guid><title>Rail talks</title><link>#story-1</link></item>
 <item><guid isPermaLink="false">g2</guid><title>Port deal</title><link>http://x.example/2</link></item>
 </channel></rss>"""
-    parsed = parse_source_document(
-        page, kind="rss", source_id="src_1", source_url=TOKEN_URL, fetched_at=datetime(2026, 12, 4, tzinfo=UTC)
-    )
-    assert [(i.title, i.url) for i in parsed.items] == [("Rail talks", None), ("Port deal", "http://x.example/2")]
-    without_query = parse_source_document(
-        page,
-        kind="rss",
-        source_id="src_1",
-        source_url="http://127.0.0.1:9/feed.xml",
-        fetched_at=datetime(2026, 12, 4, tzinfo=UTC),
-    )
-    assert without_query.items[0].url == "http://127.0.0.1:9/feed.xml#story-1", "no query: the anchor stays"
+    parsed = parsed_items(page, TOKEN_URL)
+    assert [(i.title, i.url) for i in parsed] == [("Rail talks", None), ("Port deal", "http://x.example/2")]
+    without_query = parsed_items(page, "http://127.0.0.1:9/feed.xml")
+    assert without_query[0].url == "http://127.0.0.1:9/feed.xml#story-1", "no query: the anchor stays"
 
 
 def test_a_bare_token_query_is_masked() -> None:
@@ -149,14 +152,8 @@ def test_a_link_repeating_the_feeds_token_loses_it() -> None:
 <item><guid isPermaLink="false">g1</guid><title>Rail talks</title><link>?token=SECRET123&amp;id=7</link></item>
 <item><guid isPermaLink="false">g2</guid><title>Port deal</title><link>http://x.example/2?token=SECRET123</link></item>
 </channel></rss>"""
-    parsed = parse_source_document(
-        feed,
-        kind="rss",
-        source_id="src_1",
-        source_url="http://127.0.0.1:9/feed.xml?token=SECRET123",
-        fetched_at=datetime(2026, 12, 4, tzinfo=UTC),
-    )
-    assert [i.url for i in parsed.items] == ["http://127.0.0.1:9/feed.xml?id=7", "http://x.example/2"]
+    parsed = parsed_items(feed, "http://127.0.0.1:9/feed.xml?token=SECRET123")
+    assert [i.url for i in parsed] == ["http://127.0.0.1:9/feed.xml?id=7", "http://x.example/2"]
 
 
 @pytest.mark.parametrize(
@@ -205,11 +202,5 @@ def test_an_unreadable_link_is_dropped_not_the_feed() -> None:
     feed = b"""{"version": "https://jsonfeed.org/version/1.1", "title": "t", "items": [
       {"id": "1", "url": "http://[2001:db8::1/x", "title": "Broken link"},
       {"id": "2", "url": "http://x.example/2", "title": "Fine"}]}"""
-    parsed = parse_source_document(
-        feed,
-        kind="feed",
-        source_id="src_1",
-        source_url="http://127.0.0.1:9/feed.json?token=abc123XYZ9",
-        fetched_at=datetime(2026, 12, 4, tzinfo=UTC),
-    )
-    assert [(i.title, i.url) for i in parsed.items] == [("Broken link", None), ("Fine", "http://x.example/2")]
+    parsed = parsed_items(feed, "http://127.0.0.1:9/feed.json?token=abc123XYZ9", kind="feed")
+    assert [(i.title, i.url) for i in parsed] == [("Broken link", None), ("Fine", "http://x.example/2")]

@@ -14,7 +14,7 @@ from services.classifier.agreements import load_registry
 from services.classifier.watch import AgreementWatch
 from shared.bus.memory import MemoryBus
 from shared.errors import StoreUnavailable
-from shared.models import AgreementLink, ClassifiedItem, Source
+from shared.models import AgreementEvent, AgreementLink, ClassifiedItem, Source, stable_id
 from shared.settings import load_settings
 from shared.store.sqlite import SQLiteStore
 
@@ -51,6 +51,20 @@ async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
 def watch(store: Any) -> AgreementWatch:
     return AgreementWatch(
         store=store, bus=MemoryBus(), registry=load_registry(), settings=load_settings(), clock=lambda: NOW
+    )
+
+
+def announced_before_the_chain(before: str, after: str, **fields: Any) -> AgreementEvent:
+    """A stage announcement as the versions before the chain made it (their id scheme)."""
+    return AgreementEvent(
+        id=stable_id("evt", RAILWAYS, "stage", before, after, "after", "-"),
+        kind="agreement.stage_changed",
+        agreement_id=RAILWAYS,
+        area="railways",
+        title="t",
+        before=before,  # type: ignore[arg-type]
+        after=after,  # type: ignore[arg-type]
+        **fields,
     )
 
 
@@ -228,20 +242,7 @@ async def test_a_run_of_setbacks_does_not_hide_the_last_announcement(store: SQLi
 
 
 async def test_an_announcement_made_before_the_chain_is_continued(store: SQLiteStore) -> None:
-    from shared.models import AgreementEvent, stable_id
-
-    legacy_id = stable_id("evt", RAILWAYS, "stage", "signed", "planning", "after", "-")
-    await store.insert_agreement_event(
-        AgreementEvent(
-            id=legacy_id,
-            kind="agreement.stage_changed",
-            agreement_id=RAILWAYS,
-            area="railways",
-            title="t",
-            before="signed",
-            after="planning",
-        )
-    )
+    await store.insert_agreement_event(announced_before_the_chain("signed", "planning"))
     await store.swap_agreement_stage(RAILWAYS, None, "planning")
     await store.upsert_items([item(1, "planning", 20)])
     w = watch(store)
@@ -405,21 +406,8 @@ async def test_the_reconciliation_announces_a_change_a_crash_cut_off(store: SQLi
 
 
 async def test_a_chain_begun_after_an_old_announcement_survives_a_run_of_setbacks(store: SQLiteStore) -> None:
-    from shared.models import AgreementEvent, stable_id
-
-    legacy_id = stable_id("evt", RAILWAYS, "stage", "signed", "planning", "after", "-")
-    await store.insert_agreement_event(
-        AgreementEvent(
-            id=legacy_id,
-            kind="agreement.stage_changed",
-            agreement_id=RAILWAYS,
-            area="railways",
-            title="t",
-            before="signed",
-            after="planning",
-            at=datetime.now(UTC) - timedelta(days=3),
-        )
-    )
+    three_days_ago = datetime.now(UTC) - timedelta(days=3)
+    await store.insert_agreement_event(announced_before_the_chain("signed", "planning", at=three_days_ago))
     await store.swap_agreement_stage(RAILWAYS, None, "planning")
     await store.upsert_items([item(1, "planning", 20)])
     w = watch(store)
@@ -498,25 +486,12 @@ async def test_a_chain_begun_during_the_scan_is_not_taken_for_an_old_announcemen
 async def test_an_old_replicas_announcement_during_an_upgrade_is_not_repeated(store: SQLiteStore) -> None:
     # A replica of the version before the chain still runs beside this one (a rolling upgrade):
     # this one had found no old announcement before and must not trust that later.
-    from shared.models import AgreementEvent, stable_id
-
     w = watch(store)
     await store.swap_agreement_stage(RAILWAYS, None, "signed")
     await w.reconcile()
     await store.upsert_items([item(1, "planning", 20)])
     assert await store.swap_agreement_stage(RAILWAYS, "signed", "planning")
-    old_id = stable_id("evt", RAILWAYS, "stage", "signed", "planning", "after", "-")
-    await store.insert_agreement_event(
-        AgreementEvent(
-            id=old_id,
-            kind="agreement.stage_changed",
-            agreement_id=RAILWAYS,
-            area="railways",
-            title="t",
-            before="signed",
-            after="planning",
-        )
-    )
+    await store.insert_agreement_event(announced_before_the_chain("signed", "planning"))
     await w.reconcile()
     assert await stage_events(store) == [("signed", "planning")]
 
@@ -524,25 +499,12 @@ async def test_an_old_replicas_announcement_during_an_upgrade_is_not_repeated(st
 async def test_an_old_replicas_announcement_is_not_repeated_by_the_next_item(store: SQLiteStore) -> None:
     # "No older announcement" was believed for 10 minutes: an old replica's announcement made
     # meanwhile was announced again at the agreement's next item (review of 2026-12-04).
-    from shared.models import AgreementEvent, stable_id
-
     w = watch(store)
     await store.swap_agreement_stage(RAILWAYS, None, "signed")
     await w.reconcile()
     await store.upsert_items([item(1, "planning", 20)])
     assert await store.swap_agreement_stage(RAILWAYS, "signed", "planning")
-    old_id = stable_id("evt", RAILWAYS, "stage", "signed", "planning", "after", "-")
-    await store.insert_agreement_event(
-        AgreementEvent(
-            id=old_id,
-            kind="agreement.stage_changed",
-            agreement_id=RAILWAYS,
-            area="railways",
-            title="t",
-            before="signed",
-            after="planning",
-        )
-    )
+    await store.insert_agreement_event(announced_before_the_chain("signed", "planning"))
     later = item(2, "planning", 5)
     await store.upsert_items([later])
     await w.after_item(later)
