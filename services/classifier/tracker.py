@@ -72,6 +72,7 @@ class AgreementState:
     stall_reason: str | None
     stall_id: str | None
     stalled_since: datetime | None = None  # when the stall's condition began, as the data stand now
+    progress_from: datetime | None = None  # the last progress on record, or the signing: "no progress" counts from it
 
     @property
     def setback(self) -> bool:
@@ -189,4 +190,5 @@ def agreement_state(
         stall_reason=reason,
         stall_id=stall_id,
         stalled_since=stalled_since,
+        progress_from=progress_from,
     )

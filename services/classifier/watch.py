@@ -25,7 +25,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from services.classifier.agreements import Agreement, Registry
 from services.classifier.tracker import AgreementState, agreement_state, agreement_states
@@ -43,11 +43,6 @@ log = logging.getLogger(__name__)
 
 def _progress(stage: Stage) -> int:
     return PROGRESS.index(stage) if stage in PROGRESS else -1
-
-
-def _progress_from(state: AgreementState) -> datetime:
-    """The agreement's last progress on record, or its signing: what "no progress" counts from."""
-    return state.last_progress_at or datetime.combine(state.agreement.signed_on, datetime.min.time(), tzinfo=UTC)
 
 
 SOURCES_CACHE_S = 60.0
@@ -282,7 +277,7 @@ class AgreementWatch:
                     after=state.stage,
                     detail=state.stall_reason or "",
                     at=self._clock(),
-                    progress_at=_progress_from(state),
+                    progress_at=state.progress_from,
                 )
                 announced += await self._emit(event)
         return announced
@@ -305,7 +300,7 @@ class AgreementWatch:
         # Progress counts by what is on record, not by its date: a report published before the
         # alert but fetched after it still ends that stall (alerts before progress_at was kept
         # are judged by the first rule alone).
-        unmoved = last.progress_at is not None and last.progress_at == _progress_from(state)
+        unmoved = last.progress_at is not None and last.progress_at == state.progress_from
         return state.stalled_since <= last.at or unmoved
 
     async def republish(self) -> int:

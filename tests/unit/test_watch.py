@@ -69,7 +69,7 @@ def announced_before_the_chain(before: str, after: str, **fields: Any) -> Agreem
 
 
 async def stage_events(store: SQLiteStore) -> list[tuple[str | None, str | None]]:
-    events = await store.list_agreement_events(agreement_id=RAILWAYS)
+    events = await store.list_agreement_events(agreement_id=RAILWAYS, limit=500)
     return [(e.before, e.after) for e in reversed(events) if e.kind == "agreement.stage_changed"]
 
 
@@ -236,9 +236,7 @@ async def test_a_run_of_setbacks_does_not_hide_the_last_announcement(store: SQLi
     late = item(99, "setback", 1)
     await store.upsert_items([late])
     await again.after_item(late)
-    events = await store.list_agreement_events(agreement_id=RAILWAYS, limit=500)
-    changes = [(e.before, e.after) for e in reversed(events) if e.kind == "agreement.stage_changed"]
-    assert changes == [("signed", "approved"), ("approved", "financed")]
+    assert await stage_events(store) == [("signed", "approved"), ("approved", "financed")]
 
 
 async def test_an_announcement_made_before_the_chain_is_continued(store: SQLiteStore) -> None:
@@ -421,9 +419,7 @@ async def test_a_chain_begun_after_an_old_announcement_survives_a_run_of_setback
     late = item(99, "setback", 0.1)
     await store.upsert_items([late])
     await watch(store).after_item(late)  # a restarted replica
-    events = await store.list_agreement_events(agreement_id=RAILWAYS, limit=500)
-    changes = [(e.before, e.after) for e in reversed(events) if e.kind == "agreement.stage_changed"]
-    assert changes == [("signed", "planning"), ("planning", "underway")]
+    assert await stage_events(store) == [("signed", "planning"), ("planning", "underway")]
 
 
 # And a review of those mends (2026-12-04) reproduced three more.
