@@ -286,6 +286,10 @@ def _item_alerts() -> list[AlertKind]:
     return ["item"]
 
 
+UNSUBSCRIBED = "unsubscribed"
+"""A subscription's ``disabled_reason`` once its recipient unsubscribed: no admin can resume it."""
+
+
 class Subscription(_Record):
     """Who wants which alerts, where and how often. Secrets are never returned after creation.
 
@@ -317,7 +321,7 @@ class Subscription(_Record):
     active: bool = True
     confirmed: bool = True
     failing_since: Moment | None = None
-    disabled_reason: str | None = None
+    disabled_reason: str | None = None  # UNSUBSCRIBED when the recipient withdrew consent
     created_at: Moment = Field(default_factory=utcnow)
 
     def matches(self, item: ClassifiedItem) -> bool:

@@ -254,3 +254,41 @@ async def test_link_pages_escape_the_token(client: httpx.AsyncClient) -> None:
     page = await client.get("/api/v1/subscriptions/sub_x/unsubscribe", params={"token": "'><script>alert(1)</script>"})
     assert page.status_code == 200
     assert "<script>" not in page.text and "&lt;script&gt;" in page.text
+
+
+async def test_an_unsubscribe_landing_between_resumes_read_and_write_wins(tmp_path: Path) -> None:
+    """Resume reads the subscription, then writes it. A recipient's unsubscribe landing between
+    the two must not be undone (a review found the check and the write apart): resume answers
+    409 and the subscription stays unsubscribed."""
+    from shared.models import UNSUBSCRIBED, Subscription
+
+    settings = load_settings(sqlite_path=tmp_path / "c.sqlite3", api_key="api-test-key", poll_interval_s=60)
+    runtime = Runtime(settings, ALL_ROLES)
+    app = create_app(runtime)
+    await runtime.start()
+    store = runtime.store
+    try:
+        await store.insert_subscription(
+            Subscription(id="sub_race", channel="email", email="a@example.org", active=False, disabled_reason="paused")
+        )
+        read = store.get_subscription
+        raced = False
+
+        async def read_then_recipient_unsubscribes(subscription_id: str) -> Subscription | None:
+            nonlocal raced
+            found = await read(subscription_id)
+            if not raced:  # the recipient's one-click POST lands right after resume's read
+                raced = True
+                await store.update_subscription(subscription_id, {"active": False, "disabled_reason": UNSUBSCRIBED})
+            return found
+
+        store.get_subscription = read_then_recipient_unsubscribes  # type: ignore[method-assign]
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://corridor") as client:
+            resumed = await client.post("/api/v1/subscriptions/sub_race/resume", headers=KEY)
+            assert raced and resumed.status_code == 409, resumed.text
+            assert "unsubscribed" in resumed.json()["detail"]
+            after = (await client.get("/api/v1/subscriptions/sub_race", headers=KEY)).json()
+            assert after["active"] is False and after["disabled_reason"] == UNSUBSCRIBED
+            assert (await client.post("/api/v1/subscriptions/sub_nope/resume", headers=KEY)).status_code == 404
+    finally:
+        await runtime.stop()

@@ -19,7 +19,7 @@ from services.alerts.deliverer import CONFIRM_ITEM
 from services.alerts.webhook import new_secret
 from shared.api import Body
 from shared.errors import BlockedAddress
-from shared.models import AlertKind, Area, Cadence, Country, Delivery, DeliveryStatus, Subscription
+from shared.models import UNSUBSCRIBED, AlertKind, Area, Cadence, Country, Delivery, DeliveryStatus, Subscription
 from shared.netguard import AddressPolicy, InvalidURL, checked_url
 from shared.settings import Settings
 from shared.store import Store
@@ -267,15 +267,19 @@ def build_router(
 
     @router.post("/subscriptions/{subscription_id}/resume", response_model=SubscriptionOut, dependencies=admin)
     async def resume(subscription_id: str) -> SubscriptionOut:
-        subscription = await found(subscription_id)
-        if subscription.disabled_reason == "unsubscribed":
-            # The recipient withdrew consent: only a new subscription, confirmed by them, restores it.
+        await found(subscription_id)
+        # The recipient withdrew consent: only a new subscription, confirmed by them, restores it.
+        # The store checks and writes in one step: an unsubscribe landing meanwhile still wins.
+        if not await store.update_subscription(
+            subscription_id,
+            {"active": True, "disabled_reason": None, "failing_since": None},
+            unless_reason=UNSUBSCRIBED,
+        ):
+            if await store.get_subscription(subscription_id) is None:
+                raise HTTPException(404, detail="no such subscription")
             raise HTTPException(
                 409, detail="the recipient unsubscribed; create a new subscription (they confirm it again)"
             )
-        await store.update_subscription(
-            subscription_id, {"active": True, "disabled_reason": None, "failing_since": None}
-        )
         return SubscriptionOut.of(await found(subscription_id))
 
     @router.post(
@@ -334,7 +338,7 @@ def build_router(
         """One-click unsubscribe (RFC 8058): mail clients POST ``List-Unsubscribe=One-Click`` to
         the URL of the List-Unsubscribe header, token included in the query."""
         await linked(subscription_id, "unsubscribe", token or token_q or "")
-        await store.update_subscription(subscription_id, {"active": False, "disabled_reason": "unsubscribed"})
+        await store.update_subscription(subscription_id, {"active": False, "disabled_reason": UNSUBSCRIBED})
         return _page("Unsubscribed", "<p>You will not receive these alerts any more.</p>")
 
     @router.get("/deliveries", response_model=list[Delivery], dependencies=admin)

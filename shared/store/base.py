@@ -234,8 +234,13 @@ class Store(Protocol):
     async def delete_subscription(self, subscription_id: str) -> bool:
         """Delete; False if there was none."""
 
-    async def update_subscription(self, subscription_id: str, fields: dict[str, Any]) -> None:
-        """Set the given fields of a subscription."""
+    async def update_subscription(
+        self, subscription_id: str, fields: dict[str, Any], *, unless_reason: str | None = None
+    ) -> bool:
+        """Set the given fields of a subscription; False when there is none. With
+        ``unless_reason``, a subscription disabled for that reason is left as it is (False): the
+        check and the write are one step, so a recipient's unsubscribe that lands between an
+        admin's read and write is never undone."""
 
     # deliveries
     async def insert_delivery(self, delivery: Delivery) -> bool:

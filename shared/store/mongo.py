@@ -402,8 +402,14 @@ class MongoStore:
     async def delete_subscription(self, subscription_id: str) -> bool:
         return (await self._subscriptions.delete_one({"_id": subscription_id})).deleted_count > 0
 
-    async def update_subscription(self, subscription_id: str, fields: dict[str, Any]) -> None:
-        await self._subscriptions.update_one({"_id": subscription_id}, {"$set": fields})
+    async def update_subscription(
+        self, subscription_id: str, fields: dict[str, Any], *, unless_reason: str | None = None
+    ) -> bool:
+        flt: dict[str, Any] = {"_id": subscription_id}
+        if unless_reason is not None:
+            flt["disabled_reason"] = {"$ne": unless_reason}
+        result = await self._subscriptions.update_one(flt, {"$set": fields})
+        return result.matched_count > 0
 
     # deliveries
     async def insert_delivery(self, delivery: Delivery) -> bool:

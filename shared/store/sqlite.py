@@ -294,12 +294,18 @@ class SQLiteStore:
                 raise conflict from exc
             await self.db.commit()
 
-    async def _patch(self, table: str, model: type[M], record_id: str, fields: dict[str, Any]) -> None:
+    async def _patch(
+        self, table: str, model: type[M], record_id: str, fields: dict[str, Any], unless: dict[str, Any] | None = None
+    ) -> bool:
+        """Set ``fields`` of one record; False when there is none or it holds every value of
+        ``unless`` (read and written under the lock, so the check cannot go stale)."""
         async with self._locked():
             current = await self._one(model, f"SELECT doc FROM {table} WHERE id=?", (record_id,))
-            if current is not None:
-                await self._write(table, model.model_validate({**current.model_dump(), **fields}))
-                await self.db.commit()
+            if current is None or (unless and all(getattr(current, k) == v for k, v in unless.items())):
+                return False
+            await self._write(table, model.model_validate({**current.model_dump(), **fields}))
+            await self.db.commit()
+            return True
 
     async def _claim(self, table: str, model: type[M], where: str, args: tuple[Any, ...], until: datetime) -> M | None:
         """Lease the first record matching ``where`` (the lock makes read-then-write atomic)."""
@@ -620,8 +626,11 @@ class SQLiteStore:
     async def delete_subscription(self, subscription_id: str) -> bool:
         return await self._delete("subscriptions", subscription_id)
 
-    async def update_subscription(self, subscription_id: str, fields: dict[str, Any]) -> None:
-        await self._patch("subscriptions", Subscription, subscription_id, fields)
+    async def update_subscription(
+        self, subscription_id: str, fields: dict[str, Any], *, unless_reason: str | None = None
+    ) -> bool:
+        unless = {"disabled_reason": unless_reason} if unless_reason is not None else None
+        return await self._patch("subscriptions", Subscription, subscription_id, fields, unless)
 
     # deliveries
     async def insert_delivery(self, delivery: Delivery) -> bool:

@@ -227,6 +227,25 @@ async def test_subscriptions(store: Store) -> None:
     assert await store.delete_subscription("sub_1") is False
 
 
+async def test_a_guarded_subscription_update_leaves_an_unsubscribed_one_alone(store: Store) -> None:
+    """``unless_reason`` checks and writes in one step (an admin's resume against the
+    recipient's unsubscribe); without it, or for another reason, the fields are set."""
+    from shared.models import UNSUBSCRIBED
+
+    await store.insert_subscription(Subscription(id="sub_u", channel="email", email="a@b.c"))
+    back_on = {"active": True, "disabled_reason": None}
+    assert await store.update_subscription("sub_u", {"active": False, "disabled_reason": UNSUBSCRIBED}) is True
+    assert await store.update_subscription("sub_u", back_on, unless_reason=UNSUBSCRIBED) is False
+    got = await store.get_subscription("sub_u")
+    assert got is not None and got.active is False and got.disabled_reason == UNSUBSCRIBED
+    assert await store.update_subscription("sub_u", {"active": False, "disabled_reason": "gone"}) is True
+    assert await store.update_subscription("sub_u", back_on, unless_reason=UNSUBSCRIBED) is True
+    got = await store.get_subscription("sub_u")
+    assert got is not None and got.active is True and got.disabled_reason is None
+    assert await store.update_subscription("sub_nope", back_on, unless_reason=UNSUBSCRIBED) is False
+    assert await store.update_subscription("sub_nope", back_on) is False
+
+
 async def test_deliveries_are_unique_and_claimed_once(store: Store) -> None:
     d = Delivery(
         id="msg_1",
