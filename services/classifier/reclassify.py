@@ -139,14 +139,13 @@ async def reclassify(
             if write:
                 # The live classifier may have stored a newer revision of the item since this
                 # page was read (an edited entry): writing the reclassified older text over it
-                # would take the edit back. Read again just before writing; a newer one is left.
-                current = await store.get_item(old.id)
-                if current is not None and (current.revision, current.content_hash) != (old.revision, old.content_hash):
-                    report.superseded += 1
-                else:
-                    await store.upsert_item(_keep_identity(old, new))
+                # would take the edit back. The store writes only over the revision read here,
+                # checked and written in one step; a newer one is left.
+                if await store.replace_item_if(_keep_identity(old, new), old.revision, old.content_hash):
                     report.written += 1
                     change.written = True
+                else:
+                    report.superseded += 1
             report.changes.append(change)
             if on_change is not None:
                 on_change(change)

@@ -188,6 +188,12 @@ class Store(Protocol):
     async def upsert_items(self, items: list[ClassifiedItem]) -> None:
         """Upsert many items in one round trip (bulk loads, reclassification)."""
 
+    async def replace_item_if(self, item: ClassifiedItem, revision: int, content_hash: str) -> bool:
+        """Replace the stored item with ``item`` only while the stored one is still that
+        ``revision`` and ``content_hash``, checked and written in one step; False when it is not
+        (a newer revision was stored meanwhile) or there is none. Reclassification writes this
+        way, so it never takes back an edit the live classifier stored while it ran."""
+
     async def get_item(self, item_id: str) -> ClassifiedItem | None: ...
 
     async def get_items(self, item_ids: Iterable[str]) -> dict[str, ClassifiedItem]:

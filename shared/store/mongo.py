@@ -329,6 +329,9 @@ class MongoStore:
     async def upsert_items(self, items: list[ClassifiedItem]) -> None:
         await self._events.upsert(items)
 
+    async def replace_item_if(self, item: ClassifiedItem, revision: int, content_hash: str) -> bool:
+        return await self._events.replace_if(item, revision, content_hash)
+
     async def get_item(self, item_id: str) -> ClassifiedItem | None:
         return (await self._events.get([item_id])).get(item_id)
 

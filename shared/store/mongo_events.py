@@ -132,6 +132,17 @@ class EventCollection:
         """Insert or replace each item by id (the last of repeated ids wins)."""
         await insert_or_replace(self.collection, [item_doc(i) for i in {i.id: i for i in items}.values()])
 
+    async def replace_if(self, item: ClassifiedItem, revision: int, content_hash: str) -> bool:
+        """Replace ``item`` while the stored one is that revision: one conditional replace on
+        ``_id`` (a document written before these fields existed holds their defaults by absence)."""
+        flt: dict[str, Any] = {
+            "_id": item.id,
+            "revision": {"$in": [revision, None]} if revision == 0 else revision,
+            "content_hash": {"$in": [content_hash, None]} if content_hash == "" else content_hash,
+        }
+        result = await self.collection.replace_one(flt, item_doc(item))
+        return result.matched_count > 0
+
     async def get(self, item_ids: Iterable[str]) -> dict[str, ClassifiedItem]:
         wanted = list(dict.fromkeys(item_ids))
         if not wanted:

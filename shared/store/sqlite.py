@@ -428,47 +428,59 @@ class SQLiteStore:
     async def upsert_items(self, items: list[ClassifiedItem]) -> None:
         latest = list({i.id: i for i in items}.values())  # the last of repeated ids wins
         async with self._locked():
-            await self.db.execute("BEGIN IMMEDIATE")  # rids are assigned here: one writer at a time
-            try:
-                found = await self._lookup("SELECT id, rid FROM events WHERE id IN ({marks})", [i.id for i in latest])
-                rids = {item_id: int(rid) for item_id, rid in found.items()}
-                [(top,)] = await self._rows("SELECT coalesce(max(rid), 0) FROM events")
-                for item in latest:
-                    if item.id not in rids:
-                        top += 1
-                        rids[item.id] = top
-                known = [(rids[i.id],) for i in latest]
-                ids = [(i.id,) for i in latest]
-                await self.db.executemany("DELETE FROM event_words WHERE rowid = ?", known)
-                await self.db.executemany("DELETE FROM event_terms WHERE id = ?", ids)
-                await self.db.executemany(
-                    "REPLACE INTO events VALUES (?,?,?,?,?,?,?,?,?)",
-                    [
-                        (
-                            rids[i.id],
-                            i.id,
-                            _ts(i.sort_at),
-                            i.top_score,
-                            i.source_id,
-                            i.language,
-                            int(i.bilateral),
-                            i.stage,
-                            i.model_dump_json(),
-                        )
-                        for i in latest
-                    ],
-                )
-                await self.db.executemany(
-                    "INSERT INTO event_terms VALUES (?,?,?,?)",
-                    [(t, _ts(i.sort_at), i.top_score, i.id) for i in latest for t in _terms(i)],
-                )
-                await self.db.executemany(
-                    "INSERT INTO event_words (rowid, words) VALUES (?,?)", [(rids[i.id], _words(i)) for i in latest]
-                )
-            except BaseException:
-                await self.db.rollback()
-                raise
-            await self.db.commit()
+            await self._upsert_locked(latest)
+
+    async def replace_item_if(self, item: ClassifiedItem, revision: int, content_hash: str) -> bool:
+        async with self._locked():  # the read and the write under one lock: the check cannot go stale
+            current = await self._one(ClassifiedItem, "SELECT doc FROM events WHERE id=?", (item.id,))
+            if current is None or (current.revision, current.content_hash) != (revision, content_hash):
+                return False
+            await self._upsert_locked([item])
+            return True
+
+    async def _upsert_locked(self, latest: list[ClassifiedItem]) -> None:
+        """Write ``latest`` (distinct ids) and their search rows; the caller holds the lock."""
+        await self.db.execute("BEGIN IMMEDIATE")  # rids are assigned here: one writer at a time
+        try:
+            found = await self._lookup("SELECT id, rid FROM events WHERE id IN ({marks})", [i.id for i in latest])
+            rids = {item_id: int(rid) for item_id, rid in found.items()}
+            [(top,)] = await self._rows("SELECT coalesce(max(rid), 0) FROM events")
+            for item in latest:
+                if item.id not in rids:
+                    top += 1
+                    rids[item.id] = top
+            known = [(rids[i.id],) for i in latest]
+            ids = [(i.id,) for i in latest]
+            await self.db.executemany("DELETE FROM event_words WHERE rowid = ?", known)
+            await self.db.executemany("DELETE FROM event_terms WHERE id = ?", ids)
+            await self.db.executemany(
+                "REPLACE INTO events VALUES (?,?,?,?,?,?,?,?,?)",
+                [
+                    (
+                        rids[i.id],
+                        i.id,
+                        _ts(i.sort_at),
+                        i.top_score,
+                        i.source_id,
+                        i.language,
+                        int(i.bilateral),
+                        i.stage,
+                        i.model_dump_json(),
+                    )
+                    for i in latest
+                ],
+            )
+            await self.db.executemany(
+                "INSERT INTO event_terms VALUES (?,?,?,?)",
+                [(t, _ts(i.sort_at), i.top_score, i.id) for i in latest for t in _terms(i)],
+            )
+            await self.db.executemany(
+                "INSERT INTO event_words (rowid, words) VALUES (?,?)", [(rids[i.id], _words(i)) for i in latest]
+            )
+        except BaseException:
+            await self.db.rollback()
+            raise
+        await self.db.commit()
 
     async def get_item(self, item_id: str) -> ClassifiedItem | None:
         return await self._one(ClassifiedItem, "SELECT doc FROM events WHERE id=?", (item_id,))

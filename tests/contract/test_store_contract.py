@@ -215,6 +215,25 @@ async def test_same_time_items_paginate_by_id(store: Store) -> None:
     assert [i.id for i in page1 + page2] == ["itm_004", "itm_003", "itm_002", "itm_001", "itm_000"]
 
 
+async def test_an_item_is_replaced_only_while_it_is_the_revision_read(store: Store) -> None:
+    """``replace_item_if`` (reclassification's write) leaves a newer revision stored meanwhile,
+    and writes nothing for an item that is not stored; a write updates the query fields too."""
+    first = item(1, sectors=["energy"], countries=["PK"])
+    assert await store.replace_item_if(first, 0, "") is False, "not stored: nothing to replace"
+    assert await store.get_item(first.id) is None
+    await store.upsert_item(first)
+    reclassified = first.model_copy(update={"sectors": ["transport"], "classifier_version": "v2"})
+    assert await store.replace_item_if(reclassified, 0, "") is True
+    assert [i.id for i in await store.list_items(EventQuery(sectors=["transport"]))] == [first.id]
+    assert await store.list_items(EventQuery(sectors=["energy"])) == []
+    edited = first.model_copy(update={"title": "Item 1, revised", "revision": 1, "content_hash": "h1"})
+    await store.upsert_item(edited)  # the live classifier stores an edit
+    assert await store.replace_item_if(reclassified, 0, "") is False
+    stored = await store.get_item(first.id)
+    assert stored is not None and stored.title == "Item 1, revised" and stored.revision == 1
+    assert await store.replace_item_if(reclassified.model_copy(update={"revision": 1}), 1, "h1") is True
+
+
 async def test_subscriptions(store: Store) -> None:
     sub = Subscription(id="sub_1", channel="webhook", webhook_url="http://h/x", secret="whsec_x", sectors=["energy"])
     await store.insert_subscription(sub)

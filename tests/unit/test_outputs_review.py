@@ -31,6 +31,7 @@ from shared.bus.memory import MemoryBus
 from shared.errors import ConfigError
 from shared.models import AgreementEvent, AgreementLink, ClassifiedItem, RawItem, SectorScore
 from shared.settings import load_settings
+from shared.store.base import EventQuery
 from shared.store.sqlite import SQLiteStore
 
 REPO = Path(__file__).resolve().parents[2]
@@ -324,13 +325,14 @@ async def test_each_change_is_handed_on_once_it_is_written(store: SQLiteStore, m
     for n in range(3):
         await store.upsert_item(refinery(f"itm_{n}", days_ago=n).model_copy(update=STALE))
     log: list[str] = []
-    upsert = store.upsert_item
+    replace = store.replace_item_if
 
-    async def logged(item: ClassifiedItem) -> None:
-        await upsert(item)
+    async def logged(item: ClassifiedItem, revision: int, content_hash: str) -> bool:
+        written = await replace(item, revision, content_hash)
         log.append(f"stored {item.id}")
+        return written
 
-    monkeypatch.setattr(store, "upsert_item", logged)
+    monkeypatch.setattr(store, "replace_item_if", logged)
     report = await reclassify(
         store, Classifier(load_taxonomy()), write=True, on_change=lambda c: log.append(f"change {c.item_id}")
     )
@@ -341,19 +343,21 @@ async def test_each_change_is_handed_on_once_it_is_written(store: SQLiteStore, m
 async def test_reclassify_leaves_a_revision_stored_while_it_ran(store: SQLiteStore) -> None:
     # The live classifier stored an edited entry (revision 1) after reclassify read revision 0:
     # writing the reclassified old text over it took the edit back (review of 2026-12-04).
+    # The store now checks the revision and writes in one step (replace_item_if; the contract
+    # test checks that step on both stores).
     await store.upsert_item(refinery("itm_oil").model_copy(update=STALE))
-    get_item = store.get_item
+    list_items = store.list_items
 
-    async def edited_meanwhile(item_id: str) -> ClassifiedItem | None:
-        current = await get_item(item_id)
-        assert current is not None
-        edited = current.model_copy(update={"title": "Refinery deal revised", "revision": 1, "content_hash": "new"})
-        await store.upsert_item(edited)
-        return edited
+    async def edited_after_the_page_was_read(query: EventQuery) -> list[ClassifiedItem]:
+        page = await list_items(query)
+        for current in page:
+            edited = current.model_copy(update={"title": "Refinery deal revised", "revision": 1, "content_hash": "new"})
+            await store.upsert_item(edited)
+        return page
 
-    store.get_item = edited_meanwhile  # type: ignore[method-assign]
+    store.list_items = edited_after_the_page_was_read  # type: ignore[method-assign]
     report = await reclassify(store, Classifier(load_taxonomy()), write=True)
-    store.get_item = get_item  # type: ignore[method-assign]
+    store.list_items = list_items  # type: ignore[method-assign]
     assert report.written == 0 and report.superseded == 1 and not report.changes[0].written
     stored = await store.get_item("itm_oil")
     assert stored is not None and stored.revision == 1 and stored.title == "Refinery deal revised"
@@ -376,23 +380,23 @@ def test_an_interrupted_reclassify_leaves_the_record_of_what_it_wrote(
     asyncio.run(seed())
     monkeypatch.setenv("CORRIDOR_SQLITE_PATH", str(db))
     monkeypatch.setenv("CORRIDOR_JUDGE_ENABLED", "false")
-    upsert = SQLiteStore.upsert_item
+    replace = SQLiteStore.replace_item_if
     calls = 0
 
-    async def fail_second(self: SQLiteStore, item: ClassifiedItem) -> None:
+    async def fail_second(self: SQLiteStore, item: ClassifiedItem, revision: int, content_hash: str) -> bool:
         nonlocal calls
         calls += 1
         if calls == 2:
             raise RuntimeError("interrupted")
-        await upsert(self, item)
+        return await replace(self, item, revision, content_hash)
 
-    monkeypatch.setattr(SQLiteStore, "upsert_item", fail_second)
+    monkeypatch.setattr(SQLiteStore, "replace_item_if", fail_second)
     with pytest.raises(RuntimeError, match="interrupted"):
         main(["reclassify", "--write"])
     [line] = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert line["item_id"] == "itm_0" and line["written"] is True and line["lost"] == ["textiles"]
 
-    monkeypatch.setattr(SQLiteStore, "upsert_item", upsert)
+    monkeypatch.setattr(SQLiteStore, "replace_item_if", replace)
     assert main(["reclassify", "--write"]) == 0
     *changes, summary = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert [c["item_id"] for c in changes] == ["itm_1"] and summary["written"] == 1 and summary["rescored"] == 0
