@@ -242,6 +242,8 @@ async def test_every_query_shape_uses_an_index(mongo_uri: str, unique: str) -> N
             ("all agreement events", store.list_agreement_events()),
             ("unpublished events", store.list_agreement_events(unpublished_before=NOW)),
             ("agreement stage", store.get_agreement_stage("railways-cooperation-mou")),
+            ("resume unless unsubscribed", store.update_subscription("sub_3", {"active": True}, unless_reason="x")),
+            ("reclassified item over its revision", store.replace_item_if(items[5], items[5].revision, "")),
         ]
         for name, call in service_calls:
             mark = len(recorder.commands)
