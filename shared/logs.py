@@ -123,6 +123,18 @@ def shown_url(url: str) -> str:
             if part
             for name, _, value in [part.partition("=")]
         )
+        # Path parameters carry sessions too (``/feed;jsessionid=8F3A…``): their values are
+        # masked the same way.
+        path = "/".join(_masked_parameters(segment) for segment in parts.path.split("/"))
     except ValueError:
         return "(unreadable URL)"
-    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+    return urlunsplit((parts.scheme, netloc, path, query, ""))
+
+
+def _masked_parameters(segment: str) -> str:
+    """A path segment with the value of each ``;name=value`` parameter after its first part
+    replaced by ``…`` (a bare ``;value`` is masked whole)."""
+    head, *params = segment.split(";")
+    return ";".join(
+        [head, *(f"{name}=…" if value else "…" if p else "" for p in params for name, _, value in [p.partition("=")])]
+    )

@@ -146,6 +146,17 @@ def test_a_bare_token_query_is_masked() -> None:
     assert shown_url("https://a.example/rss?c2VjcmV0MTIzNA==") == "https://a.example/rss?…"
 
 
+def test_a_session_in_the_path_is_masked() -> None:
+    # A feed URL can carry its session as a path parameter (Java servlets: ``;jsessionid=``);
+    # it reached items' source_url and the public read routes whole.
+    from shared.logs import shown_url
+
+    assert shown_url("https://a.example/feed;jsessionid=8F3A9C2E1B7D?x=1") == "https://a.example/feed;jsessionid=…?x=…"
+    assert shown_url("https://a.example/a;v=1;k=2/rss.xml") == "https://a.example/a;v=…;k=…/rss.xml"
+    assert shown_url("https://a.example/rss;8F3A9C2E1B7D") == "https://a.example/rss;…", "a bare one, whole"
+    assert shown_url("https://a.example/news/rss.xml") == "https://a.example/news/rss.xml"
+
+
 def test_a_link_repeating_the_feeds_token_loses_it() -> None:
     # A feed at ?token=SECRET whose items link to ?token=SECRET&id=7 passed the token on.
     feed = b"""<?xml version="1.0"?><rss version="2.0"><channel><title>t</title>
