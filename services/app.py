@@ -11,9 +11,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from pydantic import BaseModel
 
 from services.alerts.routes import build_router as alerts_router
 from services.classifier.agreement_routes import build_router as agreements_router
@@ -21,7 +23,16 @@ from services.classifier.routes import build_router as events_router
 from services.ingest.routes import build_router as sources_router
 from services.runtime import Runtime
 from services.web.routes import mount_dashboard
-from shared.api import AccessLog, RequestGuard, api_key_dependency, ops_router, read_dependency, validation_errors
+from shared.api import (
+    AccessLog,
+    HeadAsGet,
+    RequestGuard,
+    api_key_dependency,
+    ops_router,
+    read_dependency,
+    refuse_unknown_query,
+    validation_errors,
+)
 from shared.errors import Unavailable
 
 log = logging.getLogger(__name__)
@@ -55,6 +66,7 @@ def api_routers(runtime: Runtime) -> dict[str, APIRouter]:
             require_read=require_read,
             base_url=settings.public_base_url,
             query_timeout_s=settings.query_timeout_s,
+            agreement_titles={a.id: a.title for a in runtime.registry.agreements},
         ),
         "agreements": agreements_router(
             store=runtime.store,
@@ -73,6 +85,21 @@ def api_routers(runtime: Runtime) -> dict[str, APIRouter]:
             on_change=runtime.subscriptions_changed,
         ),
     }
+
+
+class ErrorOut(BaseModel):
+    """An error answer: what went wrong (422s give a list of ``loc``/``msg``/``type`` instead)."""
+
+    detail: str
+
+
+API_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {
+        "description": "missing or invalid API key (admin routes; reads when they are not public)",
+        "model": ErrorOut,
+    },
+    503: {"description": "store unavailable or the query over its time budget; see Retry-After", "model": ErrorOut},
+}
 
 
 def create_app(runtime: Runtime) -> FastAPI:
@@ -94,7 +121,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     for name, router in routers.items():
         # The tracker's routes belong to the classifier, which links items to agreements.
         if (name if name != "agreements" else "classifier") in runtime.roles:
-            app.include_router(router)
+            app.include_router(router, dependencies=[Depends(refuse_unknown_query)])
     if "classifier" in runtime.roles:
         mount_dashboard(app)  # the page reads /api/v1; in compose the proxy sends / here
     ops = ops_router(metrics=runtime.metrics, checks={"store": runtime.store.ping, "bus": runtime.bus.ping})
@@ -103,13 +130,20 @@ def create_app(runtime: Runtime) -> FastAPI:
     def whole_api() -> dict[str, Any]:
         if app.openapi_schema is None:
             everything = FastAPI(title=TITLE, version=__version__, description=DESCRIPTION)
-            for router in (*routers.values(), ops):
-                everything.include_router(router)
+            for router in routers.values():
+                # The answers every /api/ route may give besides its own (the review of
+                # 2026-12-05 found the document listing only 200 and 422).
+                for route in router.routes:
+                    if isinstance(route, APIRoute) and "{" in route.path:
+                        route.responses.setdefault(404, {"description": "no such record", "model": ErrorOut})
+                everything.include_router(router, responses=API_ERRORS)
+            everything.include_router(ops)
             app.openapi_schema = everything.openapi()
         return app.openapi_schema
 
     app.openapi = whole_api  # type: ignore[method-assign]
 
+    app.add_middleware(HeadAsGet)
     app.add_middleware(RequestGuard, max_bytes=settings.max_body_bytes, admin_key=settings.api_key)
     app.add_middleware(AccessLog)  # added last: outermost, so refused requests are logged too
 

@@ -32,6 +32,7 @@ import asyncio
 import contextlib
 import errno
 import faulthandler
+import importlib.util
 import json
 import logging
 import os
@@ -53,7 +54,7 @@ from services.app import create_app
 from services.classifier.agreements import load_registry
 from services.classifier.bootstrap import intervals
 from services.classifier.classify import Classifier
-from services.classifier.evaluate import evaluate, format_report, load_records
+from services.classifier.evaluate import evaluate, format_report, label_warnings, load_records
 from services.classifier.judge import load_judge
 from services.classifier.reclassify import Change, reclassify
 from services.classifier.taxonomy import load_taxonomy
@@ -389,13 +390,13 @@ async def _ingest_parse(settings: Settings, args: argparse.Namespace) -> int:
             selectors=selectors,
         )
     except FetchError as exc:
-        print(f"error: {exc.kind}: {exc}", file=sys.stderr)
+        print(f"error: {exc.kind}: {_one_line(exc)}", file=sys.stderr)  # a GDELT error quotes the body
         return 1
     except OSError as exc:
-        print(f"error: cannot read {target}: {exc}", file=sys.stderr)
+        print(f"error: cannot read {target}: {_one_line(exc)}", file=sys.stderr)
         return 2
     except Exception as exc:  # what the poller records as the source's parse_error: one line here too
-        print(f"error: parse_error: cannot parse the document: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"error: parse_error: cannot parse the document: {type(exc).__name__}: {_one_line(exc)}", file=sys.stderr)
         return 1
     if not items:
         print("error: empty: the document parsed but has no items", file=sys.stderr)
@@ -425,9 +426,15 @@ def _eval(args: argparse.Namespace) -> int:
     judge = None if args.no_judge else load_judge(args.judge)
     classifier = Classifier(load_taxonomy(args.taxonomy), load_registry(args.agreements), judge)
     paths: list[Path] = args.paths
+    loaded = {path: load_records(path) for path in paths}  # every file's errors before any scoring
+    for path, records in loaded.items():
+        if not records:
+            raise ValueError(f"{path}: no records (an empty file would score 0.0, which reads as a result)")
+        for warning in label_warnings(records, classifier, str(path)):
+            print(f"warning: {warning}", file=sys.stderr)
     summaries = []
-    for path in paths:
-        report = evaluate(classifier, load_records(path), path=str(path))
+    for path, records in loaded.items():
+        report = evaluate(classifier, records, path=str(path))
         summary = report.summary()
         if args.bootstrap:
             summary["intervals"] = intervals(report, args.bootstrap)
@@ -440,8 +447,12 @@ def _eval(args: argparse.Namespace) -> int:
 def _judge_train(paths: list[Path], taxonomy_path: Path | None, out: Path) -> int:
     from services.classifier.train_judge import train, write_judge
 
+    if importlib.util.find_spec("sklearn") is None:  # scikit-learn comes with the dev dependencies only
+        raise ValueError("judge train needs scikit-learn, one of the dev dependencies (make install-dev)")
     for path in paths:  # each line an object with labels, or a ValueError naming path:line
         load_records(path)
+    if not out.parent.is_dir():  # before minutes of training, not after
+        raise ValueError(f"--out: no such directory: {out.parent}")
     model = train(paths, load_taxonomy(taxonomy_path))
     write_judge(model, out)
     print(f"wrote {out} ({len(model.sectors)} sector models)")
@@ -601,7 +612,9 @@ def build_parser() -> argparse.ArgumentParser:
     jt.add_argument("--taxonomy", type=Path, help="taxonomy file (default: the built-in one)")
     jt.add_argument("--out", type=Path, required=True, help="where to write the judge file")
     rc = sub.add_parser("reclassify", help="replay stored items through a taxonomy; report, then optionally write")
-    rc.add_argument("--taxonomy", type=Path, help="taxonomy file (default: the built-in one)")
+    rc.add_argument(
+        "--taxonomy", type=Path, help="taxonomy file (default: CORRIDOR_TAXONOMY_PATH, else the built-in one)"
+    )
     rc.add_argument("--write", action="store_true", help="store the new classifications (default: report only)")
     return parser
 

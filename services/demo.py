@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 import signal
+import socket
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -90,6 +93,13 @@ async def demo(settings: Settings) -> int:
         loop.add_signal_handler(sig, stop.set)
     secret: list[str] = []
     seen: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    # Corridor's port first: uvicorn binds only after the lifespan's start, and a taken port
+    # then ended the demo with three tracebacks and exit 3.
+    try:
+        sock = socket.create_server(("127.0.0.1", settings.http_port))
+    except OSError as exc:
+        print(f"error: cannot listen on 127.0.0.1:{settings.http_port}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     runtime = Runtime(settings, ALL_ROLES)
     # The feed and the receiver on ports the system picks (free ones), Corridor on its own.
     servers = [
@@ -97,7 +107,7 @@ async def demo(settings: Settings) -> int:
         _server(_receiver(secret, seen), 0),
         _server(create_app(runtime), settings.http_port),
     ]
-    tasks = [asyncio.create_task(s.serve()) for s in servers]
+    tasks = [asyncio.create_task(s.serve(sockets=[sock] if s is servers[2] else None)) for s in servers]
     while not all(s.started for s in servers) and not any(t.done() for t in tasks):  # noqa: ASYNC110 - uvicorn has a flag, not an event
         await asyncio.sleep(0.05)
     if any(t.done() for t in tasks):  # a port in use, say: uvicorn has logged why
@@ -138,6 +148,7 @@ async def demo(settings: Settings) -> int:
         for server in servers:
             server.should_exit = True
         await asyncio.gather(*tasks, return_exceptions=True)
+        sock.close()
     print("\nstopped", flush=True)
     return 0
 
@@ -158,4 +169,7 @@ def run_demo(port: int | None = None) -> int:
         overrides["http_port"] = port
     settings = load_settings(**overrides)
     configure_logging(settings.log_level, secrets=settings.secret_values())  # the alerts, not the chatter
-    return asyncio.run(demo(settings))
+    try:
+        return asyncio.run(demo(settings))
+    finally:
+        shutil.rmtree(data, ignore_errors=True)  # the demo's store and bus journal: nothing to keep

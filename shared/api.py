@@ -6,6 +6,7 @@ request-body validation and its 422s."""
 from __future__ import annotations
 
 import asyncio
+import difflib
 import hmac
 import json
 import logging
@@ -14,9 +15,11 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated
 from urllib.parse import parse_qsl, urlencode
 
-from fastapi import APIRouter, Header, HTTPException, Query, Response
+from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
+from fastapi.dependencies.models import Dependant
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, SecretStr, model_validator
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -156,6 +159,35 @@ def validation_errors(exc: RequestValidationError) -> JSONResponse:
     return JSONResponse({"detail": errors}, status_code=422)
 
 
+def _declared_query(dependant: Dependant) -> frozenset[str]:
+    """The query parameter names a route reads, its dependencies' included."""
+    names = {field.alias for field in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _declared_query(sub)
+    return frozenset(names)
+
+
+async def refuse_unknown_query(request: Request) -> None:
+    """A dependency for the ``/api/`` routes: a query parameter the route does not read is a
+    422 naming it, with the close names it may have meant. A mistyped filter (``sectors=`` for
+    ``sector=``, ``min-score=``) was ignored, and the unfiltered list read as the filtered one.
+    ``key`` (the read key of feed readers) is always allowed; the email-link pages are not
+    checked (mail clients and trackers add their own parameters to links)."""
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute) or RequestGuard.keyless(request.url.path):
+        return
+    known = _declared_query(route.dependant)
+    unknown = sorted(set(request.query_params) - known - {"key"})
+    if not unknown:
+        return
+    errors = []
+    for name in unknown[:MAX_ERRORS]:
+        close = difflib.get_close_matches(name, sorted(known), n=2, cutoff=0.6)
+        hint = f"; did you mean {' or '.join(close)}?" if close else f"; known: {', '.join(sorted(known)) or 'none'}"
+        errors.append({"type": "extra_forbidden", "loc": ("query", name[:64]), "msg": "unknown parameter" + hint})
+    raise RequestValidationError(errors)
+
+
 class RequestGuard:
     """ASGI middleware in front of every route: a mutating ``/api/`` request without the admin
     key is refused (401) before its body is read, except the keyless email-link pages; a body over
@@ -168,7 +200,8 @@ class RequestGuard:
         self.expected = admin_key.get_secret_value().encode()
 
     @staticmethod
-    def _keyless(path: str) -> bool:
+    def keyless(path: str) -> bool:
+        """The email-link pages (confirm, unsubscribe): their token is their key."""
         return path.startswith("/api/v1/subscriptions/") and path.endswith(("/confirm", "/unsubscribe"))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -180,7 +213,7 @@ class RequestGuard:
         if (
             scope["method"] in ("POST", "PUT", "PATCH", "DELETE")
             and path.startswith("/api/")
-            and not self._keyless(path)
+            and not self.keyless(path)
         ):
             scheme, _, token = headers.get("authorization", "").partition(" ")
             token = token.strip()  # an empty token never matches, whatever the key (settings refuse an empty one)
@@ -212,7 +245,7 @@ class RequestGuard:
             more = bool(message.get("more_body"))
         body = b"".join(chunks)
         media = headers.get("content-type", "").split(";")[0].strip().lower()
-        if body and path.startswith("/api/") and not self._keyless(path) and media != "application/json":
+        if body and path.startswith("/api/") and not self.keyless(path) and media != "application/json":
             detail = "send the body as JSON with the header Content-Type: application/json"
             await JSONResponse({"detail": detail}, status_code=415)(scope, receive, send)
             return
@@ -239,6 +272,30 @@ access_log = logging.getLogger("corridor.access")
 def _masked_query(raw: bytes) -> str:
     pairs = parse_qsl(raw.decode("latin-1"), keep_blank_values=True)
     return urlencode([(k, "[secret]" if k.lower() in SECRET_PARAMS else v) for k, v in pairs])
+
+
+class HeadAsGet:
+    """ASGI middleware: ``HEAD`` on an ``/api/`` route is answered as its ``GET``, headers only
+    (RFC 9110 9.3.2: feed and calendar clients check for changes with it; FastAPI's routes
+    answered 405). The status and headers, Content-Length included, are the GET's; the body is
+    read and dropped, so a HEAD costs what the GET costs."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD" or not str(scope["path"]).startswith("/api/"):
+            await self.app(scope, receive, send)
+            return
+
+        async def headers_only(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                if not message.get("more_body", False):
+                    await send({"type": "http.response.body", "body": b""})
+                return
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, headers_only)
 
 
 class AccessLog:

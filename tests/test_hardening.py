@@ -444,3 +444,26 @@ def test_the_offline_demo_shows_verified_alerts_and_stops_cleanly(tmp_path: Path
     assert "Pakistan, Kazakhstan deepen educational ties with signing of eight MoUs" in output
     assert "sectors: " in output and "why: " in output
     assert proc.returncode == 0 and output.rstrip().endswith("stopped"), output[-1000:]
+
+
+def test_the_demo_on_a_taken_port_is_one_line_and_exit_1_and_leaves_no_files(tmp_path: Path) -> None:
+    # Three tracebacks and exit 3 before, and every run left its store in the temp dir (review
+    # of 2026-12-05).
+    import socket
+    import subprocess
+
+    from helpers import CORRIDOR
+
+    taken = socket.create_server(("127.0.0.1", 0))
+    port = taken.getsockname()[1]
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "TMPDIR": str(temp)}
+    try:
+        done = subprocess.run([CORRIDOR, "demo", "--port", str(port)], env=env, capture_output=True, timeout=60)
+    finally:
+        taken.close()
+    err = done.stderr.decode()
+    assert done.returncode == 1 and "Traceback" not in err, err
+    assert err.strip().splitlines() == [err.strip()] and err.startswith(f"error: cannot listen on 127.0.0.1:{port}")
+    assert list(temp.iterdir()) == [], "the demo's data directory is removed"

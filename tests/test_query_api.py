@@ -152,6 +152,14 @@ async def test_event_carries_duplicates_and_evidence_fields(api: httpx.AsyncClie
         "cursor=abc",
         # a well-formed cursor whose time overflows once converted to UTC (a 500 before)
         "cursor=" + base64.urlsafe_b64encode(b'["time", "9999-12-31T23:59:59-05:00", "x"]').decode().rstrip("="),
+        # Found by the API review of 2026-12-05 (each was answered 200):
+        "sectors=energy",  # a mistyped filter was ignored: the unfiltered list read as the filtered one
+        "min-score=0.9",
+        "agreement_id=customs-cooperation",
+        "q=alpha+bravo+charlie+delta+echo+foxtrot+golf+hotel+zulu",  # the ninth word was dropped
+        "since=2026-03-02T00:00:00Z&until=2026-03-01T00:00:00Z",
+        "min_score=nan",
+        "sort=score&cursor=" + base64.urlsafe_b64encode(b'["score", NaN, "x"]').decode().rstrip("="),
     ],
 )
 async def test_invalid_parameters_get_422_with_the_field(api: httpx.AsyncClient, query: str) -> None:
@@ -246,3 +254,35 @@ async def test_a_query_over_its_time_budget_is_503_with_retry_after(tmp_path: Pa
         assert response.status_code == 503 and response.headers["retry-after"] == "10"
         assert "took longer than 0.3 s" in response.json()["detail"]
     assert calls == 2 and fine.status_code == 200
+
+
+async def test_what_the_api_review_of_2026_12_05_found(tmp_path: Path) -> None:
+    """A mistyped parameter names the one meant; HEAD answers as GET does; a feed names itself
+    on the public base URL (a proxy's Host has no port) and by its agreement; the sector
+    timeline's total counts only the weeks it lists."""
+    client, runtime = await make_client(tmp_path, public_base_url="https://corridor.example:8443")
+    await runtime.store.upsert_item(event(9, "Port plan for next year", ["maritime"], ["PK"], 1.0, -200))
+    async with client:
+        typo = await client.get("/api/v1/events?sectors=energy")
+        assert typo.status_code == 422 and "did you mean sector?" in typo.json()["detail"][0]["msg"]
+        assert (await client.get("/api/v1/events?sector=energy&key=anything")).status_code == 200, "key: feed readers"
+        for path in ("/api/v1/events?sector=transport", "/api/v1/events.rss", "/api/v1/agreements.ics"):
+            got, head = await client.get(path), await client.head(path)
+            assert head.status_code == 200 and head.content == b"", path
+            assert head.headers["content-length"] == got.headers["content-length"], path
+        assert (await client.head("/api/v1/events/nope")).status_code == 404
+        # DTSTAMP is each entry's last change (no METHOD): every poll said every event changed.
+        first, second = await client.get("/api/v1/agreements.ics"), await client.get("/api/v1/agreements.ics")
+        assert first.content == second.content and b"DTSTAMP:20260204T000000Z" in first.content
+        atom = await client.get(
+            "/api/v1/events.atom?agreement=railways-cooperation-mou&key=secret", headers={"Host": "localhost"}
+        )
+        parsed = feedparser.parse(atom.content)
+        assert parsed.feed.id == "https://corridor.example:8443/api/v1/events.atom?agreement=railways-cooperation-mou"
+        assert "secret" not in atom.text and "localhost" not in atom.text
+        assert parsed.feed.title == "Corridor — MoU on railway sector cooperation"
+        maritime = {s["id"]: s for s in (await client.get("/api/v1/sectors?weeks=4")).json()["sectors"]}["maritime"]
+        assert maritime["total"] == sum(w["count"] for w in maritime["weeks"]) == 1, (
+            "the item dated next year is in no week"
+        )
+    await runtime.stop()

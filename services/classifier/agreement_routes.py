@@ -8,7 +8,7 @@ Events of one agreement are also its event list (``/api/v1/events?agreement=ID``
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Response
@@ -17,7 +17,7 @@ from icalendar import Event as CalendarEvent
 from pydantic import BaseModel, Field
 
 from services.classifier.agreements import Registry, SourceRef
-from services.classifier.tracker import AgreementState
+from services.classifier.tracker import AgreementState, signing_moment
 from services.classifier.watch import AgreementWatch
 from shared.models import AgreementEvent, Area, Country, LinkVia, Stage
 from shared.store import EventQuery, Store
@@ -162,12 +162,13 @@ def build_router(
         cal.add(
             "x-wr-calname", _text("Corridor: " + (agreements[agreement_id].title if agreement_id else "agreements"))
         )
-        now = datetime.now(UTC)
         chosen = [agreements[agreement_id]] if agreement_id else registry.agreements
         for a in chosen:
             signed = CalendarEvent()
             signed.add("uid", f"signed-{a.id}@corridor")
-            signed.add("dtstamp", now)
+            # DTSTAMP is the last change of the entry when a calendar has no METHOD (RFC 5545
+            # 3.8.7.2): a fixed one, or every poll tells sync clients every event changed.
+            signed.add("dtstamp", signing_moment(a))
             # A DATE start without DTEND is one whole day (RFC 5545 3.6.1): the signing day.
             signed.add("dtstart", a.signed_on)
             signed.add("summary", _text(f"{a.title}: signed"))
@@ -177,7 +178,7 @@ def build_router(
         for e in events:
             entry = CalendarEvent()
             entry.add("uid", f"{e.id}@corridor")
-            entry.add("dtstamp", now)
+            entry.add("dtstamp", e.at)
             # A moment, not a span: a DATE-TIME start without DTEND ends when it starts (RFC 5545
             # 3.6.1), where a DTEND equal to it is invalid (3.8.2.2: DTEND must be later).
             entry.add("dtstart", e.at)
@@ -205,8 +206,9 @@ def build_router(
     @router.get("/agreements/{agreement_id}", response_model=AgreementDetail)
     async def detail(agreement_id: str) -> AgreementDetail:
         known(agreement_id)
-        state = await watch.state(agreement_id)
+        # One read of the sources for the state and for the sources shown beside it.
         sources = {s.id: s for s in await store.list_sources()}
+        state = await watch.state(agreement_id, sources=sources)
 
         def source(source_id: str) -> SourceOut:
             s = sources.get(source_id)

@@ -20,10 +20,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from services.classifier.classify import Classifier
-from shared.models import ClassifiedItem, RawItem
+from shared.models import AREAS, ClassifiedItem, RawItem, Stage
 
 _EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -152,8 +152,59 @@ def load_records(path: Path) -> list[dict[str, Any]]:
                 raise ValueError(f"{path}:{number}: not a JSON object (a {type(record).__name__})")
             if not isinstance(record.get("sectors"), list) or ("text" not in record and "body" not in record):
                 raise ValueError(f"{path}:{number}: needs 'sectors' and 'text' or 'body'")
+            problem = _shape_problem(record)
+            if problem:
+                raise ValueError(f"{path}:{number}: {problem}")
             records.append(record)
     return records
+
+
+STAGES = frozenset(get_args(Stage))
+
+
+def _shape_problem(record: dict[str, Any]) -> str | None:
+    """What is wrong with a record's field types (None: nothing): a wrong type made a traceback,
+    or, worse, a figure (``"about_pakistan": "false"`` counted as true)."""
+    for key in ("sectors", "agreements"):
+        value = record.get(key)
+        if (
+            key in record
+            and value is not None
+            and not (isinstance(value, list) and all(isinstance(v, str) for v in value))
+        ):
+            return f"'{key}' must be a list of ids (strings)"
+    for key in ("title", "text", "body", "stage"):
+        if record.get(key) is not None and not isinstance(record[key], str):
+            return f"'{key}' must be a string"
+    for key in ("about_pakistan", "about_kazakhstan"):
+        if key in record and not isinstance(record[key], bool):
+            return f"'{key}' must be true or false"
+    return None
+
+
+def label_warnings(records: list[dict[str, Any]], classifier: Classifier, path: str) -> list[str]:
+    """Labels the scoring cannot use, one line each (at most 20 and a count): an unknown sector
+    (dropped from the figures), an unknown agreement or area id (scored, never predicted), a
+    stage the registry does not have, a repeated record id (counted twice)."""
+    sectors = set(classifier.taxonomy.sectors)
+    registry = classifier.linker.registry if classifier.linker else None
+    known_links = set(AREAS) | ({a.id for a in registry.agreements} if registry else set())
+    found: list[str] = []
+    seen: dict[str, int] = {}
+    for n, r in enumerate(records, 1):
+        where = f"{path}: record {n}" + (f" ({r['id']})" if r.get("id") else "")
+        found += [f"{where}: unknown sector {s!r}" for s in r["sectors"] if s not in sectors]
+        if registry is not None:
+            found += [
+                f"{where}: unknown agreement or area {a!r}" for a in r.get("agreements") or [] if a not in known_links
+            ]
+        if r.get("stage") and r["stage"] not in STAGES:
+            found.append(f"{where}: unknown stage {r['stage']!r}")
+        if r.get("id"):
+            if r["id"] in seen:
+                found.append(f"{where}: repeats the id of record {seen[r['id']]} (counted twice)")
+            seen.setdefault(r["id"], n)
+    return found[:20] + ([f"{path}: … and {len(found) - 20} more"] if len(found) > 20 else [])
 
 
 def evaluate(classifier: Classifier, records: Iterable[dict[str, Any]], *, path: str = "") -> Report:
@@ -164,6 +215,8 @@ def evaluate(classifier: Classifier, records: Iterable[dict[str, Any]], *, path:
     has_countries = all("about_pakistan" in r and "about_kazakhstan" in r for r in records)
     if has_countries:
         report.countries = {"PK": Counts(), "KZ": Counts()}
+    registry = classifier.linker.registry if classifier.linker else None
+    area_of: dict[str, str] = {a.id: a.area for a in registry.agreements} if registry else {}
     items = [
         RawItem(
             id=f"eval_{i}",
@@ -189,9 +242,8 @@ def evaluate(classifier: Classifier, records: Iterable[dict[str, Any]], *, path:
             countries = (frozenset(set(result.countries) & {"PK", "KZ"}), frozenset(labelled))
             report.countries["PK"].add("PK" in result.countries, "PK" in labelled)
             report.countries["KZ"].add("KZ" in result.countries, "KZ" in labelled)
-        areas, stage_right = None, None
-        if "agreements" in record:
-            areas, stage_right = _score_agreements(report, record, result)
+        areas = _score_agreements(report, record, result, area_of) if "agreements" in record else None
+        stage_right = _score_stage(report, record, result)
         report.outcomes.append(
             Outcome(
                 (frozenset(set(result.sectors) & set(report.sectors)), frozenset(actual & set(report.sectors))),
@@ -204,23 +256,27 @@ def evaluate(classifier: Classifier, records: Iterable[dict[str, Any]], *, path:
 
 
 def _score_agreements(
-    report: Report, record: dict[str, Any], result: ClassifiedItem
-) -> tuple[tuple[frozenset[str], frozenset[str]], bool | None]:
-    """Count one record's agreement links and stage; returns the labels it met (predicted,
-    labelled) and whether its stage was right (None: no stage labelled)."""
+    report: Report, record: dict[str, Any], result: ClassifiedItem, area_of: dict[str, str]
+) -> tuple[frozenset[str], frozenset[str]]:
+    """Count one record's agreement links; returns its keys (predicted, labelled).
+
+    An area label is met by any agreement of that area. An agreement id label is met by that
+    agreement and stands for its area too; the predicted agreement ids are scored only in a
+    record that labels ids (one that labels areas says nothing about which agreement): a file
+    mixing the two kinds scored right predictions as wrong."""
     labels = set(record.get("agreements") or [])
-    predicted_ids = {a.id for a in result.agreements}
-    predicted_areas = {a.area for a in result.agreements}
-    for label in labels:
-        report.labelled_areas.add(label)
-    met = set()
-    for key in labels | predicted_areas | predicted_ids:
-        counts = report.areas.setdefault(key, Counts())
-        # An area label is met by any agreement of that area; an agreement label by that agreement.
-        predicted = key in predicted_areas or key in predicted_ids
-        counts.add(predicted, key in labels)
-        if predicted:
-            met.add(key)
+    labelled_ids = {label for label in labels if label in area_of}
+    actual = {area_of.get(label, label) for label in labels} | labelled_ids
+    predicted = {a.area for a in result.agreements} | ({a.id for a in result.agreements} if labelled_ids else set())
+    report.labelled_areas |= actual
+    for key in predicted | actual:
+        report.areas.setdefault(key, Counts()).add(key in predicted, key in actual)
+    return frozenset(predicted), frozenset(actual)
+
+
+def _score_stage(report: Report, record: dict[str, Any], result: ClassifiedItem) -> bool | None:
+    """Count one record's stage (with or without agreement labels); whether it was right
+    (None: no stage labelled)."""
     stage_right = None
     if record.get("stage"):
         report.stages_labelled += 1
@@ -229,7 +285,7 @@ def _score_agreements(
         report.stages_right += stage_right
         row = report.stage_confusion.setdefault(str(record["stage"]), {})
         row[stage] = row.get(stage, 0) + 1
-    return (frozenset(met), frozenset(labels)), stage_right
+    return stage_right
 
 
 def format_report(summary: dict[str, Any]) -> str:

@@ -8,7 +8,8 @@ import base64
 import binascii
 import inspect
 import json
-from collections.abc import Awaitable, Callable
+import math
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -77,6 +78,8 @@ def _decode_cursor(cursor: str, sort: str) -> tuple[datetime | float, str]:
         if kind != sort:
             raise ValueError("cursor from another sort order")
         parsed: datetime | float = datetime.fromisoformat(value) if sort == "time" else float(value)
+        if isinstance(parsed, float) and not math.isfinite(parsed):
+            raise ValueError("score is not a finite number")
         if isinstance(parsed, datetime):
             if parsed.tzinfo is None:
                 raise ValueError("naive time")
@@ -101,7 +104,7 @@ class EventFilters:
         language: Annotated[str | None, Query(min_length=2, max_length=8)] = None,
         since: Annotated[datetime | None, Query(description="ISO 8601, inclusive")] = None,
         until: Annotated[datetime | None, Query(description="ISO 8601, exclusive")] = None,
-        min_score: Annotated[float | None, Query(ge=0, le=1000)] = None,
+        min_score: Annotated[float | None, Query(ge=0, le=1000, allow_inf_nan=False)] = None,
         q: Annotated[str | None, Query(min_length=2, max_length=200, description="words that must all occur")] = None,
         agreement: Annotated[str | None, Query(max_length=80, description="agreement id (registry)")] = None,
         sort: Annotated[Literal["time", "score"], Query()] = "time",
@@ -110,9 +113,12 @@ class EventFilters:
         self.country, self.bilateral, self.source, self.language = country, bilateral, source, language
         self.since, self.until, self.min_score, self.sort = since, until, min_score, sort
         self.agreement = agreement
-        self.q_tokens = tuple(search_tokens(q or "", limit=MAX_QUERY_TOKENS))
+        self.q_tokens = tuple(search_tokens(q or "", limit=MAX_QUERY_TOKENS + 1))
         if q and not self.q_tokens:
             raise _invalid("q", "the query has no searchable words")
+        if len(self.q_tokens) > MAX_QUERY_TOKENS:
+            # Dropping the words after the limit answered items that lack them.
+            raise _invalid("q", f"at most {MAX_QUERY_TOKENS} searchable words (of two or more letters, not stopwords)")
         bounds: dict[str, datetime | None] = {"since": since, "until": until}
         for name, value in bounds.items():
             if value is None:
@@ -124,6 +130,8 @@ class EventFilters:
             except (OverflowError, ValueError):
                 raise _invalid(name, "out of range once converted to UTC") from None
         self.since, self.until = bounds["since"], bounds["until"]
+        if self.since is not None and self.until is not None and self.since > self.until:
+            raise _invalid("until", "until is before since")
 
     @classmethod
     def dependency(cls) -> Callable[..., Awaitable[EventFilters]]:
@@ -183,6 +191,7 @@ def build_router(
     require_read: Callable[..., Any],
     base_url: str,
     query_timeout_s: float = 30.0,
+    agreement_titles: Mapping[str, str] | None = None,
 ) -> APIRouter:
     """Routes for events and sectors; ``require_read`` guards them (a no-op when reads are public).
 
@@ -264,20 +273,33 @@ def build_router(
             after = (last.sort_at if filters.sort == "time" else last.top_score, last.id)
         return kept, last
 
+    def feed_subject(filters: EventFilters) -> str:
+        """What a feed lists, for its title: the agreement (a reader tells per-agreement feeds
+        apart by it), else the sectors, and the country."""
+        if filters.agreement:
+            subject = (agreement_titles or {}).get(filters.agreement, filters.agreement)
+        else:
+            subject = "Pakistan–Kazakhstan agreements: " + (", ".join(filters.sectors) or "all sectors")
+        return subject + (f" ({filters.country})" if filters.country else "")
+
     async def feed(request: Request, filters: EventFilters, kind: Literal["rss", "atom"]) -> Response:
         checked(filters)
         items, _ = await bounded(page_of(filters, FEED_ITEMS, None))
         fg = FeedGenerator()
-        # Never echo a read key given as ?key= (feed readers that cannot send headers use it).
-        self_url = str(request.url.remove_query_params("key"))
+        # The feed's own address on the public base URL: the request's Host is the proxy's
+        # view (nginx passes no port with $host), and the Atom id must not depend on it. Never
+        # echo a read key given as ?key= (feed readers that cannot send headers use it).
+        query = request.url.remove_query_params("key").query
+        self_url = f"{base_url.rstrip('/')}{request.url.path}" + (f"?{query}" if query else "")
         fg.id(self_url)
         fg.author({"name": "Corridor"})  # RFC 4287 4.1.1: a feed whose entries name no author needs one
-        fg.title("Corridor — Pakistan–Kazakhstan agreements: " + (", ".join(filters.sectors) or "all sectors"))
+        fg.title(f"Corridor — {feed_subject(filters)}")
         fg.link(href=self_url, rel="self")
         fg.link(href=base_url, rel="alternate")
         fg.description("Events matching this Corridor query")
         fg.language("en")
-        fg.updated(max((i.sort_at for i in items), default=datetime.now(UTC)))
+        # The feed changed when its newest entry did (entries' updated is when each was classified).
+        fg.updated(max((i.classified_at for i in items), default=datetime.now(UTC)))
         for item in reversed(items):  # feedgen prepends: add oldest first to list newest first
             entry = fg.add_entry()
             event_url = f"{base_url.rstrip('/')}/api/v1/events/{item.id}"
@@ -330,7 +352,10 @@ def build_router(
             counts.setdefault(c.sector, {})[c.week] = c.count
         timelines = [
             SectorTimeline(
-                id=s, total=sum(by_week.values()), weeks=[WeekCount(week=w, count=by_week.get(w, 0)) for w in week_keys]
+                # Only the weeks shown: an item dated in the future is in no week of the window.
+                id=s,
+                total=sum(by_week.get(w, 0) for w in week_keys),
+                weeks=[WeekCount(week=w, count=by_week.get(w, 0)) for w in week_keys],
             )
             for s, by_week in counts.items()
         ]

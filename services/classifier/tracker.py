@@ -44,10 +44,20 @@ class StageSupport:
     last_at: datetime | None = None
     official: bool = False
     countries: list[Country] = field(default_factory=list)
+    first_by_publisher: dict[str, datetime] = field(default_factory=dict, repr=False)
+    first_official_at: datetime | None = None
 
     @property
     def supported(self) -> bool:
         return len(self.publishers) >= 2 or self.official
+
+    @property
+    def supported_at(self) -> datetime | None:
+        """When the support rule was first met: the second publisher's first report, or an
+        official source's first, whichever came first (None while it is not met)."""
+        firsts = sorted(self.first_by_publisher.values())
+        second = firsts[1] if len(firsts) >= 2 else None
+        return min(filter(None, (second, self.first_official_at)), default=None)
 
     @property
     def both_countries(self) -> bool:
@@ -89,6 +99,11 @@ def _midnight(day: date) -> datetime:
     return datetime.combine(day, time(), tzinfo=UTC)
 
 
+def signing_moment(agreement: Agreement) -> datetime:
+    """The start of the signing day (UTC): reports from before it are no follow-through."""
+    return _midnight(agreement.signed_on)
+
+
 def agreement_states(
     registry: Registry,
     activity: list[AgreementActivity],
@@ -117,11 +132,13 @@ def agreement_state(
     stall_days: int = STALL_DAYS,
     silence_days: int = SILENCE_DAYS,
 ) -> AgreementState:
-    signed_at = _midnight(agreement.signed_on)
+    signed_at = signing_moment(agreement)
     # Reports dated before the signing (an archive entry, a GDELT backfill) are no follow-through
     # of it: a row all of whose items came before the signing day counts for nothing.
     rows = [r for r in rows if r.last_at is None or r.last_at >= signed_at]
-    supports: dict[str, StageSupport] = {"signed": StageSupport("signed", official=True, first_at=signed_at)}
+    supports: dict[str, StageSupport] = {
+        "signed": StageSupport("signed", official=True, first_at=signed_at, first_official_at=signed_at)
+    }
     for row in rows:
         if row.stage is None:
             continue
@@ -133,15 +150,29 @@ def agreement_state(
         publisher = publisher_of(source) if source is not None else row.source_id
         if publisher not in support.publishers:
             support.publishers.append(publisher)
-        if source is not None:
-            support.official = support.official or source.official
-            if source.country and source.country not in support.countries:
-                support.countries.append(source.country)
-        # A source's row may hold reports from before the signing too (one before, one after):
-        # the stage cannot have been reached before the agreement was signed.
+        # A source's row may hold reports from before the signing too (one before, one after),
+        # when the store was not asked for the signing onwards: the stage cannot have been
+        # reached before the agreement was signed.
         first_at = max(row.first_at, signed_at) if row.first_at is not None else None
         support.first_at = min(filter(None, (support.first_at, first_at)), default=None)
+        if first_at is not None:
+            known = support.first_by_publisher.get(publisher)
+            support.first_by_publisher[publisher] = min(known, first_at) if known else first_at
+        if source is not None:
+            support.official = support.official or source.official
+            if source.official and first_at is not None:
+                support.first_official_at = min(filter(None, (support.first_official_at, first_at)))
+            if source.country and source.country not in support.countries:
+                support.countries.append(source.country)
         support.last_at = max(filter(None, (support.last_at, row.last_at)), default=None)
+    # One order on every store (rows come in the store's own order): stages by progress, the
+    # setback last; sources and publishers by name.
+    order = [*PROGRESS, "setback"]
+    supports = dict(sorted(supports.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)))
+    for support in supports.values():
+        support.sources.sort()
+        support.publishers.sort()
+        support.countries.sort()
     stage: Stage = "signed"
     for candidate in PROGRESS:
         if candidate in supports and supports[candidate].supported:
@@ -154,7 +185,9 @@ def agreement_state(
     setback_at = max(setbacks, default=None)
     if setback_at is not None and last_progress is not None and setback_at < last_progress:
         setback_at = None  # progress reported since: the setback is behind it
-    stage_since = supports[stage].first_at or signed_at
+    # Since the stage had its support, not since its first report: one publisher's story is
+    # not yet the stage the board shows.
+    stage_since = supports[stage].supported_at or supports[stage].first_at or signed_at
     quiet_from = max(filter(None, (last_item, signed_at)))
     progress_from = max(filter(None, (last_progress, signed_at)))
     days_quiet = max(0, (now - quiet_from).days)

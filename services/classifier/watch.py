@@ -25,17 +25,17 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from services.classifier.agreements import Agreement, Registry
-from services.classifier.tracker import AgreementState, agreement_state, agreement_states
+from services.classifier.tracker import AgreementState, agreement_state, agreement_states, signing_moment
 from shared.bus import Bus
 from shared.envelope import TOPIC_AGREEMENTS, Envelope
 from shared.errors import Unavailable
 from shared.models import PROGRESS, AgreementEvent, ClassifiedItem, Source, Stage, stable_id
 from shared.outage import OutageLog, sleep_or_stop
 from shared.settings import Settings
-from shared.store import Store
+from shared.store import AgreementActivity, Store
 from shared.timeutil import Clock, utcnow
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,9 @@ class AgreementWatch:
         self._bus = bus
         self._registry = registry
         self._agreements = registry.by_id()
+        self._by_signing: dict[datetime, set[str]] = {}  # agreement ids by their signing moment
+        for a in registry.agreements:
+            self._by_signing.setdefault(signing_moment(a), set()).add(a.id)
         self._settings = settings
         self._clock = clock
         self._topic = settings.topic(TOPIC_AGREEMENTS)
@@ -87,14 +90,16 @@ class AgreementWatch:
             self._missing = needed - self._sources.keys()
         return self._sources
 
-    async def state(self, agreement_id: str) -> AgreementState:
+    async def state(self, agreement_id: str, *, sources: dict[str, Source] | None = None) -> AgreementState:
+        """One agreement's state; ``sources`` (read fresh by a caller that shows them beside it)
+        instead of the cached ones, so the answer does not contradict itself."""
         agreement = self._agreements[agreement_id]
-        rows = await self._store.agreement_activity(agreement_id)
+        rows = await self._store.agreement_activity(agreement_id, since=signing_moment(agreement))
         s = self._settings
         return agreement_state(
             agreement,
             rows,
-            await self._known_sources({r.source_id for r in rows}),
+            sources if sources is not None else await self._known_sources({r.source_id for r in rows}),
             self._clock(),
             stall_days=s.stall_days,
             silence_days=s.silence_days,
@@ -102,7 +107,11 @@ class AgreementWatch:
 
     async def states(self) -> list[AgreementState]:
         s = self._settings
-        rows = await self._store.agreement_activity()
+        # Items from before an agreement's signing are no follow-through of it: the store counts
+        # from the signing, one read per signing date (the February documents share one).
+        rows: list[AgreementActivity] = []
+        for moment, ids in self._by_signing.items():
+            rows += [r for r in await self._store.agreement_activity(since=moment) if r.agreement_id in ids]
         return agreement_states(
             self._registry,
             rows,

@@ -209,8 +209,12 @@ class Store(Protocol):
         """For each item id that has copies, its duplicates (oldest first)."""
 
     # agreements
-    async def agreement_activity(self, agreement_id: str | None = None) -> list[AgreementActivity]:
-        """Linked items counted by (agreement, stage, source), with their first and last times."""
+    async def agreement_activity(
+        self, agreement_id: str | None = None, *, since: datetime | None = None
+    ) -> list[AgreementActivity]:
+        """Linked items counted by (agreement, stage, source), of one agreement or all; with
+        ``since``, only the items listed at or after it (the tracker passes the signing: a
+        report from before it is no follow-through, and a source's row must not carry it)."""
 
     async def get_agreement_stage(self, agreement_id: str) -> Stage | None:
         """The stage last recorded for the agreement (None before any)."""

@@ -345,8 +345,10 @@ class MongoStore:
         return await self._events.sector_counts(country=country, since=since)
 
     # agreements
-    async def agreement_activity(self, agreement_id: str | None = None) -> list[AgreementActivity]:
-        return await self._events.agreement_activity(agreement_id)
+    async def agreement_activity(
+        self, agreement_id: str | None = None, *, since: datetime | None = None
+    ) -> list[AgreementActivity]:
+        return await self._events.agreement_activity(agreement_id, since)
 
     async def get_agreement_stage(self, agreement_id: str) -> Stage | None:
         doc = await self._stages.find_one({"_id": agreement_id})

@@ -155,11 +155,15 @@ class EventCollection:
         cursor = self.collection.find(event_filter(query)).sort(order).limit(max(1, min(query.limit, MAX_PAGE)))
         return [item_from(d) async for d in cursor]
 
-    async def agreement_activity(self, agreement_id: str | None) -> list[AgreementActivity]:
-        """Linked items by (agreement, stage, source): one aggregation on the agreement index."""
+    async def agreement_activity(self, agreement_id: str | None, since: datetime | None) -> list[AgreementActivity]:
+        """Linked items by (agreement, stage, source): one aggregation on the agreement index
+        (``agreement_recent``: the agreement, then the time ``since`` bounds)."""
         linked: Any = agreement_id if agreement_id else {"$gt": ""}  # any non-empty id: an index range
+        match: dict[str, Any] = {"agreement_ids": linked}
+        if since is not None:
+            match["sort_at"] = {"$gte": since}
         pipeline: list[dict[str, Any]] = [
-            {"$match": {"agreement_ids": linked}},
+            {"$match": match},
             {"$project": {"_id": 0, "agreement_ids": 1, "stage": 1, "source_id": 1, "sort_at": 1}},
             {"$unwind": "$agreement_ids"},
             *([{"$match": {"agreement_ids": agreement_id}}] if agreement_id else []),

@@ -165,8 +165,10 @@ def _match(tokens: Iterable[str]) -> str:
 
 
 def is_unavailable(exc: BaseException) -> bool:
-    """Locked, busy, full or unreadable database: the file cannot answer now."""
-    return isinstance(exc, sqlite3.OperationalError)
+    """Locked, busy, full or unreadable database: the file cannot answer now. A file that is
+    not a database or is corrupt raises the base DatabaseError itself (its subclasses, such as
+    IntegrityError, are the caller's errors, not the file's): a traceback before."""
+    return isinstance(exc, sqlite3.OperationalError) or type(exc) is sqlite3.DatabaseError
 
 
 @translate_errors(is_unavailable)
@@ -564,9 +566,13 @@ class SQLiteStore:
         return [SectorCount(r[0], r[1], int(r[2])) for r in await self._rows(sql, args)]
 
     # agreements
-    async def agreement_activity(self, agreement_id: str | None = None) -> list[AgreementActivity]:
+    async def agreement_activity(
+        self, agreement_id: str | None = None, *, since: datetime | None = None
+    ) -> list[AgreementActivity]:
         # One agreement's range of the terms index, or the whole a: prefix.
         where, args = ("t.term = ?", [f"a:{agreement_id}"]) if agreement_id else ("t.term > 'a:' AND t.term < 'a;'", [])
+        if since is not None:
+            where, args = f"{where} AND t.sort_at >= ?", [*args, _ts(since)]
         sql = (
             "SELECT substr(t.term, 3), e.stage, e.source_id, count(*), min(t.sort_at), max(t.sort_at) "
             f"FROM event_terms t JOIN events e ON e.id = t.id WHERE {where} GROUP BY 1, 2, 3"

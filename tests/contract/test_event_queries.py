@@ -162,19 +162,22 @@ async def assert_oracle(store: Store, items: dict[str, ClassifiedItem]) -> None:
 
 
 async def assert_activity(store: Store, items: dict[str, ClassifiedItem]) -> None:
-    """Linked items by (agreement, stage, source), with first and last times, as Python counts them."""
-    want: dict[tuple[str, str | None, str], list[datetime]] = {}
-    for i in items.values():
-        for a in i.agreements:
-            want.setdefault((a.id, i.stage, i.source_id), []).append(i.sort_at)
-    got = await store.agreement_activity()
-    assert {(r.agreement_id, r.stage, r.source_id): (r.items, r.first_at, r.last_at) for r in got} == {
-        k: (len(v), min(v), max(v)) for k, v in want.items()
-    }
-    one = await store.agreement_activity("railways-mou")
-    assert {r.agreement_id for r in one} == {"railways-mou"} and sum(r.items for r in one) == sum(
-        len(v) for k, v in want.items() if k[0] == "railways-mou"
-    )
+    """Linked items by (agreement, stage, source), with first and last times, as Python counts
+    them; with ``since`` (the tracker's signing moment), only the items listed at or after it."""
+    for since in (None, T0 + timedelta(days=6), T0 + timedelta(days=6, hours=13)):
+        want: dict[tuple[str, str | None, str], list[datetime]] = {}
+        for i in items.values():
+            for a in i.agreements:
+                if since is None or i.sort_at >= since:
+                    want.setdefault((a.id, i.stage, i.source_id), []).append(i.sort_at)
+        got = await store.agreement_activity(since=since)
+        assert {(r.agreement_id, r.stage, r.source_id): (r.items, r.first_at, r.last_at) for r in got} == {
+            k: (len(v), min(v), max(v)) for k, v in want.items()
+        }, since
+        one = await store.agreement_activity("railways-mou", since=since)
+        assert {r.agreement_id for r in one} <= {"railways-mou"} and sum(r.items for r in one) == sum(
+            len(v) for k, v in want.items() if k[0] == "railways-mou"
+        ), since
 
 
 async def test_queries_match_the_oracle(store: Store) -> None:

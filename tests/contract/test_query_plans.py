@@ -238,6 +238,11 @@ async def test_every_query_shape_uses_an_index(mongo_uri: str, unique: str) -> N
             ("active subscriptions", store.list_subscriptions(active_only=True)),
             ("agreement_activity", store.agreement_activity()),
             ("agreement_activity one", store.agreement_activity("railways-cooperation-mou")),
+            ("agreement_activity since", store.agreement_activity(since=NOW - timedelta(days=30))),
+            (
+                "agreement_activity one since",
+                store.agreement_activity("railways-cooperation-mou", since=NOW - timedelta(days=30)),
+            ),
             ("agreement events", store.list_agreement_events(agreement_id="railways-cooperation-mou")),
             ("all agreement events", store.list_agreement_events()),
             ("unpublished events", store.list_agreement_events(unpublished_before=NOW)),

@@ -74,6 +74,27 @@ def test_judge_train_refuses_unreadable_input(capsys: Capsys, tmp_path: Path) ->
     _fails(capsys, ["judge", "train", str(bad), "--out", out], 2, f"{bad}:1: not a JSON object")
 
 
+def test_judge_train_checks_its_output_and_dependencies_before_training(
+    capsys: Capsys, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An unwritable --out was found after minutes of training; without scikit-learn (a `make
+    # run` install) a traceback (review of 2026-12-05).
+    good = _labelled(tmp_path)
+    trained: list[bool] = []
+    monkeypatch.setattr("services.classifier.train_judge.train", lambda *a: trained.append(True))
+    _fails(capsys, ["judge", "train", str(good), "--out", "/nonexistent/dir/j.json"], 2, "no such directory")
+    real = cli.importlib.util.find_spec
+    monkeypatch.setattr(cli.importlib.util, "find_spec", lambda name, *a: None if name == "sklearn" else real(name, *a))
+    _fails(capsys, ["judge", "train", str(good), "--out", str(tmp_path / "j.json")], 2, "needs scikit-learn")
+    assert not trained
+
+
+def test_a_gdelt_error_quoting_its_body_is_one_line(capsys: Capsys, tmp_path: Path) -> None:
+    page = tmp_path / "gdelt.json"
+    page.write_text("<html>\n<body>\nrate limited\n</body>\n</html>\n")
+    _fails(capsys, ["ingest", "parse", str(page), "--kind", "gdelt"], 1, "GDELT", "rate limited")
+
+
 def test_import_catalogue_refuses_unreadable_files(capsys: Capsys, tmp_path: Path) -> None:
     _fails(capsys, ["sources", "import-catalogue", str(tmp_path / "missing.yaml")], 2, "invalid catalogue")
     bad = tmp_path / "bad.yaml"
@@ -81,12 +102,17 @@ def test_import_catalogue_refuses_unreadable_files(capsys: Capsys, tmp_path: Pat
     _fails(capsys, ["sources", "import-catalogue", str(bad)], 2, "invalid catalogue")
 
 
-@pytest.mark.parametrize("where", ["directory", "missing parent"])
-@pytest.mark.parametrize("argv", [["sources", "list"], ["store", "migrate"], ["sources", "import-catalogue"]])
+@pytest.mark.parametrize("where", ["directory", "missing parent", "not a database"])
+@pytest.mark.parametrize(
+    "argv", [["sources", "list"], ["store", "migrate"], ["sources", "import-catalogue"], ["reclassify"]]
+)
 def test_an_unusable_store_is_a_failed_start(
     capsys: Capsys, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str, argv: list[str]
 ) -> None:
     path = tmp_path if where == "directory" else Path("/proc/nope/x.sqlite3")
+    if where == "not a database":  # a traceback before (review of 2026-12-05)
+        path = tmp_path / "junk.sqlite3"
+        path.write_bytes(bytes(range(256)) * 20)
     monkeypatch.setenv("CORRIDOR_SQLITE_PATH", str(path))
     _fails(capsys, argv, 1, "store unavailable")
 

@@ -17,7 +17,7 @@ from services.classifier.judge import load_judge
 from services.classifier.reclassify import reclassify
 from services.classifier.taxonomy import load_taxonomy
 from services.cli import main
-from shared.models import ClassifiedItem
+from shared.models import ClassifiedItem, RawItem
 from shared.store.sqlite import SQLiteStore
 
 DEV = SHARED_DATA / "news/dev.jsonl"
@@ -140,3 +140,73 @@ async def test_reclassify_reports_before_writing(tmp_path: Path) -> None:
         assert report.stages["None → signed"] >= 1
     finally:
         await store.close()
+
+
+RAIL = {
+    "title": "Pakistan and Kazakhstan sign railway cooperation MoU",
+    "text": "Pakistan Railways and Kazakhstan Temir Zholy signed a memorandum on railway cooperation.",
+    "sectors": ["transport"],
+    "about_pakistan": True,
+    "about_kazakhstan": True,
+}
+
+
+def test_a_file_mixing_agreement_and_area_labels_scores_right_predictions_right() -> None:
+    # Two identical railway stories, one labelled by its agreement and one by its area: both
+    # predictions were right and each key scored 0.667 (review of 2026-12-05).
+    classifier = Classifier(load_taxonomy(), load_registry())
+    [link] = classifier.classify(evaluate_item(RAIL)).agreements
+    assert link.id == "railways-cooperation-mou"
+    report = evaluate(classifier, [{**RAIL, "agreements": [link.id]}, {**RAIL, "agreements": [link.area]}])
+    summary = report.summary()
+    assert summary["agreement_macro_f1"] == 1.0, summary["agreement_areas"]
+    assert set(summary["agreement_areas"]) == {"railways", "railways-cooperation-mou"}
+
+
+def test_a_stage_label_is_scored_without_agreement_labels() -> None:
+    report = evaluate(Classifier(load_taxonomy(), load_registry()), [{**RAIL, "stage": "signed"}])
+    assert report.summary()["stages_labelled"] == 1
+
+
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        ('{"title":"a","text":"b","sectors":[["energy"]]}', "'sectors' must be a list of ids"),
+        ('{"title":"a","text":"b","sectors":[],"agreements":5}', "'agreements' must be a list of ids"),
+        ('{"title":5,"text":"b","sectors":[]}', "'title' must be a string"),
+        ('{"title":"a","text":"b","sectors":[],"about_pakistan":"false"}', "'about_pakistan' must be true or false"),
+    ],
+)
+def test_a_record_with_a_wrong_field_type_is_refused_with_its_line(tmp_path: Path, line: str, problem: str) -> None:
+    # Each made a traceback, or a figure ("false" counted as true) before (review of 2026-12-05).
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"title":"ok","text":"ok","sectors":[]}\n' + line + "\n")
+    with pytest.raises(ValueError, match=rf"bad.jsonl:2: {problem}"):
+        load_records(path)
+
+
+def test_eval_refuses_an_empty_file_and_warns_of_labels_it_cannot_use(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    assert main(["eval", "--no-judge", str(empty)]) == 2
+    assert "no records" in capsys.readouterr().err
+    odd = tmp_path / "odd.jsonl"
+    record = {"id": "x", "title": "a", "text": "b", "sectors": ["transprot"], "agreements": ["railwayz"]}
+    odd.write_text(json.dumps(record) + "\n" + json.dumps(record) + "\n")
+    assert main(["eval", "--no-judge", str(odd)]) == 0
+    err = capsys.readouterr().err
+    assert "unknown sector 'transprot'" in err and "unknown agreement or area 'railwayz'" in err
+    assert "repeats the id of record 1" in err
+
+
+def evaluate_item(record: dict[str, object]) -> RawItem:
+    return RawItem(
+        id="e",
+        source_id="e",
+        source_url="e",
+        title=str(record["title"]),
+        summary=str(record["text"]),
+        fetched_at=datetime(2026, 1, 1, tzinfo=UTC),
+    )

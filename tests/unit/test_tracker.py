@@ -38,10 +38,17 @@ def test_a_stage_needs_two_sources_or_an_official_one() -> None:
     one = agreement_state(AGREEMENT, [row("planning", "dawn", 10)], SOURCES, at(20))
     assert one.stage == "signed" and not one.supports["planning"].supported
     two = agreement_state(AGREEMENT, [row("planning", "dawn", 10), row("planning", "kazinform", 12)], SOURCES, at(20))
-    assert two.stage == "planning" and two.stage_since == at(10)
+    # Since the stage had its support (the second publisher, day 12), not since its first report
+    # (a review found the board dating the stage from one publisher's story).
+    assert two.stage == "planning" and two.stage_since == at(12) and two.supports["planning"].first_at == at(10)
     assert two.supports["planning"].both_countries and not two.supports["planning"].official
     official = agreement_state(AGREEMENT, [row("underway", "mofa", 30)], SOURCES, at(31))
     assert official.stage == "underway" and official.supports["underway"].official
+    assert official.stage_since == at(30)
+    later_official = agreement_state(
+        AGREEMENT, [row("underway", "dawn", 20, 40), row("underway", "mofa", 25)], SOURCES, at(41)
+    )
+    assert later_official.stage_since == at(25), "an official source's first report is support of its own"
     same_source_twice = agreement_state(AGREEMENT, [row("financed", "blog", 5, 9, items=2)], SOURCES, at(10))
     assert same_source_twice.stage == "signed", "two items of one source are one source"
 
@@ -121,6 +128,25 @@ def test_two_feeds_of_one_publisher_are_one_source_of_support() -> None:
 def test_a_stage_is_never_reached_before_the_signing() -> None:
     # One source's row held a report from before the signing and one after: the stage's "since"
     # fell before the agreement existed (review of 2026-12-04).
-    rows = [row("planning", "dawn", -30, 10), row("planning", "kazinform", 12)]
+    # (The watch now asks the store for the signing onwards; a row like this one still comes
+    # from a caller that does not.)
+    rows = [row("planning", "dawn", -30, 10), row("planning", "mofa", -20, 5)]
     state = agreement_state(AGREEMENT, rows, SOURCES, at(20))
     assert state.stage == "planning" and state.stage_since == at(0)
+    assert state.supports["planning"].first_at == at(0)
+
+
+def test_stages_and_their_sources_come_in_one_order_whatever_the_stores_row_order() -> None:
+    # SQLite and MongoDB return the rows in their own orders; the detail's corroboration list
+    # followed them (review of 2026-12-05).
+    rows = [
+        row("setback", "dawn", 30),
+        row("underway", "mofa", 20),
+        row("follow_up_talks", "kazinform", 5),
+        row("follow_up_talks", "dawn", 6),
+    ]
+    for ordered in (rows, rows[::-1]):
+        state = agreement_state(AGREEMENT, ordered, SOURCES, at(31))
+        assert list(state.supports) == ["signed", "follow_up_talks", "underway", "setback"]
+        assert state.supports["follow_up_talks"].sources == ["dawn", "kazinform"]
+        assert state.supports["follow_up_talks"].publishers == ["dawn.example", "kazinform.example"]

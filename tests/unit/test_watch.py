@@ -505,3 +505,20 @@ async def test_an_old_replicas_announcement_is_not_repeated_by_the_next_item(sto
     await store.upsert_items([later])
     await w.after_item(later)
     assert await stage_events(store) == [("signed", "planning")]
+
+
+async def test_reports_from_before_the_signing_are_not_counted_for_the_agreement(store: SQLiteStore) -> None:
+    # A source's reports before the signing (an archive, a backfill) rode along in its row once
+    # it reported after the signing too: the board counted them (review of 2026-12-05).
+    signed = load_registry().by_id()[RAILWAYS].signed_on
+    days_since_signing = (NOW.date() - signed).days
+    before = [item(n, "planning", days_since_signing + 10 + n) for n in range(1, 4)]  # same stage, same source
+    after = item(9, "planning", 30)
+    await store.upsert_items([*before, after])
+    w = watch(store)
+    state = await w.state(RAILWAYS)
+    [board] = [s for s in await w.states() if s.agreement.id == RAILWAYS]
+    for s in (state, board):
+        assert s.items == 1 and s.sources == 1, "only the report after the signing"
+        assert s.supports["planning"].items == 1 and s.stage == "planning"
+        assert s.stage_since == NOW - timedelta(days=30)
