@@ -4,13 +4,16 @@ seeded data: the chart, the events and source health render; screenshots are sav
 from __future__ import annotations
 
 import asyncio
+import base64
 import re
 import shutil
 import subprocess
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from cdp import Page
 from helpers import IN_CI, CorridorProcess
 
 from shared.models import ClassifiedItem, Evidence, SectorScore, Source
@@ -270,3 +273,167 @@ def test_agreements_board_shows_stages_flags_and_a_timeline(tmp_path: Path, arti
     assert detail.group(1).count("<li>") == 3 and "railway report 2 (setback)" in detail.group(1)
     assert 'data-ready="ok"' in bad_link and 'class="detail"' not in bad_link
     assert len(re.findall(r'<tr class="row[^"]*" data-id=', bad_link)) == 35
+
+
+HOSTILE = '"><img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script>'
+ADMIN_KEY, READ_KEY = "admin-key-0123456789abcdef", "read-key-0123456789abcdef"
+
+
+async def seed_review(path: Path) -> None:
+    """What the dashboard review of 2026-12-05 drew with: markup in every text an outside party
+    chooses, a `javascript:` link, Turkish evidence, and one agreement with 25 linked items."""
+    from shared.models import AgreementLink
+
+    store = SQLiteStore(path)
+    await store.start()
+    railways = [AgreementLink(id="railways-cooperation-mou", area="railways", score=2.0, terms=["KTZ"])]
+    for n in range(25):
+        at = NOW - timedelta(days=30 - n)
+        await store.upsert_item(
+            ClassifiedItem(
+                id=f"itm_r{n:02d}",
+                source_id="src_evil",
+                source_url="https://evil.example/rss",
+                url=f"https://news.example/r{n}",
+                title=f"Railway report {n}",
+                published_at=at,
+                fetched_at=at,
+                countries=["PK", "KZ"],
+                bilateral=True,
+                agreements=railways,
+                stage="follow_up_talks",
+                classifier_version="seed",
+            )
+        )
+    turkish = "İKİ ÜLKE: Kazakistan ve Pakistan demiryolları için anlaştı"
+    for n, (title, url, snippet, term) in enumerate(
+        [(HOSTILE, "javascript:alert(1)", HOSTILE, "img"), (turkish, "https://news.example/tr", turkish, "demiryol")]
+    ):
+        await store.upsert_item(
+            ClassifiedItem(
+                id=f"itm_x{n}",
+                source_id="src_evil",
+                source_url="https://evil.example/rss",
+                url=url,
+                title=title,
+                published_at=NOW - timedelta(hours=n),
+                fetched_at=NOW,
+                sectors=["transport"],
+                sector_scores=[SectorScore(id="transport", score=0.9, terms=[term])],
+                countries=["PK", "KZ"],
+                evidence=[Evidence(kind="sector", label="transport", term=term, snippet=snippet)],
+                classifier_version="seed",
+            )
+        )
+    await store.insert_source(
+        Source(
+            id="src_evil",
+            url="https://evil.example/rss",
+            name=HOSTILE,
+            interval_s=900,
+            consecutive_errors=2,
+            last_error=HOSTILE,
+            last_error_kind="http_status",
+            next_check_at=NOW + timedelta(days=1),
+        )
+    )
+    await store.close()
+
+
+def test_the_dashboard_used_by_keyboard_key_and_phone(tmp_path: Path, artifacts: Path) -> None:
+    """What the dashboard review of 2026-12-05 found, done as a user would in a real Chromium:
+    markup from feeds stays text; the webhook secret stays on screen; board rows open from the
+    keyboard; the address opens a timeline on a loaded page; links carry the read key where
+    reads need one; the board fits a phone; badge text is readable; a cut timeline says so."""
+    browser = chromium()
+    db = tmp_path / "review.sqlite3"
+    asyncio.run(seed_review(db))
+    corridor = CorridorProcess(
+        "all",
+        {
+            "CORRIDOR_SQLITE_PATH": str(db),
+            "CORRIDOR_POLL_TICK_S": "60",
+            "CORRIDOR_POLL_INTERVAL_S": "86400",
+            "CORRIDOR_API_KEY": ADMIN_KEY,
+            "CORRIDOR_READ_API_KEYS": READ_KEY,
+            "CORRIDOR_PUBLIC_READS": "false",
+            "CORRIDOR_ALLOW_PRIVATE_NETWORKS": "127.0.0.0/8",
+        },
+        tmp_path / "corridor.log",
+    ).start()
+    try:
+        with Page(browser, tmp_path / "profile") as page:
+            review_the_page(page, corridor.base, artifacts)
+    finally:
+        corridor.stop()
+
+
+def review_the_page(page: Page, base: str, artifacts: Path) -> None:
+    """The steps of the test above, on a page of the running Corridor at ``base``."""
+    page.goto(base + "/")
+    assert page.evaluate("document.body.dataset.ready") == "error", "reads need a key: the page says so"
+    # A read key: every panel fills in, and links the page gives out carry it.
+    page.evaluate(f"document.getElementById('key').value = '{READ_KEY}'")
+    page.evaluate("document.getElementById('keyform').requestSubmit()")
+    page.wait_for("document.body.dataset.ready === 'ok' && document.querySelectorAll('#board tr.row').length > 30")
+    for link in ("#ics", "#rss"):
+        href = page.evaluate(f"document.querySelector('{link}').href")
+        assert f"key={READ_KEY}" in href, href
+        assert page.evaluate(f"fetch('{href}').then((r) => r.status)") == 200, href
+    # Markup from a feed is text everywhere; a javascript: link is never a link.
+    assert page.evaluate("window.__pwned") is None
+    assert page.evaluate("document.querySelectorAll('main img, main script').length") == 0
+    assert HOSTILE in page.evaluate("document.getElementById('events').textContent")
+    assert HOSTILE in page.evaluate("document.getElementById('sources').textContent")
+    hrefs = page.evaluate("[...document.querySelectorAll('#events a')].map((a) => a.getAttribute('href'))")
+    assert not [h for h in hrefs if h.lower().startswith("javascript")], hrefs
+    # The matched term is marked where it stands, after a Turkish "İ" too.
+    marks = page.evaluate("[...document.querySelectorAll('#events mark')].map((m) => m.textContent)")
+    assert "demiryol" in marks, marks
+    # Badge text reads on its colour (WCAG AA, 4.5:1).
+    ratios = page.evaluate(
+        """[...document.querySelectorAll('.badge')].map((b) => {
+          const s = getComputedStyle(b);
+          const lum = (c) => { const [r, g, bl] = c.match(/\\d+/g).slice(0, 3).map((v) => {
+            v = v / 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; });
+            return 0.2126 * r + 0.7152 * g + 0.0722 * bl; };
+          const [a, b2] = [lum(s.color), lum(s.backgroundColor)].sort((x, y) => y - x);
+          return (a + 0.05) / (b2 + 0.05); })"""
+    )
+    assert ratios and min(ratios) >= 4.5, ratios
+    # Board rows open from the keyboard: Tab reaches a row's button, Enter opens its timeline.
+    page.evaluate("document.getElementById('q').focus()")
+    for _ in range(12):
+        page.press("Tab")
+        if page.evaluate("document.activeElement.matches('#board button.open')"):
+            break
+    else:
+        raise AssertionError("Tab never reached a board row")
+    opened = page.evaluate("document.activeElement.closest('tr').dataset.id")
+    page.press("Enter")
+    page.wait_for(f"!!document.querySelector('tr.detail[data-detail=\"{opened}\"]')")
+    assert page.evaluate("document.activeElement.getAttribute('aria-expanded')") == "true"
+    # The address opens a timeline on a loaded page; a cut timeline says how much it holds.
+    page.evaluate("location.hash = '#agreement=railways-cooperation-mou'")
+    more = page.wait_for(
+        "document.querySelector('tr.detail[data-detail=\"railways-cooperation-mou\"] [data-more]')?.textContent"
+    )
+    assert more.startswith("Newest 20 of 25 items"), more
+    # The admin key: a webhook subscription's secret stays on screen.
+    page.evaluate(f"document.getElementById('key').value = '{ADMIN_KEY}'")
+    page.evaluate("document.getElementById('keyform').requestSubmit()")
+    page.wait_for("!document.getElementById('subform').hidden")
+    page.evaluate("document.getElementById('target').value = 'http://127.0.0.1:9/hook'")
+    page.evaluate("document.getElementById('subform').requestSubmit()")
+    page.wait_for("document.querySelectorAll('#subs li').length === 1")
+    time.sleep(0.5)  # anything that would overwrite the message has run by now
+    message = page.evaluate("document.getElementById('admin-msg').textContent")
+    assert "Signing secret (shown once): whsec_" in message, message
+    # A phone: nothing wider than the screen.
+    page.viewport(390, 844, mobile=True)
+    page.goto(base + "/")
+    page.wait_for("document.querySelectorAll('#board tr.row').length > 30")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    shot = page.send("Page.captureScreenshot", format="png")
+    (artifacts / "dashboard-review-phone.png").write_bytes(base64.b64decode(shot["data"]))
+    assert not [p for p in page.problems if "Content Security Policy" in p], page.problems

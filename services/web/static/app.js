@@ -9,6 +9,7 @@ const state = { key: sessionStorage.getItem("corridor-key") || "", sectors: [], 
   generation: 0, controller: null, pollTimer: null };
 const MIN_WEEKS = 4; // the chart shows at least this many weeks, starting near the first with data
 const POLL_MS = 60000; // the next refresh starts this long after the last one ended
+const TIMELINE_SHOWN = 20; // items of an agreement's timeline shown on the board
 const REFRESH_TIMEOUT_MS = 20000; // a refresh whose answers take longer is given up (a hung server does not pile up requests)
 
 function el(tag, attrs, ...children) {
@@ -64,7 +65,8 @@ function drawChart(data) {
   const first = data.weeks.findIndex((w, i) => data.sectors.some((s) => s.weeks[i].count > 0));
   const from = first < 0 ? 0 : Math.max(0, Math.min(first - 1, data.weeks.length - MIN_WEEKS));
   const weeks = data.weeks.slice(from);
-  const top = data.sectors.filter((s) => s.total > 0).sort((a, b) => b.total - a.total).slice(0, 8)
+  const only = $("sector").value; // the Sector filter applies to the chart too
+  const top = data.sectors.filter((s) => s.total > 0 && (!only || s.id === only)).sort((a, b) => b.total - a.total).slice(0, 8)
     .map((s) => ({ ...s, weeks: s.weeks.slice(from) }));
   // Drawn at the width it is shown at, so text keeps its size on a phone (a 900-unit drawing
   // scaled into 390 pixels made 11-pixel labels about 5 pixels tall).
@@ -97,11 +99,33 @@ function drawChart(data) {
   box.append(chart);
 }
 
-// The snippet with the matched term marked (found case-insensitively; built as DOM nodes).
+// The snippet with the matched term marked (found case-insensitively in the snippet itself:
+// lower-casing first shifted every position after a letter whose lower case is longer, as the
+// Turkish "İ"; built as DOM nodes).
 function marked(snippet, term) {
-  const at = term ? snippet.toLowerCase().indexOf(term.toLowerCase()) : -1;
-  if (at < 0) return el("q", {}, snippet);
-  return el("q", {}, snippet.slice(0, at), el("mark", {}, snippet.slice(at, at + term.length)), snippet.slice(at + term.length));
+  const found = term ? new RegExp(term.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"), "iu").exec(snippet) : null;
+  if (!found) return el("q", {}, snippet);
+  const at = found.index, end = at + found[0].length;
+  return el("q", {}, snippet.slice(0, at), el("mark", {}, snippet.slice(at, end)), snippet.slice(end));
+}
+
+// Text on a coloured badge in whichever of white and the page's ink reads better on it (white on
+// the light palette colours fell to a contrast of 2:1).
+function inkOn(hex) {
+  const lum = (h) => {
+    const [r, g, b] = [1, 3, 5].map((i) => parseInt(h.slice(i, i + 2), 16) / 255)
+      .map((c) => (c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4));
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+  };
+  const bg = lum(hex), ink = lum("#1d2330");
+  return (1.05) / (bg + 0.05) >= (bg + 0.05) / (ink + 0.05) ? "#fff" : "#1d2330";
+}
+
+// An /api/v1 link that works where reads need a key: a link opened from the page (or given to a
+// feed reader) cannot send the Authorization header, so it carries the key entered here.
+function apiLink(path) {
+  if (!state.key) return path;
+  return path + (path.includes("?") ? "&" : "?") + "key=" + encodeURIComponent(state.key);
 }
 
 function sourceName(item) {
@@ -115,12 +139,15 @@ function drawEvents(page) {
   for (const item of page.items) {
     const when = new Date(item.published_at || item.fetched_at);
     const li = el("li", {},
-      el("a", { class: "title", href: webLink(item.url) || `/api/v1/events/${encodeURIComponent(item.id)}`, target: "_blank", rel: "noopener" }, item.title || "(untitled)"),
+      el("a", { class: "title", href: webLink(item.url) || apiLink(`/api/v1/events/${encodeURIComponent(item.id)}`), target: "_blank", rel: "noopener" }, item.title || "(untitled)"),
       el("div", { class: "meta" }, `${when.toISOString().slice(0, 16).replace("T", " ")} UTC · ${sourceName(item)}` +
         (item.duplicates.length ? ` · also in ${item.duplicates.length} other source(s)` : "")));
     const tags = el("div", {});
     for (const c of item.countries) tags.append(el("span", { class: "country" }, c === "PK" ? "Pakistan" : "Kazakhstan"));
-    for (const s of item.sector_scores) tags.append(el("span", { class: "badge", style: `background:${state.color[s.id] || "#555"}` }, `${s.id} ${s.score}`));
+    for (const s of item.sector_scores) {
+      const color = state.color[s.id] || "#555555";
+      tags.append(el("span", { class: "badge", style: `background:${color};color:${inkOn(color)}` }, `${s.id} ${s.score}`));
+    }
     li.append(tags);
     // One line per distinct snippet (two sectors matched in one title share it), term marked.
     const seen = new Set();
@@ -129,7 +156,8 @@ function drawEvents(page) {
     list.append(li);
   }
   if (!page.items.length) list.append(el("li", {}, "No events match."));
-  $("rss").href = "/api/v1/events.rss?" + query().toString();
+  $("rss").href = apiLink("/api/v1/events.rss?" + query().toString());
+  $("ics").href = apiLink("/api/v1/agreements.ics");
 }
 
 function drawSources(sources) {
@@ -161,8 +189,10 @@ function drawBoard(rows) {
     const flags = [];
     if (a.setback) flags.push(el("span", { class: "flag setback", title: "setback reported " + day(a.setback_at) }, "setback"));
     if (a.stalled) flags.push(el("span", { class: "flag stalled", title: a.stall_reason || "" }, "stalled"));
+    // The title is a button (keyboard and screen readers reach it; its click bubbles to the row's).
+    const open = el("button", { type: "button", class: "open", "aria-expanded": state.open.has(a.id) ? "true" : "false" }, a.title);
     const row = el("tr", { class: ["row", a.stalled ? "stalled" : "", a.setback ? "setback" : ""].join(" ").trim(), "data-id": a.id },
-      el("td", {}, a.title, el("span", { class: "area" }, a.area_label)),
+      el("td", {}, open, el("span", { class: "area" }, a.area_label)),
       el("td", {}, steps, el("span", { class: "stage-name" }, a.stage.replace(/_/g, " ")), ...flags),
       el("td", {}, day(a.last_progress_at)),
       el("td", {}, `${a.days_quiet} d`));
@@ -175,32 +205,66 @@ function drawBoard(rows) {
 
 function toggleTimeline(row, id) {
   const next = row.nextElementSibling;
-  if (next && next.classList.contains("detail")) { next.remove(); state.open.delete(id); return; }
+  const button = row.querySelector("button.open");
+  if (next && next.classList.contains("detail")) {
+    next.remove();
+    state.open.delete(id);
+    if (button) button.setAttribute("aria-expanded", "false");
+    // The address names an open timeline only (a reload opened a closed one again); replaced,
+    // not pushed: opening rows does not fill the history with entries Back cannot follow.
+    if (location.hash === "#agreement=" + encodeURIComponent(id)) history.replaceState(null, "", location.pathname + location.search);
+    return;
+  }
   state.open.add(id);
-  location.hash = "agreement=" + encodeURIComponent(id); // a link to this view
+  if (button) button.setAttribute("aria-expanded", "true");
+  history.replaceState(null, "", "#agreement=" + encodeURIComponent(id)); // a link to this view
   showTimeline(row, id);
+}
+
+// /#agreement=ID opens that timeline: at start, and when the address changes on a loaded page.
+function openLinked(scroll) {
+  const linked = /^#agreement=(.+)$/.exec(location.hash);
+  if (!linked) return;
+  let id;
+  try { id = decodeURIComponent(linked[1]); } catch (e) { return; } // a malformed link: ignored
+  state.open.add(id);
+  const row = document.querySelector(`#board tr.row[data-id="${CSS.escape(id)}"]`);
+  if (!row) return; // drawn open when the board arrives
+  const next = row.nextElementSibling;
+  if (!(next && next.classList.contains("detail"))) {
+    const button = row.querySelector("button.open");
+    if (button) button.setAttribute("aria-expanded", "true");
+    showTimeline(row, id);
+  }
+  if (scroll) row.scrollIntoView({ block: "start" });
 }
 
 async function showTimeline(row, id) {
   const cell = el("td", { colspan: 4 }, "Loading…");
   row.after(el("tr", { class: "detail", "data-detail": id }, cell));
   try {
-    const a = await api(`/api/v1/agreements/${encodeURIComponent(id)}`);
+    // Bounded like a refresh: a hung server left "Loading…" for good.
+    const a = await api(`/api/v1/agreements/${encodeURIComponent(id)}`, { signal: AbortSignal.timeout(REFRESH_TIMEOUT_MS) });
     const support = a.corroboration.filter((c) => c.items).map((c) =>
       `${c.stage.replace(/_/g, " ")}: ${c.sources.map((s) => s.name || s.id).join(", ")}` +
       (c.supported ? " ✓" : " (not yet corroborated)") + (c.both_countries ? " · both countries" : "") + (c.official ? " · official" : ""));
     const list = el("ol", { class: "timeline" });
-    for (const t of a.timeline.slice(0, 20)) {
+    const shown = a.timeline.slice(0, TIMELINE_SHOWN);
+    for (const t of shown) {
       list.append(el("li", {}, `${day(t.at)} · ${(t.stage || "").replace(/_/g, " ")} · `,
-        el("a", { href: webLink(t.url) || `/api/v1/events/${encodeURIComponent(t.id)}`, target: "_blank", rel: "noopener" }, t.title),
+        el("a", { href: webLink(t.url) || apiLink(`/api/v1/events/${encodeURIComponent(t.id)}`), target: "_blank", rel: "noopener" }, t.title),
         ` — ${t.source_name || t.source_id}` + (t.via === "agreement" ? "" : " (news of its area)")));
     }
     cell.replaceChildren(
       el("p", { class: "meta" }, `Signed ${a.signed_on} · ${a.commits_to}`),
       el("p", { class: "meta" }, support.length ? "Reported: " + support.join(" | ") : "No reports yet."),
       a.timeline.length ? list : el("p", { class: "meta" }, "No items linked yet."),
-      el("p", { class: "meta" }, el("a", { href: `/api/v1/events.rss?agreement=${encodeURIComponent(id)}` }, "RSS"), " · ",
-        el("a", { href: `/api/v1/agreements/${encodeURIComponent(id)}.ics` }, "calendar")));
+      // The timeline is cut: say so, and where the rest is.
+      a.items > shown.length ? el("p", { class: "meta", "data-more": a.items },
+        `Newest ${shown.length} of ${a.items} items · `,
+        el("a", { href: apiLink(`/api/v1/events?agreement=${encodeURIComponent(id)}`), target: "_blank", rel: "noopener" }, "all of them")) : "",
+      el("p", { class: "meta" }, el("a", { href: apiLink(`/api/v1/events.rss?agreement=${encodeURIComponent(id)}`) }, "RSS"), " · ",
+        el("a", { href: apiLink(`/api/v1/agreements/${encodeURIComponent(id)}.ics`) }, "calendar")));
   } catch (e) { cell.textContent = "Could not load: " + e.message; }
 }
 
@@ -234,12 +298,13 @@ async function subscribe(event) {
   event.preventDefault();
   const target = $("target").value.trim();
   const body = { sectors: [...$("subsectors").selectedOptions].map((o) => o.value), cadence: $("cadence").value };
-  if (target.includes("@") && !target.startsWith("http")) body.email = target; else body.webhook_url = target;
+  if (target.includes("@") && !/^https?:\/\//i.test(target)) body.email = target; else body.webhook_url = target;
   try {
     const created = await api("/api/v1/subscriptions", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+    // The list first: it writes its count into the same line, which wiped the secret at once.
+    await loadSubscriptions();
     $("admin-msg").textContent = created.secret ? `Created. Signing secret (shown once): ${created.secret}` :
       "Created. A confirmation email is on its way.";
-    loadSubscriptions();
   } catch (e) { $("admin-msg").textContent = "Not created: " + e.message; }
 }
 
@@ -268,27 +333,28 @@ async function refresh() {
   const timeout = setTimeout(() => controller.abort(new Error(`no answer within ${REFRESH_TIMEOUT_MS / 1000} s`)), REFRESH_TIMEOUT_MS);
   const signal = controller.signal;
   const params = query();
+  // Each panel is drawn as soon as its own answer arrives (one slow route blanked the whole page
+  // until it answered); the sector list and the source names come first when they can.
+  const current = () => generation === state.generation;
+  const list = state.sectors.length ? Promise.resolve(null) : api(`/api/v1/sectors?weeks=1`, { signal });
+  const names = api("/api/v1/sources", { signal });
+  const panels = [
+    list.then((v) => current() && setSectors(v)),
+    names.then((v) => {
+      if (!current()) return;
+      for (const source of v) if (source.name) state.sourceNames[source.id] = source.name;
+      drawSources(v);
+    }),
+    api("/api/v1/agreements", { signal }).then((v) => { if (current()) { drawBoard(v); openLinked(false); } }),
+    Promise.all([api(`/api/v1/sectors?weeks=${$("weeks").value}` + ($("country").value ? `&country=${$("country").value}` : ""), { signal }),
+      list.catch(() => null)]).then(([v]) => current() && drawChart(v)),
+    Promise.all([api("/api/v1/events?limit=25&" + params.toString(), { signal }), list.catch(() => null), names.catch(() => null)])
+      .then(([v]) => current() && drawEvents(v)),
+  ];
   let results;
-  try {
-    results = await Promise.allSettled([
-      state.sectors.length ? Promise.resolve(null) : api(`/api/v1/sectors?weeks=1`, { signal }),
-      api(`/api/v1/sectors?weeks=${$("weeks").value}` + ($("country").value ? `&country=${$("country").value}` : ""), { signal }),
-      api("/api/v1/events?limit=25&" + params.toString(), { signal }),
-      api("/api/v1/sources", { signal }),
-      api("/api/v1/agreements", { signal }),
-    ]);
-  } finally { clearTimeout(timeout); }
-  if (generation !== state.generation) return; // a newer refresh is under way: its answers count
+  try { results = await Promise.allSettled(panels); } finally { clearTimeout(timeout); }
+  if (!current()) return; // a newer refresh is under way: its answers count
   state.controller = null;
-  const [list, sectors, events, sources, board] = results;
-  if (list.status === "fulfilled") setSectors(list.value);
-  if (board.status === "fulfilled") drawBoard(board.value);
-  if (sources.status === "fulfilled") {
-    for (const source of sources.value) if (source.name) state.sourceNames[source.id] = source.name;
-    drawSources(sources.value);
-  }
-  if (sectors.status === "fulfilled") drawChart(sectors.value);
-  if (events.status === "fulfilled") drawEvents(events.value);
   const failed = results.find((r) => r.status === "rejected");
   showLoadError(failed ? failed.reason.message : "");
 }
@@ -301,19 +367,18 @@ async function poll() {
 }
 
 async function init() {
-  const linked = /^#agreement=(.+)$/.exec(location.hash); // /#agreement=ID opens that timeline
-  if (linked) {
-    try { state.open.add(decodeURIComponent(linked[1])); } catch (e) { /* a malformed link: ignored */ }
-  }
+  window.addEventListener("hashchange", () => openLinked(true));
   for (const id of ["country", "weeks", "sector"]) $(id).addEventListener("change", refresh);
   let timer; $("q").addEventListener("input", () => { clearTimeout(timer); timer = setTimeout(refresh, 300); });
   $("keyform").addEventListener("submit", (e) => { e.preventDefault(); state.key = $("key").value.trim(); sessionStorage.setItem("corridor-key", state.key); refresh(); loadSubscriptions(); });
+  $("ics").href = apiLink("/api/v1/agreements.ics");
   $("subform").addEventListener("submit", subscribe);
   $("controls").addEventListener("submit", (e) => e.preventDefault());
   let resized; // the chart is drawn at its width: draw it again when that changes
   window.addEventListener("resize", () => { clearTimeout(resized); resized = setTimeout(() => state.chartData && drawChart(state.chartData), 150); });
   document.addEventListener("visibilitychange", () => { if (!document.hidden) poll(); }); // shown again: refresh now
   await refresh().catch((e) => showLoadError(e.message));
+  openLinked(true); // the linked row, scrolled to once the board is there
   loadSubscriptions();
   clearTimeout(state.pollTimer);
   state.pollTimer = setTimeout(poll, POLL_MS);

@@ -1,0 +1,146 @@
+"""A small driver for headless Chromium over the DevTools protocol (CDP), for dashboard tests
+that act on the page (type, press keys, change the address, resize) instead of reading one DOM
+dump. Only 127.0.0.1: Chromium's debugging port is bound to loopback and the page is Corridor's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from websockets.sync.client import ClientConnection, connect
+
+KEYS = {"Tab": 9, "Enter": 13, " ": 32}
+
+
+class Page:
+    """One Chromium tab, used as a context manager (Chromium stops when it ends): navigate,
+    evaluate JavaScript, press keys, emulate a viewport. Console errors and CSP violations are
+    collected in ``problems``."""
+
+    def __init__(self, binary: str, profile: Path, width: int = 1280, height: int = 1000) -> None:
+        profile.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            [
+                binary,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--remote-debugging-address=127.0.0.1",
+                "--remote-debugging-port=0",
+                f"--user-data-dir={profile}",
+                f"--window-size={width},{height}",
+                "about:blank",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.problems: list[str] = []
+        self._ids = itertools.count(1)
+        active = profile / "DevToolsActivePort"
+        deadline = time.monotonic() + 30
+        while not (active.exists() and active.read_text().strip()):
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                self._stop()
+                raise AssertionError("Chromium did not open its debugging port")
+            time.sleep(0.1)
+        self._port = int(active.read_text().split()[0])
+        self._stack = contextlib.ExitStack()
+        self._stack.callback(self._stop)
+
+    def __enter__(self) -> Page:
+        try:
+            targets = httpx.get(f"http://127.0.0.1:{self._port}/json/list", timeout=10).json()
+            page = next(t for t in targets if t["type"] == "page")
+            self.ws: ClientConnection = self._stack.enter_context(
+                connect(page["webSocketDebuggerUrl"], max_size=None, open_timeout=10)
+            )
+            self.send("Runtime.enable")
+            self.send("Log.enable")
+            self.send("Page.enable")
+        except BaseException:
+            self._stack.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
+
+    def send(self, method: str, **params: Any) -> dict[str, Any]:
+        """Call one CDP method and return its result (events that arrive meanwhile are read for
+        console errors)."""
+        call = next(self._ids)
+        self.ws.send(json.dumps({"id": call, "method": method, "params": params}))
+        while True:
+            message = json.loads(self.ws.recv(timeout=60))
+            if message.get("id") == call:
+                if "error" in message:
+                    raise AssertionError(f"{method}: {message['error']}")
+                return message.get("result", {})
+            self._note(message)
+
+    def _note(self, message: dict[str, Any]) -> None:
+        if message.get("method") == "Log.entryAdded":
+            entry = message["params"]["entry"]
+            if entry.get("level") == "error" and "favicon" not in entry.get("url", ""):
+                self.problems.append(entry.get("text", ""))
+        elif message.get("method") == "Runtime.exceptionThrown":
+            self.problems.append(json.dumps(message["params"]["exceptionDetails"])[:500])
+
+    def evaluate(self, expression: str) -> Any:
+        """The value of a JavaScript expression (awaited when it is a promise)."""
+        result = self.send("Runtime.evaluate", expression=expression, awaitPromise=True, returnByValue=True)
+        if "exceptionDetails" in result:
+            raise AssertionError(f"{expression!r}: {result['exceptionDetails']}")
+        return result["result"].get("value")
+
+    def wait_for(self, expression: str, timeout_s: float = 20) -> Any:
+        """Poll until the expression is truthy; its value. Values come back as JSON: a DOM node
+        comes back as an empty object (falsy here), so test for one with ``!!``."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            value = self.evaluate(expression)
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {expression!r}")
+            time.sleep(0.1)
+
+    def goto(self, url: str) -> None:
+        """Open ``url`` and wait until the dashboard has drawn its data (``data-ready``)."""
+        self.send("Page.navigate", url=url)
+        self.wait_for("document.readyState === 'complete' && !!document.body.dataset.ready")
+
+    def press(self, key: str) -> None:
+        """Press and release one key, as a user would (focus moves, buttons activate)."""
+        code = KEYS[key]
+        text = {"Enter": "\r", " ": " "}.get(key)
+        down: dict[str, Any] = {"type": "keyDown" if text else "rawKeyDown", "key": key, "windowsVirtualKeyCode": code}
+        down["code"] = "Space" if key == " " else key
+        if text:
+            down |= {"text": text, "unmodifiedText": text}
+        self.send("Input.dispatchKeyEvent", **down)
+        self.send("Input.dispatchKeyEvent", **(down | {"type": "keyUp", "text": "", "unmodifiedText": ""}))
+
+    def viewport(self, width: int, height: int, *, mobile: bool = False) -> None:
+        self.send("Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1, mobile=mobile)
+
+    def _stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
