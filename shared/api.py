@@ -167,17 +167,28 @@ def _declared_query(dependant: Dependant) -> frozenset[str]:
     return frozenset(names)
 
 
+# Parameters that links pick up on their way (newsletters, feed readers, cache busters): never
+# a filter, so never refused.
+TRACKING_PARAMS = frozenset({"_", "fbclid", "gclid", "mc_cid", "mc_eid"})
+
+
+def _tracking(name: str) -> bool:
+    return name in TRACKING_PARAMS or name.startswith("utm_")
+
+
 async def refuse_unknown_query(request: Request) -> None:
-    """A dependency for the ``/api/`` routes: a query parameter the route does not read is a
-    422 naming it, with the close names it may have meant. A mistyped filter (``sectors=`` for
-    ``sector=``, ``min-score=``) was ignored, and the unfiltered list read as the filtered one.
-    ``key`` (the read key of feed readers) is always allowed; the email-link pages are not
-    checked (mail clients and trackers add their own parameters to links)."""
+    """A dependency for the ``/api/`` routes: on a list route (a path without an id), a query
+    parameter the route does not read is a 422 naming it, with the close names it may have
+    meant. A mistyped filter (``sectors=`` for ``sector=``, ``min-score=``) was ignored, and the
+    unfiltered list read as the filtered one. Not refused: ``key`` (the read key of feed
+    readers) and tracking parameters (``utm_*``, ``_``, …) that links pick up; not checked:
+    routes with an id in their path (one record, nothing to filter; alert emails and feeds link
+    to them) and the email-link pages."""
     route = request.scope.get("route")
-    if not isinstance(route, APIRoute) or RequestGuard.keyless(request.url.path):
+    if not isinstance(route, APIRoute) or "{" in route.path or RequestGuard.keyless(request.url.path):
         return
     known = _declared_query(route.dependant)
-    unknown = sorted(set(request.query_params) - known - {"key"})
+    unknown = sorted(name for name in set(request.query_params) - known - {"key"} if not _tracking(name))
     if not unknown:
         return
     errors = []

@@ -133,8 +133,11 @@ def shown_url(url: str) -> str:
 
 def _masked_parameters(segment: str) -> str:
     """A path segment with the value of each ``;name=value`` parameter after its first part
-    replaced by ``…`` (a bare ``;value`` is masked whole)."""
+    replaced by ``…`` (a bare ``;value``, or one of base64 padding only, is masked whole)."""
     head, *params = segment.split(";")
-    return ";".join(
-        [head, *(f"{name}=…" if value else "…" if p else "" for p in params for name, _, value in [p.partition("=")])]
-    )
+
+    def masked(param: str) -> str:
+        name, _, value = param.partition("=")
+        return f"{name}=…" if value.strip("=") else "…" if param else ""
+
+    return ";".join([head, *(masked(p) for p in params)])

@@ -47,6 +47,7 @@ class Page:
             stderr=subprocess.DEVNULL,
         )
         self.problems: list[str] = []
+        self.paused: list[str] = []  # requests held by hold() (Fetch.requestPaused), oldest first
         self._ids = itertools.count(1)
         active = profile / "DevToolsActivePort"
         deadline = time.monotonic() + 30
@@ -91,7 +92,9 @@ class Page:
             self._note(message)
 
     def _note(self, message: dict[str, Any]) -> None:
-        if message.get("method") == "Log.entryAdded":
+        if message.get("method") == "Fetch.requestPaused":
+            self.paused.append(message["params"]["requestId"])
+        elif message.get("method") == "Log.entryAdded":
             entry = message["params"]["entry"]
             if entry.get("level") == "error" and "favicon" not in entry.get("url", ""):
                 self.problems.append(entry.get("text", ""))
@@ -117,10 +120,22 @@ class Page:
                 raise AssertionError(f"timed out waiting for {expression!r}")
             time.sleep(0.1)
 
-    def goto(self, url: str) -> None:
-        """Open ``url`` and wait until the dashboard has drawn its data (``data-ready``)."""
+    def goto(self, url: str, *, drawn: bool = True) -> None:
+        """Open ``url`` and, with ``drawn``, wait until the dashboard has drawn its data
+        (``data-ready``: every answer arrived)."""
         self.send("Page.navigate", url=url)
-        self.wait_for("document.readyState === 'complete' && !!document.body.dataset.ready")
+        if drawn:
+            self.wait_for("document.readyState === 'complete' && !!document.body.dataset.ready")
+
+    def hold(self, url_pattern: str) -> None:
+        """Hold every request matching ``url_pattern`` (a slow route) until release()."""
+        self.send("Fetch.enable", patterns=[{"urlPattern": url_pattern}])
+
+    def release(self) -> None:
+        """Let the held requests go on, and hold no more."""
+        while self.paused:
+            self.send("Fetch.continueRequest", requestId=self.paused.pop(0))
+        self.send("Fetch.disable")
 
     def press(self, key: str) -> None:
         """Press and release one key, as a user would (focus moves, buttons activate)."""

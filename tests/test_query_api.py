@@ -262,27 +262,55 @@ async def test_what_the_api_review_of_2026_12_05_found(tmp_path: Path) -> None:
     timeline's total counts only the weeks it lists."""
     client, runtime = await make_client(tmp_path, public_base_url="https://corridor.example:8443")
     await runtime.store.upsert_item(event(9, "Port plan for next year", ["maritime"], ["PK"], 1.0, -200))
-    async with client:
-        typo = await client.get("/api/v1/events?sectors=energy")
-        assert typo.status_code == 422 and "did you mean sector?" in typo.json()["detail"][0]["msg"]
-        assert (await client.get("/api/v1/events?sector=energy&key=anything")).status_code == 200, "key: feed readers"
-        for path in ("/api/v1/events?sector=transport", "/api/v1/events.rss", "/api/v1/agreements.ics"):
-            got, head = await client.get(path), await client.head(path)
-            assert head.status_code == 200 and head.content == b"", path
-            assert head.headers["content-length"] == got.headers["content-length"], path
-        assert (await client.head("/api/v1/events/nope")).status_code == 404
-        # DTSTAMP is each entry's last change (no METHOD): every poll said every event changed.
-        first, second = await client.get("/api/v1/agreements.ics"), await client.get("/api/v1/agreements.ics")
-        assert first.content == second.content and b"DTSTAMP:20260204T000000Z" in first.content
-        atom = await client.get(
-            "/api/v1/events.atom?agreement=railways-cooperation-mou&key=secret", headers={"Host": "localhost"}
+    from shared.models import AgreementLink
+
+    link = [AgreementLink(id="railways-cooperation-mou", area="railways", score=2.0, terms=["KTZ"])]
+    before_signing = (NOW - datetime(2026, 1, 10, tzinfo=UTC)).days
+    for n, days_ago in ((10, before_signing), (11, before_signing + 3), (12, 5)):
+        await runtime.store.upsert_item(
+            event(
+                n, f"Railway report {n}", ["transport"], ["PK", "KZ"], 1.0, days_ago, agreements=link, stage="planning"
+            )
         )
-        parsed = feedparser.parse(atom.content)
-        assert parsed.feed.id == "https://corridor.example:8443/api/v1/events.atom?agreement=railways-cooperation-mou"
-        assert "secret" not in atom.text and "localhost" not in atom.text
-        assert parsed.feed.title == "Corridor — MoU on railway sector cooperation"
-        maritime = {s["id"]: s for s in (await client.get("/api/v1/sectors?weeks=4")).json()["sectors"]}["maritime"]
-        assert maritime["total"] == sum(w["count"] for w in maritime["weeks"]) == 1, (
-            "the item dated next year is in no week"
-        )
-    await runtime.stop()
+    try:
+        async with client:
+            typo = await client.get("/api/v1/events?sectors=energy")
+            assert typo.status_code == 422 and "did you mean sector?" in typo.json()["detail"][0]["msg"]
+            keyed = await client.get("/api/v1/events?sector=energy&key=anything")
+            assert keyed.status_code == 200, "key: the read key of feed readers"
+            # What links pick up on their way is not a filter; one record's page has nothing to filter.
+            for path in (
+                "/api/v1/events?sector=energy&utm_source=newsletter&_=1700000000",
+                "/api/v1/events.rss?utm_medium=feedly",
+                "/api/v1/events/itm_001?utm_source=newsletter&ref=mail",
+                "/api/v1/agreements/railways-cooperation-mou?fbclid=x",
+            ):
+                assert (await client.get(path)).status_code == 200, path
+            for path in ("/api/v1/events?sector=transport", "/api/v1/events.rss", "/api/v1/agreements.ics"):
+                got, head = await client.get(path), await client.head(path)
+                assert head.status_code == 200 and head.content == b"", path
+                assert head.headers["content-length"] == got.headers["content-length"], path
+            assert (await client.head("/api/v1/events/nope")).status_code == 404
+            # DTSTAMP is each entry's last change (no METHOD): every poll said every event changed.
+            first, second = await client.get("/api/v1/agreements.ics"), await client.get("/api/v1/agreements.ics")
+            assert first.content == second.content and b"DTSTAMP:20260204T000000Z" in first.content
+            atom = await client.get(
+                "/api/v1/events.atom?agreement=railways-cooperation-mou&key=secret", headers={"Host": "localhost"}
+            )
+            parsed = feedparser.parse(atom.content)
+            assert (
+                parsed.feed.id == "https://corridor.example:8443/api/v1/events.atom?agreement=railways-cooperation-mou"
+            )
+            assert "secret" not in atom.text and "localhost" not in atom.text
+            assert parsed.feed.title == "Corridor — MoU on railway sector cooperation"
+            # The detail counts and lists from the signing alike (reports before it rode along in a
+            # source's row once it also reported after; the timeline listed them).
+            detail = (await client.get("/api/v1/agreements/railways-cooperation-mou")).json()
+            assert detail["items"] == len(detail["timeline"]) == 1
+            assert [t["id"] for t in detail["timeline"]] == ["itm_012"]
+            maritime = {s["id"]: s for s in (await client.get("/api/v1/sectors?weeks=4")).json()["sectors"]}["maritime"]
+            assert maritime["total"] == sum(w["count"] for w in maritime["weeks"]) == 1, (
+                "the item dated next year is in no week"
+            )
+    finally:
+        await runtime.stop()  # also when an assertion fails: a runtime left running hangs pytest

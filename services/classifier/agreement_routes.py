@@ -219,8 +219,10 @@ def build_router(
                 official=bool(s and s.official),
             )
 
-        items = await store.list_items(EventQuery(agreement=agreement_id, limit=min(TIMELINE_ITEMS, MAX_PAGE)))
         a = state.agreement
+        # From the signing, as the state counts (`items`): reports before it are no follow-through.
+        query = EventQuery(agreement=agreement_id, since=signing_moment(a), limit=min(TIMELINE_ITEMS, MAX_PAGE))
+        items = await store.list_items(query)
         return AgreementDetail(
             **_row(state, registry),
             parties=a.parties,

@@ -262,12 +262,15 @@ def _score_agreements(
 
     An area label is met by any agreement of that area. An agreement id label is met by that
     agreement and stands for its area too; the predicted agreement ids are scored only in a
-    record that labels ids (one that labels areas says nothing about which agreement): a file
-    mixing the two kinds scored right predictions as wrong."""
+    record that labels ids or labels nothing (``[]``, a negative at both levels; one that labels
+    areas says nothing about which agreement): a file mixing the two kinds scored right
+    predictions as wrong."""
     labels = set(record.get("agreements") or [])
     labelled_ids = {label for label in labels if label in area_of}
     actual = {area_of.get(label, label) for label in labels} | labelled_ids
-    predicted = {a.area for a in result.agreements} | ({a.id for a in result.agreements} if labelled_ids else set())
+    # A record labelled with no link at all ([]) is a negative at both levels.
+    ids = {a.id for a in result.agreements} if labelled_ids or not labels else set()
+    predicted = {a.area for a in result.agreements} | ids
     report.labelled_areas |= actual
     for key in predicted | actual:
         report.areas.setdefault(key, Counts()).add(key in predicted, key in actual)

@@ -292,8 +292,10 @@ def _link(link: str | None) -> tuple[str | None, str | None]:
 
 def _into_page(link: str, page_url: str) -> bool:
     """Whether ``link`` points into the document at ``page_url`` itself (``#story-1``, resolved)
-    while that URL carries a query, which may hold an access token."""
-    return bool(urlsplit(page_url).query) and urldefrag(link).url == urldefrag(page_url).url
+    while that URL carries a query or path parameters (``;jsessionid=…``), which may hold an
+    access token."""
+    parts = urlsplit(page_url)
+    return bool(parts.query or ";" in parts.path) and urldefrag(link).url == urldefrag(page_url).url
 
 
 def _forms(text: str) -> set[str]:
@@ -330,22 +332,43 @@ def _query_tokens(query: str) -> set[str]:
     return tokens
 
 
+def _path_tokens(path: str) -> set[str]:
+    """The token-like values of a path's parameters (``/feed;jsessionid=8F3A…``), in every form."""
+    tokens: set[str] = set()
+    for segment in path.split("/"):
+        for param in segment.split(";")[1:]:
+            _, _, value = param.partition("=")
+            candidate = value if value.strip("=") else param
+            if _token_like(candidate):
+                tokens |= _forms(candidate)
+    return tokens
+
+
 def _without_page_tokens(link: str, page_url: str) -> str:
-    """``link`` without the query parameters that repeat a token of the fetched page's query (a
-    feed passing its access token on to its links: ``?token=…&id=7``), whatever the host: it is
-    the operator's token wherever it is sent; a fragment holding one is dropped too."""
-    tokens = _query_tokens(urlsplit(page_url).query)
+    """``link`` without the query parameters and path parameters that repeat a token of the
+    fetched page's query or path parameters (a feed passing its access token or session on to
+    its links: ``?token=…&id=7``, ``/story/1;jsessionid=…``), whatever the host: it is the
+    operator's token wherever it is sent; a fragment holding one is dropped too."""
+    page = urlsplit(page_url)
+    tokens = _query_tokens(page.query) | _path_tokens(page.path)
     if not tokens:
         return link
     target = urlsplit(link)
-    # A token anywhere in a parameter (a share link's ?u= holding the feed URL) counts.
-    kept = [part for part in target.query.split("&") if not any(t in form for t in tokens for form in _forms(part))]
-    fragment = target.fragment
-    if fragment and any(token in form for token in tokens for form in _forms(fragment)):
-        fragment = ""
-    if len(kept) == len(target.query.split("&")) and fragment == target.fragment:
+
+    def holds_token(part: str) -> bool:
+        # A token anywhere in a parameter (a share link's ?u= holding the feed URL) counts.
+        return any(t in form for t in tokens for form in _forms(part))
+
+    kept = [part for part in target.query.split("&") if not holds_token(part)]
+    path = "/".join(
+        ";".join([head, *(p for p in params if not holds_token(p))])
+        for segment in target.path.split("/")
+        for head, *params in [segment.split(";")]
+    )
+    fragment = "" if target.fragment and holds_token(target.fragment) else target.fragment
+    if len(kept) == len(target.query.split("&")) and fragment == target.fragment and path == target.path:
         return link
-    return urlunsplit(target._replace(query="&".join(kept), fragment=fragment))
+    return urlunsplit(target._replace(path=path, query="&".join(kept), fragment=fragment))
 
 
 def to_item(

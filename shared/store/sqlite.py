@@ -300,12 +300,19 @@ class SQLiteStore:
         self, table: str, model: type[M], record_id: str, fields: dict[str, Any], unless: dict[str, Any] | None = None
     ) -> bool:
         """Set ``fields`` of one record; False when there is none or it holds every value of
-        ``unless`` (read and written under the lock, so the check cannot go stale)."""
+        ``unless``. Read and written in one immediate transaction: another process on the file
+        (``corridor reclassify`` beside ``corridor run``) cannot write between the two."""
         async with self._locked():
-            current = await self._one(model, f"SELECT doc FROM {table} WHERE id=?", (record_id,))
-            if current is None or (unless and all(getattr(current, k) == v for k, v in unless.items())):
-                return False
-            await self._write(table, model.model_validate({**current.model_dump(), **fields}))
+            await self.db.execute("BEGIN IMMEDIATE")
+            try:
+                current = await self._one(model, f"SELECT doc FROM {table} WHERE id=?", (record_id,))
+                if current is None or (unless and all(getattr(current, k) == v for k, v in unless.items())):
+                    await self.db.rollback()
+                    return False
+                await self._write(table, model.model_validate({**current.model_dump(), **fields}))
+            except BaseException:
+                await self.db.rollback()
+                raise
             await self.db.commit()
             return True
 
@@ -430,19 +437,28 @@ class SQLiteStore:
     async def upsert_items(self, items: list[ClassifiedItem]) -> None:
         latest = list({i.id: i for i in items}.values())  # the last of repeated ids wins
         async with self._locked():
-            await self._upsert_locked(latest)
+            await self.db.execute("BEGIN IMMEDIATE")  # rids are assigned here: one writer at a time
+            await self._store_items(latest)
 
     async def replace_item_if(self, item: ClassifiedItem, revision: int, content_hash: str) -> bool:
-        async with self._locked():  # the read and the write under one lock: the check cannot go stale
-            current = await self._one(ClassifiedItem, "SELECT doc FROM events WHERE id=?", (item.id,))
+        async with self._locked():
+            # The check and the write in one immediate transaction: no other process on the file
+            # (the live classifier beside `corridor reclassify`) writes between them.
+            await self.db.execute("BEGIN IMMEDIATE")
+            try:
+                current = await self._one(ClassifiedItem, "SELECT doc FROM events WHERE id=?", (item.id,))
+            except BaseException:
+                await self.db.rollback()
+                raise
             if current is None or (current.revision, current.content_hash) != (revision, content_hash):
+                await self.db.rollback()
                 return False
-            await self._upsert_locked([item])
+            await self._store_items([item])
             return True
 
-    async def _upsert_locked(self, latest: list[ClassifiedItem]) -> None:
-        """Write ``latest`` (distinct ids) and their search rows; the caller holds the lock."""
-        await self.db.execute("BEGIN IMMEDIATE")  # rids are assigned here: one writer at a time
+    async def _store_items(self, latest: list[ClassifiedItem]) -> None:
+        """Write ``latest`` (distinct ids) and their search rows, then commit; the caller holds
+        the lock and has begun the immediate transaction (rolled back here on failure)."""
         try:
             found = await self._lookup("SELECT id, rid FROM events WHERE id IN ({marks})", [i.id for i in latest])
             rids = {item_id: int(rid) for item_id, rid in found.items()}

@@ -210,3 +210,11 @@ def evaluate_item(record: dict[str, object]) -> RawItem:
         summary=str(record["text"]),
         fetched_at=datetime(2026, 1, 1, tzinfo=UTC),
     )
+
+
+def test_an_agreement_predicted_in_a_record_labelled_with_no_link_is_a_false_positive() -> None:
+    classifier = Classifier(load_taxonomy(), load_registry())
+    [link] = classifier.classify(evaluate_item(RAIL)).agreements
+    report = evaluate(classifier, [{**RAIL, "agreements": [link.id]}, {**RAIL, "agreements": []}])
+    by_key = report.summary()["agreement_areas"]
+    assert by_key[link.id]["precision"] == 0.5 and by_key["railways"]["precision"] == 0.5

@@ -155,6 +155,22 @@ def test_a_session_in_the_path_is_masked() -> None:
     assert shown_url("https://a.example/a;v=1;k=2/rss.xml") == "https://a.example/a;v=…;k=…/rss.xml"
     assert shown_url("https://a.example/rss;8F3A9C2E1B7D") == "https://a.example/rss;…", "a bare one, whole"
     assert shown_url("https://a.example/news/rss.xml") == "https://a.example/news/rss.xml"
+    assert shown_url("https://a.example/feed;c2VjcmV0==") == "https://a.example/feed;…", "base64 padding, as in a query"
+
+
+def test_a_session_in_the_feeds_path_does_not_reach_its_items_links() -> None:
+    # Masked where the URL is shown, the session still rode along in the items' links: a link
+    # into the page itself, and links repeating it as their own path parameter (review of
+    # 2026-12-05).
+    feed = b"""<?xml version="1.0"?><rss version="2.0"><channel><title>t</title>
+<item><guid isPermaLink="false">g1</guid><title>Rail talks</title><link>#story-1</link></item>
+<item><guid isPermaLink="false">g2</guid><title>Port deal</title>
+<link>https://news.example/story/2;jsessionid=8F3A9C2E77B1?id=2</link></item>
+<item><guid isPermaLink="false">g3</guid><title>Wheat</title><link>https://news.example/story/3;v=2</link></item>
+</channel></rss>"""
+    parsed = parsed_items(feed, "https://news.example/feed;jsessionid=8F3A9C2E77B1")
+    assert [i.url for i in parsed] == [None, "https://news.example/story/2?id=2", "https://news.example/story/3;v=2"]
+    assert all("8F3A9C2E77B1" not in i.source_url for i in parsed)
 
 
 def test_a_link_repeating_the_feeds_token_loses_it() -> None:

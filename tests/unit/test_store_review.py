@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -13,7 +14,9 @@ from helpers import runtime_client
 
 from services.classifier.routes import EventFilters
 from services.runtime import ALL_ROLES, Runtime
+from shared.models import ClassifiedItem
 from shared.settings import load_settings
+from shared.store.sqlite import SQLiteStore
 
 
 @pytest.fixture
@@ -66,3 +69,45 @@ async def test_bounds_find_what_they_say_on_the_embedded_store(tmp_path: Path) -
         until = (await client.get("/api/v1/events", params={"until": bound})).json()["items"]
         since = (await client.get("/api/v1/events", params={"since": bound})).json()["items"]
     assert [i["id"] for i in until] == ["itm_a"] and since == []
+
+
+async def test_a_conditional_write_on_sqlite_holds_against_another_process(tmp_path: Path) -> None:
+    """`corridor reclassify` runs beside `corridor run` on one SQLite file: the revision check
+    and the write must be one transaction, or the other process's edit landing between them
+    is taken back (review of 2026-12-05: the check was guarded by an in-process lock only)."""
+    import asyncio
+
+    path = tmp_path / "shared.sqlite3"
+    reclassifier, live = SQLiteStore(path), SQLiteStore(path)
+    await reclassifier.start()
+    await live.start()
+    try:
+        old = ClassifiedItem(
+            id="itm_1",
+            source_id="s",
+            source_url="https://s.example/rss",
+            title="Old text",
+            summary="",
+            fetched_at=datetime(2026, 3, 1, tzinfo=UTC),
+            classifier_version="v1",
+        )
+        await live.upsert_item(old)
+        edited = old.model_copy(update={"title": "Edited text", "revision": 1, "content_hash": "h1"})
+        read = reclassifier._one
+        landed: list[asyncio.Task[None]] = []
+
+        async def read_then_the_other_process_writes(*args: Any) -> Any:
+            found = await read(*args)
+            if not landed:  # the live classifier stores an edit right after the check
+                landed.append(asyncio.create_task(live.upsert_item(edited)))
+                await asyncio.sleep(0.5)
+            return found
+
+        reclassifier._one = read_then_the_other_process_writes  # type: ignore[method-assign]
+        await reclassifier.replace_item_if(old.model_copy(update={"title": "Old text, reclassified"}), 0, "")
+        await landed[0]
+        stored = await live.get_item("itm_1")
+        assert stored is not None and stored.title == "Edited text" and stored.revision == 1
+    finally:
+        await reclassifier.close()
+        await live.close()

@@ -5,8 +5,8 @@
 const COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
   "#7f7f7f", "#bcbd22", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd"];
 const $ = (id) => document.getElementById(id);
-const state = { key: sessionStorage.getItem("corridor-key") || "", sectors: [], color: {}, sourceNames: {}, open: new Set(),
-  generation: 0, controller: null, pollTimer: null };
+const state = { key: sessionStorage.getItem("corridor-key") || "", keyScope: "", readsNeedKey: false, sectors: [], color: {},
+  sourceNames: {}, open: new Set(), generation: 0, controller: null, pollTimer: null, events: null };
 const MIN_WEEKS = 4; // the chart shows at least this many weeks, starting near the first with data
 const POLL_MS = 60000; // the next refresh starts this long after the last one ended
 const TIMELINE_SHOWN = 20; // items of an agreement's timeline shown on the board
@@ -37,7 +37,7 @@ async function api(path, options) {
   if (!response.ok) {
     let message = response.status + " " + response.statusText;
     try { const body = await response.json(); message = typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail); } catch (e) { /* not JSON */ }
-    throw new Error(message);
+    throw Object.assign(new Error(message), { status: response.status });
   }
   return response.status === 204 ? null : response.json();
 }
@@ -122,9 +122,11 @@ function inkOn(hex) {
 }
 
 // An /api/v1 link that works where reads need a key: a link opened from the page (or given to a
-// feed reader) cannot send the Authorization header, so it carries the key entered here.
+// feed reader) cannot send the Authorization header, so it carries the key entered here, but
+// only a key known to be a read key and only where reads need one. The admin key is never put
+// in a link: links are copied into feed readers, histories and proxy logs.
 function apiLink(path) {
-  if (!state.key) return path;
+  if (!state.key || !state.readsNeedKey || state.keyScope !== "read") return path;
   return path + (path.includes("?") ? "&" : "?") + "key=" + encodeURIComponent(state.key);
 }
 
@@ -134,6 +136,7 @@ function sourceName(item) {
 }
 
 function drawEvents(page) {
+  state.events = page;
   const list = $("events");
   list.replaceChildren();
   for (const item of page.items) {
@@ -158,6 +161,8 @@ function drawEvents(page) {
   if (!page.items.length) list.append(el("li", {}, "No events match."));
   $("rss").href = apiLink("/api/v1/events.rss?" + query().toString());
   $("ics").href = apiLink("/api/v1/agreements.ics");
+  const hint = state.readsNeedKey && state.keyScope !== "read" ? "reads need a key: add ?key= with a read key for a feed reader" : "";
+  for (const id of ["rss", "ics"]) $(id).title = hint;
 }
 
 function drawSources(sources) {
@@ -268,17 +273,29 @@ async function showTimeline(row, id) {
   } catch (e) { cell.textContent = "Could not load: " + e.message; }
 }
 
+// What the entered key may do, learnt from the subscription list (admin only): "admin", "read"
+// or "" (not known yet); the links are drawn again once it is known.
+function setKeyScope(scope) {
+  if (state.keyScope === scope) return;
+  state.keyScope = scope;
+  refresh();
+}
+
 async function loadSubscriptions() {
   const msg = $("admin-msg");
   if (!state.key) { msg.textContent = "Enter an admin key to manage subscriptions."; $("subform").hidden = true; markAdmin(); return; }
   try {
     const subs = await api("/api/v1/subscriptions");
+    setKeyScope("admin");
     $("subs").replaceChildren(...subs.map((s) => el("li", {},
       `${s.webhook_url || s.email || "kafka"} — ${s.sectors.join(", ") || "all sectors"} — ${s.cadence}${s.active ? "" : " (paused)"} `,
       Object.assign(el("button", { type: "button", "data-id": s.id }, "delete"), { onclick: () => removeSubscription(s.id) }))));
     msg.textContent = `${subs.length} subscription(s).`;
     $("subform").hidden = false;
-  } catch (e) { msg.textContent = "Cannot list subscriptions: " + e.message; $("subform").hidden = true; }
+  } catch (e) {
+    msg.textContent = "Cannot list subscriptions: " + e.message; $("subform").hidden = true;
+    if (e.status === 401) setKeyScope("read");
+  }
   markAdmin();
 }
 
@@ -344,11 +361,13 @@ async function refresh() {
       if (!current()) return;
       for (const source of v) if (source.name) state.sourceNames[source.id] = source.name;
       drawSources(v);
+      if (state.events) drawEvents(state.events); // drawn before the names came: with them now
     }),
     api("/api/v1/agreements", { signal }).then((v) => { if (current()) { drawBoard(v); openLinked(false); } }),
     Promise.all([api(`/api/v1/sectors?weeks=${$("weeks").value}` + ($("country").value ? `&country=${$("country").value}` : ""), { signal }),
       list.catch(() => null)]).then(([v]) => current() && drawChart(v)),
-    Promise.all([api("/api/v1/events?limit=25&" + params.toString(), { signal }), list.catch(() => null), names.catch(() => null)])
+    // Not held back by the sources (another service behind the proxy): names fill in when they come.
+    Promise.all([api("/api/v1/events?limit=25&" + params.toString(), { signal }), list.catch(() => null)])
       .then(([v]) => current() && drawEvents(v)),
   ];
   let results;
@@ -370,7 +389,15 @@ async function init() {
   window.addEventListener("hashchange", () => openLinked(true));
   for (const id of ["country", "weeks", "sector"]) $(id).addEventListener("change", refresh);
   let timer; $("q").addEventListener("input", () => { clearTimeout(timer); timer = setTimeout(refresh, 300); });
-  $("keyform").addEventListener("submit", (e) => { e.preventDefault(); state.key = $("key").value.trim(); sessionStorage.setItem("corridor-key", state.key); refresh(); loadSubscriptions(); });
+  $("keyform").addEventListener("submit", (e) => {
+    e.preventDefault();
+    state.key = $("key").value.trim(); state.keyScope = "";
+    sessionStorage.setItem("corridor-key", state.key);
+    refresh(); loadSubscriptions();
+  });
+  // Whether reads need a key at all (a keyless read answered 401): only then do links carry one.
+  state.readsNeedKey = await fetch("/api/v1/sectors?weeks=1", { headers: { Accept: "application/json" } })
+    .then((r) => r.status === 401).catch(() => false);
   $("ics").href = apiLink("/api/v1/agreements.ics");
   $("subform").addEventListener("submit", subscribe);
   $("controls").addEventListener("submit", (e) => e.preventDefault());
