@@ -19,6 +19,10 @@ from websockets.sync.client import ClientConnection, connect
 KEYS = {"Tab": 9, "Enter": 13, " ": 32}
 
 
+class CdpError(AssertionError):
+    """A CDP method answered an error."""
+
+
 class Page:
     """One Chromium tab, used as a context manager (Chromium stops when it ends): navigate,
     evaluate JavaScript, press keys, emulate a viewport. Console errors and CSP violations are
@@ -87,7 +91,7 @@ class Page:
             message = json.loads(self.ws.recv(timeout=60))
             if message.get("id") == call:
                 if "error" in message:
-                    raise AssertionError(f"{method}: {message['error']}")
+                    raise CdpError(f"{method}: {message['error']}")
                 return message.get("result", {})
             self._note(message)
 
@@ -131,10 +135,22 @@ class Page:
         """Hold every request matching ``url_pattern`` (a slow route) until release()."""
         self.send("Fetch.enable", patterns=[{"urlPattern": url_pattern}])
 
-    def release(self) -> None:
-        """Let the held requests go on, and hold no more."""
+    def wait_held(self, count: int, timeout_s: float = 20) -> None:
+        """Wait until ``count`` requests are held."""
+        deadline = time.monotonic() + timeout_s
+        while len(self.paused) < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{len(self.paused)} requests held, {count} expected")
+            self.evaluate("0")  # reads the events that arrived meanwhile
+            time.sleep(0.05)
+
+    def release(self, *, newest_first: bool = False) -> None:
+        """Let the held requests go on (in the order they came, or the newest first: answers
+        arriving out of order), and hold no more."""
         while self.paused:
-            self.send("Fetch.continueRequest", requestId=self.paused.pop(0))
+            # The page may have aborted one meanwhile (a newer refresh cancels an older one's).
+            with contextlib.suppress(CdpError):
+                self.send("Fetch.continueRequest", requestId=self.paused.pop(-1 if newest_first else 0))
         self.send("Fetch.disable")
 
     def press(self, key: str) -> None:

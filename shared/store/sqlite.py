@@ -288,11 +288,28 @@ class SQLiteStore:
         cur = await self.db.execute(f"{verb} INTO {table} VALUES ({marks})", _row(table, record))
         return cur.rowcount > 0
 
+    async def _begin(self) -> None:
+        """Begin an immediate transaction (the file's write lock, taken now, so what the caller
+        reads next cannot change before it writes). A transaction some failed statement left
+        open is rolled back first; on failure (busy past busy_timeout, a cancellation while
+        waiting) nothing is left open."""
+        try:
+            if self.db.in_transaction:
+                await self.db.rollback()
+            await self.db.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            if self.db.in_transaction:
+                await self.db.rollback()
+            raise
+
     async def _insert(self, table: str, record: BaseModel, conflict: Conflict) -> None:
         async with self._locked():
             try:
                 await self._write(table, record, "INSERT")
             except sqlite3.IntegrityError as exc:
+                # The INSERT opened a transaction: left open, it held the file's write lock and
+                # the next BEGIN IMMEDIATE failed ("within a transaction").
+                await self.db.rollback()
                 raise conflict from exc
             await self.db.commit()
 
@@ -303,8 +320,8 @@ class SQLiteStore:
         ``unless``. Read and written in one immediate transaction: another process on the file
         (``corridor reclassify`` beside ``corridor run``) cannot write between the two."""
         async with self._locked():
-            await self.db.execute("BEGIN IMMEDIATE")
             try:
+                await self._begin()
                 current = await self._one(model, f"SELECT doc FROM {table} WHERE id=?", (record_id,))
                 if current is None or (unless and all(getattr(current, k) == v for k, v in unless.items())):
                     await self.db.rollback()
@@ -437,15 +454,15 @@ class SQLiteStore:
     async def upsert_items(self, items: list[ClassifiedItem]) -> None:
         latest = list({i.id: i for i in items}.values())  # the last of repeated ids wins
         async with self._locked():
-            await self.db.execute("BEGIN IMMEDIATE")  # rids are assigned here: one writer at a time
+            await self._begin()  # rids are assigned here: one writer at a time
             await self._store_items(latest)
 
     async def replace_item_if(self, item: ClassifiedItem, revision: int, content_hash: str) -> bool:
         async with self._locked():
             # The check and the write in one immediate transaction: no other process on the file
             # (the live classifier beside `corridor reclassify`) writes between them.
-            await self.db.execute("BEGIN IMMEDIATE")
             try:
+                await self._begin()
                 current = await self._one(ClassifiedItem, "SELECT doc FROM events WHERE id=?", (item.id,))
             except BaseException:
                 await self.db.rollback()

@@ -111,3 +111,28 @@ async def test_a_conditional_write_on_sqlite_holds_against_another_process(tmp_p
     finally:
         await reclassifier.close()
         await live.close()
+
+
+async def test_a_refused_insert_leaves_no_transaction_open(tmp_path: Path) -> None:
+    # A duplicate source (409) left the INSERT's transaction open: the next conditional write
+    # failed ("cannot start a transaction within a transaction", a 503 on pause) and another
+    # process on the file found it locked (review of 2026-12-05).
+    from shared.errors import Conflict
+    from shared.models import Source
+
+    path = tmp_path / "s.sqlite3"
+    store, other = SQLiteStore(path), SQLiteStore(path)
+    await store.start()
+    await other.start()
+    try:
+        source = Source(id="src_a", url="https://a.example/rss", interval_s=900)
+        await store.insert_source(source)
+        with pytest.raises(Conflict):
+            await store.insert_source(source.model_copy(update={"id": "src_b"}))
+        await store.update_source("src_a", {"name": "renamed"})
+        await other.update_source("src_a", {"active": False})
+        got = await store.get_source("src_a")
+        assert got is not None and got.name == "renamed" and got.active is False
+    finally:
+        await store.close()
+        await other.close()

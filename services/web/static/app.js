@@ -284,8 +284,10 @@ function setKeyScope(scope) {
 async function loadSubscriptions() {
   const msg = $("admin-msg");
   if (!state.key) { msg.textContent = "Enter an admin key to manage subscriptions."; $("subform").hidden = true; markAdmin(); return; }
+  const key = state.key; // the answer is about this key: another may have been entered meanwhile
   try {
     const subs = await api("/api/v1/subscriptions");
+    if (state.key !== key) return;
     setKeyScope("admin");
     $("subs").replaceChildren(...subs.map((s) => el("li", {},
       `${s.webhook_url || s.email || "kafka"} — ${s.sectors.join(", ") || "all sectors"} — ${s.cadence}${s.active ? "" : " (paused)"} `,
@@ -293,6 +295,8 @@ async function loadSubscriptions() {
     msg.textContent = `${subs.length} subscription(s).`;
     $("subform").hidden = false;
   } catch (e) {
+    if (state.key !== key) return; // a late answer for a key no longer entered: the admin key's
+    // scope must never be taken from an earlier read key's 401 (its links would carry it)
     msg.textContent = "Cannot list subscriptions: " + e.message; $("subform").hidden = true;
     if (e.status === 401) setKeyScope("read");
   }
@@ -396,8 +400,12 @@ async function init() {
     refresh(); loadSubscriptions();
   });
   // Whether reads need a key at all (a keyless read answered 401): only then do links carry one.
-  state.readsNeedKey = await fetch("/api/v1/sectors?weeks=1", { headers: { Accept: "application/json" } })
-    .then((r) => r.status === 401).catch(() => false);
+  // Asked beside the first refresh, bounded like it: a slow answer holds back no panel.
+  fetch("/api/v1/sectors?weeks=1", { headers: { Accept: "application/json" }, signal: AbortSignal.timeout(REFRESH_TIMEOUT_MS) })
+    .then((r) => {
+      const needed = r.status === 401;
+      if (needed !== state.readsNeedKey) { state.readsNeedKey = needed; refresh(); }
+    }).catch(() => { /* unknown: links carry no key */ });
   $("ics").href = apiLink("/api/v1/agreements.ics");
   $("subform").addEventListener("submit", subscribe);
   $("controls").addEventListener("submit", (e) => e.preventDefault());
