@@ -53,16 +53,24 @@ class Page:
         self.problems: list[str] = []
         self.paused: list[str] = []  # requests held by hold() (Fetch.requestPaused), oldest first
         self._ids = itertools.count(1)
-        active = profile / "DevToolsActivePort"
+        self._stack = contextlib.ExitStack()
+        self._stack.callback(self._stop)  # from here on, whatever fails stops Chromium
+        try:
+            self._port = self._debugging_port(profile / "DevToolsActivePort")
+        except BaseException:
+            self._stack.close()
+            raise
+
+    def _debugging_port(self, active: Path) -> int:
+        """The port Chromium wrote into ``active`` once it listens (its first line, whole)."""
         deadline = time.monotonic() + 30
-        while not (active.exists() and active.read_text().strip()):
+        while True:
+            lines = active.read_text().splitlines() if active.exists() else []
+            if len(lines) >= 2 and lines[0].isdigit():  # the port, then the browser's path
+                return int(lines[0])
             if time.monotonic() > deadline or self.proc.poll() is not None:
-                self._stop()
                 raise AssertionError("Chromium did not open its debugging port")
             time.sleep(0.1)
-        self._port = int(active.read_text().split()[0])
-        self._stack = contextlib.ExitStack()
-        self._stack.callback(self._stop)
 
     def __enter__(self) -> Page:
         try:
@@ -88,7 +96,7 @@ class Page:
         call = next(self._ids)
         self.ws.send(json.dumps({"id": call, "method": method, "params": params}))
         while True:
-            message = json.loads(self.ws.recv(timeout=60))
+            message: dict[str, Any] = json.loads(self.ws.recv(timeout=60))
             if message.get("id") == call:
                 if "error" in message:
                     raise CdpError(f"{method}: {message['error']}")
@@ -144,13 +152,17 @@ class Page:
             self.evaluate("0")  # reads the events that arrived meanwhile
             time.sleep(0.05)
 
-    def release(self, *, newest_first: bool = False) -> None:
-        """Let the held requests go on (in the order they came, or the newest first: answers
-        arriving out of order), and hold no more."""
+    def release_one(self, index: int) -> None:
+        """Let one held request go on (``index`` in the order they were held; -1: the newest),
+        holding the others: answers can be made to arrive in any order."""
+        # The page may have aborted it meanwhile (a newer refresh cancels an older one's).
+        with contextlib.suppress(CdpError):
+            self.send("Fetch.continueRequest", requestId=self.paused.pop(index))
+
+    def release(self) -> None:
+        """Let the held requests go on, in the order they came, and hold no more."""
         while self.paused:
-            # The page may have aborted one meanwhile (a newer refresh cancels an older one's).
-            with contextlib.suppress(CdpError):
-                self.send("Fetch.continueRequest", requestId=self.paused.pop(-1 if newest_first else 0))
+            self.release_one(0)
         self.send("Fetch.disable")
 
     def press(self, key: str) -> None:

@@ -251,11 +251,20 @@ class SQLiteStore:
 
     @contextlib.asynccontextmanager
     async def _locked(self) -> AsyncIterator[None]:
-        """Hold the writer's lock; reads of the same task inside it do not wait for it again."""
+        """Hold the writer's lock; reads of the same task inside it do not wait for it again.
+        A statement that fails inside (busy past busy_timeout, a full disk, a refused insert)
+        leaves the transaction Python's sqlite3 opened for it: it is rolled back here, or the
+        connection keeps an old snapshot and the file's write lock (SQLite's advice after BUSY
+        and FULL). The rollback is queued behind the failed work and does nothing when no
+        transaction is open."""
         async with self._lock:
             self._holder = asyncio.current_task()
             try:
                 yield
+            except BaseException:
+                if self._db is not None:
+                    await self._db.rollback()
+                raise
             finally:
                 self._holder = None
 
@@ -290,17 +299,12 @@ class SQLiteStore:
 
     async def _begin(self) -> None:
         """Begin an immediate transaction (the file's write lock, taken now, so what the caller
-        reads next cannot change before it writes). A transaction some failed statement left
-        open is rolled back first; on failure (busy past busy_timeout, a cancellation while
-        waiting) nothing is left open."""
-        try:
-            if self.db.in_transaction:
-                await self.db.rollback()
-            await self.db.execute("BEGIN IMMEDIATE")
-        except BaseException:
-            if self.db.in_transaction:
-                await self.db.rollback()
-            raise
+        reads next cannot change before it writes); the caller holds the lock. A transaction
+        left open before (a cancelled caller's queued statement) is rolled back first."""
+        # Unconditional: `in_transaction` is read on this thread, while statements still queued
+        # on aiosqlite's thread (a cancelled caller's) may open one after the check.
+        await self.db.rollback()
+        await self.db.execute("BEGIN IMMEDIATE")  # on failure, _locked rolls back
 
     async def _insert(self, table: str, record: BaseModel, conflict: Conflict) -> None:
         async with self._locked():

@@ -129,10 +129,29 @@ async def test_a_refused_insert_leaves_no_transaction_open(tmp_path: Path) -> No
         await store.insert_source(source)
         with pytest.raises(Conflict):
             await store.insert_source(source.model_copy(update={"id": "src_b"}))
+        assert not store.db.in_transaction
+        await other.update_source("src_a", {"active": False})  # "database is locked" before
         await store.update_source("src_a", {"name": "renamed"})
-        await other.update_source("src_a", {"active": False})
         got = await store.get_source("src_a")
         assert got is not None and got.name == "renamed" and got.active is False
     finally:
         await store.close()
         await other.close()
+
+
+async def test_any_failed_write_rolls_its_transaction_back(tmp_path: Path) -> None:
+    # Every write path, not only the conditional ones: a statement failing after Python's
+    # sqlite3 opened a transaction for it (busy, a full disk) left it open, with the file's
+    # write lock and an old snapshot for every later read (second review of 2026-12-05).
+    store = SQLiteStore(tmp_path / "s.sqlite3")
+    await store.start()
+    try:
+        with pytest.raises(RuntimeError, match="disk full"):
+            async with store._locked():
+                await store.db.execute("INSERT INTO agreement_stages VALUES ('a', 'signed')")
+                assert store.db.in_transaction
+                raise RuntimeError("disk full")
+        assert not store.db.in_transaction
+        assert await store.get_agreement_stage("a") is None, "the failed write's statement is undone"
+    finally:
+        await store.close()

@@ -6,7 +6,8 @@ const COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"
   "#7f7f7f", "#bcbd22", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd"];
 const $ = (id) => document.getElementById(id);
 const state = { key: sessionStorage.getItem("corridor-key") || "", keyScope: "", readsNeedKey: false, sectors: [], color: {},
-  sourceNames: {}, open: new Set(), generation: 0, controller: null, pollTimer: null, events: null };
+  sourceNames: {}, open: new Set(), generation: 0, controller: null, pollTimer: null, events: null,
+  scrollPending: location.hash.startsWith("#agreement=") }; // a shared link's row is scrolled to once, when drawn
 const MIN_WEEKS = 4; // the chart shows at least this many weeks, starting near the first with data
 const POLL_MS = 60000; // the next refresh starts this long after the last one ended
 const TIMELINE_SHOWN = 20; // items of an agreement's timeline shown on the board
@@ -209,6 +210,7 @@ function drawBoard(rows) {
 }
 
 function toggleTimeline(row, id) {
+  state.scrollPending = false; // the user is choosing rows now: no jump to a link's row
   const next = row.nextElementSibling;
   const button = row.querySelector("button.open");
   if (next && next.classList.contains("detail")) {
@@ -227,14 +229,15 @@ function toggleTimeline(row, id) {
 }
 
 // /#agreement=ID opens that timeline: at start, and when the address changes on a loaded page.
+// Whether the linked row is on the board (false: no link, or the board has not arrived).
 function openLinked(scroll) {
   const linked = /^#agreement=(.+)$/.exec(location.hash);
-  if (!linked) return;
+  if (!linked) return false;
   let id;
-  try { id = decodeURIComponent(linked[1]); } catch (e) { return; } // a malformed link: ignored
+  try { id = decodeURIComponent(linked[1]); } catch (e) { return false; } // a malformed link: ignored
   state.open.add(id);
   const row = document.querySelector(`#board tr.row[data-id="${CSS.escape(id)}"]`);
-  if (!row) return; // drawn open when the board arrives
+  if (!row) return false; // drawn open when the board arrives
   const next = row.nextElementSibling;
   if (!(next && next.classList.contains("detail"))) {
     const button = row.querySelector("button.open");
@@ -242,6 +245,7 @@ function openLinked(scroll) {
     showTimeline(row, id);
   }
   if (scroll) row.scrollIntoView({ block: "start" });
+  return true;
 }
 
 async function showTimeline(row, id) {
@@ -255,6 +259,7 @@ async function showTimeline(row, id) {
       (c.supported ? " ✓" : " (not yet corroborated)") + (c.both_countries ? " · both countries" : "") + (c.official ? " · official" : ""));
     const list = el("ol", { class: "timeline" });
     const shown = a.timeline.slice(0, TIMELINE_SHOWN);
+    const since = `${a.signed_on}T00:00:00Z`; // the timeline and its count start at the signing; so do its links
     for (const t of shown) {
       list.append(el("li", {}, `${day(t.at)} · ${(t.stage || "").replace(/_/g, " ")} · `,
         el("a", { href: webLink(t.url) || apiLink(`/api/v1/events/${encodeURIComponent(t.id)}`), target: "_blank", rel: "noopener" }, t.title),
@@ -267,8 +272,8 @@ async function showTimeline(row, id) {
       // The timeline is cut: say so, and where the rest is.
       a.items > shown.length ? el("p", { class: "meta", "data-more": a.items },
         `Newest ${shown.length} of ${a.items} items · `,
-        el("a", { href: apiLink(`/api/v1/events?agreement=${encodeURIComponent(id)}`), target: "_blank", rel: "noopener" }, "all of them")) : "",
-      el("p", { class: "meta" }, el("a", { href: apiLink(`/api/v1/events.rss?agreement=${encodeURIComponent(id)}`) }, "RSS"), " · ",
+        el("a", { href: apiLink(`/api/v1/events?agreement=${encodeURIComponent(id)}&since=${since}`), target: "_blank", rel: "noopener" }, "all of them")) : "",
+      el("p", { class: "meta" }, el("a", { href: apiLink(`/api/v1/events.rss?agreement=${encodeURIComponent(id)}&since=${since}`) }, "RSS"), " · ",
         el("a", { href: apiLink(`/api/v1/agreements/${encodeURIComponent(id)}.ics`) }, "calendar")));
   } catch (e) { cell.textContent = "Could not load: " + e.message; }
 }
@@ -283,7 +288,10 @@ function setKeyScope(scope) {
 
 async function loadSubscriptions() {
   const msg = $("admin-msg");
-  if (!state.key) { msg.textContent = "Enter an admin key to manage subscriptions."; $("subform").hidden = true; markAdmin(); return; }
+  if (!state.key) {
+    msg.textContent = "Enter an admin key to manage subscriptions."; $("subform").hidden = true; $("subs").replaceChildren();
+    markAdmin(); return;
+  }
   const key = state.key; // the answer is about this key: another may have been entered meanwhile
   try {
     const subs = await api("/api/v1/subscriptions");
@@ -297,7 +305,8 @@ async function loadSubscriptions() {
   } catch (e) {
     if (state.key !== key) return; // a late answer for a key no longer entered: the admin key's
     // scope must never be taken from an earlier read key's 401 (its links would carry it)
-    msg.textContent = "Cannot list subscriptions: " + e.message; $("subform").hidden = true;
+    // The list an admin key showed goes too (webhook URLs are secrets of their own).
+    msg.textContent = "Cannot list subscriptions: " + e.message; $("subform").hidden = true; $("subs").replaceChildren();
     if (e.status === 401) setKeyScope("read");
   }
   markAdmin();
@@ -367,7 +376,11 @@ async function refresh() {
       drawSources(v);
       if (state.events) drawEvents(state.events); // drawn before the names came: with them now
     }),
-    api("/api/v1/agreements", { signal }).then((v) => { if (current()) { drawBoard(v); openLinked(false); } }),
+    api("/api/v1/agreements", { signal }).then((v) => {
+      if (!current()) return;
+      drawBoard(v);
+      if (openLinked(state.scrollPending)) state.scrollPending = false; // a shared link: scrolled to once
+    }),
     Promise.all([api(`/api/v1/sectors?weeks=${$("weeks").value}` + ($("country").value ? `&country=${$("country").value}` : ""), { signal }),
       list.catch(() => null)]).then(([v]) => current() && drawChart(v)),
     // Not held back by the sources (another service behind the proxy): names fill in when they come.
@@ -404,7 +417,9 @@ async function init() {
   fetch("/api/v1/sectors?weeks=1", { headers: { Accept: "application/json" }, signal: AbortSignal.timeout(REFRESH_TIMEOUT_MS) })
     .then((r) => {
       const needed = r.status === 401;
-      if (needed !== state.readsNeedKey) { state.readsNeedKey = needed; refresh(); }
+      if (needed === state.readsNeedKey) return;
+      state.readsNeedKey = needed;
+      if (state.events) drawEvents(state.events); // the links again, not a whole refresh
     }).catch(() => { /* unknown: links carry no key */ });
   $("ics").href = apiLink("/api/v1/agreements.ics");
   $("subform").addEventListener("submit", subscribe);
@@ -413,7 +428,6 @@ async function init() {
   window.addEventListener("resize", () => { clearTimeout(resized); resized = setTimeout(() => state.chartData && drawChart(state.chartData), 150); });
   document.addEventListener("visibilitychange", () => { if (!document.hidden) poll(); }); // shown again: refresh now
   await refresh().catch((e) => showLoadError(e.message));
-  openLinked(true); // the linked row, scrolled to once the board is there
   loadSubscriptions();
   clearTimeout(state.pollTimer);
   state.pollTimer = setTimeout(poll, POLL_MS);
