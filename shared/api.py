@@ -159,6 +159,11 @@ def validation_errors(exc: RequestValidationError) -> JSONResponse:
     return JSONResponse({"detail": errors}, status_code=422)
 
 
+# The query names each route reads, by the route's id (routes are unhashable); the route is kept
+# beside them, so its id cannot be reused by another while cached.
+_KNOWN_QUERY: dict[int, tuple[APIRoute, frozenset[str]]] = {}
+
+
 def _declared_query(dependant: Dependant) -> frozenset[str]:
     """The query parameter names a route reads, its dependencies' included."""
     names = {field.alias for field in dependant.query_params}
@@ -187,7 +192,10 @@ async def refuse_unknown_query(request: Request) -> None:
     route = request.scope.get("route")
     if not isinstance(route, APIRoute) or "{" in route.path or RequestGuard.keyless(request.url.path):
         return
-    known = _declared_query(route.dependant)
+    cached = _KNOWN_QUERY.get(id(route))
+    if cached is None or cached[0] is not route:  # walked once per route, not on every request
+        cached = _KNOWN_QUERY[id(route)] = (route, _declared_query(route.dependant))
+    known = cached[1]
     unknown = sorted(name for name in set(request.query_params) - known - {"key"} if not _tracking(name))
     if not unknown:
         return

@@ -17,6 +17,17 @@ import httpx
 from websockets.sync.client import ClientConnection, connect
 
 KEYS = {"Tab": 9, "Enter": 13, " ": 32}
+# Headless Chromium that talks to nothing but the page it is given (tests reach 127.0.0.1 only).
+HEADLESS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 class CdpError(AssertionError):
@@ -33,14 +44,7 @@ class Page:
         self.proc = subprocess.Popen(
             [
                 binary,
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
+                *HEADLESS,
                 "--remote-debugging-address=127.0.0.1",
                 "--remote-debugging-port=0",
                 f"--user-data-dir={profile}",

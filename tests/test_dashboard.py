@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from cdp import Page
+from cdp import HEADLESS, Page
 from helpers import IN_CI, CorridorProcess
 
 from shared.models import ClassifiedItem, Evidence, SectorScore, Source
@@ -119,14 +119,7 @@ async def seed(path: Path, weeks: int = 10) -> None:
 
 def render(browser: str, url: str, out: Path, size: str) -> str:
     flags = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
+        *HEADLESS,
         f"--user-data-dir={out.parent / ('profile-' + out.stem)}",
         "--virtual-time-budget=10000",
         f"--window-size={size}",
