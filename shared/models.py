@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal, get_args
+from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
@@ -75,6 +76,26 @@ def web_link(value: str | None) -> str | None:
 
 
 WebLink = Annotated[str | None, AfterValidator(web_link)]
+
+MAX_HOST_CHARS = 253  # the longest DNS name
+
+
+def publisher_host(url: str | None) -> str | None:
+    """Who publishes at ``url``: its host, lowercased, without ``www.`` (Dawn's home and business
+    feeds are one publisher); None for no URL, one that is not http(s) or one without a host.
+
+    Pure and total: an unreadable URL (a broken IPv6 literal, a bad port) is None, never an error."""
+    link = web_link(url)
+    if link is None:
+        return None
+    try:
+        host = urlsplit(link).hostname
+    except ValueError:
+        return None
+    if not host or len(host) > MAX_HOST_CHARS:
+        return None
+    return host.lower().removeprefix("www.")
+
 
 # Every stored or published moment: aware UTC, milliseconds (what BSON keeps). A validator on the
 # fields that hold one, rather than on every field: validation is on the hot path of every read.
@@ -151,6 +172,10 @@ class RawItem(_Record):
     fetched_at: Moment
     content_hash: str = ""
     revision: int = 0
+    # The entry's own publisher when the source lists other publishers' stories (an aggregator:
+    # RSS <source url>, Atom <source>, a GDELT article), as publisher_host gives it; None when
+    # the source publishes it itself. The tracker counts independent publishers by it.
+    publisher: str | None = Field(default=None, max_length=MAX_HOST_CHARS)
 
     @property
     def sort_at(self) -> datetime:

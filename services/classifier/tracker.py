@@ -6,7 +6,13 @@ and source), with the sources' publishers (country, official):
 - A stage is *supported* when two independent publishers report it or one official source does.
   A publisher is a source's host (``www.`` aside): Dawn's home and business feeds, or Kazinform's
   English and Russian ones, are one publisher, not two; a source the store no longer has counts
-  by its id. Another source's copy of a story is a duplicate, not a second item.
+  by its id. An aggregator's item (Google News, GDELT) counts for the publisher it names
+  (:attr:`~shared.models.RawItem.publisher`), not for the aggregator: Dawn's story listed by
+  Google News and Dawn's own feed are one publisher, two stories Google News lists from two
+  papers are two. Another source's copy of a story is a duplicate, not a second item, and not
+  a second independent report either; but a copy an *official* source published (APP's copy of
+  a story Dawn ran first) is that source's report: it makes the stage official, dated when the
+  copy was seen, and lists the source and its country.
   Every agreement is ``signed`` on its signing date: the registry is the record of that.
 - The *current stage* is the most advanced supported stage of progress. A setback is shown beside
   it (``setback``: the latest setback item) when reported after the agreement's last progress,
@@ -20,12 +26,12 @@ and source), with the sources' publishers (country, official):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
-from urllib.parse import urlsplit
 
 from services.classifier.agreements import Agreement, Registry
-from shared.models import PROGRESS, Country, Source, Stage, stable_id
+from shared.models import PROGRESS, Country, Source, Stage, publisher_host, stable_id
 from shared.store import AgreementActivity
 
 STALL_DAYS = 90
@@ -90,9 +96,8 @@ class AgreementState:
 
 
 def publisher_of(source: Source) -> str:
-    """Who publishes what ``source`` lists: its URL's host, without ``www.``."""
-    host = (urlsplit(source.url).hostname or source.id).lower()
-    return host.removeprefix("www.")
+    """Who publishes what ``source`` lists: its URL's host, without ``www.`` (its id without one)."""
+    return publisher_host(source.url) or source.id
 
 
 def _midnight(day: date) -> datetime:
@@ -104,23 +109,50 @@ def signing_moment(agreement: Agreement) -> datetime:
     return _midnight(agreement.signed_on)
 
 
+def _by_agreement(rows: Sequence[AgreementActivity]) -> dict[str, list[AgreementActivity]]:
+    grouped: dict[str, list[AgreementActivity]] = {}
+    for row in rows:
+        grouped.setdefault(row.agreement_id, []).append(row)
+    return grouped
+
+
 def agreement_states(
     registry: Registry,
     activity: list[AgreementActivity],
     sources: dict[str, Source],
     now: datetime,
     *,
+    copies: Sequence[AgreementActivity] = (),
     stall_days: int = STALL_DAYS,
     silence_days: int = SILENCE_DAYS,
 ) -> list[AgreementState]:
     """The state of every agreement of the registry, in registry order."""
-    rows: dict[str, list[AgreementActivity]] = {}
-    for row in activity:
-        rows.setdefault(row.agreement_id, []).append(row)
+    rows, copied = _by_agreement(activity), _by_agreement(copies)
     return [
-        agreement_state(a, rows.get(a.id, []), sources, now, stall_days=stall_days, silence_days=silence_days)
+        agreement_state(
+            a,
+            rows.get(a.id, []),
+            sources,
+            now,
+            copies=copied.get(a.id, []),
+            stall_days=stall_days,
+            silence_days=silence_days,
+        )
         for a in registry.agreements
     ]
+
+
+def _official_copies(
+    copies: Sequence[AgreementActivity], sources: dict[str, Source], signed_at: datetime
+) -> list[tuple[AgreementActivity, Source]]:
+    """The copies an official source published of linked items, from the signing on (see the
+    module docstring); other sources' copies are no report of their own."""
+    found = []
+    for copy in copies:
+        source = sources.get(copy.source_id)
+        if copy.stage is not None and source is not None and source.official and copy.last_at >= signed_at:
+            found.append((copy, source))
+    return found
 
 
 def agreement_state(
@@ -129,9 +161,12 @@ def agreement_state(
     sources: dict[str, Source],
     now: datetime,
     *,
+    copies: Sequence[AgreementActivity] = (),
     stall_days: int = STALL_DAYS,
     silence_days: int = SILENCE_DAYS,
 ) -> AgreementState:
+    """One agreement's state from its activity ``rows`` and the ``copies`` of its items
+    (:meth:`~shared.store.Store.agreement_copies`; only official sources' count)."""
     signed_at = signing_moment(agreement)
     # Reports dated before the signing (an archive entry, a GDELT backfill) are no follow-through
     # of it: a row all of whose items came before the signing day counts for nothing.
@@ -147,7 +182,7 @@ def agreement_state(
         source = sources.get(row.source_id)
         if row.source_id not in support.sources:
             support.sources.append(row.source_id)
-        publisher = publisher_of(source) if source is not None else row.source_id
+        publisher = row.publisher or (publisher_of(source) if source is not None else row.source_id)
         if publisher not in support.publishers:
             support.publishers.append(publisher)
         # A source's row may hold reports from before the signing too (one before, one after),
@@ -165,6 +200,21 @@ def agreement_state(
             if source.country and source.country not in support.countries:
                 support.countries.append(source.country)
         support.last_at = max(filter(None, (support.last_at, row.last_at)), default=None)
+    for copy, source in _official_copies(copies, sources, signed_at):
+        assert copy.stage is not None  # for mypy: _official_copies keeps staged rows only
+        support = supports.setdefault(copy.stage, StageSupport(copy.stage))
+        if copy.source_id not in support.sources:
+            support.sources.append(copy.source_id)
+        publisher = publisher_of(source)
+        if publisher not in support.publishers:
+            support.publishers.append(publisher)
+        seen_at = max(copy.first_at, signed_at)
+        known = support.first_by_publisher.get(publisher)
+        support.first_by_publisher[publisher] = min(known, seen_at) if known else seen_at
+        support.official = True
+        support.first_official_at = min(filter(None, (support.first_official_at, seen_at)))
+        if source.country and source.country not in support.countries:
+            support.countries.append(source.country)
     # One order on every store (rows come in the store's own order): stages by progress, the
     # setback last; sources and publishers by name.
     order = [*PROGRESS, "setback"]

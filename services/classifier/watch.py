@@ -95,12 +95,14 @@ class AgreementWatch:
         instead of the cached ones, so the answer does not contradict itself."""
         agreement = self._agreements[agreement_id]
         rows = await self._store.agreement_activity(agreement_id, since=signing_moment(agreement))
+        copies = await self._store.agreement_copies(agreement_id, since=signing_moment(agreement))
         s = self._settings
         return agreement_state(
             agreement,
             rows,
-            sources if sources is not None else await self._known_sources({r.source_id for r in rows}),
+            sources if sources is not None else await self._known_sources({r.source_id for r in (*rows, *copies)}),
             self._clock(),
+            copies=copies,
             stall_days=s.stall_days,
             silence_days=s.silence_days,
         )
@@ -110,13 +112,16 @@ class AgreementWatch:
         # Items from before an agreement's signing are no follow-through of it: the store counts
         # from the signing, one read per signing date (the February documents share one).
         rows: list[AgreementActivity] = []
+        copies: list[AgreementActivity] = []
         for moment, ids in self._by_signing.items():
             rows += [r for r in await self._store.agreement_activity(since=moment) if r.agreement_id in ids]
+            copies += [r for r in await self._store.agreement_copies(since=moment) if r.agreement_id in ids]
         return agreement_states(
             self._registry,
             rows,
-            await self._known_sources({r.source_id for r in rows}),
+            await self._known_sources({r.source_id for r in (*rows, *copies)}),
             self._clock(),
+            copies=copies,
             stall_days=s.stall_days,
             silence_days=s.silence_days,
         )

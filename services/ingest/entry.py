@@ -19,6 +19,7 @@ class Entry:
     summary: str  # HTML or text
     author: str | None = None
     published_at: datetime | None = None
+    publisher: str | None = None  # a URL of the publisher the format names for it (an aggregator's entry)
 
 
 def newest_entries(entries: list[Entry], limit: int = MAX_ENTRIES) -> list[Entry]:

@@ -64,6 +64,7 @@ def parse_gdelt_entries(data: bytes) -> list[Entry]:
                     title=title or "",
                     summary="",
                     published_at=_seen(article.get("seendate")),
+                    publisher=article["url"],  # GDELT lists other sites' articles: each is its own publisher's
                 )
             )
     return entries

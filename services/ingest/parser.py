@@ -29,7 +29,7 @@ from services.ingest.htmllist import parse_html_entries
 from services.ingest.normalize import canonical_url, content_hash
 from shared.errors import FetchError
 from shared.logs import shown_url
-from shared.models import HtmlSelectors, RawItem, SourceKind, stable_id
+from shared.models import HtmlSelectors, RawItem, SourceKind, publisher_host, stable_id
 from shared.text import text_chars
 
 MAX_TITLE_CHARS = 1_000
@@ -258,9 +258,20 @@ def parse_feed_document(data: bytes, base_url: str | None = None) -> tuple[list[
                 summary=summary,
                 author=entry.get("author") or None,
                 published_at=_entry_time(entry),
+                publisher=_declared_publisher(entry),
             )
         )
     return entries, ttl
+
+
+def _declared_publisher(entry: Any) -> str | None:
+    """The URL of the publisher an entry names as its origin: RSS ``<source url>`` (Google News
+    lists every story so) or Atom ``<source><link>``; None when it names none."""
+    source = entry.get("source")
+    if not isinstance(source, dict):
+        return None
+    url = source.get("href") or source.get("link")
+    return url if isinstance(url, str) else None
 
 
 def _guid(value: str | None) -> str | None:
@@ -387,7 +398,9 @@ def to_item(
     entry by its digest. ``published_at`` is the publisher's stated time, or None when it states
     none or one more than :data:`MAX_FUTURE_SKEW` after ``fetched_at`` (a clock error or a
     placeholder such as 2099 that would otherwise sort first for ever); such an item is listed
-    under its fetch time, like any undated one (:attr:`RawItem.sort_at`).
+    under its fetch time, like any undated one (:attr:`RawItem.sort_at`). ``publisher`` is the
+    host of the publisher the entry names (an aggregator's entry), None when it names none or the
+    source itself.
     """
     title = html_to_text(entry.title)[:MAX_TITLE_CHARS]
     summary = html_to_text(entry.summary)[:MAX_SUMMARY_CHARS]
@@ -407,6 +420,10 @@ def to_item(
         if cleaned != link:
             link, canonical = _link(cleaned)
     author = _SPACES.sub(" ", entry.author).strip()[:MAX_AUTHOR_CHARS] if entry.author else None
+    # An aggregator's entry names its publisher: kept when it is not the source itself.
+    publisher = publisher_host(entry.publisher)
+    if publisher == publisher_host(source_url):
+        publisher = None
     return RawItem(
         id=stable_id("itm", source_id, key),
         source_id=source_id,
@@ -419,6 +436,7 @@ def to_item(
         published_at=_believable(entry.published_at, fetched_at),
         fetched_at=fetched_at,
         content_hash=content_hash(title, summary),
+        publisher=publisher,
     )
 
 

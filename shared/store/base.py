@@ -104,7 +104,9 @@ class EventQuery:
 
 @dataclass(frozen=True)
 class AgreementActivity:
-    """Items linked to one agreement, reporting one stage, from one source."""
+    """Items linked to one agreement, reporting one stage, from one source and one publisher
+    (``publisher``: the items' own, :attr:`~shared.models.RawItem.publisher`, when the source
+    aggregates others; None for the source's own items)."""
 
     agreement_id: str
     stage: Stage | None
@@ -112,6 +114,7 @@ class AgreementActivity:
     items: int
     first_at: datetime
     last_at: datetime
+    publisher: str | None = None
 
 
 @dataclass(frozen=True)
@@ -212,9 +215,17 @@ class Store(Protocol):
     async def agreement_activity(
         self, agreement_id: str | None = None, *, since: datetime | None = None
     ) -> list[AgreementActivity]:
-        """Linked items counted by (agreement, stage, source), of one agreement or all; with
-        ``since``, only the items listed at or after it (the tracker passes the signing: a
+        """Linked items counted by (agreement, stage, source, publisher), of one agreement or all;
+        with ``since``, only the items listed at or after it (the tracker passes the signing: a
         report from before it is no follow-through, and a source's row must not carry it)."""
+
+    async def agreement_copies(
+        self, agreement_id: str | None = None, *, since: datetime | None = None
+    ) -> list[AgreementActivity]:
+        """Other sources' copies (:class:`~shared.models.DuplicateRef`) of linked items, counted
+        like :meth:`agreement_activity` but by the *copy's* source, with the item's stage; first
+        and last are when the copies were seen, and ``publisher`` is None. ``since`` bounds the
+        items (when they are listed), as there."""
 
     async def get_agreement_stage(self, agreement_id: str) -> Stage | None:
         """The stage last recorded for the agreement (None before any)."""

@@ -350,6 +350,11 @@ class MongoStore:
     ) -> list[AgreementActivity]:
         return await self._events.agreement_activity(agreement_id, since)
 
+    async def agreement_copies(
+        self, agreement_id: str | None = None, *, since: datetime | None = None
+    ) -> list[AgreementActivity]:
+        return await self._events.agreement_copies(agreement_id, since, self._duplicates.name)
+
     async def get_agreement_stage(self, agreement_id: str) -> Stage | None:
         doc = await self._stages.find_one({"_id": agreement_id})
         return cast(Stage, doc["stage"]) if doc else None

@@ -118,6 +118,15 @@ def event_filter(query: EventQuery) -> dict[str, Any]:
     return flt
 
 
+def _linked(agreement_id: str | None, since: datetime | None) -> dict[str, Any]:
+    """Items linked to ``agreement_id`` (any agreement: any non-empty id, an index range) and
+    listed from ``since``: a range of the ``agreement_recent`` index."""
+    match: dict[str, Any] = {"agreement_ids": agreement_id if agreement_id else {"$gt": ""}}
+    if since is not None:
+        match["sort_at"] = {"$gte": since}
+    return match
+
+
 class EventCollection:
     """Events for :class:`~shared.store.mongo.MongoStore` (see the module docstring)."""
 
@@ -156,23 +165,55 @@ class EventCollection:
         return [item_from(d) async for d in cursor]
 
     async def agreement_activity(self, agreement_id: str | None, since: datetime | None) -> list[AgreementActivity]:
-        """Linked items by (agreement, stage, source): one aggregation on the agreement index
+        """Linked items by (agreement, stage, source, publisher): one aggregation on the agreement index
         (``agreement_recent``: the agreement, then the time ``since`` bounds)."""
-        linked: Any = agreement_id if agreement_id else {"$gt": ""}  # any non-empty id: an index range
-        match: dict[str, Any] = {"agreement_ids": linked}
-        if since is not None:
-            match["sort_at"] = {"$gte": since}
         pipeline: list[dict[str, Any]] = [
-            {"$match": match},
-            {"$project": {"_id": 0, "agreement_ids": 1, "stage": 1, "source_id": 1, "sort_at": 1}},
+            {"$match": _linked(agreement_id, since)},
+            {"$project": {"_id": 0, "agreement_ids": 1, "stage": 1, "source_id": 1, "publisher": 1, "sort_at": 1}},
             {"$unwind": "$agreement_ids"},
             *([{"$match": {"agreement_ids": agreement_id}}] if agreement_id else []),
             {
                 "$group": {
-                    "_id": {"a": "$agreement_ids", "stage": "$stage", "source": "$source_id"},
+                    # A document from before items had a publisher lacks the field: no "p" key.
+                    "_id": {"a": "$agreement_ids", "stage": "$stage", "source": "$source_id", "p": "$publisher"},
                     "n": {"$sum": 1},
                     "first": {"$min": "$sort_at"},
                     "last": {"$max": "$sort_at"},
+                }
+            },
+        ]
+        return [
+            AgreementActivity(
+                d["_id"]["a"],
+                d["_id"].get("stage"),
+                d["_id"]["source"],
+                int(d["n"]),
+                d["first"],
+                d["last"],
+                d["_id"].get("p"),
+            )
+            async for d in await self.collection.aggregate(pipeline)
+        ]
+
+    async def agreement_copies(
+        self, agreement_id: str | None, since: datetime | None, duplicates: str
+    ) -> list[AgreementActivity]:
+        """Copies of linked items by (agreement, stage, copy's source): the agreement index as in
+        :meth:`agreement_activity`, then each item's copies from the ``duplicates`` collection
+        (a ``$lookup`` on its ``item_id`` index)."""
+        pipeline: list[dict[str, Any]] = [
+            {"$match": _linked(agreement_id, since)},
+            {"$project": {"_id": 1, "agreement_ids": 1, "stage": 1}},
+            {"$lookup": {"from": duplicates, "localField": "_id", "foreignField": "item_id", "as": "copies"}},
+            {"$unwind": "$copies"},
+            {"$unwind": "$agreement_ids"},
+            *([{"$match": {"agreement_ids": agreement_id}}] if agreement_id else []),
+            {
+                "$group": {
+                    "_id": {"a": "$agreement_ids", "stage": "$stage", "source": "$copies.source_id"},
+                    "n": {"$sum": 1},
+                    "first": {"$min": "$copies.seen_at"},
+                    "last": {"$max": "$copies.seen_at"},
                 }
             },
         ]

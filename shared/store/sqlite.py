@@ -603,21 +603,35 @@ class SQLiteStore:
         return [SectorCount(r[0], r[1], int(r[2])) for r in await self._rows(sql, args)]
 
     # agreements
-    async def agreement_activity(
-        self, agreement_id: str | None = None, *, since: datetime | None = None
+    async def _linked_rows(
+        self, columns: str, joins: str, group: str, agreement_id: str | None, since: datetime | None
     ) -> list[AgreementActivity]:
-        # One agreement's range of the terms index, or the whole a: prefix.
+        """Linked items (``t``, their events ``e``, and ``joins``) grouped into activity rows:
+        one agreement's range of the terms index, or the whole a: prefix, from ``since``."""
         where, args = ("t.term = ?", [f"a:{agreement_id}"]) if agreement_id else ("t.term > 'a:' AND t.term < 'a;'", [])
         if since is not None:
             where, args = f"{where} AND t.sort_at >= ?", [*args, _ts(since)]
         sql = (
-            "SELECT substr(t.term, 3), e.stage, e.source_id, count(*), min(t.sort_at), max(t.sort_at) "
-            f"FROM event_terms t JOIN events e ON e.id = t.id WHERE {where} GROUP BY 1, 2, 3"
+            f"SELECT substr(t.term, 3), e.stage, {columns} "
+            f"FROM event_terms t JOIN events e ON e.id = t.id {joins} WHERE {where} GROUP BY {group}"
         )
         return [
-            AgreementActivity(r[0], r[1], r[2], int(r[3]), _moment(r[4]), _moment(r[5]))
+            AgreementActivity(r[0], r[1], r[2], int(r[3]), _moment(r[4]), _moment(r[5]), r[6])
             for r in await self._rows(sql, args)
         ]
+
+    async def agreement_activity(
+        self, agreement_id: str | None = None, *, since: datetime | None = None
+    ) -> list[AgreementActivity]:
+        columns = "e.source_id, count(*), min(t.sort_at), max(t.sort_at), json_extract(e.doc, '$.publisher')"
+        return await self._linked_rows(columns, "", "1, 2, 3, 7", agreement_id, since)
+
+    async def agreement_copies(
+        self, agreement_id: str | None = None, *, since: datetime | None = None
+    ) -> list[AgreementActivity]:
+        # Each linked item's copies by the duplicates_item index.
+        columns = "json_extract(d.doc, '$.source_id'), count(*), min(d.seen_at), max(d.seen_at), NULL"
+        return await self._linked_rows(columns, "JOIN duplicates d ON d.item_id = t.id", "1, 2, 3", agreement_id, since)
 
     async def get_agreement_stage(self, agreement_id: str) -> Stage | None:
         rows = await self._rows("SELECT stage FROM agreement_stages WHERE agreement_id=?", (agreement_id,))

@@ -73,6 +73,7 @@ def random_item(rng: random.Random, n: int, days: int) -> ClassifiedItem:
         agreements=[AgreementLink(id=a, area=area, score=1.0, terms=[]) for a, area in linked],
         stage=rng.choice(["signed", "follow_up_talks", "underway", "setback"]) if linked else None,
         classifier_version="test",
+        publisher=rng.choice([None, None, "dawn.example", "tribune.example"]),  # an aggregator's entries
     )
 
 
@@ -162,22 +163,43 @@ async def assert_oracle(store: Store, items: dict[str, ClassifiedItem]) -> None:
 
 
 async def assert_activity(store: Store, items: dict[str, ClassifiedItem]) -> None:
-    """Linked items by (agreement, stage, source), with first and last times, as Python counts
-    them; with ``since`` (the tracker's signing moment), only the items listed at or after it."""
+    """Linked items by (agreement, stage, source, publisher), with first and last times, as Python
+    counts them; with ``since`` (the tracker's signing moment), only the items listed at or after it."""
     for since in (None, T0 + timedelta(days=6), T0 + timedelta(days=6, hours=13)):
-        want: dict[tuple[str, str | None, str], list[datetime]] = {}
+        want: dict[tuple[str, str | None, str, str | None], list[datetime]] = {}
         for i in items.values():
             for a in i.agreements:
                 if since is None or i.sort_at >= since:
-                    want.setdefault((a.id, i.stage, i.source_id), []).append(i.sort_at)
+                    want.setdefault((a.id, i.stage, i.source_id, i.publisher), []).append(i.sort_at)
         got = await store.agreement_activity(since=since)
-        assert {(r.agreement_id, r.stage, r.source_id): (r.items, r.first_at, r.last_at) for r in got} == {
+        assert {(r.agreement_id, r.stage, r.source_id, r.publisher): (r.items, r.first_at, r.last_at) for r in got} == {
             k: (len(v), min(v), max(v)) for k, v in want.items()
         }, since
         one = await store.agreement_activity("railways-mou", since=since)
         assert {r.agreement_id for r in one} <= {"railways-mou"} and sum(r.items for r in one) == sum(
             len(v) for k, v in want.items() if k[0] == "railways-mou"
         ), since
+
+
+async def assert_copies(store: Store, items: dict[str, ClassifiedItem], refs: list[DuplicateRef]) -> None:
+    """Copies of linked items by (agreement, stage, copy's source), first and last seen, as Python
+    counts them; ``since`` bounds the items, as for the activity."""
+    for since in (None, T0 + timedelta(days=6), T0 + timedelta(days=6, hours=13)):
+        want: dict[tuple[str, str | None, str], list[datetime]] = {}
+        for ref in refs:
+            i = items[ref.item_id]
+            for a in i.agreements:
+                if since is None or i.sort_at >= since:
+                    want.setdefault((a.id, i.stage, ref.source_id), []).append(ref.seen_at)
+        got = await store.agreement_copies(since=since)
+        assert {(r.agreement_id, r.stage, r.source_id): (r.items, r.first_at, r.last_at) for r in got} == {
+            k: (len(v), min(v), max(v)) for k, v in want.items()
+        }, since
+        assert all(r.publisher is None for r in got)
+        one = await store.agreement_copies("railways-mou", since=since)
+        assert {(r.agreement_id, r.stage, r.source_id): r.items for r in one} == {
+            k: len(v) for k, v in want.items() if k[0] == "railways-mou"
+        }, since
 
 
 async def test_queries_match_the_oracle(store: Store) -> None:
@@ -196,6 +218,19 @@ async def test_queries_match_the_oracle(store: Store) -> None:
     await assert_oracle(store, items)
     assert await store.get_item("itm_0010") == moved
     await assert_activity(store, items)
+    # Copies of some items (linked or not) from other sources, several of one item from one source.
+    refs = [
+        DuplicateRef(
+            id=f"itm_copy{n:03d}",
+            item_id=f"itm_{rng.randrange(300):04d}",
+            source_id=rng.choice(["src_app", "src_b", "src_kazinform"]),
+            reason="near_duplicate",
+            seen_at=T0 + timedelta(days=rng.randrange(25), minutes=rng.randrange(60)),
+        )
+        for n in range(120)
+    ]
+    await store.add_duplicates(refs)
+    await assert_copies(store, items, refs)
     assert await store.get_items(["itm_0301", "itm_9999", "itm_0010"]) == {"itm_0301": changed[3], "itm_0010": moved}
     assert await store.get_item("itm_9999") is None
 

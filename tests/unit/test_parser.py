@@ -72,3 +72,38 @@ def test_every_file_of_the_four_parser_suites_ends_as_items_or_a_classified_erro
     assert missing == 0
     assert outcomes.get("items", 0) >= 750
     assert partly_broken_with_items >= 20, "items are kept from feeds that are only partly broken"
+
+
+def test_an_aggregators_entries_name_their_own_publisher() -> None:
+    # Google News lists every story with <source url>; GDELT each article at its own site. The
+    # tracker counts independent publishers by it, so it must survive parsing.
+    rss = b"""<rss version="2.0"><channel><title>Google News</title>
+      <item><title>Rail MoU moves - Dawn</title><link>https://news.google.example/rss/articles/CBMi1</link>
+        <source url="https://www.Dawn.example">Dawn</source></item>
+      <item><title>Rail MoU - Tribune</title><link>https://news.google.example/rss/articles/CBMi2</link>
+        <source url="https://tribune.example/">The Express Tribune</source></item>
+      <item><title>No source named</title><link>https://news.google.example/rss/articles/CBMi3</link></item>
+      <item><title>Names a non-web source</title><link>https://news.google.example/a/4</link>
+        <source url="javascript:alert(1)">x</source></item>
+      <item><title>Names itself</title><link>https://news.google.example/a/5</link>
+        <source url="https://news.google.example/">Google News</source></item>
+    </channel></rss>"""
+    items = parse_document(
+        rss, kind="feed", source_id="gn", source_url="https://news.google.example/rss/search?q=x", fetched_at=NOW
+    )
+    assert [i.publisher for i in items] == ["dawn.example", "tribune.example", None, None, None]
+    atom = b"""<feed xmlns="http://www.w3.org/2005/Atom"><title>t</title><id>tag:t</id>
+      <entry><id>tag:1</id><title>x</title><link href="https://agg.example/1"/>
+        <source><id>tag:k</id><title>Kazinform</title><link href="https://www.inform.example/"/></source></entry>
+    </feed>"""
+    [item] = parse(atom)
+    assert item.publisher == "inform.example"
+    gdelt = b'{"articles": [{"url": "https://www.dawn.example/news/1", "title": "Rail MoU"}]}'
+    [listed] = parse_document(
+        gdelt,
+        kind="gdelt",
+        source_id="gd",
+        source_url="https://api.gdelt.example/api/v2/doc/doc?query=x",
+        fetched_at=NOW,
+    )
+    assert listed.publisher == "dawn.example"

@@ -125,6 +125,26 @@ def test_two_feeds_of_one_publisher_are_one_source_of_support() -> None:
     assert gone.stage == "planning", "a source the store no longer has counts by its id"
 
 
+def test_an_aggregators_items_count_for_the_publishers_they_name() -> None:
+    # Google News (or GDELT) was one publisher of its own: two papers' stories it listed counted
+    # once, and its copy of Dawn's story beside Dawn's own feed counted twice.
+    sources = {**SOURCES, "gnews": Source(id="gnews", url="https://news.google.example/rss/search?q=x", interval_s=900)}
+
+    def listed(publisher: str | None, first: int) -> AgreementActivity:
+        return AgreementActivity("railways-mou", "planning", "gnews", 1, at(first), at(first), publisher)
+
+    papers = agreement_state(AGREEMENT, [listed("dawn.example", 10), listed("tribune.example", 11)], sources, at(20))
+    assert papers.stage == "planning"
+    assert papers.supports["planning"].publishers == ["dawn.example", "tribune.example"]
+    assert papers.supports["planning"].sources == ["gnews"]
+    assert papers.stage_since == at(11), "supported when the second publisher reported"
+    same = agreement_state(AGREEMENT, [listed("dawn.example", 10), row("planning", "dawn", 11)], sources, at(20))
+    assert same.stage == "signed" and same.supports["planning"].publishers == ["dawn.example"]
+    own = agreement_state(AGREEMENT, [listed(None, 10), row("planning", "dawn", 11)], sources, at(20))
+    assert own.stage == "planning", "the aggregator's own items count for its host"
+    assert own.supports["planning"].publishers == ["dawn.example", "news.google.example"]
+
+
 def test_a_stage_is_never_reached_before_the_signing() -> None:
     # One source's row held a report from before the signing and one after: the stage's "since"
     # fell before the agreement existed (review of 2026-12-04).
@@ -150,3 +170,23 @@ def test_stages_and_their_sources_come_in_one_order_whatever_the_stores_row_orde
         assert list(state.supports) == ["signed", "follow_up_talks", "underway", "setback"]
         assert state.supports["follow_up_talks"].sources == ["dawn", "kazinform"]
         assert state.supports["follow_up_talks"].publishers == ["dawn.example", "kazinform.example"]
+
+
+def test_an_official_sources_copy_is_its_report_and_other_copies_are_not() -> None:
+    # Dawn ran the story first; copies are linked to Dawn's item, not stored as items.
+    story = [row("financed", "dawn", 10)]
+
+    def copied(source: str, seen: int) -> AgreementActivity:
+        return AgreementActivity("railways-mou", "financed", source, 1, at(seen), at(seen))
+
+    alone = agreement_state(AGREEMENT, story, SOURCES, at(30), copies=[copied("kazinform", 11)])
+    assert alone.stage == "signed", "another paper's copy is the same report, not a second one"
+    assert alone.supports["financed"].sources == ["dawn"]
+    official = agreement_state(AGREEMENT, story, SOURCES, at(30), copies=[copied("mofa", 12)])
+    support = official.supports["financed"]
+    assert official.stage == "financed" and support.official and support.sources == ["dawn", "mofa"]
+    assert official.stage_since == at(12), "dated when the official copy was seen"
+    assert support.countries == ["PK"] and support.items == 1 and official.items == 1
+    assert official.last_item_at == at(10), "a copy is no new item"
+    early = agreement_state(AGREEMENT, story, SOURCES, at(30), copies=[copied("mofa", -3)])
+    assert early.stage == "signed", "a copy seen before the signing is no follow-through"

@@ -14,7 +14,7 @@ from services.classifier.agreements import load_registry
 from services.classifier.watch import AgreementWatch
 from shared.bus.memory import MemoryBus
 from shared.errors import StoreUnavailable
-from shared.models import AgreementEvent, AgreementLink, ClassifiedItem, Source, stable_id
+from shared.models import AgreementEvent, AgreementLink, ClassifiedItem, DuplicateRef, Source, stable_id
 from shared.settings import load_settings
 from shared.store.sqlite import SQLiteStore
 
@@ -522,3 +522,30 @@ async def test_reports_from_before_the_signing_are_not_counted_for_the_agreement
         assert s.items == 1 and s.sources == 1, "only the report after the signing"
         assert s.supports["planning"].items == 1 and s.stage == "planning"
         assert s.stage_since == NOW - timedelta(days=30)
+
+
+async def test_an_official_sources_copy_makes_the_stage_official(store: SQLiteStore) -> None:
+    # Dawn ran the story first; APP's (official) copy of it was linked to Dawn's item as a
+    # duplicate, and the tracker, reading items only, never saw an official report.
+    await store.insert_source(Source(id="dawn", url="https://dawn.example/rss", interval_s=900, country="PK"))
+    await store.insert_source(Source(id="blog", url="https://blog.example/rss", interval_s=900))
+    first = item(1, "underway", 10).model_copy(update={"source_id": "dawn"})
+    await store.upsert_items([first])
+    w = watch(store)
+    assert (await w.state(RAILWAYS)).stage == "signed", "one newspaper's report is not enough"
+
+    def copy(n: int, source: str, days_ago: float) -> DuplicateRef:
+        at = NOW - timedelta(days=days_ago)
+        return DuplicateRef(id=f"itm_c{n}", item_id=first.id, source_id=source, reason="near_duplicate", seen_at=at)
+
+    await store.add_duplicates([copy(1, "blog", 9)])
+    assert await w.reconcile() == 0, "a copy by another paper is not a second independent report"
+    await store.add_duplicates([copy(2, "mofa", 8)])
+    state = await w.state(RAILWAYS)
+    assert state.stage == "underway" and state.supports["underway"].official
+    assert state.supports["underway"].sources == ["dawn", "mofa"] and state.stage_since == NOW - timedelta(days=8)
+    assert state.items == 1, "a copy is not an item"
+    assert await w.reconcile() == 1, "the reconciliation records and announces it"
+    assert await stage_events(store) == [("signed", "underway")]
+    board = {s.agreement.id: s for s in await w.states()}
+    assert board[RAILWAYS].stage == "underway", "the board reads the copies too"
