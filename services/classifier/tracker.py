@@ -9,7 +9,8 @@ and source), with the sources' publishers (country, official):
   by its id. An aggregator's item (Google News, GDELT) counts for the publisher it names
   (:attr:`~shared.models.RawItem.publisher`), not for the aggregator: Dawn's story listed by
   Google News and Dawn's own feed are one publisher, two stories Google News lists from two
-  papers are two. Another source's copy of a story is a duplicate, not a second item, and not
+  papers are two; when Corridor polls that publisher too, the item carries that source's
+  ``official`` and ``country``. Another source's copy of a story is a duplicate, not a second item, and not
   a second independent report either; but a copy an *official* source published (APP's copy of
   a story Dawn ran first) is that source's report: it makes the stage official, dated when the
   copy was seen, and lists the source and its country.
@@ -142,6 +143,15 @@ def agreement_states(
     ]
 
 
+def _polled_publishers(sources: dict[str, Source]) -> dict[str, Source]:
+    """The publishers Corridor polls itself, by host: an official source of a host first (a
+    ministry's press feed beside its news page), then any with a country."""
+    found: dict[str, Source] = {}
+    for source in sorted(sources.values(), key=lambda s: (not s.official, s.country is None, s.id)):
+        found.setdefault(publisher_of(source), source)
+    return found
+
+
 def _official_copies(
     copies: Sequence[AgreementActivity], sources: dict[str, Source], signed_at: datetime
 ) -> list[tuple[AgreementActivity, Source]]:
@@ -174,6 +184,7 @@ def agreement_state(
     supports: dict[str, StageSupport] = {
         "signed": StageSupport("signed", official=True, first_at=signed_at, first_official_at=signed_at)
     }
+    polled = _polled_publishers(sources)
     for row in rows:
         if row.stage is None:
             continue
@@ -193,12 +204,16 @@ def agreement_state(
         if first_at is not None:
             known = support.first_by_publisher.get(publisher)
             support.first_by_publisher[publisher] = min(known, first_at) if known else first_at
-        if source is not None:
-            support.official = support.official or source.official
-            if source.official and first_at is not None:
-                support.first_official_at = min(filter(None, (support.first_official_at, first_at)))
-            if source.country and source.country not in support.countries:
-                support.countries.append(source.country)
+        # An aggregator's item from a publisher Corridor also polls is that publisher's report:
+        # Google News listing the foreign ministry's statement is the ministry's word.
+        named = polled.get(row.publisher) if row.publisher else None
+        official = (source is not None and source.official) or (named is not None and named.official)
+        support.official = support.official or official
+        if official and first_at is not None:
+            support.first_official_at = min(filter(None, (support.first_official_at, first_at)))
+        country = named.country if named is not None else source.country if source is not None else None
+        if country and country not in support.countries:
+            support.countries.append(country)
         support.last_at = max(filter(None, (support.last_at, row.last_at)), default=None)
     for copy, source in _official_copies(copies, sources, signed_at):
         assert copy.stage is not None  # for mypy: _official_copies keeps staged rows only

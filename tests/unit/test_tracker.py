@@ -143,6 +143,10 @@ def test_an_aggregators_items_count_for_the_publishers_they_name() -> None:
     own = agreement_state(AGREEMENT, [listed(None, 10), row("planning", "dawn", 11)], sources, at(20))
     assert own.stage == "planning", "the aggregator's own items count for its host"
     assert own.supports["planning"].publishers == ["dawn.example", "news.google.example"]
+    ministry = agreement_state(AGREEMENT, [listed("mofa.example", 10)], sources, at(20))
+    assert ministry.stage == "planning", "the foreign ministry's statement, listed by Google News, is official"
+    assert ministry.supports["planning"].official and ministry.supports["planning"].countries == ["PK"]
+    assert ministry.stage_since == at(10)
 
 
 def test_a_stage_is_never_reached_before_the_signing() -> None:
