@@ -12,6 +12,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 from cdp import HEADLESS, Page
 from helpers import IN_CI, CorridorProcess
@@ -247,11 +248,19 @@ def test_agreements_board_shows_stages_flags_and_a_timeline(tmp_path: Path, arti
         )
         # A malformed link (not percent-decodable) is ignored: the whole page still loads.
         bad_link = render(browser, corridor.base + "/#agreement=%", artifacts / "board-bad-link.png", "1280,1200")
+        api = httpx.get(corridor.base + "/api/v1/agreements", timeout=10).json()
     finally:
         corridor.stop()
     assert 'data-ready="ok"' in dom
     board = re.search(r'<table id="board".*?</table>', dom, re.S)
     assert board is not None
+    # Every row says what the API says, in its order: the stage, the last progress, days quiet.
+    cells = r'<tr class="row[^"]*" data-id="([a-z0-9-]+)">.*?data-stage="([a-z_]+)".*?'
+    drawn = re.findall(cells + r"</td><td>([^<]*)</td><td>([^<]*)</td></tr>", board.group(0), re.S)
+    assert drawn == [(a["id"], a["stage"], (a["last_progress_at"] or "–")[:10], f"{a['days_quiet']} d") for a in api], (
+        "the board's cells are the API's"
+    )
+    assert any(a["last_progress_at"] for a in api) and len({a["days_quiet"] for a in api}) > 1, "cells that differ"
     rows = re.findall(r'<tr class="row[^"]*" data-id="([a-z0-9-]+)"', board.group(0))
     assert len(rows) == 35 and "railways-cooperation-mou" in rows
     railways = re.search(r'<tr class="row([^"]*)" data-id="railways-cooperation-mou">(.*?)</tr>', board.group(0), re.S)
