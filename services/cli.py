@@ -6,10 +6,10 @@
     corridor init                               create Kafka topics and store indexes
     corridor store migrate                      move data of an earlier store layout (also done at start)
     corridor sources add URL [--kind K] [--selectors JSON] [--name N] [--language L]
-                        [--interval S] [--country C] [--official]
+                        [--interval S] [--country C] [--official] [--aggregator]
                                                 add a source (validated as POST /api/v1/sources)
     corridor sources update ID [--name N] [--language L] [--selectors JSON] [--interval S]
-                        [--country C] [--official|--not-official]
+                        [--country C] [--official|--not-official] [--aggregator|--not-aggregator]
                                                 change a source (as PATCH /api/v1/sources/ID)
     corridor sources list                       sources and their health, as JSON lines
     corridor sources pause|resume|remove ID     operate one source
@@ -278,6 +278,7 @@ def _source_fields(args: argparse.Namespace) -> dict[str, object]:
         "interval_s": args.interval,
         "country": args.country,
         "official": args.official,
+        "aggregator": args.aggregator,
         "kind": getattr(args, "kind", None),
         "selectors": _json_selectors(args.selectors) if args.selectors else None,
     }
@@ -555,6 +556,12 @@ def build_parser() -> argparse.ArgumentParser:
     official = upd.add_mutually_exclusive_group()
     official.add_argument("--official", action="store_true", default=None, dest="official")
     official.add_argument("--not-official", action="store_false", default=None, dest="official")
+    add.add_argument(
+        "--aggregator", action="store_true", default=None, help="lists other publishers' stories (Google News)"
+    )
+    aggregator = upd.add_mutually_exclusive_group()
+    aggregator.add_argument("--aggregator", action="store_true", default=None, dest="aggregator")
+    aggregator.add_argument("--not-aggregator", action="store_false", default=None, dest="aggregator")
     ssub.add_parser("list", help="list sources with their health")
     for verb, text in (
         ("pause", "stop polling a source"),

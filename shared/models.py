@@ -94,7 +94,7 @@ def publisher_host(url: str | None) -> str | None:
         return None
     if not host or len(host) > MAX_HOST_CHARS:
         return None
-    return host.lower().removeprefix("www.")
+    return host.lower().rstrip(".").removeprefix("www.") or None  # "dawn.com." is dawn.com
 
 
 # Every stored or published moment: aware UTC, milliseconds (what BSON keeps). A validator on the
@@ -149,6 +149,15 @@ class Source(_Record):
     last_error_kind: str | None = None
     country: Country | None = None  # where the publisher is (corroboration: both countries' press)
     official: bool = False  # a government or state body's own channel (one official source suffices)
+    # Lists other publishers' stories (Google News): the publisher an entry names is its
+    # publisher for the tracker. GDELT sources are so whatever this says (see lists_others).
+    aggregator: bool = False
+
+    @property
+    def lists_others(self) -> bool:
+        """Whether the publisher an entry names is believed: an aggregator, or any GDELT query."""
+        return self.aggregator or self.kind == "gdelt"
+
     items_seen: int = 0  # entries first seen from this source: new stories and copies of others'
 
 

@@ -215,6 +215,7 @@ async def seed_agreements(path: Path) -> None:
                 agreements=[AgreementLink(id="railways-cooperation-mou", area="railways", score=2.0, terms=["KTZ"])],
                 stage=stage,  # type: ignore[arg-type]
                 classifier_version="seed",
+                publisher="dawn.example" if n == 2 else None,  # the paper the entry names
             )
         )
     for source_id, country in (("src_ok", "PK"), ("src_kz", "KZ")):
@@ -273,6 +274,7 @@ def test_agreements_board_shows_stages_flags_and_a_timeline(tmp_path: Path, arti
     assert planning and "✓ · both countries" in planning.group(1), "two sources, one from each country"
     assert "src_ok news" in planning.group(1) and "src_kz news" in planning.group(1)
     assert detail.group(1).count("<li>") == 3 and "railway report 2 (setback)" in detail.group(1)
+    assert "src_ok news (dawn.example)" in detail.group(1), "the timeline names the paper an entry names"
     assert 'data-ready="ok"' in bad_link and 'class="detail"' not in bad_link
     assert len(re.findall(r'<tr class="row[^"]*" data-id=', bad_link)) == 35
 

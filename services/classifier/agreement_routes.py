@@ -77,6 +77,7 @@ class TimelineItem(BaseModel):
     url: str | None
     source_id: str
     source_name: str | None
+    publisher: str | None = Field(default=None, description="the paper an aggregator's item names (its host)")
     stage: Stage | None
     at: datetime
     via: LinkVia = Field(
@@ -249,6 +250,7 @@ def build_router(
                     url=i.url,
                     source_id=i.source_id,
                     source_name=source(i.source_id).name,
+                    publisher=i.publisher,
                     stage=i.stage,
                     at=i.sort_at,
                     via=next((link.via for link in i.agreements if link.id == agreement_id), "agreement"),

@@ -6,13 +6,15 @@ and source), with the sources' publishers (country, official):
 - A stage is *supported* when two independent publishers report it or one official source does.
   A publisher is a source's host (``www.`` aside): Dawn's home and business feeds, or Kazinform's
   English and Russian ones, are one publisher, not two; a source the store no longer has counts
-  by its id. An aggregator's item (Google News, GDELT) counts for the publisher it names
-  (:attr:`~shared.models.RawItem.publisher`), not for the aggregator: Dawn's story listed by
-  Google News and Dawn's own feed are one publisher, two stories Google News lists from two
-  papers are two; when Corridor polls that publisher too, the item carries that source's
-  ``official`` and ``country``. Another source's copy of a story is a duplicate, not a second item, and not
-  a second independent report either; but a copy an *official* source published (APP's copy of
-  a story Dawn ran first) is that source's report: it makes the stage official, dated when the
+  by its id. An aggregator's item (a source marked ``aggregator``, or GDELT's) counts for the
+  publisher it names (:attr:`~shared.models.RawItem.publisher`), not for the aggregator: Dawn's
+  story listed by Google News and Dawn's own feed are one publisher, two stories Google News
+  lists from two papers are two. Such an item is official, and has a country, only when
+  Corridor polls the named publisher and that source is official or has one. Any other feed's
+  named publisher is not believed (one feed could name two papers, or a ministry).
+- Another source's copy of a story is a duplicate, not a second item, and not a second
+  independent report either; but a copy an *official* source published (a ministry's copy of a
+  story a paper ran first) is that source's report: it makes the stage official, dated when the
   copy was seen, and lists the source and its country.
   Every agreement is ``signed`` on its signing date: the registry is the record of that.
 - The *current stage* is the most advanced supported stage of progress. A setback is shown beside
@@ -193,7 +195,18 @@ def agreement_state(
         source = sources.get(row.source_id)
         if row.source_id not in support.sources:
             support.sources.append(row.source_id)
-        publisher = row.publisher or (publisher_of(source) if source is not None else row.source_id)
+        # The publisher an entry names is believed of an aggregator only (any feed could name
+        # two papers, or a ministry); then that publisher's standing is the row's, not the
+        # aggregator's: polled, it carries its own official flag and country; unknown, none.
+        named = row.publisher if row.publisher and source is not None and source.lists_others else None
+        if named is not None:
+            polled_source = polled.get(named)
+            official = polled_source is not None and polled_source.official
+            country = polled_source.country if polled_source is not None else None
+        else:
+            official = source is not None and source.official
+            country = source.country if source is not None else None
+        publisher = named or (publisher_of(source) if source is not None else row.source_id)
         if publisher not in support.publishers:
             support.publishers.append(publisher)
         # A source's row may hold reports from before the signing too (one before, one after),
@@ -204,18 +217,14 @@ def agreement_state(
         if first_at is not None:
             known = support.first_by_publisher.get(publisher)
             support.first_by_publisher[publisher] = min(known, first_at) if known else first_at
-        # An aggregator's item from a publisher Corridor also polls is that publisher's report:
-        # Google News listing the foreign ministry's statement is the ministry's word.
-        named = polled.get(row.publisher) if row.publisher else None
-        official = (source is not None and source.official) or (named is not None and named.official)
         support.official = support.official or official
         if official and first_at is not None:
             support.first_official_at = min(filter(None, (support.first_official_at, first_at)))
-        country = named.country if named is not None else source.country if source is not None else None
         if country and country not in support.countries:
             support.countries.append(country)
         support.last_at = max(filter(None, (support.last_at, row.last_at)), default=None)
-    for copy, source in _official_copies(copies, sources, signed_at):
+    official_copies = _official_copies(copies, sources, signed_at)
+    for copy, source in official_copies:
         assert copy.stage is not None  # for mypy: _official_copies keeps staged rows only
         support = supports.setdefault(copy.stage, StageSupport(copy.stage))
         if copy.source_id not in support.sources:
@@ -279,7 +288,7 @@ def agreement_state(
         stage_since=stage_since,
         supports=supports,
         items=sum(r.items for r in rows),
-        sources=len({r.source_id for r in rows}),
+        sources=len({r.source_id for r in rows} | {c.source_id for c, _ in official_copies}),
         last_item_at=last_item,
         last_progress_at=last_progress,
         setback_at=setback_at,

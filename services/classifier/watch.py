@@ -41,6 +41,11 @@ from shared.timeutil import Clock, utcnow
 log = logging.getLogger(__name__)
 
 
+def _official(sources: dict[str, Source]) -> list[str]:
+    """The ids of the official sources: the only ones whose copies count (tracker)."""
+    return sorted(s.id for s in sources.values() if s.official)
+
+
 def _progress(stage: Stage) -> int:
     return PROGRESS.index(stage) if stage in PROGRESS else -1
 
@@ -94,13 +99,15 @@ class AgreementWatch:
         """One agreement's state; ``sources`` (read fresh by a caller that shows them beside it)
         instead of the cached ones, so the answer does not contradict itself."""
         agreement = self._agreements[agreement_id]
-        rows = await self._store.agreement_activity(agreement_id, since=signing_moment(agreement))
-        copies = await self._store.agreement_copies(agreement_id, since=signing_moment(agreement))
+        since = signing_moment(agreement)
+        rows = await self._store.agreement_activity(agreement_id, since=since)
+        known = sources if sources is not None else await self._known_sources({r.source_id for r in rows})
+        copies = await self._store.agreement_copies(_official(known), agreement_id, since=since)
         s = self._settings
         return agreement_state(
             agreement,
             rows,
-            sources if sources is not None else await self._known_sources({r.source_id for r in (*rows, *copies)}),
+            known,
             self._clock(),
             copies=copies,
             stall_days=s.stall_days,
@@ -112,14 +119,20 @@ class AgreementWatch:
         # Items from before an agreement's signing are no follow-through of it: the store counts
         # from the signing, one read per signing date (the February documents share one).
         rows: list[AgreementActivity] = []
-        copies: list[AgreementActivity] = []
         for moment, ids in self._by_signing.items():
             rows += [r for r in await self._store.agreement_activity(since=moment) if r.agreement_id in ids]
-            copies += [r for r in await self._store.agreement_copies(since=moment) if r.agreement_id in ids]
+        known = await self._known_sources({r.source_id for r in rows})
+        # Only official sources' copies count (tracker): read from their copies, per signing date.
+        copies: list[AgreementActivity] = []
+        if official := _official(known):
+            for moment, ids in self._by_signing.items():
+                copies += [
+                    r for r in await self._store.agreement_copies(official, since=moment) if r.agreement_id in ids
+                ]
         return agreement_states(
             self._registry,
             rows,
-            await self._known_sources({r.source_id for r in (*rows, *copies)}),
+            known,
             self._clock(),
             copies=copies,
             stall_days=s.stall_days,

@@ -28,6 +28,7 @@ class CatalogueEntry(BaseModel):
     language: str | None = None
     country: Country | None = None
     official: bool = Field(default=False, description="a government or state body's own channel")
+    aggregator: bool = Field(default=False, description="lists other publishers' stories (Google News)")
     note: str | None = None
     selectors: HtmlSelectors | None = None
     active: bool = True
@@ -60,6 +61,7 @@ async def import_catalogue(store: Store, catalogue: Catalogue, default_interval_
             note=entry.note,
             country=entry.country,
             official=entry.official,
+            aggregator=entry.aggregator,
             active=entry.active,
             interval_s=entry.interval_s or default_interval_s,
             next_check_at=utcnow(),

@@ -112,7 +112,9 @@ class Deduper:
             decisions.duplicates.append(
                 DuplicateRef(
                     id=item.id,
-                    item_id=first,
+                    # The story's item, not an owner that is itself a copy: readers of copies
+                    # (the API's duplicates, the tracker's official copies) look them up by item.
+                    item_id=published.get(first, first),
                     source_id=item.source_id,
                     url=item.url,
                     title=item.title,
@@ -124,16 +126,19 @@ class Deduper:
 
     async def _settle_unpublished(
         self, fresh: list[RawItem], keys: dict[str, list[str]], owners: dict[str, str], now: datetime
-    ) -> tuple[set[str], set[str]]:
+    ) -> tuple[set[str], dict[str, str]]:
         """Deal with stories first claimed by items that were never published: take over the
         claims older than the grace (updating ``owners``). Returns the ids of the items that must
         wait (a claim they meet is younger, its poll may still be publishing), and the owners
-        from outside this batch known to be published."""
+        from outside this batch known to be published, each with its story's item (itself, or
+        the item it is a copy of)."""
         batch = {item.id for item in fresh}
         contested = {item.id: [k for k in keys[item.id] if owners.get(k, item.id) != item.id] for item in fresh}
         outside = {owners[k] for ks in contested.values() for k in ks} - batch
-        # An owner marked seen was published (or is itself a copy of a published one).
-        settled = set(await self._store.seen_hashes(outside)) if outside else set()
+        # An owner marked seen was published (or is itself a copy of a published one: "dup:<item>").
+        marks = await self._store.seen_hashes(outside) if outside else {}
+        published = {o: m.removeprefix("dup:") if m.startswith("dup:") else o for o, m in marks.items()}
+        settled = set(published)
         waiting = self._waiting(fresh, contested, owners, settled, batch)
         wanted: dict[str, tuple[str, str]] = {}
         for item in fresh:
@@ -148,7 +153,7 @@ class Deduper:
             freed = {i for i in waiting if all(owners[k] == i for k in contested[i])}
             if freed:  # their stories' claims were abandoned: they are new now
                 waiting = self._waiting(fresh, contested, owners, settled | freed, batch, exempt=freed)
-        return waiting, settled
+        return waiting, published
 
     @staticmethod
     def _waiting(

@@ -20,6 +20,11 @@ from shared.models import Country, HtmlSelectors, Source, SourceKind
 from shared.netguard import AddressPolicy
 from shared.store import Store
 
+AGGREGATOR = (
+    "lists other publishers' stories (Google News): the publisher an entry names (RSS <source url>, "
+    "Atom <source>) counts as its publisher for the agreement tracker; GDELT sources always do"
+)
+
 
 class SourceIn(Body):
     """Body of POST /api/v1/sources. Unknown fields are ignored."""
@@ -34,6 +39,7 @@ class SourceIn(Body):
     interval_s: float | None = Field(default=None, ge=60, le=86400, description="poll interval in seconds")
     country: Country | None = Field(default=None, description="where the publisher is (PK or KZ)")
     official: bool = Field(default=False, description="a government or state body's own channel")
+    aggregator: bool = Field(default=False, description=AGGREGATOR)
 
     @field_validator("selectors")
     @classmethod
@@ -55,6 +61,7 @@ class SourceIn(Body):
             selectors=self.selectors,
             country=self.country,
             official=self.official,
+            aggregator=self.aggregator,
         )
 
 
@@ -69,7 +76,7 @@ class SourcePatch(Body):
     """Body of PATCH /api/v1/sources/{id}: only the fields given change.
 
     ``null`` clears ``name``, ``language``, ``country`` and (for a feed or GDELT source)
-    ``selectors``; ``interval_s``, ``active`` and ``official`` always have a value on a source,
+    ``selectors``; ``interval_s``, ``active``, ``official`` and ``aggregator`` always have a value on a source,
     so ``null`` for them is refused (422) rather than stored where no source could be read back.
     """
 
@@ -83,6 +90,7 @@ class SourcePatch(Body):
     active: bool | None = Field(default=None, json_schema_extra=_non_nullable)
     country: Country | None = None
     official: bool | None = Field(default=None, json_schema_extra=_non_nullable)
+    aggregator: bool | None = Field(default=None, json_schema_extra=_non_nullable, description=AGGREGATOR)
 
     @field_validator("selectors")
     @classmethod
@@ -90,7 +98,7 @@ class SourcePatch(Body):
         check_selectors(value)
         return value
 
-    @field_validator("interval_s", "active", "official", mode="before")
+    @field_validator("interval_s", "active", "official", "aggregator", mode="before")
     @classmethod
     def _not_null(cls, value: object) -> object:
         # Runs only for fields given (defaults are not validated), so this refuses an explicit null.
@@ -135,6 +143,7 @@ class SourceOut(BaseModel):
     items_seen: int
     country: Country | None
     official: bool
+    aggregator: bool
 
     @classmethod
     def of(cls, source: Source, *, whole_url: bool = False) -> SourceOut:

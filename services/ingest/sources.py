@@ -36,6 +36,7 @@ async def add_source(
     selectors: HtmlSelectors | None = None,
     country: Country | None = None,
     official: bool = False,
+    aggregator: bool = False,
 ) -> Source:
     """Validate and store a new source, due for polling at once.
 
@@ -56,6 +57,7 @@ async def add_source(
         selectors=selectors,
         country=country,
         official=official,
+        aggregator=aggregator,
         interval_s=interval_s,
         next_check_at=utcnow(),
     )

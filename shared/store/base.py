@@ -220,12 +220,14 @@ class Store(Protocol):
         report from before it is no follow-through, and a source's row must not carry it)."""
 
     async def agreement_copies(
-        self, agreement_id: str | None = None, *, since: datetime | None = None
+        self, source_ids: Collection[str], agreement_id: str | None = None, *, since: datetime | None = None
     ) -> list[AgreementActivity]:
-        """Other sources' copies (:class:`~shared.models.DuplicateRef`) of linked items, counted
-        like :meth:`agreement_activity` but by the *copy's* source, with the item's stage; first
-        and last are when the copies were seen, and ``publisher`` is None. ``since`` bounds the
-        items (when they are listed), as there."""
+        """The copies (:class:`~shared.models.DuplicateRef`) that the sources ``source_ids`` (the
+        tracker asks for the official ones) made of linked items, counted like
+        :meth:`agreement_activity` but by the *copy's* source, with the item's stage; first and
+        last are when the copies were seen, and ``publisher`` is None. ``since`` bounds the items
+        (when they are listed), as there. Read from those sources' copies (an index on the
+        copy's source), so it costs what they hold, not what the agreements hold."""
 
     async def get_agreement_stage(self, agreement_id: str) -> Stage | None:
         """The stage last recorded for the agreement (None before any)."""

@@ -10,7 +10,8 @@ collection     ``_id`` and indexes                              queries
 sources        source id; ``url`` unique; (active, next_check)  claim the most overdue source
 seen           item id; TTL on ``seen_at``                      seen marks of a poll's entries
 dedupe_keys    dedupe key; TTL on ``at``                        first owner of a story key
-duplicates     the copy's item id; (item_id, seen_at, _id)      copies of a page of events
+duplicates     the copy's item id; (item_id, seen_at, _id);     copies of a page of events;
+               (source_id, seen_at)                             official sources' copies (tracker)
 events         item id; see :mod:`shared.store.mongo_events`    the events API, timelines
 subscriptions  subscription id; (active, created_at)            active subscriptions
 agreement_*    stages: agreement id; events: event id, by         the tracker: recorded stages (one
@@ -67,7 +68,7 @@ from shared.store.base import (
     SectorCount,
     translate_errors,
 )
-from shared.store.mongo_events import DUPLICATE_KEY, EventCollection, insert_or_replace
+from shared.store.mongo_events import DUPLICATE_KEY, EventCollection, insert_or_replace, linked_filter
 from shared.store.mongo_indexes import INDEX_OPTIONS_CONFLICT, ensure_index, retire_index
 from shared.store.mongo_migrate import migrate_layouts
 from shared.store.shielding import ShieldedCalls, shield_calls
@@ -161,6 +162,7 @@ class MongoStore:
         await ensure_index(
             self._duplicates, [("item_id", ASCENDING), ("seen_at", ASCENDING), ("_id", ASCENDING)], name="by_item"
         )
+        await ensure_index(self._duplicates, [("source_id", ASCENDING), ("seen_at", ASCENDING)], name="by_source")
         # "active" was (active, created_at), which cannot give the (created_at, _id) order.
         await ensure_index(
             self._subscriptions,
@@ -351,9 +353,39 @@ class MongoStore:
         return await self._events.agreement_activity(agreement_id, since)
 
     async def agreement_copies(
-        self, agreement_id: str | None = None, *, since: datetime | None = None
+        self, source_ids: Collection[str], agreement_id: str | None = None, *, since: datetime | None = None
     ) -> list[AgreementActivity]:
-        return await self._events.agreement_copies(agreement_id, since, self._duplicates.name)
+        ids = sorted(set(source_ids))
+        if not ids:
+            return []
+        # Those sources' copies (the by_source index), each joined to its item by _id; the item's
+        # agreement and time filters apply after the join, as the copies are few.
+        item = {f"item.{k}": v for k, v in linked_filter(agreement_id, since).items()}
+        events = self._events.collection.name
+        pipeline: list[dict[str, Any]] = [
+            {"$match": {"source_id": ids[0] if len(ids) == 1 else {"$in": ids}}},
+            {"$project": {"_id": 0, "item_id": 1, "source_id": 1, "seen_at": 1}},
+            {"$lookup": {"from": events, "localField": "item_id", "foreignField": "_id", "as": "item"}},
+            {"$unwind": "$item"},
+            {"$match": item},
+            {"$project": {"source_id": 1, "seen_at": 1, "a": "$item.agreement_ids", "stage": "$item.stage"}},
+            {"$unwind": "$a"},
+            *([{"$match": {"a": agreement_id}}] if agreement_id else []),
+            {
+                "$group": {
+                    "_id": {"a": "$a", "stage": "$stage", "source": "$source_id"},
+                    "n": {"$sum": 1},
+                    "first": {"$min": "$seen_at"},
+                    "last": {"$max": "$seen_at"},
+                }
+            },
+        ]
+        return [
+            AgreementActivity(
+                d["_id"]["a"], d["_id"].get("stage"), d["_id"]["source"], int(d["n"]), d["first"], d["last"]
+            )
+            async for d in await self._duplicates.aggregate(pipeline)
+        ]
 
     async def get_agreement_stage(self, agreement_id: str) -> Stage | None:
         doc = await self._stages.find_one({"_id": agreement_id})

@@ -118,7 +118,7 @@ def event_filter(query: EventQuery) -> dict[str, Any]:
     return flt
 
 
-def _linked(agreement_id: str | None, since: datetime | None) -> dict[str, Any]:
+def linked_filter(agreement_id: str | None, since: datetime | None) -> dict[str, Any]:
     """Items linked to ``agreement_id`` (any agreement: any non-empty id, an index range) and
     listed from ``since``: a range of the ``agreement_recent`` index."""
     match: dict[str, Any] = {"agreement_ids": agreement_id if agreement_id else {"$gt": ""}}
@@ -168,14 +168,20 @@ class EventCollection:
         """Linked items by (agreement, stage, source, publisher): one aggregation on the agreement index
         (``agreement_recent``: the agreement, then the time ``since`` bounds)."""
         pipeline: list[dict[str, Any]] = [
-            {"$match": _linked(agreement_id, since)},
+            {"$match": linked_filter(agreement_id, since)},
             {"$project": {"_id": 0, "agreement_ids": 1, "stage": 1, "source_id": 1, "publisher": 1, "sort_at": 1}},
             {"$unwind": "$agreement_ids"},
             *([{"$match": {"agreement_ids": agreement_id}}] if agreement_id else []),
             {
                 "$group": {
-                    # A document from before items had a publisher lacks the field: no "p" key.
-                    "_id": {"a": "$agreement_ids", "stage": "$stage", "source": "$source_id", "p": "$publisher"},
+                    # A document from before items had a publisher lacks the field: grouped with
+                    # the null ones ($group would keep "missing" and null apart; SQLite does not).
+                    "_id": {
+                        "a": "$agreement_ids",
+                        "stage": "$stage",
+                        "source": "$source_id",
+                        "p": {"$ifNull": ["$publisher", None]},
+                    },
                     "n": {"$sum": 1},
                     "first": {"$min": "$sort_at"},
                     "last": {"$max": "$sort_at"},
@@ -191,35 +197,6 @@ class EventCollection:
                 d["first"],
                 d["last"],
                 d["_id"].get("p"),
-            )
-            async for d in await self.collection.aggregate(pipeline)
-        ]
-
-    async def agreement_copies(
-        self, agreement_id: str | None, since: datetime | None, duplicates: str
-    ) -> list[AgreementActivity]:
-        """Copies of linked items by (agreement, stage, copy's source): the agreement index as in
-        :meth:`agreement_activity`, then each item's copies from the ``duplicates`` collection
-        (a ``$lookup`` on its ``item_id`` index)."""
-        pipeline: list[dict[str, Any]] = [
-            {"$match": _linked(agreement_id, since)},
-            {"$project": {"_id": 1, "agreement_ids": 1, "stage": 1}},
-            {"$lookup": {"from": duplicates, "localField": "_id", "foreignField": "item_id", "as": "copies"}},
-            {"$unwind": "$copies"},
-            {"$unwind": "$agreement_ids"},
-            *([{"$match": {"agreement_ids": agreement_id}}] if agreement_id else []),
-            {
-                "$group": {
-                    "_id": {"a": "$agreement_ids", "stage": "$stage", "source": "$copies.source_id"},
-                    "n": {"$sum": 1},
-                    "first": {"$min": "$copies.seen_at"},
-                    "last": {"$max": "$copies.seen_at"},
-                }
-            },
-        ]
-        return [
-            AgreementActivity(
-                d["_id"]["a"], d["_id"].get("stage"), d["_id"]["source"], int(d["n"]), d["first"], d["last"]
             )
             async for d in await self.collection.aggregate(pipeline)
         ]

@@ -58,6 +58,7 @@ from shared.text import search_tokens
 M = TypeVar("M", bound=BaseModel)
 PURGE_EVERY_S = 3600.0  # how often expired seen marks and dedupe keys are deleted
 BATCH = 500  # ids per IN (...) list
+_COPY_SOURCE = "json_extract(d.doc, '$.source_id')"  # a copy's source: the duplicates_source index's expression
 WORD_SCAN = 2000  # a search with more matches reads in order instead of sorting the matches
 
 _SCHEMA = """
@@ -72,6 +73,7 @@ CREATE INDEX IF NOT EXISTS dedupe_keys_expiry ON dedupe_keys (at);
 CREATE TABLE IF NOT EXISTS duplicates (
   id TEXT PRIMARY KEY, item_id TEXT NOT NULL, seen_at TEXT NOT NULL, doc TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS duplicates_item ON duplicates (item_id, seen_at);
+CREATE INDEX IF NOT EXISTS duplicates_source ON duplicates (json_extract(doc, '$.source_id'), seen_at);
 CREATE TABLE IF NOT EXISTS events (
   rid INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, sort_at TEXT NOT NULL, top_score REAL NOT NULL,
   source_id TEXT NOT NULL, language TEXT, bilateral INTEGER NOT NULL, stage TEXT, doc TEXT NOT NULL);
@@ -603,35 +605,47 @@ class SQLiteStore:
         return [SectorCount(r[0], r[1], int(r[2])) for r in await self._rows(sql, args)]
 
     # agreements
-    async def _linked_rows(
-        self, columns: str, joins: str, group: str, agreement_id: str | None, since: datetime | None
-    ) -> list[AgreementActivity]:
-        """Linked items (``t``, their events ``e``, and ``joins``) grouped into activity rows:
-        one agreement's range of the terms index, or the whole a: prefix, from ``since``."""
+    @staticmethod
+    def _linked(agreement_id: str | None, since: datetime | None) -> tuple[str, list[str]]:
+        """The condition on ``event_terms t`` for items linked to ``agreement_id`` (one range of
+        the terms index, or the whole a: prefix) listed from ``since``, and its arguments."""
         where, args = ("t.term = ?", [f"a:{agreement_id}"]) if agreement_id else ("t.term > 'a:' AND t.term < 'a;'", [])
         if since is not None:
             where, args = f"{where} AND t.sort_at >= ?", [*args, _ts(since)]
+        return where, args
+
+    async def agreement_activity(
+        self, agreement_id: str | None = None, *, since: datetime | None = None
+    ) -> list[AgreementActivity]:
+        where, args = self._linked(agreement_id, since)
         sql = (
-            f"SELECT substr(t.term, 3), e.stage, {columns} "
-            f"FROM event_terms t JOIN events e ON e.id = t.id {joins} WHERE {where} GROUP BY {group}"
+            "SELECT substr(t.term, 3), e.stage, e.source_id, count(*), min(t.sort_at), max(t.sort_at), "
+            "json_extract(e.doc, '$.publisher') "
+            f"FROM event_terms t JOIN events e ON e.id = t.id WHERE {where} GROUP BY 1, 2, 3, 7"
         )
         return [
             AgreementActivity(r[0], r[1], r[2], int(r[3]), _moment(r[4]), _moment(r[5]), r[6])
             for r in await self._rows(sql, args)
         ]
 
-    async def agreement_activity(
-        self, agreement_id: str | None = None, *, since: datetime | None = None
-    ) -> list[AgreementActivity]:
-        columns = "e.source_id, count(*), min(t.sort_at), max(t.sort_at), json_extract(e.doc, '$.publisher')"
-        return await self._linked_rows(columns, "", "1, 2, 3, 7", agreement_id, since)
-
     async def agreement_copies(
-        self, agreement_id: str | None = None, *, since: datetime | None = None
+        self, source_ids: Collection[str], agreement_id: str | None = None, *, since: datetime | None = None
     ) -> list[AgreementActivity]:
-        # Each linked item's copies by the duplicates_item index.
-        columns = "json_extract(d.doc, '$.source_id'), count(*), min(d.seen_at), max(d.seen_at), NULL"
-        return await self._linked_rows(columns, "JOIN duplicates d ON d.item_id = t.id", "1, 2, 3", agreement_id, since)
+        ids = sorted(set(source_ids))
+        if not ids:
+            return []
+        # Those sources' copies (the duplicates_source index on the same expression), each
+        # joined to its item's agreement terms and event.
+        where, args = self._linked(agreement_id, since)
+        sql = (
+            f"SELECT substr(t.term, 3), e.stage, {_COPY_SOURCE}, count(*), min(d.seen_at), max(d.seen_at) "
+            "FROM duplicates d JOIN event_terms t ON t.id = d.item_id JOIN events e ON e.id = d.item_id "
+            f"WHERE {_COPY_SOURCE} IN ({','.join('?' * len(ids))}) AND {where} GROUP BY 1, 2, 3"
+        )
+        return [
+            AgreementActivity(r[0], r[1], r[2], int(r[3]), _moment(r[4]), _moment(r[5]))
+            for r in await self._rows(sql, [*ids, *args])
+        ]
 
     async def get_agreement_stage(self, agreement_id: str) -> Stage | None:
         rows = await self._rows("SELECT stage FROM agreement_stages WHERE agreement_id=?", (agreement_id,))

@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import random
+import re
 import sqlite3
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -187,16 +188,19 @@ async def assert_copies(store: Store, items: dict[str, ClassifiedItem], refs: li
     for since in (None, T0 + timedelta(days=6), T0 + timedelta(days=6, hours=13)):
         want: dict[tuple[str, str | None, str], list[datetime]] = {}
         for ref in refs:
+            if ref.source_id == "src_b":
+                continue  # not asked for
             i = items[ref.item_id]
             for a in i.agreements:
                 if since is None or i.sort_at >= since:
                     want.setdefault((a.id, i.stage, ref.source_id), []).append(ref.seen_at)
-        got = await store.agreement_copies(since=since)
+        got = await store.agreement_copies(["src_app", "src_kazinform", "src_unknown"], since=since)
         assert {(r.agreement_id, r.stage, r.source_id): (r.items, r.first_at, r.last_at) for r in got} == {
             k: (len(v), min(v), max(v)) for k, v in want.items()
         }, since
         assert all(r.publisher is None for r in got)
-        one = await store.agreement_copies("railways-mou", since=since)
+        assert await store.agreement_copies([], since=since) == []
+        one = await store.agreement_copies(["src_app", "src_kazinform"], "railways-mou", since=since)
         assert {(r.agreement_id, r.stage, r.source_id): r.items for r in one} == {
             k: len(v) for k, v in want.items() if k[0] == "railways-mou"
         }, since
@@ -259,6 +263,32 @@ async def test_duplicates_follow_their_story(store: Store) -> None:
         r for r in sorted(refs, key=lambda r: (r.seen_at, r.id)) if r.item_id == refs[7].item_id
     ]
     assert await store.duplicates_of([]) == {}
+
+
+async def test_items_stored_before_publishers_existed_count_with_the_others(store: Store) -> None:
+    # A document written before items had a publisher lacks the field; MongoDB's $group kept it
+    # apart from the null ones (two rows for one source), SQLite did not (review of 2026-12-05).
+    rng = random.Random(3)
+    linked = [
+        random_item(rng, n, days=5).model_copy(
+            update={
+                "source_id": "src_a",
+                "publisher": None,
+                "stage": "underway",
+                "agreements": [AgreementLink(id="railways-mou", area="railways", score=1.0, terms=[])],
+            }
+        )
+        for n in range(2)
+    ]
+    await store.upsert_items(linked)
+    if isinstance(store, MongoStore):
+        await store.db["events"].update_one({"_id": linked[0].id}, {"$unset": {"publisher": ""}})
+    else:
+        assert isinstance(store, SQLiteStore)
+        await store.db.execute("UPDATE events SET doc = json_remove(doc, '$.publisher') WHERE id = ?", (linked[0].id,))
+        await store.db.commit()
+    rows = await store.agreement_activity("railways-mou")
+    assert [(r.source_id, r.publisher, r.items) for r in rows] == [("src_a", None, 2)]
 
 
 LEGACY_DAY = "events_20260504"
@@ -377,3 +407,27 @@ async def test_sqlite_search_for_common_words_reads_in_order(tmp_path: Path, mon
     monkeypatch.setattr(shared.store.sqlite, "WORD_SCAN", 3)
     await assert_oracle(store, items)
     await store.close()
+
+
+async def test_sqlite_reads_the_tracker_queries_through_indexes(tmp_path: Path) -> None:
+    # The statements the tracker's reads send (traced with their values), explained: no scan of
+    # the events or the copies, whatever the copies table holds.
+    store = SQLiteStore(tmp_path / "plans.sqlite3")
+    await store.start()
+    try:
+        sent: list[str] = []
+        await store.db.set_trace_callback(sent.append)
+        await store.agreement_activity(since=T0)
+        await store.agreement_activity("railways-mou", since=T0)
+        await store.agreement_copies(["src_app", "src_kazinform"], since=T0)
+        await store.agreement_copies(["src_app"], "railways-mou", since=T0)
+        await store.db.set_trace_callback(None)
+        reads = [sql for sql in sent if sql.lstrip().upper().startswith("SELECT")]
+        assert len(reads) == 4, sent
+        for sql in reads:
+            plan = " | ".join(str(row[3]) for row in await store._rows("EXPLAIN QUERY PLAN " + sql, ()))
+            assert "SCAN" not in plan.replace("SCAN TABLE", "SCAN"), (sql, plan)
+            if "duplicates d" in sql:  # by the copy's source, or one agreement's items then their copies
+                assert re.search(r"SEARCH d USING INDEX duplicates_(source|item)", plan), plan
+    finally:
+        await store.close()

@@ -243,10 +243,10 @@ async def test_every_query_shape_uses_an_index(mongo_uri: str, unique: str) -> N
                 "agreement_activity one since",
                 store.agreement_activity("railways-cooperation-mou", since=NOW - timedelta(days=30)),
             ),
-            ("agreement_copies", store.agreement_copies()),
+            ("agreement_copies", store.agreement_copies(["src_1", "src_2"])),
             (
                 "agreement_copies one since",
-                store.agreement_copies("railways-cooperation-mou", since=NOW - timedelta(days=30)),
+                store.agreement_copies(["src_1"], "railways-cooperation-mou", since=NOW - timedelta(days=30)),
             ),
             ("agreement events", store.list_agreement_events(agreement_id="railways-cooperation-mou")),
             ("all agreement events", store.list_agreement_events()),

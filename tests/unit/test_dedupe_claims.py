@@ -169,3 +169,26 @@ async def test_two_entries_of_a_batch_are_never_each_others_copy(store: SQLiteSt
         ]
     )
     assert len(got.new) == 1 and [d.item_id for d in got.duplicates] == [got.new[0].id]
+
+
+async def test_a_copy_of_a_copy_is_linked_to_the_storys_item(store: SQLiteStore) -> None:
+    # A copy claims the story keys no one held (here its own lead); a third entry meeting the
+    # story only through that key was linked to the copy, which readers of copies (the API's
+    # duplicates, the tracker's official copies) never find, as they look copies up by item.
+    clock = ManualClock(T0)
+    dedupe = Deduper(store, clock, claim_grace=GRACE)
+    first = await dedupe.decide([story("itm_a", "src_a")])
+    await store.mark_seen(first.seen_marks(), clock())
+    other_lead = (
+        "Officials in Almaty said on Tuesday that the new route cuts the journey from Kazakhstan to the"
+        " Arabian Sea by ten days and that two more trains a week will follow it from January on."
+    )
+    copy = story("itm_b", "src_b", url="http://b.example/rail").model_copy(update={"summary": other_lead})
+    linked = await dedupe.decide([copy])
+    assert [(d.id, d.item_id) for d in linked.duplicates] == [("itm_b", "itm_a")]
+    await store.mark_seen(linked.seen_marks(), clock())
+    third = story("itm_c", "src_c", url="http://c.example/x").model_copy(
+        update={"title": "Rail freight route opens, officials say", "summary": other_lead}
+    )
+    again = await dedupe.decide([third])
+    assert [(d.id, d.item_id) for d in again.duplicates] == [("itm_c", "itm_a")], "the story's item, not the copy"

@@ -58,6 +58,9 @@ def test_catalogue_is_valid_and_covers_the_mission() -> None:
     assert all(s.note for s in catalogue.sources), "every entry says how far it was verified"
     assert all(not s.active for s in catalogue.sources if s.kind == "html"), "unverified selectors start paused"
     assert len({s.url for s in catalogue.sources}) == len(catalogue.sources)
+    news_search = [s for s in catalogue.sources if "news.google." in s.url]
+    assert news_search and all(s.aggregator for s in news_search), "the tracker believes their <source url>"
+    assert not any(s.aggregator for s in catalogue.sources if s not in news_search)
 
 
 def test_subscriptions_cli_against_a_running_corridor(
@@ -105,17 +108,21 @@ def test_sources_add_and_update_take_the_apis_fields_and_its_validation(
     url = "https://8.8.8.8/press-releases"
     code, out, err = _sources_cli(
         capsys, "add", url, "--kind", "html", "--selectors", '{"item": "article", "title": "h3"}',
-        "--language", "ur", "--country", "PK", "--official", "--name", "Ministry",
+        "--language", "ur", "--country", "PK", "--official", "--name", "Ministry", "--aggregator",
     )  # fmt: skip
     assert code == 0, err
     added = json.loads(out)
     assert (added["kind"], added["language"], added["country"], added["official"]) == ("html", "ur", "PK", True)
+    assert added["aggregator"] is True
     assert added["selectors"]["item"] == "article" and added["name"] == "Ministry"
 
-    code, out, err = _sources_cli(capsys, "update", added["id"], "--interval", "3600", "--not-official")
+    code, out, err = _sources_cli(
+        capsys, "update", added["id"], "--interval", "3600", "--not-official", "--not-aggregator"
+    )
     assert code == 0, err
     updated = json.loads(out)
     assert (updated["interval_s"], updated["official"], updated["name"]) == (3600.0, False, "Ministry")
+    assert updated["aggregator"] is False
     code, out, _ = _sources_cli(capsys, "list")
     assert [json.loads(line)["interval_s"] for line in out.splitlines()] == [3600.0]
 

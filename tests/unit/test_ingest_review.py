@@ -441,7 +441,7 @@ async def api(store: SQLiteStore) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-@pytest.mark.parametrize("field", ["interval_s", "active", "official"])
+@pytest.mark.parametrize("field", ["interval_s", "active", "official", "aggregator"])
 async def test_patch_refuses_null_for_fields_a_source_always_has(
     api: httpx.AsyncClient, store: SQLiteStore, field: str
 ) -> None:
@@ -456,6 +456,9 @@ async def test_patch_null_still_clears_optional_fields_and_values_still_apply(ap
     response = await api.patch("/api/v1/sources/src_p", json={"name": None, "interval_s": 120, "official": True})
     assert response.status_code == 200, response.text
     assert response.json()["name"] is None and response.json()["interval_s"] == 120 and response.json()["official"]
+    assert response.json()["aggregator"] is False
+    marked = await api.patch("/api/v1/sources/src_p", json={"aggregator": True})
+    assert marked.status_code == 200 and marked.json()["aggregator"] is True, marked.text
     schema = SourcePatch.model_json_schema()["properties"]
     assert schema["interval_s"]["type"] == "number" and "anyOf" not in schema["interval_s"], "documented non-null"
 

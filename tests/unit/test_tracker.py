@@ -128,10 +128,11 @@ def test_two_feeds_of_one_publisher_are_one_source_of_support() -> None:
 def test_an_aggregators_items_count_for_the_publishers_they_name() -> None:
     # Google News (or GDELT) was one publisher of its own: two papers' stories it listed counted
     # once, and its copy of Dawn's story beside Dawn's own feed counted twice.
-    sources = {**SOURCES, "gnews": Source(id="gnews", url="https://news.google.example/rss/search?q=x", interval_s=900)}
+    gnews = Source(id="gnews", url="https://news.google.example/rss/search?q=x", interval_s=900, aggregator=True)
+    sources = {**SOURCES, "gnews": gnews}
 
-    def listed(publisher: str | None, first: int) -> AgreementActivity:
-        return AgreementActivity("railways-mou", "planning", "gnews", 1, at(first), at(first), publisher)
+    def listed(publisher: str | None, first: int, source: str = "gnews") -> AgreementActivity:
+        return AgreementActivity("railways-mou", "planning", source, 1, at(first), at(first), publisher)
 
     papers = agreement_state(AGREEMENT, [listed("dawn.example", 10), listed("tribune.example", 11)], sources, at(20))
     assert papers.stage == "planning"
@@ -147,6 +148,25 @@ def test_an_aggregators_items_count_for_the_publishers_they_name() -> None:
     assert ministry.stage == "planning", "the foreign ministry's statement, listed by Google News, is official"
     assert ministry.supports["planning"].official and ministry.supports["planning"].countries == ["PK"]
     assert ministry.stage_since == at(10)
+    # Review of 2026-12-05: any feed could name publishers. Only an aggregator (or GDELT) is believed.
+    blog = agreement_state(
+        AGREEMENT, [listed("dawn.example", 10, "blog"), listed("mofa.example", 11, "blog")], sources, at(20)
+    )
+    assert blog.stage == "signed" and blog.supports["planning"].publishers == ["blog.example"]
+    assert not blog.supports["planning"].official, "a blog naming the ministry is not the ministry"
+    gdelt = Source(id="gdelt", url="https://api.gdelt.example/api/v2/doc/doc?query=x", interval_s=900, kind="gdelt")
+    found = agreement_state(
+        AGREEMENT,
+        [listed("dawn.example", 10, "gdelt"), listed("kazinform.example", 11, "gdelt")],
+        {**sources, "gdelt": gdelt},
+        at(20),
+    )
+    assert found.stage == "planning" and found.supports["planning"].countries == ["KZ", "PK"]
+    # An official aggregator (a ministry's press-review page) listing a paper's story: the paper's.
+    digest = gnews.model_copy(update={"official": True, "country": "PK"})
+    review = agreement_state(AGREEMENT, [listed("blog.example", 10)], {**sources, "gnews": digest}, at(20))
+    assert review.stage == "signed" and not review.supports["planning"].official
+    assert review.supports["planning"].countries == [], "the blog has no country"
 
 
 def test_a_stage_is_never_reached_before_the_signing() -> None:

@@ -145,6 +145,7 @@ function drawEvents(page) {
     const li = el("li", {},
       el("a", { class: "title", href: webLink(item.url) || apiLink(`/api/v1/events/${encodeURIComponent(item.id)}`), target: "_blank", rel: "noopener" }, item.title || "(untitled)"),
       el("div", { class: "meta" }, `${when.toISOString().slice(0, 16).replace("T", " ")} UTC · ${sourceName(item)}` +
+        (item.publisher ? ` (${item.publisher})` : "") +
         (item.duplicates.length ? ` · also in ${item.duplicates.length} other source(s)` : "")));
     const tags = el("div", {});
     for (const c of item.countries) tags.append(el("span", { class: "country" }, c === "PK" ? "Pakistan" : "Kazakhstan"));
@@ -263,7 +264,7 @@ async function showTimeline(row, id) {
     for (const t of shown) {
       list.append(el("li", {}, `${day(t.at)} · ${(t.stage || "").replace(/_/g, " ")} · `,
         el("a", { href: webLink(t.url) || apiLink(`/api/v1/events/${encodeURIComponent(t.id)}`), target: "_blank", rel: "noopener" }, t.title),
-        ` — ${t.source_name || t.source_id}` + (t.via === "agreement" ? "" : " (news of its area)")));
+        ` — ${t.source_name || t.source_id}` + (t.publisher ? ` (${t.publisher})` : "") + (t.via === "agreement" ? "" : " (news of its area)")));
     }
     cell.replaceChildren(
       el("p", { class: "meta" }, `Signed ${a.signed_on} · ${a.commits_to}`),
