@@ -126,7 +126,10 @@ async def test_an_agreement_moves_is_announced_once_and_stalls_are_announced(
 
             # The same item again (redelivery) and a third report: no second announcement.
             await bus.publish(topic, "itm_2", Envelope.wrap("item.raw", raw(2, "kazinform", *study, days_ago=2)))
-            await bus.publish(topic, "itm_3", Envelope.wrap("item.raw", raw(3, "dawn", *study, days_ago=1.5)))
+            # An entry naming another paper (as an aggregator's do): carried through to the timeline;
+            # from Dawn's own feed, which aggregates nothing, it changes no count.
+            named = raw(3, "dawn", *study, days_ago=1.5).model_copy(update={"publisher": "tribune.example"})
+            await bus.publish(topic, "itm_3", Envelope.wrap("item.raw", named))
             setback = (
                 "Pakistan Kazakhstan railway plan delayed",
                 "The Pakistan Railways and KTZ railway link between Pakistan and Kazakhstan was postponed.",
@@ -148,6 +151,7 @@ async def test_an_agreement_moves_is_announced_once_and_stalls_are_announced(
             assert [t["id"] for t in detail["timeline"]] == ["itm_4", "itm_3", "itm_2", "itm_1"]
             # Each names the railways' own parties (Pakistan Railways, KTZ): not area-level news.
             assert {t["via"] for t in detail["timeline"]} == {"agreement"}
+            assert [t["publisher"] for t in detail["timeline"]] == [None, "tribune.example", None, None]
             kinds = {e["kind"] for e in detail["events"]}
             assert {"agreement.stage_changed", "agreement.setback"} <= kinds
             assert detail["commits_to"] and detail["registry_sources"]

@@ -145,12 +145,22 @@ def agreement_states(
     ]
 
 
-def _polled_publishers(sources: dict[str, Source]) -> dict[str, Source]:
-    """The publishers Corridor polls itself, by host: an official source of a host first (a
-    ministry's press feed beside its news page), then any with a country."""
-    found: dict[str, Source] = {}
-    for source in sorted(sources.values(), key=lambda s: (not s.official, s.country is None, s.id)):
-        found.setdefault(publisher_of(source), source)
+@dataclass(frozen=True)
+class Standing:
+    """What Corridor knows of a publisher it polls: official if any of its sources at that host
+    is (a ministry's press feed beside its news page), and the country one of them gives."""
+
+    official: bool
+    country: Country | None
+
+
+def _polled_publishers(sources: dict[str, Source]) -> dict[str, Standing]:
+    """The publishers Corridor polls itself, by host, with their standing (see :class:`Standing`)."""
+    found: dict[str, Standing] = {}
+    for source in sorted(sources.values(), key=lambda s: s.id):
+        host = publisher_of(source)
+        known = found.get(host, Standing(False, None))
+        found[host] = Standing(known.official or source.official, known.country or source.country)
     return found
 
 
@@ -200,9 +210,8 @@ def agreement_state(
         # aggregator's: polled, it carries its own official flag and country; unknown, none.
         named = row.publisher if row.publisher and source is not None and source.lists_others else None
         if named is not None:
-            polled_source = polled.get(named)
-            official = polled_source is not None and polled_source.official
-            country = polled_source.country if polled_source is not None else None
+            standing = polled.get(named, Standing(False, None))
+            official, country = standing.official, standing.country
         else:
             official = source is not None and source.official
             country = source.country if source is not None else None

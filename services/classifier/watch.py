@@ -83,13 +83,15 @@ class AgreementWatch:
         self._legacy: set[str] = set()  # announcements made before the chain, found by a scan
         self._no_legacy: dict[str, float] = {}  # agreements found to have none, until (monotonic)
 
-    async def _known_sources(self, needed: set[str] = frozenset()) -> dict[str, Source]:  # type: ignore[assignment]
-        """The sources (publishers' country, official), re-read every SOURCES_CACHE_S and when a
-        source not read yet reports on an agreement. A source the store no longer has (deleted
-        after it reported) is remembered as missing until the next timed re-read: it would
-        otherwise make every call read all sources again."""
+    async def _known_sources(self, needed: set[str] = frozenset(), *, fresh: bool = False) -> dict[str, Source]:  # type: ignore[assignment]
+        """The sources (publishers' country, official), re-read every SOURCES_CACHE_S, when a
+        source not read yet reports on an agreement, and when ``fresh`` (the board and the
+        reconciliation: a source just made official may count only through its copies, which
+        name no source to ask for). A source the store no longer has (deleted after it reported)
+        is remembered as missing until the next timed re-read: it would otherwise make every call
+        read all sources again."""
         unknown = needed - self._sources.keys() - self._missing
-        if time.monotonic() - self._sources_at > SOURCES_CACHE_S or unknown:
+        if fresh or time.monotonic() - self._sources_at > SOURCES_CACHE_S or unknown:
             self._sources = {s.id: s for s in await self._store.list_sources()}
             self._sources_at = time.monotonic()
             self._missing = needed - self._sources.keys()
@@ -121,7 +123,7 @@ class AgreementWatch:
         rows: list[AgreementActivity] = []
         for moment, ids in self._by_signing.items():
             rows += [r for r in await self._store.agreement_activity(since=moment) if r.agreement_id in ids]
-        known = await self._known_sources({r.source_id for r in rows})
+        known = await self._known_sources({r.source_id for r in rows}, fresh=True)
         # Only official sources' copies count (tracker): read from their copies, per signing date.
         copies: list[AgreementActivity] = []
         if official := _official(known):

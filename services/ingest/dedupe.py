@@ -23,6 +23,8 @@ from shared.models import DuplicateRef, RawItem
 from shared.store import Store
 from shared.timeutil import Clock, utcnow
 
+MAX_COPY_HOPS = 3  # copy-to-copy links followed to the story's item (links made before 2026-12-05)
+
 
 @dataclass
 class Decisions:
@@ -108,13 +110,19 @@ class Deduper:
                 decisions.new.append(item)
                 made_new.add(item.id)
                 continue
+            story = published.get(first, first)
+            if story == item.id:
+                # The story's own item listed again after its seen mark expired, met through its
+                # copy's keys: it was published, it is no copy of itself.
+                decisions.unchanged += 1
+                continue
             own_url = item.canonical_url and owners.get(keys[item.id][0]) == first
             decisions.duplicates.append(
                 DuplicateRef(
                     id=item.id,
                     # The story's item, not an owner that is itself a copy: readers of copies
                     # (the API's duplicates, the tracker's official copies) look them up by item.
-                    item_id=published.get(first, first),
+                    item_id=story,
                     source_id=item.source_id,
                     url=item.url,
                     title=item.title,
@@ -137,7 +145,9 @@ class Deduper:
         outside = {owners[k] for ks in contested.values() for k in ks} - batch
         # An owner marked seen was published (or is itself a copy of a published one: "dup:<item>").
         marks = await self._store.seen_hashes(outside) if outside else {}
-        published = {o: m.removeprefix("dup:") if m.startswith("dup:") else o for o, m in marks.items()}
+        published = await self._story_items(
+            {o: m.removeprefix("dup:") if m.startswith("dup:") else o for o, m in marks.items()}
+        )
         settled = set(published)
         waiting = self._waiting(fresh, contested, owners, settled, batch)
         wanted: dict[str, tuple[str, str]] = {}
@@ -154,6 +164,26 @@ class Deduper:
             if freed:  # their stories' claims were abandoned: they are new now
                 waiting = self._waiting(fresh, contested, owners, settled | freed, batch, exempt=freed)
         return waiting, published
+
+    async def _story_items(self, links: dict[str, str]) -> dict[str, str]:
+        """``links`` (owner → the item its mark names) followed to the story's item: a copy linked
+        to another copy (as ingest did before 2026-12-05) names a copy; at most MAX_COPY_HOPS
+        further reads, so a cycle or a long chain cannot hold a poll."""
+        for _ in range(MAX_COPY_HOPS):
+            named = {item for owner, item in links.items() if item != owner}
+            further = (
+                {
+                    i: m.removeprefix("dup:")
+                    for i, m in (await self._store.seen_hashes(named)).items()
+                    if m.startswith("dup:")
+                }
+                if named
+                else {}
+            )
+            if not further:
+                break
+            links = {owner: further.get(item, item) for owner, item in links.items()}
+        return links
 
     @staticmethod
     def _waiting(

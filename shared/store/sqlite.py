@@ -639,7 +639,9 @@ class SQLiteStore:
         where, args = self._linked(agreement_id, since)
         sql = (
             f"SELECT substr(t.term, 3), e.stage, {_COPY_SOURCE}, count(*), min(d.seen_at), max(d.seen_at) "
-            "FROM duplicates d JOIN event_terms t ON t.id = d.item_id JOIN events e ON e.id = d.item_id "
+            # CROSS JOIN keeps the copies first: without statistics the planner would walk all of
+            # one agreement's items instead (measured: 26 ms against 0.2 ms on 7,466 items).
+            "FROM duplicates d CROSS JOIN event_terms t ON t.id = d.item_id JOIN events e ON e.id = d.item_id "
             f"WHERE {_COPY_SOURCE} IN ({','.join('?' * len(ids))}) AND {where} GROUP BY 1, 2, 3"
         )
         return [

@@ -12,7 +12,6 @@ import asyncio
 import json
 import logging
 import random
-import re
 import sqlite3
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -427,7 +426,7 @@ async def test_sqlite_reads_the_tracker_queries_through_indexes(tmp_path: Path) 
         for sql in reads:
             plan = " | ".join(str(row[3]) for row in await store._rows("EXPLAIN QUERY PLAN " + sql, ()))
             assert "SCAN" not in plan.replace("SCAN TABLE", "SCAN"), (sql, plan)
-            if "duplicates d" in sql:  # by the copy's source, or one agreement's items then their copies
-                assert re.search(r"SEARCH d USING INDEX duplicates_(source|item)", plan), plan
+            if "duplicates d" in sql:  # the copies first, by their source: they are few, the items many
+                assert plan.startswith("SEARCH d USING INDEX duplicates_source"), plan
     finally:
         await store.close()

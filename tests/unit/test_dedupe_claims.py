@@ -192,3 +192,17 @@ async def test_a_copy_of_a_copy_is_linked_to_the_storys_item(store: SQLiteStore)
     )
     again = await dedupe.decide([third])
     assert [(d.id, d.item_id) for d in again.duplicates] == [("itm_c", "itm_a")], "the story's item, not the copy"
+
+
+async def test_links_made_to_copies_before_are_followed_to_the_storys_item(store: SQLiteStore) -> None:
+    # Ingest before 2026-12-05 linked copies to copies: itm_b → itm_x → itm_a. A copy meeting the
+    # story through itm_b's keys goes to itm_a; the story's item itself, listed again after its
+    # own mark expired (its copies' marks are younger), is not its own copy.
+    clock = ManualClock(T0)
+    dedupe = Deduper(store, clock, claim_grace=GRACE)
+    await store.mark_seen({"itm_x": "dup:itm_a", "itm_b": "dup:itm_x"}, T0)
+    await store.claim_keys(dict.fromkeys(Deduper._keys(story("itm_b", "src_b")), "itm_b"), T0)
+    copy = await dedupe.decide([story("itm_c", "src_c")])
+    assert [(d.id, d.item_id) for d in copy.duplicates] == [("itm_c", "itm_a")]
+    again = await dedupe.decide([story("itm_a", "src_a")])
+    assert again.duplicates == [] and again.new == [] and again.unchanged == 1

@@ -9,7 +9,8 @@ import pytest
 from helpers import SHARED_DATA
 
 from services.cli import main
-from services.ingest.catalogue import load_catalogue
+from services.ingest.catalogue import import_catalogue, load_catalogue
+from shared.store.sqlite import SQLiteStore
 
 URDU = SHARED_DATA / "feeds/miniflux/internal/reader/parser/testdata/urdu_UTF8.xml"
 
@@ -143,3 +144,29 @@ def test_sources_add_and_update_take_the_apis_fields_and_its_validation(
         assert message in err and err.startswith("error: ") and err.count("\n") == 1, (argv, err)
     code, out, _ = _sources_cli(capsys, "list")
     assert len(out.splitlines()) == 1, "a refused add stores nothing"
+
+
+async def test_importing_the_catalogue_marks_its_aggregators_also_when_already_added(tmp_path: Path) -> None:
+    # A deployment that imported the catalogue before the aggregator flag keeps its Google News
+    # sources (compose imports at every start, skipping known URLs): they are marked on import.
+    catalogue = load_catalogue()
+    before = catalogue.model_copy(
+        update={"sources": [s.model_copy(update={"aggregator": False}) for s in catalogue.sources]}
+    )
+    store = SQLiteStore(tmp_path / "c.sqlite3")
+    await store.start()
+    try:
+        assert await import_catalogue(store, before, 900) == len(catalogue.sources)
+        assert not any(s.aggregator for s in await store.list_sources())
+        assert await import_catalogue(store, catalogue, 900) == 0, "nothing added twice"
+        marked = {s.url for s in await store.list_sources() if s.aggregator}
+        assert marked == {s.url for s in catalogue.sources if s.aggregator} and marked
+    finally:
+        await store.close()
+    fresh = SQLiteStore(tmp_path / "fresh.sqlite3")
+    await fresh.start()
+    try:
+        await import_catalogue(fresh, catalogue, 900)
+        assert {s.url for s in await fresh.list_sources() if s.aggregator} == marked
+    finally:
+        await fresh.close()

@@ -167,6 +167,12 @@ def test_an_aggregators_items_count_for_the_publishers_they_name() -> None:
     review = agreement_state(AGREEMENT, [listed("blog.example", 10)], {**sources, "gnews": digest}, at(20))
     assert review.stage == "signed" and not review.supports["planning"].official
     assert review.supports["planning"].countries == [], "the blog has no country"
+    # One host, two sources: the ministry's press feed (official, no country given) and its news
+    # page (a country): the named host is official and of that country.
+    press = Source(id="press", url="https://www.mofa2.example/press", interval_s=900, official=True)
+    page = Source(id="page", url="https://mofa2.example/news", interval_s=900, country="KZ")
+    both = agreement_state(AGREEMENT, [listed("mofa2.example", 10)], {**sources, "press": press, "page": page}, at(20))
+    assert both.stage == "planning" and both.supports["planning"].countries == ["KZ"]
 
 
 def test_a_stage_is_never_reached_before_the_signing() -> None:
@@ -205,12 +211,13 @@ def test_an_official_sources_copy_is_its_report_and_other_copies_are_not() -> No
 
     alone = agreement_state(AGREEMENT, story, SOURCES, at(30), copies=[copied("kazinform", 11)])
     assert alone.stage == "signed", "another paper's copy is the same report, not a second one"
-    assert alone.supports["financed"].sources == ["dawn"]
+    assert alone.supports["financed"].sources == ["dawn"] and alone.sources == 1
     official = agreement_state(AGREEMENT, story, SOURCES, at(30), copies=[copied("mofa", 12)])
     support = official.supports["financed"]
     assert official.stage == "financed" and support.official and support.sources == ["dawn", "mofa"]
     assert official.stage_since == at(12), "dated when the official copy was seen"
     assert support.countries == ["PK"] and support.items == 1 and official.items == 1
     assert official.last_item_at == at(10), "a copy is no new item"
+    assert official.sources == 2, "the board counts the official copy's source as the detail lists it"
     early = agreement_state(AGREEMENT, story, SOURCES, at(30), copies=[copied("mofa", -3)])
     assert early.stage == "signed", "a copy seen before the signing is no follow-through"

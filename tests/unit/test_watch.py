@@ -549,3 +549,20 @@ async def test_an_official_sources_copy_makes_the_stage_official(store: SQLiteSt
     assert await stage_events(store) == [("signed", "underway")]
     board = {s.agreement.id: s for s in await w.states()}
     assert board[RAILWAYS].stage == "underway", "the board reads the copies too"
+
+
+async def test_a_source_made_official_counts_through_its_copies_on_the_next_board(store: SQLiteStore) -> None:
+    # The watch caches sources for a minute and re-reads them early only for a source an item
+    # names; a copy names none, so the board and the reconciliation read them fresh.
+    await store.insert_source(Source(id="dawn", url="https://dawn.example/rss", interval_s=900, country="PK"))
+    await store.insert_source(Source(id="app", url="https://app.example/rss", interval_s=900, country="PK"))
+    first = item(1, "underway", 10).model_copy(update={"source_id": "dawn"})
+    await store.upsert_items([first])
+    await store.add_duplicates(
+        [DuplicateRef(id="itm_c1", item_id=first.id, source_id="app", reason="near_duplicate", seen_at=NOW)]
+    )
+    w = watch(store)
+    assert {s.agreement.id: s for s in await w.states()}[RAILWAYS].stage == "signed"
+    await store.update_source("app", {"official": True})
+    assert {s.agreement.id: s for s in await w.states()}[RAILWAYS].stage == "underway"
+    assert await w.reconcile() == 1
