@@ -49,7 +49,7 @@ def load_catalogue(path: Path | None = None) -> Catalogue:
 
 async def import_catalogue(store: Store, catalogue: Catalogue, default_interval_s: float) -> int:
     """Add every catalogue source not yet known (by URL); returns how many were added. A known
-    one is left as it is, except that it is marked ``aggregator`` when the catalogue marks it."""
+    one is left as it is: its operator may have changed it since."""
     added = 0
     for entry in catalogue.sources:
         source = Source(
@@ -71,9 +71,5 @@ async def import_catalogue(store: Store, catalogue: Catalogue, default_interval_
             await store.insert_source(source)
             added += 1
         except Conflict:
-            # Added by a version before the aggregator flag (2026-12-05): the tracker would not
-            # believe the publishers its entries name. Marked once the catalogue says so.
-            known = await store.get_source(source.id)
-            if entry.aggregator and known is not None and not known.aggregator:
-                await store.update_source(source.id, {"aggregator": True})
+            continue  # the operator's own since: left as it is (README: upgrading to 2026-12-05)
     return added

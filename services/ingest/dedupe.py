@@ -113,8 +113,11 @@ class Deduper:
             story = published.get(first, first)
             if story == item.id:
                 # The story's own item listed again after its seen mark expired, met through its
-                # copy's keys: it was published, it is no copy of itself.
-                decisions.unchanged += 1
+                # copy's keys: no copy of itself. New, as any entry past the retention is: it is
+                # published again (stored by its id, so replaced) and marked, so its keys have a
+                # published owner again and an edit of it is an update.
+                decisions.new.append(item)
+                made_new.add(item.id)
                 continue
             own_url = item.canonical_url and owners.get(keys[item.id][0]) == first
             decisions.duplicates.append(
@@ -171,15 +174,9 @@ class Deduper:
         further reads, so a cycle or a long chain cannot hold a poll."""
         for _ in range(MAX_COPY_HOPS):
             named = {item for owner, item in links.items() if item != owner}
-            further = (
-                {
-                    i: m.removeprefix("dup:")
-                    for i, m in (await self._store.seen_hashes(named)).items()
-                    if m.startswith("dup:")
-                }
-                if named
-                else {}
-            )
+            marks = await self._store.seen_hashes(named) if named else {}
+            # A mark naming its own item (a broken link) leads nowhere: not followed again.
+            further = {i: m[4:] for i, m in marks.items() if m.startswith("dup:") and m[4:] != i}
             if not further:
                 break
             links = {owner: further.get(item, item) for owner, item in links.items()}

@@ -197,7 +197,9 @@ async def test_a_copy_of_a_copy_is_linked_to_the_storys_item(store: SQLiteStore)
 async def test_links_made_to_copies_before_are_followed_to_the_storys_item(store: SQLiteStore) -> None:
     # Ingest before 2026-12-05 linked copies to copies: itm_b → itm_x → itm_a. A copy meeting the
     # story through itm_b's keys goes to itm_a; the story's item itself, listed again after its
-    # own mark expired (its copies' marks are younger), is not its own copy.
+    # own mark expired (its copies' marks are younger), is not its own copy: it is new, as any
+    # entry past the retention (review: counted unchanged, it stayed unmarked, so its edits were
+    # lost and a later copy took its keys over as an abandoned claim).
     clock = ManualClock(T0)
     dedupe = Deduper(store, clock, claim_grace=GRACE)
     await store.mark_seen({"itm_x": "dup:itm_a", "itm_b": "dup:itm_x"}, T0)
@@ -205,4 +207,9 @@ async def test_links_made_to_copies_before_are_followed_to_the_storys_item(store
     copy = await dedupe.decide([story("itm_c", "src_c")])
     assert [(d.id, d.item_id) for d in copy.duplicates] == [("itm_c", "itm_a")]
     again = await dedupe.decide([story("itm_a", "src_a")])
-    assert again.duplicates == [] and again.new == [] and again.unchanged == 1
+    assert again.duplicates == [] and [i.id for i in again.new] == ["itm_a"], "past the retention: new, not a copy"
+    await store.mark_seen(again.seen_marks(), clock())
+    edited = story("itm_a", "src_a").model_copy(update={"content_hash": "h-edited"})
+    assert [i.id for i in (await dedupe.decide([edited])).updated] == ["itm_a"], "marked again: an edit is an update"
+    later = await dedupe.decide([story("itm_d", "src_d")])
+    assert [(d.id, d.item_id) for d in later.duplicates] == [("itm_d", "itm_a")], "its keys have a published owner"

@@ -146,27 +146,20 @@ def test_sources_add_and_update_take_the_apis_fields_and_its_validation(
     assert len(out.splitlines()) == 1, "a refused add stores nothing"
 
 
-async def test_importing_the_catalogue_marks_its_aggregators_also_when_already_added(tmp_path: Path) -> None:
-    # A deployment that imported the catalogue before the aggregator flag keeps its Google News
-    # sources (compose imports at every start, skipping known URLs): they are marked on import.
+async def test_importing_the_catalogue_marks_its_aggregators_and_leaves_known_sources_alone(tmp_path: Path) -> None:
+    # Compose imports the catalogue at every start: a known source keeps what its operator set
+    # (an earlier version's unmarked Google News source too: README says how to mark it).
     catalogue = load_catalogue()
-    before = catalogue.model_copy(
-        update={"sources": [s.model_copy(update={"aggregator": False}) for s in catalogue.sources]}
-    )
     store = SQLiteStore(tmp_path / "c.sqlite3")
     await store.start()
     try:
-        assert await import_catalogue(store, before, 900) == len(catalogue.sources)
-        assert not any(s.aggregator for s in await store.list_sources())
+        assert await import_catalogue(store, catalogue, 900) == len(catalogue.sources)
+        marked = {s.url: s.id for s in await store.list_sources() if s.aggregator}
+        assert set(marked) == {s.url for s in catalogue.sources if s.aggregator} and marked
+        unmarked = next(iter(marked.values()))
+        await store.update_source(unmarked, {"aggregator": False})  # an operator's --not-aggregator
         assert await import_catalogue(store, catalogue, 900) == 0, "nothing added twice"
-        marked = {s.url for s in await store.list_sources() if s.aggregator}
-        assert marked == {s.url for s in catalogue.sources if s.aggregator} and marked
+        kept = await store.get_source(unmarked)
+        assert kept is not None and not kept.aggregator, "a restart does not undo the operator's choice"
     finally:
         await store.close()
-    fresh = SQLiteStore(tmp_path / "fresh.sqlite3")
-    await fresh.start()
-    try:
-        await import_catalogue(fresh, catalogue, 900)
-        assert {s.url for s in await fresh.list_sources() if s.aggregator} == marked
-    finally:
-        await fresh.close()
