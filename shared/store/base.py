@@ -226,8 +226,10 @@ class Store(Protocol):
         tracker asks for the official ones) made of linked items, counted like
         :meth:`agreement_activity` but by the *copy's* source, with the item's stage; first and
         last are when the copies were seen, and ``publisher`` is None. ``since`` bounds the items
-        (when they are listed), as there. Read from those sources' copies (an index on the
-        copy's source), so it costs what they hold, not what the agreements hold."""
+        (when they are listed), as there, and the copies (when they were seen: a copy from before
+        the signing is no follow-through either). Read from those sources' copies since then (an
+        index on the copy's source and time), so it costs what they copied, not what the
+        agreements hold."""
 
     async def get_agreement_stage(self, agreement_id: str) -> Stage | None:
         """The stage last recorded for the agreement (None before any)."""

@@ -358,12 +358,15 @@ class MongoStore:
         ids = sorted(set(source_ids))
         if not ids:
             return []
-        # Those sources' copies (the by_source index), each joined to its item by _id; the item's
-        # agreement and time filters apply after the join, as the copies are few.
+        # Those sources' copies since then (the by_source index), each joined to its item by _id;
+        # the item's agreement and time filters apply after the join, as the copies are few.
         item = {f"item.{k}": v for k, v in linked_filter(agreement_id, since).items()}
         events = self._events.collection.name
+        copies: dict[str, Any] = {"source_id": ids[0] if len(ids) == 1 else {"$in": ids}}
+        if since is not None:
+            copies["seen_at"] = {"$gte": since}
         pipeline: list[dict[str, Any]] = [
-            {"$match": {"source_id": ids[0] if len(ids) == 1 else {"$in": ids}}},
+            {"$match": copies},
             {"$project": {"_id": 0, "item_id": 1, "source_id": 1, "seen_at": 1}},
             {"$lookup": {"from": events, "localField": "item_id", "foreignField": "_id", "as": "item"}},
             {"$unwind": "$item"},

@@ -637,6 +637,8 @@ class SQLiteStore:
         # Those sources' copies (the duplicates_source index on the same expression), each
         # joined to its item's agreement terms and event.
         where, args = self._linked(agreement_id, since)
+        if since is not None:  # the copies since then too: a range of the index after the source
+            where, args = f"{where} AND d.seen_at >= ?", [*args, _ts(since)]
         sql = (
             f"SELECT substr(t.term, 3), e.stage, {_COPY_SOURCE}, count(*), min(d.seen_at), max(d.seen_at) "
             # CROSS JOIN keeps the copies first: without statistics the planner would walk all of

@@ -183,7 +183,7 @@ async def assert_activity(store: Store, items: dict[str, ClassifiedItem]) -> Non
 
 async def assert_copies(store: Store, items: dict[str, ClassifiedItem], refs: list[DuplicateRef]) -> None:
     """Copies of linked items by (agreement, stage, copy's source), first and last seen, as Python
-    counts them; ``since`` bounds the items, as for the activity."""
+    counts them; ``since`` bounds the items, as for the activity, and the copies."""
     for since in (None, T0 + timedelta(days=6), T0 + timedelta(days=6, hours=13)):
         want: dict[tuple[str, str | None, str], list[datetime]] = {}
         for ref in refs:
@@ -191,7 +191,7 @@ async def assert_copies(store: Store, items: dict[str, ClassifiedItem], refs: li
                 continue  # not asked for
             i = items[ref.item_id]
             for a in i.agreements:
-                if since is None or i.sort_at >= since:
+                if since is None or (i.sort_at >= since and ref.seen_at >= since):
                     want.setdefault((a.id, i.stage, ref.source_id), []).append(ref.seen_at)
         got = await store.agreement_copies(["src_app", "src_kazinform", "src_unknown"], since=since)
         assert {(r.agreement_id, r.stage, r.source_id): (r.items, r.first_at, r.last_at) for r in got} == {
