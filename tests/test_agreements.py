@@ -152,6 +152,21 @@ async def test_an_agreement_moves_is_announced_once_and_stalls_are_announced(
             # Each names the railways' own parties (Pakistan Railways, KTZ): not area-level news.
             assert {t["via"] for t in detail["timeline"]} == {"agreement"}
             assert [t["publisher"] for t in detail["timeline"]] == [None, "tribune.example", None, None]
+            # Each item says why it is on this timeline and why it reports its stage, as its event does.
+            for t in detail["timeline"]:
+                event = (await client.get(f"/api/v1/events/{t['id']}")).json()
+                [link] = [a for a in event["agreements"] if a["id"] == RAILWAYS]
+                assert (t["score"], t["terms"]) == (link["score"], link["terms"]) and t["terms"], t
+                mine = [e for e in event["evidence"] if e["kind"] == "stage" or e["label"] == RAILWAYS]
+                assert t["evidence"] == [e for e in mine if e["kind"] == "agreement"] + [
+                    e for e in mine if e["kind"] == "stage"
+                ]
+                assert any(
+                    e["kind"] == "agreement" and e["term"].lower() in e["snippet"].lower() for e in t["evidence"]
+                ), t
+            stages = {t["id"]: [e for e in t["evidence"] if e["kind"] == "stage"] for t in detail["timeline"]}
+            assert stages["itm_4"][0]["label"] == "setback" and stages["itm_4"][0]["term"] == "delayed"
+            assert stages["itm_1"][0]["label"] == "planning" and "feasibility" in stages["itm_1"][0]["term"]
             kinds = {e["kind"] for e in detail["events"]}
             assert {"agreement.stage_changed", "agreement.setback"} <= kinds
             assert detail["commits_to"] and detail["registry_sources"]

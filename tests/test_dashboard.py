@@ -192,6 +192,9 @@ def test_dashboard_with_little_data_fits_the_chart_to_it(tmp_path: Path, artifac
     assert len(re.findall(r"<polyline", dom)) >= 6
 
 
+STAGE_TERMS = {"planning": "feasibility study", "setback": "was postponed"}
+
+
 async def seed_agreements(path: Path) -> None:
     from shared.models import AgreementLink
 
@@ -214,6 +217,17 @@ async def seed_agreements(path: Path) -> None:
                 bilateral=True,
                 agreements=[AgreementLink(id="railways-cooperation-mou", area="railways", score=2.0, terms=["KTZ"])],
                 stage=stage,  # type: ignore[arg-type]
+                evidence=[
+                    Evidence(
+                        kind="agreement",
+                        label="railways-cooperation-mou",
+                        term="KTZ",
+                        snippet=f"KTZ and Pakistan Railways, report {n}.",
+                    ),
+                    Evidence(
+                        kind="stage", label=stage, term=STAGE_TERMS[stage], snippet=f"The line {STAGE_TERMS[stage]}."
+                    ),
+                ],
                 classifier_version="seed",
                 publisher="dawn.example" if n == 2 else None,  # the paper the entry names
             )
@@ -275,6 +289,11 @@ def test_agreements_board_shows_stages_flags_and_a_timeline(tmp_path: Path, arti
     assert "src_ok news" in planning.group(1) and "src_kz news" in planning.group(1)
     assert detail.group(1).count("<li>") == 3 and "railway report 2 (setback)" in detail.group(1)
     assert "src_ok news (dawn.example)" in detail.group(1), "the timeline names the paper an entry names"
+    # Each item says why it is there and why it reports its stage, the matched terms marked.
+    lines = re.findall(r'<p class="evidence" data-kind="([a-z]+)">([^<]*)<q>(.*?)</q></p>', detail.group(1))
+    assert ("agreement", "linked: ", "<mark>KTZ</mark> and Pakistan Railways, report 2.") in lines, lines
+    assert ("stage", "setback: ", "The line <mark>was postponed</mark>.") in lines, lines
+    assert [k for k, _, _ in lines] == ["agreement", "stage"] * 3, "each item: its link, then its stage"
     assert 'data-ready="ok"' in bad_link and 'class="detail"' not in bad_link
     assert len(re.findall(r'<tr class="row[^"]*" data-id=', bad_link)) == 35
 
@@ -306,6 +325,10 @@ async def seed_review(path: Path) -> None:
                 bilateral=True,
                 agreements=railways,
                 stage="follow_up_talks",
+                # The newest one's link evidence is markup a feed chose: the timeline draws it as text.
+                evidence=[Evidence(kind="agreement", label="railways-cooperation-mou", term="KTZ", snippet=HOSTILE)]
+                if n == 24
+                else [],
                 classifier_version="seed",
             )
         )
@@ -423,6 +446,10 @@ def review_the_page(page: Page, base: str, artifacts: Path) -> None:
         "document.querySelector('tr.detail[data-detail=\"railways-cooperation-mou\"] [data-more]')?.textContent"
     )
     assert more.startswith("Newest 20 of 25 items"), more
+    timeline = "document.querySelector('tr.detail[data-detail=\"railways-cooperation-mou\"]')"
+    assert HOSTILE in page.evaluate(f"{timeline}.querySelector('.evidence').textContent")
+    assert page.evaluate("window.__pwned") is None
+    assert page.evaluate(f"{timeline}.querySelectorAll('img, script').length") == 0
     # The admin key, entered right after the read key again, before either key's subscription
     # list has answered: the read key's late 401 must not make the admin key a "read" key
     # (whose links carry it). Then a webhook subscription's secret stays on screen.

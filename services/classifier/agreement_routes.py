@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 from services.classifier.agreements import Registry, SourceRef
 from services.classifier.tracker import AgreementState, signing_moment
 from services.classifier.watch import AgreementWatch
-from shared.models import AgreementEvent, Area, Country, LinkVia, Stage
+from shared.models import AgreementEvent, Area, ClassifiedItem, Country, Evidence, LinkVia, Stage
 from shared.store import EventQuery, Store
 from shared.store.base import MAX_PAGE
 from shared.text import text_chars
@@ -83,6 +83,38 @@ class TimelineItem(BaseModel):
     via: LinkVia = Field(
         default="agreement",
         description="how the item was linked: it names this agreement, or it reports on its area (area, sectors)",
+    )
+    score: float = Field(default=0.0, description="the link's score (the linker's, as on the event)")
+    terms: list[str] = Field(default_factory=list, description="the agreement's or its area's terms the item matched")
+    evidence: list[Evidence] = Field(
+        default_factory=list,
+        description="why: the sentences that link the item to this agreement (kind agreement) and the one that "
+        "reports its stage (kind stage), each with its matched term",
+    )
+
+
+def timeline_item(item: ClassifiedItem, agreement_id: str, source_name: str | None) -> TimelineItem:
+    """One linked item as the timeline shows it, with the evidence for this agreement only: an item
+    linked to several agreements carries the others' evidence too, which says nothing here."""
+    link = next((a for a in item.agreements if a.id == agreement_id), None)
+    evidence = [
+        e
+        for e in item.evidence
+        if (e.kind == "agreement" and e.label == agreement_id) or (e.kind == "stage" and e.label == item.stage)
+    ]
+    return TimelineItem(
+        id=item.id,
+        title=item.title,
+        url=item.url,
+        source_id=item.source_id,
+        source_name=source_name,
+        publisher=item.publisher,
+        stage=item.stage,
+        at=item.sort_at,
+        via=link.via if link else "agreement",
+        score=link.score if link else 0.0,
+        terms=link.terms if link else [],
+        evidence=evidence,
     )
 
 
@@ -243,20 +275,7 @@ def build_router(
                 )
                 for s in state.supports.values()
             ],
-            timeline=[
-                TimelineItem(
-                    id=i.id,
-                    title=i.title,
-                    url=i.url,
-                    source_id=i.source_id,
-                    source_name=source(i.source_id).name,
-                    publisher=i.publisher,
-                    stage=i.stage,
-                    at=i.sort_at,
-                    via=next((link.via for link in i.agreements if link.id == agreement_id), "agreement"),
-                )
-                for i in items
-            ],
+            timeline=[timeline_item(i, agreement_id, source(i.source_id).name) for i in items],
             events=await store.list_agreement_events(agreement_id=agreement_id),
         )
 

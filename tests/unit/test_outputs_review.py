@@ -400,3 +400,48 @@ def test_an_interrupted_reclassify_leaves_the_record_of_what_it_wrote(
     assert main(["reclassify", "--write"]) == 0
     *changes, summary = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert [c["item_id"] for c in changes] == ["itm_1"] and summary["written"] == 1 and summary["rescored"] == 0
+
+
+def test_a_timeline_item_carries_its_link_and_stage_evidence_for_that_agreement_only() -> None:
+    """The timeline says why each item is there: the link's score, terms and sentences for this
+    agreement (not another agreement's the item also links), and the sentence reporting its stage."""
+    from services.classifier.agreement_routes import timeline_item
+    from shared.models import Evidence
+
+    def ev(kind: str, label: str, term: str) -> Evidence:
+        return Evidence(kind=kind, label=label, term=term, snippet=f"… {term} …")  # type: ignore[arg-type]
+
+    item = ClassifiedItem(
+        id="itm_1",
+        source_id="src",
+        source_url="https://news.example/rss",
+        title="KTZ and Pakistan Railways begin the feasibility study",
+        published_at=NOW,
+        fetched_at=NOW,
+        agreements=[
+            AgreementLink(id="transport-corridor-mou", area="transport-corridor", score=0.4, terms=[], via="sectors"),
+            AgreementLink(id=RAILWAYS, area="railways", score=2.0, terms=["KTZ", "Pakistan Railways"]),
+        ],
+        stage="planning",
+        evidence=[
+            ev("sector", "transport", "railway"),
+            ev("agreement", "transport-corridor-mou", "railway"),
+            ev("agreement", RAILWAYS, "KTZ"),
+            ev("agreement", RAILWAYS, "Pakistan Railways"),
+            ev("stage", "planning", "feasibility study"),
+        ],
+        classifier_version="t",
+    )
+    t = timeline_item(item, RAILWAYS, "Dawn")
+    assert (t.via, t.score, t.terms, t.source_name) == ("agreement", 2.0, ["KTZ", "Pakistan Railways"], "Dawn")
+    assert [(e.kind, e.term) for e in t.evidence] == [
+        ("agreement", "KTZ"),
+        ("agreement", "Pakistan Railways"),
+        ("stage", "feasibility study"),
+    ]
+    other = timeline_item(item, "transport-corridor-mou", None)
+    assert (other.via, other.score, other.terms) == ("sectors", 0.4, [])
+    assert [(e.kind, e.label) for e in other.evidence] == [
+        ("agreement", "transport-corridor-mou"),
+        ("stage", "planning"),
+    ]

@@ -262,9 +262,19 @@ async function showTimeline(row, id) {
     const shown = a.timeline.slice(0, TIMELINE_SHOWN);
     const since = `${a.signed_on}T00:00:00Z`; // the timeline and its count start at the signing; so do its links
     for (const t of shown) {
-      list.append(el("li", {}, `${day(t.at)} · ${(t.stage || "").replace(/_/g, " ")} · `,
+      const li = el("li", {}, `${day(t.at)} · ${(t.stage || "").replace(/_/g, " ")} · `,
         el("a", { href: webLink(t.url) || apiLink(`/api/v1/events/${encodeURIComponent(t.id)}`), target: "_blank", rel: "noopener" }, t.title),
-        ` — ${t.source_name || t.source_id}` + (t.publisher ? ` (${t.publisher})` : "") + (t.via === "agreement" ? "" : " (news of its area)")));
+        ` — ${t.source_name || t.source_id}` + (t.publisher ? ` (${t.publisher})` : "") + (t.via === "agreement" ? "" : " (news of its area)"));
+      // Why the item is here (two distinct link snippets at most) and why it reports its stage
+      // (its own line even when the sentence is the same: it marks another term).
+      const seen = new Set();
+      const evidence = t.evidence || [];
+      const links = evidence.filter((e) => e.kind === "agreement" && !seen.has(e.snippet) && seen.add(e.snippet));
+      for (const e of [...links.slice(0, 2), ...evidence.filter((e) => e.kind === "stage").slice(0, 1)]) {
+        const label = e.kind === "stage" ? `${e.label.replace(/_/g, " ")}: ` : "linked: ";
+        li.append(el("p", { class: "evidence", "data-kind": e.kind }, label, marked(e.snippet, e.term)));
+      }
+      list.append(li);
     }
     cell.replaceChildren(
       el("p", { class: "meta" }, `Signed ${a.signed_on} · ${a.commits_to}`),
