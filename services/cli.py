@@ -68,7 +68,7 @@ from services.ingest.sources import InvalidSource, update_source
 from services.runtime import ALL_ROLES, Role, Runtime, build_store
 from shared.errors import BusUnavailable, ConfigError, Conflict, FetchError, Unavailable, problems
 from shared.http import build_client
-from shared.logs import configure_logging
+from shared.logs import configure_logging, shown_url
 from shared.models import HtmlSelectors, Source, stable_id
 from shared.netguard import AddressPolicy
 from shared.settings import Settings, load_settings
@@ -521,7 +521,11 @@ async def _store_migrate(settings: Settings) -> int:
 
 
 def _config(settings: Settings) -> int:
-    print(json.dumps(settings.model_dump(mode="json"), indent=2, sort_keys=True, default=str))
+    """The settings in force, secrets masked: SecretStr fields by pydantic, and the feeds' URLs
+    as logs show them (a feed's query or user info may hold its token)."""
+    shown = settings.model_dump(mode="json")
+    shown["feeds"] = [shown_url(url) for url in settings.feeds]
+    print(json.dumps(shown, indent=2, sort_keys=True, default=str))
     return 0
 
 
@@ -602,8 +606,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("paths", nargs="+", type=Path)
     ev.add_argument("--taxonomy", type=Path, help="taxonomy file (default: the built-in one)")
     ev.add_argument("--agreements", type=Path, help="agreements registry (default: the built-in one)")
-    ev.add_argument("--judge", type=Path, help="judge file (default: the built-in one)")
-    ev.add_argument("--no-judge", action="store_true", help="score the keyword rule alone")
+    judged = ev.add_mutually_exclusive_group()  # both given, --judge was silently ignored
+    judged.add_argument("--judge", type=Path, help="judge file (default: the built-in one)")
+    judged.add_argument("--no-judge", action="store_true", help="score the keyword rule alone")
     ev.add_argument(
         "--bootstrap",
         type=_resamples,

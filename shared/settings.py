@@ -34,7 +34,9 @@ def _split_commas(value: object) -> object:
 class Settings(BaseSettings):
     """All of Corridor's configuration. See README.md → Configuration for the table."""
 
-    model_config = SettingsConfigDict(env_prefix="CORRIDOR_", frozen=True, extra="ignore")
+    # No float setting may be inf or nan: "inf" passed every lower bound, then crashed the start
+    # (int(inf)) or was stored as a source's null interval, which broke every later start.
+    model_config = SettingsConfigDict(env_prefix="CORRIDOR_", frozen=True, extra="ignore", allow_inf_nan=False)
 
     env: Literal["development", "production"] = "development"
     api_key: SecretStr = SecretStr(PLACEHOLDER_API_KEY)
@@ -70,7 +72,7 @@ class Settings(BaseSettings):
     # replicas; 2 of 3 survives one broker down without losing an acknowledged message.
     topic_min_insync_replicas: int = Field(default=1, ge=1, le=5)
     bus_batch_size: int = Field(default=100, ge=1, le=10_000)
-    memory_bus_max_retained: int = Field(default=10_000, ge=10)
+    memory_bus_max_retained: int = Field(default=10_000, ge=10, le=10_000_000)
 
     taxonomy_path: Path | None = None
     agreements_path: Path | None = None
@@ -85,11 +87,11 @@ class Settings(BaseSettings):
     allow_private_networks: CommaList = Field(default_factory=list)
 
     feeds: CommaList = Field(default_factory=list)
-    poll_interval_s: float = Field(default=900.0, ge=1.0)
-    poll_max_interval_s: float = Field(default=6 * 3600.0, ge=1.0)
+    poll_interval_s: float = Field(default=900.0, ge=60.0, le=86400.0)  # as a source's interval (API, CLI)
+    poll_max_interval_s: float = Field(default=6 * 3600.0, ge=1.0, le=7 * 86400.0)
     poll_tick_s: float = Field(default=1.0, gt=0.0, le=60.0)
     poll_concurrency: int = Field(default=8, ge=1, le=256)
-    poll_lease_s: float = Field(default=120.0, ge=1.0)
+    poll_lease_s: float = Field(default=120.0, ge=1.0, le=7200.0)
     poll_per_host: int = Field(default=2, ge=1, le=64)
     poll_host_gap_s: float = Field(default=0.0, ge=0.0, le=600.0)
     gdelt_gap_s: float = Field(default=5.0, ge=0.0, le=600.0)
@@ -98,19 +100,19 @@ class Settings(BaseSettings):
     ops_email: str | None = None
     fetch_timeout_s: float = Field(default=15.0, gt=0.0, le=300.0)
     fetch_deadline_s: float = Field(default=60.0, gt=0.0, le=1800.0)
-    fetch_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    fetch_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, le=1024**3)
     fetch_max_redirects: int = Field(default=5, ge=0, le=20)
     user_agent: str = "Corridor/0.1 (feed monitor)"
 
     link_secret: SecretStr = SecretStr(PLACEHOLDER_LINK_SECRET)
-    endpoint_disable_after_s: float = Field(default=86400.0, ge=60.0)
-    secret_rotation_grace_s: float = Field(default=86400.0, ge=0.0)
+    endpoint_disable_after_s: float = Field(default=86400.0, ge=60.0, le=30 * 86400.0)
+    secret_rotation_grace_s: float = Field(default=86400.0, ge=0.0, le=30 * 86400.0)
     email_rate_per_hour: int = Field(default=30, ge=1, le=100_000)
     webhook_timeout_s: float = Field(default=10.0, gt=0.0, le=120.0)
     delivery_retry_schedule_s: Annotated[list[float], NoDecode] = Field(
         default_factory=lambda: [5.0, 30.0, 120.0, 600.0, 1800.0, 7200.0, 21600.0, 43200.0, 86400.0]
     )
-    delivery_lease_s: float = Field(default=60.0, ge=0.5)
+    delivery_lease_s: float = Field(default=60.0, ge=0.5, le=3600.0)
     delivery_sweep_s: float = Field(default=2.0, gt=0.0, le=600.0)
     delivery_concurrency: int = Field(default=8, ge=1, le=256)
     # A subscription's share of the attempts in flight: a dead endpoint holds at most this many
@@ -165,9 +167,12 @@ class Settings(BaseSettings):
     @field_validator("delivery_retry_schedule_s")
     @classmethod
     def _check_schedule(cls, value: list[float]) -> list[float]:
+        if not value:
+            # An empty schedule sends each alert once and dead-letters it at its first failure.
+            raise ValueError("give at least one retry delay (seconds, comma-separated)")
         for delay in value:
-            if not 0 <= delay < float("inf"):
-                raise ValueError(f"retry delays must be non-negative seconds, got {delay!r}")
+            if not 0 <= delay <= 7 * 86400:
+                raise ValueError(f"retry delays must be 0 to 604800 seconds, got {delay!r}")
         return value
 
     @model_validator(mode="after")

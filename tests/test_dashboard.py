@@ -192,7 +192,15 @@ def test_dashboard_with_little_data_fits_the_chart_to_it(tmp_path: Path, artifac
     assert len(re.findall(r"<polyline", dom)) >= 6
 
 
-STAGE_TERMS = {"planning": "feasibility study", "setback": "was postponed"}
+STAGE_TERMS = {"planning": "feasibility study", "setback": "was postponed", "follow_up_talks": "talks"}
+# The oldest item's link evidence: two terms in one sentence (drawn once), a term that also
+# stands inside another word ("port" in "Transport"), and a third sentence (not drawn: two at most).
+OLDEST_LINKS = [
+    ("KTZ", "KTZ and Pakistan Railways met."),
+    ("Pakistan Railways", "KTZ and Pakistan Railways met."),
+    ("port", "Transport through the port of Karachi."),
+    ("railway", "A third railway sentence."),
+]
 
 
 async def seed_agreements(path: Path) -> None:
@@ -201,8 +209,14 @@ async def seed_agreements(path: Path) -> None:
     store = SQLiteStore(path)
     await store.start()
     for n, (source, stage, days) in enumerate(
-        [("src_ok", "planning", 20), ("src_kz", "planning", 18), ("src_ok", "setback", 3)]
+        [
+            ("src_ok", "planning", 20),
+            ("src_kz", "planning", 18),
+            ("src_ok", "setback", 3),
+            ("src_kz", "follow_up_talks", 25),
+        ]
     ):
+        links = OLDEST_LINKS if n == 3 else [("KTZ", f"KTZ and Pakistan Railways, report {n}.")]
         at = NOW - timedelta(days=days)
         await store.upsert_item(
             ClassifiedItem(
@@ -218,11 +232,9 @@ async def seed_agreements(path: Path) -> None:
                 agreements=[AgreementLink(id="railways-cooperation-mou", area="railways", score=2.0, terms=["KTZ"])],
                 stage=stage,  # type: ignore[arg-type]
                 evidence=[
-                    Evidence(
-                        kind="agreement",
-                        label="railways-cooperation-mou",
-                        term="KTZ",
-                        snippet=f"KTZ and Pakistan Railways, report {n}.",
+                    *(
+                        Evidence(kind="agreement", label="railways-cooperation-mou", term=term, snippet=snippet)
+                        for term, snippet in links
                     ),
                     Evidence(
                         kind="stage", label=stage, term=STAGE_TERMS[stage], snippet=f"The line {STAGE_TERMS[stage]}."
@@ -287,13 +299,18 @@ def test_agreements_board_shows_stages_flags_and_a_timeline(tmp_path: Path, arti
     planning = re.search(r"planning: ([^|<]*)", detail.group(1))
     assert planning and "✓ · both countries" in planning.group(1), "two sources, one from each country"
     assert "src_ok news" in planning.group(1) and "src_kz news" in planning.group(1)
-    assert detail.group(1).count("<li>") == 3 and "railway report 2 (setback)" in detail.group(1)
+    assert detail.group(1).count("<li>") == 4 and "railway report 2 (setback)" in detail.group(1)
     assert "src_ok news (dawn.example)" in detail.group(1), "the timeline names the paper an entry names"
     # Each item says why it is there and why it reports its stage, the matched terms marked.
     lines = re.findall(r'<p class="evidence" data-kind="([a-z]+)">([^<]*)<q>(.*?)</q></p>', detail.group(1))
     assert ("agreement", "linked: ", "<mark>KTZ</mark> and Pakistan Railways, report 2.") in lines, lines
     assert ("stage", "setback: ", "The line <mark>was postponed</mark>.") in lines, lines
-    assert [k for k, _, _ in lines] == ["agreement", "stage"] * 3, "each item: its link, then its stage"
+    assert [k for k, _, _ in lines] == ["agreement", "stage"] * 3 + ["agreement", "agreement", "stage"], lines
+    assert lines[-3:] == [
+        ("agreement", "linked: ", "<mark>KTZ</mark> and Pakistan Railways met."),
+        ("agreement", "linked: ", "Transport through the <mark>port</mark> of Karachi."),
+        ("stage", "follow up talks: ", "The line <mark>talks</mark>."),
+    ], "one line per sentence, two at most, the term where the matcher found it, the stage by name"
     assert 'data-ready="ok"' in bad_link and 'class="detail"' not in bad_link
     assert len(re.findall(r'<tr class="row[^"]*" data-id=', bad_link)) == 35
 

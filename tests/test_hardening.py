@@ -342,7 +342,12 @@ def test_cli_output_into_a_closed_pipe_and_settings_as_values(tmp_path: Path) ->
 
     from helpers import CORRIDOR
 
-    env = {"PATH": "/usr/bin:/bin", "CORRIDOR_SQLITE_PATH": str(tmp_path / "s.sqlite3")}
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "CORRIDOR_SQLITE_PATH": str(tmp_path / "s.sqlite3"),
+        # A feed's token, in its query or user info, is a secret like the others.
+        "CORRIDOR_FEEDS": "https://reader:pw0rd@news.example/feed?apikey=FeedTok3n123456,https://dawn.example/feeds/home",
+    }
     piped = subprocess.run(
         f"{CORRIDOR} config | head -1", shell=True, capture_output=True, env=env, timeout=60, check=False
     )
@@ -350,6 +355,7 @@ def test_cli_output_into_a_closed_pipe_and_settings_as_values(tmp_path: Path) ->
     full = json.loads(subprocess.run([CORRIDOR, "config"], capture_output=True, env=env, timeout=60, check=True).stdout)
     assert full["delivery_retry_schedule_s"][:3] == [5.0, 30.0, 120.0]
     assert full["api_key"] == "**********", "secrets stay masked"
+    assert full["feeds"] == ["https://news.example/feed?apikey=…", "https://dawn.example/feeds/home"]
 
 
 def test_sigterm_drains_and_exits_0(tmp_path: Path) -> None:

@@ -115,12 +115,19 @@ class AgreementLinker:
             terms += [Term.of(n, _Cue("country", country)) for n in names]
         self._matcher = TermMatcher(terms)
 
+    @staticmethod
+    def _unlinked(item: ClassifiedItem) -> ClassifiedItem:
+        """The item with no agreement, no stage, and none of their evidence (an item linked before,
+        passed in again, must not keep sentences for links it no longer has)."""
+        kept = [e for e in item.evidence if e.kind in ("sector", "country")]
+        return item.model_copy(update={"agreements": [], "stage": None, "evidence": kept})
+
     def link(self, item: ClassifiedItem) -> ClassifiedItem:
         hits = self._matcher.hits(item.title, True) + self._matcher.hits(item.summary, False)
         named: set[Country] = {h.term.payload.label for h in hits if h.term.payload.kind == "country"}  # type: ignore[misc]
         countries = set(item.countries)
         if not (countries == {"PK", "KZ"} or (countries and named >= {"PK", "KZ"})):
-            return item.model_copy(update={"agreements": [], "stage": None})
+            return self._unlinked(item)
         scores: dict[str, float] = {}
         matched: dict[str, list[Hit[_Cue]]] = {}
         area_scores: dict[str, float] = {}
@@ -165,7 +172,7 @@ class AgreementLinker:
                 via[lead] = "sectors"
         linked = (linked + sorted(from_sectors, key=lambda a: (-scores[a], a)))[:MAX_LINKS]
         if not linked:
-            return item.model_copy(update={"agreements": [], "stage": None})
+            return self._unlinked(item)
         stage, stage_hit = self._stage(hits)
         evidence = [
             Evidence(kind="agreement", label=a, term=h.term.term, snippet=h.snippet)

@@ -7,8 +7,11 @@ reaches the events API and the agreement tracker.
 
 An item counts as changed when anything the events API filters or sorts on would change: its
 sectors or their scores (``min_score``, ``sort=score``), countries, agreements with their scores
-and ``via``, stage, or ``classifier_version``. A taxonomy that only moves weights changes scores
-alone; such items are counted apart (``rescored``) and written like the others, or the stored
+and ``via``, stage, or ``classifier_version``; or what the API shows as the reasons for them: the
+matched terms of sectors and agreements and the evidence (a registry reworded without a new
+version, or a new snippet rule, left every stored timeline's sentences as they were). A taxonomy
+that only moves weights changes scores alone; such items are counted apart (``rescored``, with
+those whose only change is their terms or evidence) and written like the others, or the stored
 scores would answer those filters from the old taxonomy.
 """
 
@@ -46,7 +49,7 @@ class Change:
     top_score_after: float = 0.0
     version_before: str = ""
     version_after: str = ""
-    rescored: bool = False  # only scores, link scores or via, or the classifier version change
+    rescored: bool = False  # only scores, link scores or via, terms, evidence, or the classifier version change
     written: bool = False
 
 
@@ -62,22 +65,24 @@ class ReclassifyReport:
     agreements_gained: Counter[str] = field(default_factory=Counter)
     agreements_lost: Counter[str] = field(default_factory=Counter)
     stages: Counter[str] = field(default_factory=Counter)  # "before → after"
-    rescored: int = 0  # changed items whose only changes are scores, via or the classifier version
+    rescored: int = 0  # changed items whose only changes are scores, via, terms, evidence or the version
     superseded: int = 0  # changed items not written: a newer revision was stored meanwhile
     changes: list[Change] = field(default_factory=list)
 
 
 def _queried(item: ClassifiedItem) -> tuple[object, ...]:
-    """What the events API filters or sorts on, as computed by the classifier (scores rounded to
-    :data:`SCORE_DIGITS`); two classifications with equal keys answer every query alike."""
+    """What the events API filters or sorts on and shows as its reasons, as computed by the
+    classifier (scores rounded to :data:`SCORE_DIGITS`); two classifications with equal keys
+    answer every query alike and give the same evidence."""
     return (
-        sorted((s.id, round(s.score, SCORE_DIGITS)) for s in item.sector_scores),
+        sorted((s.id, round(s.score, SCORE_DIGITS), tuple(s.terms)) for s in item.sector_scores),
         sorted(item.sectors),
         list(item.countries),
         item.bilateral,
-        sorted((a.id, a.via, round(a.score, SCORE_DIGITS)) for a in item.agreements),
+        sorted((a.id, a.via, round(a.score, SCORE_DIGITS), tuple(a.terms)) for a in item.agreements),
         item.stage,
         item.classifier_version,
+        sorted((e.kind, e.label, e.term, e.snippet) for e in item.evidence),
     )
 
 

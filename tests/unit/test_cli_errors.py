@@ -66,6 +66,15 @@ def test_eval_missing_files(capsys: Capsys, tmp_path: Path) -> None:
     _fails(capsys, ["eval", ok, "--judge", str(missing)], 2, "judge", str(missing))
 
 
+def test_eval_refuses_a_judge_file_with_no_judge(capsys: Capsys, tmp_path: Path) -> None:
+    # Both given, --judge was silently ignored (review of 2026-12-05): now a usage error.
+    try:
+        code = main(["eval", str(_labelled(tmp_path)), "--judge", str(tmp_path / "j.json"), "--no-judge"])
+    except SystemExit as exc:  # argparse's own exit
+        code = exc.code  # type: ignore[assignment]
+    assert code == 2 and "not allowed with argument --judge" in capsys.readouterr().err
+
+
 def test_judge_train_refuses_unreadable_input(capsys: Capsys, tmp_path: Path) -> None:
     out = str(tmp_path / "judge.json")
     _fails(capsys, ["judge", "train", str(tmp_path / "missing.jsonl"), "--out", out], 2, "No such file")

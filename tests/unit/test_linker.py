@@ -242,3 +242,21 @@ def test_a_visit_with_talks_and_nothing_signed_is_talks(classifier: Classifier) 
         "The delegation held talks with Pakistan on railway cooperation between Kazakhstan and Pakistan.",
     )
     assert stage == "follow_up_talks" and "held talks" in terms
+
+
+def test_an_item_no_longer_linked_keeps_no_link_or_stage_evidence(classifier: Classifier) -> None:
+    """The timeline and the events show the agreement and stage evidence: an item linked once and
+    passed to the linker again when it no longer concerns both countries loses those sentences
+    with its links (they stayed while its links went)."""
+    linked = classify(
+        classifier, "Pakistan Railways and KTZ begin the feasibility study", "Pakistan and Kazakhstan railways."
+    )
+    assert linked.agreements and {"agreement", "stage"} <= {e.kind for e in linked.evidence}
+    assert classifier.linker is not None
+    alone = classifier.linker.link(
+        linked.model_copy(
+            update={"countries": ["PK"], "title": "Railways begin a study", "summary": "Pakistan railways."}
+        )
+    )
+    assert (alone.agreements, alone.stage) == ([], None)
+    assert alone.evidence and {e.kind for e in alone.evidence} <= {"sector", "country"}, alone.evidence

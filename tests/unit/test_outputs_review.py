@@ -321,6 +321,32 @@ async def test_a_new_classifier_version_alone_is_a_change(store: SQLiteStore, tm
     assert stored is not None and stored.classifier_version == classifier.version
 
 
+async def test_evidence_alone_is_a_change_reclassify_writes(store: SQLiteStore) -> None:
+    """Items stored without their link and stage sentences (an older version), or with evidence a
+    reworded registry no longer gives, are written again: the timeline shows that evidence
+    (review of 2026-12-05: reclassify compared only what the API filters on, and skipped them)."""
+    classifier = Classifier(load_taxonomy(), load_registry())
+    fresh = classifier.classify(
+        RawItem(
+            id="itm_rail",
+            source_id="s",
+            source_url="http://s",
+            title="Pakistan Railways and KTZ begin the feasibility study",
+            summary="Pakistan and Kazakhstan railways agreed.",
+            fetched_at=NOW,
+        )
+    )
+    assert fresh.stage and {e.kind for e in fresh.evidence} >= {"agreement", "stage"}, fresh.evidence
+    stale = fresh.model_copy(update={"evidence": [e for e in fresh.evidence if e.kind in ("sector", "country")]})
+    await store.upsert_item(stale)
+    report = await reclassify(store, classifier, write=True)
+    [change] = report.changes
+    assert change.rescored and report.written == 1
+    stored = await store.get_item("itm_rail")
+    assert stored is not None and stored.evidence == fresh.evidence
+    assert (await reclassify(store, classifier)).changes == [], "written once: nothing left to change"
+
+
 async def test_each_change_is_handed_on_once_it_is_written(store: SQLiteStore, monkeypatch: pytest.MonkeyPatch) -> None:
     for n in range(3):
         await store.upsert_item(refinery(f"itm_{n}", days_ago=n).model_copy(update=STALE))

@@ -43,7 +43,18 @@ def test_placeholder_key_refused_in_production(monkeypatch: pytest.MonkeyPatch) 
     [
         ("CORRIDOR_ALLOW_PRIVATE_NETWORKS", "not-a-cidr", "not a CIDR"),
         ("CORRIDOR_HTTP_PORT", "99999", "CORRIDOR_HTTP_PORT: Input should be less than or equal to 65535"),
-        ("CORRIDOR_DELIVERY_RETRY_SCHEDULE_S", "5,-1", "non-negative"),
+        ("CORRIDOR_DELIVERY_RETRY_SCHEDULE_S", "5,-1", "0 to 604800 seconds"),
+        # Review of 2026-12-05: "inf" passed every lower bound, then crashed the start (int(inf))
+        # or was stored as a source's null interval, which broke every later start; an empty
+        # schedule dead-lettered each alert at its first failure; a 1 s poll interval was taken.
+        ("CORRIDOR_DELIVERY_RETRY_SCHEDULE_S", ",", "at least one retry delay"),
+        ("CORRIDOR_DELIVERY_RETRY_SCHEDULE_S", "5,nan", "finite number"),
+        ("CORRIDOR_DELIVERY_LEASE_S", "inf", "CORRIDOR_DELIVERY_LEASE_S: Input should be a finite number"),
+        ("CORRIDOR_POLL_INTERVAL_S", "inf", "CORRIDOR_POLL_INTERVAL_S: Input should be a finite number"),
+        ("CORRIDOR_POLL_INTERVAL_S", "1", "CORRIDOR_POLL_INTERVAL_S: Input should be greater than or equal to 60"),
+        ("CORRIDOR_POLL_INTERVAL_S", "1e300", "CORRIDOR_POLL_INTERVAL_S: Input should be less than or equal to 86400"),
+        ("CORRIDOR_ENDPOINT_DISABLE_AFTER_S", "nan", "CORRIDOR_ENDPOINT_DISABLE_AFTER_S: Input should be a finite"),
+        ("CORRIDOR_POLL_LEASE_S", "1e9", "CORRIDOR_POLL_LEASE_S: Input should be less than or equal to 7200"),
         ("CORRIDOR_FETCH_MAX_BYTES", "10", "CORRIDOR_FETCH_MAX_BYTES"),
         ("CORRIDOR_PUBLIC_BASE_URL", "notaurl", "CORRIDOR_PUBLIC_BASE_URL must be an http"),
         ("CORRIDOR_FEEDS", "https://ok.example/rss,ftp://x", "CORRIDOR_FEEDS entry 2 is not"),

@@ -100,11 +100,30 @@ function drawChart(data) {
   box.append(chart);
 }
 
-// The snippet with the matched term marked (found case-insensitively in the snippet itself:
-// lower-casing first shifted every position after a letter whose lower case is longer, as the
-// Turkish "İ"; built as DOM nodes).
+// The snippet with the matched term marked, found where the classifier's matcher
+// (services/classifier/matching.py) finds terms: at a word's start, whole word first (a stem or
+// a plural after), case-exact for an acronym ("IT", not "it" inside "facilities"), a Turkish "İ"
+// read as "I" (one character for one, so positions stay: lower-casing first shifted them); failing
+// that, anywhere ignoring case. Built as DOM nodes.
+const WORD = "[\\p{L}\\p{N}\\p{M}]";
+function termAt(snippet, term) {
+  const text = snippet.replace(/İ/g, "I"), t = term.replace(/İ/g, "I");
+  const escaped = t.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+  const flags = t.length <= 5 && t === t.toUpperCase() && t !== t.toLowerCase() ? "u" : "iu";
+  const tries = [
+    new RegExp(`(?<!${WORD})${escaped}(?!${WORD})`, flags),
+    new RegExp(`(?<!${WORD})${escaped}`, flags),
+    new RegExp(escaped, "iu"),
+  ];
+  for (const re of tries) {
+    const found = re.exec(text);
+    if (found) return found;
+  }
+  return null;
+}
+
 function marked(snippet, term) {
-  const found = term ? new RegExp(term.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"), "iu").exec(snippet) : null;
+  const found = term ? termAt(snippet, term) : null;
   if (!found) return el("q", {}, snippet);
   const at = found.index, end = at + found[0].length;
   return el("q", {}, snippet.slice(0, at), el("mark", {}, snippet.slice(at, end)), snippet.slice(end));
