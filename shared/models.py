@@ -16,6 +16,9 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from shared.timeutil import to_utc_ms, utcnow
 
 Country = Literal["PK", "KZ"]
+# A language as a tag (ISO 639 "en", "kk", with a region or script: "zh-cn"): what the detector
+# and the catalogue give; "english" or "zz9" as a filter matched nothing and answered an empty list.
+LANGUAGE_TAG = r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,4})?$"
 # The areas of the agreements (services/classifier/agreements.json assigns each agreement one).
 Area = Literal[
     "strategic-partnership",

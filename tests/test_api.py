@@ -73,6 +73,9 @@ async def test_key_required(client: httpx.AsyncClient, method: str, path: str, b
         ("/api/v1/subscriptions", {"email": "a@example.org", "sectors": ["cheese"]}, "sectors"),
         ("/api/v1/subscriptions", {"email": "a@example.org", "countries": ["FR"]}, "countries"),
         ("/api/v1/subscriptions", {"webhook_url": "http://192.168.1.10/hook"}, "webhook_url"),
+        # A language is a tag ("en", "zh-cn"): "english" matched nothing (review of 2026-12-05).
+        ("/api/v1/sources", {"url": "https://example.org/f", "language": "zz9"}, "language"),
+        ("/api/v1/subscriptions", {"email": "a@example.org", "languages": ["english"]}, "languages"),
     ],
 )
 async def test_invalid_payloads_get_422_with_a_message(
@@ -86,6 +89,14 @@ async def test_invalid_payloads_get_422_with_a_message(
         assert any(field in d["loc"] for d in detail), detail
 
 
+async def test_language_tags_with_a_region_are_taken(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/api/v1/events?language=zh-cn")).status_code == 200
+    created = await client.post(
+        "/api/v1/sources", json={"url": "http://127.0.0.1:9/zh.xml", "language": "zh-cn"}, headers=KEY
+    )
+    assert created.status_code == 201 and created.json()["language"] == "zh-cn", created.text
+
+
 async def test_invalid_json_gets_422(client: httpx.AsyncClient) -> None:
     response = await client.post(
         "/api/v1/sources", content=b"{nope", headers={**KEY, "content-type": "application/json"}
@@ -93,7 +104,9 @@ async def test_invalid_json_gets_422(client: httpx.AsyncClient) -> None:
     assert response.status_code == 422
 
 
-@pytest.mark.parametrize("query", ["sector=cheese", "country=FR", "limit=0", "limit=100000", "cursor=%%%"])
+@pytest.mark.parametrize(
+    "query", ["sector=cheese", "country=FR", "limit=0", "limit=100000", "cursor=%%%", "language=english"]
+)
 async def test_invalid_event_filters_get_422(client: httpx.AsyncClient, query: str) -> None:
     assert (await client.get(f"/api/v1/events?{query}")).status_code == 422
 

@@ -19,7 +19,17 @@ from services.alerts.deliverer import CONFIRM_ITEM
 from services.alerts.webhook import new_secret
 from shared.api import Body
 from shared.errors import BlockedAddress
-from shared.models import UNSUBSCRIBED, AlertKind, Area, Cadence, Country, Delivery, DeliveryStatus, Subscription
+from shared.models import (
+    LANGUAGE_TAG,
+    UNSUBSCRIBED,
+    AlertKind,
+    Area,
+    Cadence,
+    Country,
+    Delivery,
+    DeliveryStatus,
+    Subscription,
+)
 from shared.netguard import AddressPolicy, InvalidURL, checked_url
 from shared.settings import Settings
 from shared.store import Store
@@ -46,7 +56,9 @@ class Filters(Body):
     min_score: float | None = Field(default=None, ge=0, le=1000)
     keywords: list[Annotated[str, Field(min_length=2, max_length=100)]] | None = Field(default=None, max_length=50)
     sources: list[str] | None = Field(default=None, max_length=200)
-    languages: list[Annotated[str, Field(min_length=2, max_length=8)]] | None = Field(default=None, max_length=20)
+    languages: list[Annotated[str, Field(min_length=2, max_length=8, pattern=LANGUAGE_TAG)]] | None = Field(
+        default=None, max_length=20
+    )
     agreements: list[Annotated[str, Field(max_length=80)]] | None = Field(
         default=None, max_length=100, description="agreement ids (GET /api/v1/agreements): items linked to one of them"
     )

@@ -18,7 +18,7 @@ from feedgen.feed import FeedGenerator
 from pydantic import BaseModel, Field
 from pydantic_core import to_json
 
-from shared.models import ClassifiedItem, Country, DuplicateRef
+from shared.models import LANGUAGE_TAG, ClassifiedItem, Country, DuplicateRef
 from shared.store import EventQuery, Store
 from shared.store.base import MAX_PAGE
 from shared.text import MAX_QUERY_TOKENS, search_tokens, text_chars
@@ -101,7 +101,7 @@ class EventFilters:
         country: Annotated[Country | None, Query(description="PK or KZ")] = None,
         bilateral: Annotated[bool | None, Query(description="only items about both countries")] = None,
         source: Annotated[str | None, Query(min_length=1, max_length=64, description="source id")] = None,
-        language: Annotated[str | None, Query(min_length=2, max_length=8)] = None,
+        language: Annotated[str | None, Query(min_length=2, max_length=8, pattern=LANGUAGE_TAG)] = None,
         since: Annotated[datetime | None, Query(description="ISO 8601, inclusive")] = None,
         until: Annotated[datetime | None, Query(description="ISO 8601, exclusive")] = None,
         min_score: Annotated[float | None, Query(ge=0, le=1000, allow_inf_nan=False)] = None,

@@ -16,7 +16,7 @@ from services.ingest.sources import InvalidSource, add_source, poll_now, update_
 from shared.api import Body
 from shared.errors import Conflict
 from shared.logs import shown_url
-from shared.models import Country, HtmlSelectors, Source, SourceKind
+from shared.models import LANGUAGE_TAG, Country, HtmlSelectors, Source, SourceKind
 from shared.netguard import AddressPolicy
 from shared.store import Store
 
@@ -34,7 +34,7 @@ class SourceIn(Body):
     url: str = Field(min_length=1, max_length=2048, description="feed, page or query URL (http or https)")
     name: str | None = Field(default=None, max_length=200)
     kind: SourceKind = Field(default="feed", description="feed (RSS/Atom/RDF/JSON Feed), html (list page), gdelt")
-    language: str | None = Field(default=None, min_length=2, max_length=8)
+    language: str | None = Field(default=None, min_length=2, max_length=8, pattern=LANGUAGE_TAG)
     selectors: HtmlSelectors | None = Field(default=None, description="CSS selectors, required for kind=html")
     interval_s: float | None = Field(default=None, ge=60, le=86400, description="poll interval in seconds")
     country: Country | None = Field(default=None, description="where the publisher is (PK or KZ)")
@@ -83,7 +83,7 @@ class SourcePatch(Body):
     model_config = ConfigDict(extra="forbid")
 
     name: str | None = Field(default=None, max_length=200)
-    language: str | None = Field(default=None, min_length=2, max_length=8)
+    language: str | None = Field(default=None, min_length=2, max_length=8, pattern=LANGUAGE_TAG)
     selectors: HtmlSelectors | None = None
     # None only as "not given": _not_null refuses null, and the schema shows them non-nullable.
     interval_s: float | None = Field(default=None, ge=60, le=86400, json_schema_extra=_non_nullable)
