@@ -529,15 +529,27 @@ def _config(settings: Settings) -> int:
     return 0
 
 
+def _port(text: str) -> int:
+    """A TCP port for --port: refused by argparse naming the flag (the setting's error named
+    CORRIDOR_HTTP_PORT, which the user had not set)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 1 to 65535, got {port}")
+    return port
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="corridor", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a service (or all of them in one process)")
     run.add_argument("role", choices=["ingest", "classifier", "alerts", "all"])
     run.add_argument("--host", help="override CORRIDOR_HTTP_HOST")
-    run.add_argument("--port", type=int, help="override CORRIDOR_HTTP_PORT")
+    run.add_argument("--port", type=_port, help="override CORRIDOR_HTTP_PORT")
     demo = sub.add_parser("demo", help="run Corridor offline with a local sample feed and a printing receiver")
-    demo.add_argument("--port", type=int, help="Corridor's port (default 8000)")
+    demo.add_argument("--port", type=_port, help="Corridor's port (default 8000)")
     sub.add_parser("init", help="create Kafka topics and store indexes")
     store = sub.add_parser("store", help="store maintenance")
     store.add_subparsers(dest="store_command", required=True).add_parser(

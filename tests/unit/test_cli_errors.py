@@ -75,6 +75,17 @@ def test_eval_refuses_a_judge_file_with_no_judge(capsys: Capsys, tmp_path: Path)
     assert code == 2 and "not allowed with argument --judge" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "argv", [["run", "all", "--port", "-5"], ["demo", "--port", "70000"], ["run", "all", "--port", "x"]]
+)
+def test_a_bad_port_flag_is_named_as_the_flag(capsys: Capsys, argv: list[str]) -> None:
+    # The error named CORRIDOR_HTTP_PORT, which the user had not set (review of 2026-12-05).
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "argument --port" in err and "CORRIDOR_HTTP_PORT" not in err, err
+
+
 def test_judge_train_refuses_unreadable_input(capsys: Capsys, tmp_path: Path) -> None:
     out = str(tmp_path / "judge.json")
     _fails(capsys, ["judge", "train", str(tmp_path / "missing.jsonl"), "--out", out], 2, "No such file")
