@@ -6,6 +6,7 @@ compose each service serves its own and the reverse proxy joins them under one b
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -27,6 +28,7 @@ from shared.api import (
     AccessLog,
     HeadAsGet,
     RequestGuard,
+    WhileStarting,
     api_key_dependency,
     ops_router,
     read_dependency,
@@ -109,10 +111,18 @@ def create_app(runtime: Runtime) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await runtime.start()
+        # The start runs beside the server, not before it: uvicorn serves once the lifespan has
+        # yielded, so /healthz answers while the start waits for the store and the bus (up to a
+        # minute), and every other route answers 503 until it is done (WhileStarting). A start
+        # that fails fails the process (exit 1); a stop requested meanwhile ends the start.
+        starting = asyncio.create_task(runtime.start(), name="corridor.start")
+        starting.add_done_callback(runtime.start_ended)
         try:
             yield
         finally:
+            if not starting.done():
+                runtime.request_stop()
+                await asyncio.gather(starting, return_exceptions=True)
             await runtime.stop()
 
     app = FastAPI(title=TITLE, version=__version__, description=DESCRIPTION, lifespan=lifespan)
@@ -124,7 +134,10 @@ def create_app(runtime: Runtime) -> FastAPI:
             app.include_router(router, dependencies=[Depends(refuse_unknown_query)])
     if "classifier" in runtime.roles:
         mount_dashboard(app)  # the page reads /api/v1; in compose the proxy sends / here
-    ops = ops_router(metrics=runtime.metrics, checks={"store": runtime.store.ping, "bus": runtime.bus.ping})
+    ops = ops_router(
+        metrics=runtime.metrics,
+        checks={"started": runtime.has_started, "store": runtime.store.ping, "bus": runtime.bus.ping},
+    )
     app.include_router(ops)
 
     def whole_api() -> dict[str, Any]:
@@ -143,6 +156,7 @@ def create_app(runtime: Runtime) -> FastAPI:
 
     app.openapi = whole_api  # type: ignore[method-assign]
 
+    app.add_middleware(WhileStarting, started=lambda: runtime.started)
     app.add_middleware(HeadAsGet)
     app.add_middleware(RequestGuard, max_bytes=settings.max_body_bytes, admin_key=settings.api_key)
     app.add_middleware(AccessLog)  # added last: outermost, so refused requests are logged too

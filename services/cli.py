@@ -143,7 +143,7 @@ def _run(settings: Settings, role: str) -> int:
         return 1
     for sock in sockets:
         host, port = sock.getsockname()[:2]
-        log.info("bound %s port %d; it answers once the start is complete", host, port)
+        log.info("bound %s port %d; /healthz answers now, the API once the start is complete", host, port)
     try:
         server.run(sockets=sockets)
     except SystemExit as exc:

@@ -137,6 +137,7 @@ class Runtime:
         self.registry = load_registry(settings.agreements_path)
         self.judge = load_judge(settings.judge_path) if settings.judge_enabled else None
         self.failed = False
+        self.started = False  # every loop runs: the API may serve (services.app answers 503 before)
         self._on_failure = on_failure
         self._stop = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop start() ran on
@@ -279,6 +280,7 @@ class Runtime:
             self._spawn("classifier.agreements", self.watch.run(self._stop))
         if self.poller is not None:
             self._spawn("ingest.poller", self.poller.run(self._stop))
+        self.started = True
         log.info(
             "corridor started: roles=%s bus=%s store=%s",
             sorted(self.roles),
@@ -318,6 +320,21 @@ class Runtime:
 
         self._tasks.append(asyncio.create_task(guarded(), name=name))
 
+    async def has_started(self) -> bool:
+        """A readiness check: false while the start still waits for the store or the bus."""
+        return self.started
+
+    def start_ended(self, task: asyncio.Task[None]) -> None:
+        """Done-callback of a start run in the background (services.app): a start that failed
+        (the store or the bus did not answer within the wait) fails the process, as a crashed
+        loop does, so it exits 1; ``start()`` has already closed what it opened."""
+        if task.cancelled() or task.exception() is None:
+            return
+        log.error("start failed: %s", task.exception())
+        self.failed = True
+        if self._on_failure is not None:
+            self._on_failure()
+
     def request_stop(self) -> None:
         """Ask every loop to stop taking work now (``stop()`` still drains and closes). Safe from a
         signal handler or another thread: it only schedules setting the stop event on the loop
@@ -334,6 +351,7 @@ class Runtime:
     async def stop(self) -> None:
         """Stop intake, drain within ``STOP_DEADLINE_S`` of the stop request, then close clients
         in reverse order."""
+        self.started = False
         self._stop_now()
         assert self._stop_requested_at is not None
         elapsed_s = asyncio.get_running_loop().time() - self._stop_requested_at

@@ -317,6 +317,30 @@ class HeadAsGet:
         await self.app({**scope, "method": "GET"}, receive, headers_only)
 
 
+class WhileStarting:
+    """ASGI middleware: until ``started()`` is true, every route but the operations ones (and the
+    API's document) answers 503 ``starting`` with Retry-After. The process serves HTTP while its
+    start still waits for the store and the bus (up to a minute), so a liveness probe gets its
+    200 from /healthz and /readyz says "not ready", where before no route answered at all."""
+
+    OPEN = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
+
+    def __init__(self, app: ASGIApp, *, started: Callable[[], bool]) -> None:
+        self.app = app
+        self.started = started
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not self.started() and scope["path"] not in self.OPEN:
+            starting = JSONResponse(
+                {"detail": "starting: waiting for the store and the bus, try again later"},
+                status_code=503,
+                headers={"Retry-After": "5"},
+            )
+            await starting(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
 class AccessLog:
     """ASGI middleware: one log line per request (``corridor.access``, INFO): method, path, query
     with the ``key`` and ``token`` values masked, status, duration, client address. Fields also

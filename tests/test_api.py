@@ -36,7 +36,7 @@ async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
 async def test_ops_routes(client: httpx.AsyncClient) -> None:
     assert (await client.get("/healthz")).json() == {"status": "ok"}
     ready = await client.get("/readyz")
-    assert ready.status_code == 200 and ready.json()["checks"] == {"store": True, "bus": True}
+    assert ready.status_code == 200 and ready.json()["checks"] == {"started": True, "store": True, "bus": True}
     metrics = await client.get("/metrics")
     assert metrics.status_code == 200 and "corridor_ingest_fetches" in metrics.text
 
