@@ -27,10 +27,13 @@ from services.ingest.entry import Entry, newest_entries
 from services.ingest.gdelt import parse_gdelt_entries
 from services.ingest.htmllist import parse_html_entries
 from services.ingest.normalize import canonical_url, content_hash
+from services.ingest.zones import register as register_regional_zones
 from shared.errors import FetchError
 from shared.logs import shown_url
 from shared.models import HtmlSelectors, RawItem, SourceKind, publisher_host, stable_id
 from shared.text import text_chars
+
+register_regional_zones()  # "10:00 PKT" is 05:00 UTC, not 10:00 (feedparser reads unknown zones as UTC)
 
 MAX_TITLE_CHARS = 1_000
 MAX_SUMMARY_CHARS = 20_000

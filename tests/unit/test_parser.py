@@ -107,3 +107,26 @@ def test_an_aggregators_entries_name_their_own_publisher() -> None:
         fetched_at=NOW,
     )
     assert listed.publisher == "dawn.example"
+
+
+@pytest.mark.parametrize(
+    ("stamp", "utc"),
+    [
+        ("Mon, 26 Oct 2026 10:00:00 PKT", datetime(2026, 10, 26, 5, tzinfo=UTC)),
+        ("Mon, 26 Oct 2026 10:00:00 ALMT", datetime(2026, 10, 26, 5, tzinfo=UTC)),
+        ("Mon, 26 Oct 2026 10:00 AQTT", datetime(2026, 10, 26, 5, tzinfo=UTC)),
+        # Almaty was UTC+6 until 1 March 2024.
+        ("Thu, 01 Feb 2024 10:00:00 ALMT", datetime(2024, 2, 1, 4, tzinfo=UTC)),
+        ("Mon, 26 Oct 2026 10:00:00 +0500", datetime(2026, 10, 26, 5, tzinfo=UTC)),
+        ("Mon, 26 Oct 2026 10:00:00 EST", datetime(2026, 10, 26, 15, tzinfo=UTC)),
+    ],
+)
+def test_the_regions_zone_abbreviations_are_their_offsets(stamp: str, utc: datetime) -> None:
+    # feedparser reads a zone name it does not know as UTC: "10:00 PKT" was 10:00 UTC, five hours
+    # late (the audit of 2026-12-05).
+    feed = (
+        '<?xml version="1.0"?><rss version="2.0"><channel><title>t</title><item><title>A story</title>'
+        f"<link>http://t/a</link><pubDate>{stamp}</pubDate></item></channel></rss>"
+    ).encode()
+    [item] = parse_document(feed, kind="feed", source_id="src_t", source_url="http://t/feed", fetched_at=NOW)
+    assert item.published_at == utc
