@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from shared.text import words
 from shared.timeutil import to_utc_ms, utcnow
 
 Country = Literal["PK", "KZ"]
@@ -327,6 +328,25 @@ UNSUBSCRIBED = "unsubscribed"
 """A subscription's ``disabled_reason`` once its recipient unsubscribed: no admin can resume it."""
 
 
+def _unspaced(text: str) -> bool:
+    """Han or kana: scripts written without spaces, whose words a tokenizer cannot split."""
+    return any("\u3040" <= ch <= "\u30ff" or "\u3400" <= ch <= "\u4dbf" or "\u4e00" <= ch <= "\u9fff" for ch in text)
+
+
+def keyword_in(keyword: str, text: str) -> bool:
+    """Whether a subscription's keyword (a word or a phrase) occurs in ``text``: the item's folded
+    words joined by single spaces, with a space at each end. Whole words, so "port" is not found in
+    "support" nor "oil" in "soil"; a final ``*`` makes the last word a prefix ("export*": exports,
+    exporters). In Chinese or Japanese, written without spaces, anywhere."""
+    stem = keyword.endswith("*")
+    phrase = " ".join(words(keyword))
+    if not phrase:
+        return False
+    if _unspaced(keyword):
+        return phrase in text
+    return f" {phrase}{'' if stem else ' '}" in text
+
+
 class Subscription(_Record):
     """Who wants which alerts, where and how often. Secrets are never returned after creation.
 
@@ -386,8 +406,8 @@ class Subscription(_Record):
         if self.languages and (item.language or "") not in self.languages:
             return False
         if self.keywords:
-            text = f"{item.title} {item.summary}".casefold()
-            if not any(k.casefold() in text for k in self.keywords):
+            text = f" {' '.join(words(f'{item.title} {item.summary}'))} "
+            if not any(keyword_in(k, text) for k in self.keywords):
                 return False
         if "item" not in self.kinds:
             return False

@@ -55,6 +55,14 @@ def sub(**kw: object) -> Subscription:
         ({"min_score": 3.0, "sectors": ["maritime"]}, False),
         ({"keywords": ["transit tariff"]}, True),
         ({"keywords": ["wheat"]}, False),
+        # Whole words (the audit of 2026-12-05: "port" matched "support", "oil" "soil").
+        ({"keywords": ["port"]}, False),  # only "transport" holds it
+        ({"keywords": ["tar"]}, False),  # only "tariff"
+        ({"keywords": ["TARIFF"]}, True),
+        ({"keywords": ["freight via"]}, True),
+        ({"keywords": ["transit*"]}, True),
+        ({"keywords": ["tranz*"]}, False),
+        ({"keywords": ["railways agree"]}, True),  # a phrase across the title and the text's words
         ({"sources": ["src_dawn"]}, True),
         ({"sources": ["src_other"]}, False),
         ({"languages": ["ru"]}, False),
