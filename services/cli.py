@@ -17,10 +17,11 @@
     corridor ingest parse FILE_OR_URL [--kind K] [--selectors JSON]
                                                 items as JSON lines, or the classified error (exit 1)
     corridor subscriptions add|list|pause|resume|remove
-                                                manage subscriptions through the running API
+                                                manage subscriptions (every API filter, the tracker's
+                                                alert kinds) through the running API
     corridor config                             the effective settings (secrets masked)
     corridor eval PATH... [--taxonomy FILE]     score the classifier on labelled JSONL
-    corridor reclassify [--taxonomy F] [--write] replay stored items through a taxonomy
+    corridor reclassify [--taxonomy F] [--write] replay stored items through a taxonomy and registry
 
 Settings come from the environment (README.md → Configuration), read once here.
 """
@@ -317,7 +318,19 @@ async def _subscriptions(settings: Settings, args: argparse.Namespace) -> int:
                     "countries": args.countries,
                     "cadence": args.cadence,
                 }
-                body |= {"webhook_url": args.webhook} if args.webhook else {"email": args.email}
+                # Only what was given: the API's defaults stand for the rest (an empty `kinds` is refused).
+                for field in ("keywords", "sources", "languages", "kinds", "agreements", "areas"):
+                    if getattr(args, field):
+                        body[field] = getattr(args, field)
+                for field in ("min_score", "digest_time", "timezone", "owner_email"):
+                    if getattr(args, field) is not None:
+                        body[field] = getattr(args, field)
+                if args.bilateral_only:
+                    body["bilateral_only"] = True
+                if args.kafka:
+                    body["channel"] = "kafka"
+                else:
+                    body |= {"webhook_url": args.webhook} if args.webhook else {"email": args.email}
                 response = await client.post(base, json=body)
             elif command == "list":
                 one = quote(args.subscription_id, safe="") if args.subscription_id else None
@@ -597,11 +610,33 @@ def build_parser() -> argparse.ArgumentParser:
     subsub = subs.add_subparsers(dest="subscriptions_command", required=True)
     sadd = subsub.add_parser("add", help="subscribe a webhook URL or an email address")
     target = sadd.add_mutually_exclusive_group(required=True)
-    target.add_argument("--webhook")
-    target.add_argument("--email")
+    target.add_argument("--webhook", metavar="URL")
+    target.add_argument("--email", metavar="ADDR")
+    target.add_argument("--kafka", action="store_true", help="no push: alerts on corridor.alerts.v1 only")
+    # Every filter of POST /api/v1/subscriptions (the API validates them; a repeated flag is "any of").
     sadd.add_argument("--sector", action="append", default=[], dest="sectors")
     sadd.add_argument("--country", action="append", default=[], choices=["PK", "KZ"], dest="countries")
+    sadd.add_argument("--bilateral-only", action="store_true", help="only items about both countries")
+    sadd.add_argument("--min-score", type=float, help="best score among the wanted sectors, 0 to 1")
+    sadd.add_argument(
+        "--keyword", action="append", default=[], dest="keywords", help="word or phrase; a final * is a prefix"
+    )
+    sadd.add_argument("--source", action="append", default=[], dest="sources", help="source id")
+    sadd.add_argument("--language", action="append", default=[], dest="languages", help="language tag, e.g. en")
+    sadd.add_argument(
+        "--kind",
+        action="append",
+        default=[],
+        dest="kinds",
+        choices=["item", "agreement.stage_changed", "agreement.setback", "agreement.stalled"],
+        help="what to be alerted of (default: item)",
+    )
+    sadd.add_argument("--agreement", action="append", default=[], dest="agreements", help="agreement id")
+    sadd.add_argument("--area", action="append", default=[], dest="areas", help="agreement area id")
     sadd.add_argument("--cadence", choices=["immediate", "hourly", "daily"], default="immediate")
+    sadd.add_argument("--digest-time", metavar="HH:MM", help="local time of the daily digest")
+    sadd.add_argument("--timezone", metavar="ZONE", help="IANA time zone of the digest, e.g. Asia/Karachi")
+    sadd.add_argument("--owner-email", metavar="ADDR", help="told if a failing webhook endpoint is disabled")
     subsub.add_parser("list", help="subscriptions as JSON lines (never with secrets)").add_argument(
         "subscription_id", nargs="?", help="one subscription only"
     )

@@ -90,6 +90,22 @@ def test_subscriptions_cli_against_a_running_corridor(
         assert "whsec_" not in capsys.readouterr().out
         assert main(["subscriptions", "add", "--email", "x@example.org", "--sector", "cheese"]) == 2
         assert "unknown sectors" in capsys.readouterr().err
+        # The tracker's alerts and every other filter of the API (the CLI had sectors and
+        # countries only: the audit of 2026-12-05).
+        argv = ["--kind", "agreement.stalled", "--kind", "agreement.stage_changed", "--agreement"]
+        assert main(["subscriptions", "add", "--kafka", *argv, "railways-cooperation-mou", "--area", "railways"]) == 0
+        tracker = json.loads(capsys.readouterr().out)
+        assert tracker["channel"] == "kafka" and sorted(tracker["kinds"]) == ["agreement.stage_changed", "agreement.stalled"]
+        assert tracker["agreements"] == ["railways-cooperation-mou"] and tracker["areas"] == ["railways"]
+        digest = ["--cadence", "daily", "--digest-time", "07:30", "--timezone", "Asia/Almaty", "--language", "ru"]
+        filters = ["--keyword", "transit*", "--min-score", "0.6", "--bilateral-only", "--source", "src_dawn"]
+        assert main(["subscriptions", "add", "--email", "y@example.org", *digest, *filters]) == 0
+        daily = json.loads(capsys.readouterr().out)
+        assert (daily["cadence"], daily["digest_time"], daily["timezone"]) == ("daily", "07:30", "Asia/Almaty")
+        assert (daily["keywords"], daily["min_score"], daily["bilateral_only"]) == (["transit*"], 0.6, True)
+        assert (daily["sources"], daily["languages"], daily["kinds"]) == (["src_dawn"], ["ru"], ["item"])
+        assert main(["subscriptions", "add", "--kafka", "--agreement", "nope"]) == 2
+        assert "unknown agreements" in capsys.readouterr().err
         assert main(["subscriptions", "remove", created["id"]]) == 0
     finally:
         proc.stop()
