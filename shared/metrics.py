@@ -25,6 +25,11 @@ class Metrics:
         )
         self.poll_queue = Gauge(
             "corridor_ingest_poll_queue",
+            "Sources due and not yet leased by any replica (the polling queue's depth, read every 10 s)",
+            registry=r,
+        )
+        self.host_deferred = Gauge(
+            "corridor_ingest_host_deferred",
             "Due sources given back in the last round because their host was busy",
             registry=r,
         )

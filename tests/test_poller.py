@@ -160,3 +160,35 @@ async def test_a_deferred_entry_is_read_again_not_lost_to_a_304(runtime: Runtime
     assert published(runtime, TOPIC_RAW) == []
     await repoll(runtime, source.id)
     assert "if-none-match" not in server.routes["/e.xml"].requests[-1]
+
+
+async def test_the_queue_gauge_is_the_number_of_sources_waiting(
+    tmp_path: Path, server: FeedServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """corridor_ingest_poll_queue is the polling queue's depth: due sources no replica has leased
+    (it was the number a round gave back for a busy host; the audit of 2026-12-05)."""
+    from services.ingest import poller as poller_module
+
+    settings = load_settings(
+        sqlite_path=tmp_path / "q.sqlite3",
+        allow_private_networks=["127.0.0.0/8"],
+        poll_tick_s=0.05,
+        poll_interval_s=60,
+        poll_concurrency=1,  # one poll at a time: the others wait in the queue
+    )
+    rt = Runtime(settings, {"ingest"})
+    monkeypatch.setattr(poller_module, "QUEUE_COUNT_EVERY_S", 0.0)
+    await rt.start()
+    try:
+        for n in range(4):
+            server.routes[f"/slow{n}.xml"] = Route(body=rss((str(n), f"Story {n}", f"http://x/{n}")), delay_s=3)
+            await add(rt, server.url(f"/slow{n}.xml"))
+        gauge = rt.metrics.poll_queue
+        for _ in range(100):
+            if gauge._value.get() == 3:  # one is being polled, three wait
+                break
+            await asyncio.sleep(0.05)
+        assert gauge._value.get() == 3
+        assert "corridor_ingest_poll_queue 3.0" in rt.metrics.render().decode()
+    finally:
+        await rt.stop()

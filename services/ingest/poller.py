@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 
 MAX_ERROR_CHARS = 500
 HOST_BUSY_RETRY_S = 2.0  # a due source whose host is busy is offered again this much later
+QUEUE_COUNT_EVERY_S = 10.0  # how often the queue-depth gauge is read from the store
 
 
 def _parse(source: Source, body: bytes, fetched_at: datetime) -> Parsed:
@@ -112,12 +113,18 @@ class Poller:
         outages are waited out (shared.workpool); a bug stops the loop with its exception."""
         limit = self._settings.poll_concurrency
         deferred = 0
+        counted_at = -QUEUE_COUNT_EVERY_S
 
         async def on_tick() -> None:
-            nonlocal deferred
+            nonlocal deferred, counted_at
             self._metrics.polls_in_flight.set(len(self._pool))
-            self._metrics.poll_queue.set(deferred)
+            self._metrics.host_deferred.set(deferred)
             deferred = 0
+            # The queue's depth: sources due and not leased, shared by every replica. One count
+            # (through the claims' index) every QUEUE_COUNT_EVERY_S, not one per tick.
+            if time.monotonic() - counted_at >= QUEUE_COUNT_EVERY_S:
+                self._metrics.poll_queue.set(await self._store.count_due_sources(self._clock()))
+                counted_at = time.monotonic()
 
         async def claim() -> Source | None:
             nonlocal deferred

@@ -126,6 +126,9 @@ class SectorCount:
     count: int
 
 
+DUE_COUNT_CAP = 10_000  # a queue deeper than this reads as this: the gauge stays cheap to read
+
+
 class Store(Protocol):
     """Persistent state of Corridor."""
 
@@ -152,6 +155,10 @@ class Store(Protocol):
 
     async def claim_due_source(self, now: datetime, lease_until: datetime) -> Source | None:
         """Atomically lease one active source whose next check is due and whose lease expired."""
+
+    async def count_due_sources(self, now: datetime) -> int:
+        """How many sources ``claim_due_source`` could lease now: the ingest queue's depth, read
+        through the same index, counted up to :data:`DUE_COUNT_CAP`."""
 
     async def update_source(self, source_id: str, fields: dict[str, Any]) -> None:
         """Set the given fields of a source (fetch results, health, next check, lease)."""

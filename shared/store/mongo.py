@@ -61,6 +61,7 @@ from shared.models import (
 )
 from shared.store.base import (
     DEFAULT_RETENTION_S,
+    DUE_COUNT_CAP,
     MAX_PAGE,
     MAX_SCAN,
     AgreementActivity,
@@ -250,6 +251,10 @@ class MongoStore:
         flt = {"active": True, "next_check_at": {"$lte": now}, "lease_until": _lease_free(now)}
         doc = await self._claim(self._sources, flt, lease_until, [("next_check_at", ASCENDING)])
         return Source.model_validate(_undoc(doc)) if doc else None
+
+    async def count_due_sources(self, now: datetime) -> int:
+        flt = {"active": True, "next_check_at": {"$lte": now}, "lease_until": _lease_free(now)}
+        return int(await self._sources.count_documents(flt, limit=DUE_COUNT_CAP))
 
     async def update_source(self, source_id: str, fields: dict[str, Any]) -> None:
         await self._sources.update_one({"_id": source_id}, {"$set": fields})

@@ -46,6 +46,7 @@ from shared.models import (
 )
 from shared.store.base import (
     DEFAULT_RETENTION_S,
+    DUE_COUNT_CAP,
     MAX_PAGE,
     MAX_SCAN,
     AgreementActivity,
@@ -369,6 +370,11 @@ class SQLiteStore:
     async def claim_due_source(self, now: datetime, lease_until: datetime) -> Source | None:
         where = "active=1 AND next_check_at<=? AND (lease_until IS NULL OR lease_until<=?) ORDER BY next_check_at"
         return await self._claim("sources", Source, where, (_ts(now), _ts(now)), lease_until)
+
+    async def count_due_sources(self, now: datetime) -> int:
+        due = "SELECT 1 FROM sources WHERE active=1 AND next_check_at<=? AND (lease_until IS NULL OR lease_until<=?)"
+        rows = await self._rows(f"SELECT COUNT(*) FROM ({due} LIMIT {DUE_COUNT_CAP})", (_ts(now), _ts(now)))
+        return int(rows[0][0])
 
     async def update_source(self, source_id: str, fields: dict[str, Any]) -> None:
         await self._patch("sources", Source, source_id, fields)

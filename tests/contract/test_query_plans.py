@@ -216,6 +216,7 @@ async def test_every_query_shape_uses_an_index(mongo_uri: str, unique: str) -> N
                 store.take_over_keys({"url:x": ("itm_00001", "itm_00002")}, NOW + timedelta(minutes=3), NOW),
             ),
             ("claim_due_source", store.claim_due_source(NOW, NOW + timedelta(minutes=2))),
+            ("count_due_sources", store.count_due_sources(NOW)),
             ("claim_due_delivery", store.claim_due_delivery(NOW, NOW + timedelta(minutes=1))),
             (
                 "claim_due_delivery, full subscriptions skipped",

@@ -72,6 +72,22 @@ async def test_source_url_is_unique_and_claims_are_exclusive(store: Store) -> No
     assert [s.id for s in await store.list_sources()] == ["src_a"]
 
 
+async def test_the_due_count_is_what_claims_could_lease(store: Store) -> None:
+    for n, (due_in, active) in enumerate([(-60, True), (-1, True), (0, True), (60, True), (-60, False)]):
+        source = Source(
+            id=f"src_{n}",
+            url=f"http://{n}.example/feed",
+            interval_s=60,
+            next_check_at=T0 + timedelta(seconds=due_in),
+            active=active,
+        )
+        await store.insert_source(source)
+    assert await store.count_due_sources(T0) == 3, "due now or before, active"
+    assert await store.claim_due_source(T0, T0 + timedelta(seconds=30)) is not None
+    assert await store.count_due_sources(T0) == 2, "a leased source is not queued"
+    assert await store.count_due_sources(T0 + timedelta(seconds=60)) == 4, "the lease ran out, one more came due"
+
+
 async def test_concurrent_claims_give_one_winner(store: Store) -> None:
     await store.insert_source(Source(id="src_a", url="http://a.example/feed", interval_s=60, next_check_at=T0))
     results = await asyncio.gather(*(store.claim_due_source(T0, T0 + timedelta(seconds=30)) for _ in range(8)))

@@ -285,3 +285,14 @@ def test_false_friends_of_the_new_languages(
     classifier: Classifier, title: str, summary: str, sector: str, expected: bool
 ) -> None:
     assert (sector in classifier.classify(raw(title, summary)).sectors) is expected
+
+
+@pytest.mark.parametrize("name", ["哈萨克斯坦", "哈薩克斯坦"])
+def test_kazakhstan_by_its_chinese_name_and_the_story_is_linked(name: str) -> None:
+    """Taxonomy 2026.12-7: the Chinese terms named Kazakhstan's cities and president but not the
+    country, so a Chinese story naming both countries was about Pakistan alone and never linked."""
+    from services.classifier.agreements import load_registry
+
+    item = Classifier(load_taxonomy(), load_registry()).classify(raw(f"巴基斯坦与{name}签署铁路合作备忘录"))
+    assert item.countries == ["PK", "KZ"] and item.bilateral
+    assert "railways" in {a.area for a in item.agreements}, item.agreements

@@ -95,7 +95,10 @@ def test_subscriptions_cli_against_a_running_corridor(
         argv = ["--kind", "agreement.stalled", "--kind", "agreement.stage_changed", "--agreement"]
         assert main(["subscriptions", "add", "--kafka", *argv, "railways-cooperation-mou", "--area", "railways"]) == 0
         tracker = json.loads(capsys.readouterr().out)
-        assert tracker["channel"] == "kafka" and sorted(tracker["kinds"]) == ["agreement.stage_changed", "agreement.stalled"]
+        assert tracker["channel"] == "kafka" and sorted(tracker["kinds"]) == [
+            "agreement.stage_changed",
+            "agreement.stalled",
+        ]
         assert tracker["agreements"] == ["railways-cooperation-mou"] and tracker["areas"] == ["railways"]
         digest = ["--cadence", "daily", "--digest-time", "07:30", "--timezone", "Asia/Almaty", "--language", "ru"]
         filters = ["--keyword", "transit*", "--min-score", "0.6", "--bilateral-only", "--source", "src_dawn"]
