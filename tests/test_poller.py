@@ -192,3 +192,22 @@ async def test_the_queue_gauge_is_the_number_of_sources_waiting(
         assert "corridor_ingest_poll_queue 3.0" in rt.metrics.render().decode()
     finally:
         await rt.stop()
+
+
+async def test_an_aggregators_listing_of_a_papers_story_is_its_copy(runtime: Runtime, server: FeedServer) -> None:
+    """Google News titles a story "… - Dawn" and links its own redirect: neither the title nor
+    the link matched the paper's entry, and the story was published twice (audit of 2026-12-05)."""
+    title = "Pakistan, Kazakhstan sign rail transit agreement"
+    server.routes["/dawn.xml"] = Route(body=rss(("d1", title, "http://dawn.example/news/1")))
+    await polled(runtime, (await add(runtime, server.url("/dawn.xml"))).id)
+    listing = (
+        '<?xml version="1.0"?><rss version="2.0"><channel><title>Google News</title><item>'
+        f"<title>{title} - Dawn</title><link>http://news.google.example/rss/articles/CBMi1</link>"
+        '<guid>CBMi1</guid><source url="http://dawn.example">Dawn</source></item></channel></rss>'
+    )
+    server.routes["/gn.xml"] = Route(body=listing.encode())
+    await polled(runtime, (await add(runtime, server.url("/gn.xml"))).id)
+    raw = published(runtime, TOPIC_RAW)
+    assert [e.payload["title"] for e in raw] == [title], "one story, published once"
+    [copy] = await runtime.store.list_duplicates(raw[0].payload["id"])
+    assert copy.reason != "canonical_url", copy

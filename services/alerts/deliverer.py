@@ -483,7 +483,11 @@ class Deliverer:
         await self._bus.publish(self._ops, subscription.id, Envelope.wrap("subscription.disabled", event))
         log.warning("subscription %s disabled: %s", subscription.id, reason)
         if subscription.owner_email:
-            await send_email(self._settings, build_disabled_notice(self._settings, subscription, reason))
+            # Sent once, not retried (the ops topic's event above is the durable record); a notice
+            # that did not go out is said so, not lost in silence.
+            notice = await send_email(self._settings, build_disabled_notice(self._settings, subscription, reason))
+            if not notice.ok:
+                log.error("subscription %s: the owner's notice was not sent: %s", subscription.id, notice.error)
 
     def _verdict(self, delivery: Delivery, outcome: Outcome) -> Verdict:
         """What this attempt's outcome does to the delivery (it is attempt ``attempts + 1``)."""

@@ -1,10 +1,11 @@
 """The agreements registry: the Pakistan–Kazakhstan agreements and MoUs Corridor tracks, as data.
 
 ``agreements.json`` (shipped) lists the documents signed in Islamabad on 4 February 2026 and any
-signed later, each with its area, parties, date, what it commits to, its terms in the languages
-the taxonomy covers, the sources every fact comes from and what is uncertain; and, per
-implementation stage, the phrases that report it. Loaded and validated at start; operators extend
-it without code by pointing ``CORRIDOR_AGREEMENTS_PATH`` (or ``--agreements``) at their own file.
+signed later, each with its area, parties, date, what it commits to, its terms (English, Russian,
+Kazakh and Urdu; the stage phrases, and the terms of the areas no sector links, cover the
+taxonomy's further languages too), the sources every fact comes from and what is uncertain; and,
+per implementation stage, the phrases that report it. Loaded and validated at start; operators extend it without code by
+pointing ``CORRIDOR_AGREEMENTS_PATH`` at their own file (``corridor eval --agreements`` scores one).
 """
 
 from __future__ import annotations

@@ -26,6 +26,10 @@ from shared.timeutil import to_utc_ms
 
 FEED_ITEMS = 50
 SCORE_SCANS = 5  # store pages read at most to fill one page filtered by a sector's score
+# A feed reader never follows a cursor: a feed reads more pages to fill itself (2,000 items of
+# the filter's newest at most, all within the query's time budget), where a short API page says
+# so with its next_cursor.
+FEED_SCORE_SCANS = 40
 T = TypeVar("T")
 MAX_TIMELINE_WEEKS = 520
 
@@ -246,13 +250,13 @@ def build_router(
         return Response(body, media_type="application/json")
 
     async def page_of(
-        filters: EventFilters, limit: int, after: tuple[datetime | float, str] | None
+        filters: EventFilters, limit: int, after: tuple[datetime | float, str] | None, scans: int = SCORE_SCANS
     ) -> tuple[list[ClassifiedItem], ClassifiedItem | None]:
         """One page and the item its next cursor starts after (None: nothing further).
 
         With sectors and ``min_score`` together, the store's index holds only each item's top
         score, which is never below the asked-for sectors' (a necessary bound); the items whose
-        asked-for sectors stay under it are dropped here, and up to SCORE_SCANS store pages are
+        asked-for sectors stay under it are dropped here, and up to ``scans`` store pages are
         read to fill one. A page may then hold fewer than ``limit`` items while ``next_cursor``
         says more may follow."""
         if filters.min_score is None or not filters.sectors:
@@ -260,7 +264,7 @@ def build_router(
             return items, items[-1] if len(items) == limit else None
         kept: list[ClassifiedItem] = []
         last: ClassifiedItem | None = None
-        for _ in range(SCORE_SCANS):
+        for _ in range(scans):
             batch = await store.list_items(filters.query(limit=limit, after=after))
             for item in batch:
                 if filters.wanted_score(item):
@@ -284,7 +288,7 @@ def build_router(
 
     async def feed(request: Request, filters: EventFilters, kind: Literal["rss", "atom"]) -> Response:
         checked(filters)
-        items, _ = await bounded(page_of(filters, FEED_ITEMS, None))
+        items, _ = await bounded(page_of(filters, FEED_ITEMS, None, FEED_SCORE_SCANS))
         fg = FeedGenerator()
         # The feed's own address on the public base URL: the request's Host is the proxy's
         # view (nginx passes no port with $host), and the Atom id must not depend on it. Never

@@ -257,7 +257,7 @@ def parse_feed_document(data: bytes, base_url: str | None = None) -> tuple[list[
             Entry(
                 guid=entry.get("id") or None,
                 link=entry.get("link") or None,
-                title=entry.get("title") or "",
+                title=_without_source_name(entry.get("title") or "", entry),
                 summary=summary,
                 author=entry.get("author") or None,
                 published_at=_entry_time(entry),
@@ -275,6 +275,21 @@ def _declared_publisher(entry: Any) -> str | None:
         return None
     url = source.get("href") or source.get("link")
     return url if isinstance(url, str) else None
+
+
+def _without_source_name(title: str, entry: Any) -> str:
+    """The title without the " - Dawn" an aggregator appends when the entry names its source
+    (``<source>Dawn</source>``, as Google News does): the paper's own feed has the title without
+    it, so the copy's story key matched nothing and the story was published twice (audit of
+    2026-12-05). The paper is kept as the item's ``publisher``."""
+    source = entry.get("source")
+    name = source.get("title") if isinstance(source, dict) else None
+    if isinstance(name, str) and name.strip():
+        for dash in (" - ", " – ", " — ", " | "):
+            suffix = f"{dash}{name.strip()}"
+            if title.rstrip().endswith(suffix) and len(title.rstrip()) > len(suffix):
+                return title.rstrip()[: -len(suffix)].rstrip()
+    return title
 
 
 def _guid(value: str | None) -> str | None:

@@ -13,9 +13,11 @@ dedupe_keys    dedupe key; TTL on ``at``                        first owner of a
 duplicates     the copy's item id; (item_id, seen_at, _id);     copies of a page of events;
                (source_id, seen_at)                             official sources' copies (tracker)
 events         item id; see :mod:`shared.store.mongo_events`    the events API, timelines
-subscriptions  subscription id; (active, created_at)            active subscriptions
-agreement_*    stages: agreement id; events: event id, by         the tracker: recorded stages (one
-               agreement, newest, unpublished                    atomic swap), its events
+subscriptions  subscription id; (active, created_at, _id),        active subscriptions, list
+               (created_at, _id)
+agreement_*    stages: agreement id; events: event id,          the tracker: recorded stages (one
+               (agreement_id, at, _id), (at, _id),               atomic swap), its events
+               (published_at, at)
 deliveries     delivery id; (status, next_attempt_at) and one   claim the most overdue delivery;
                per /deliveries filter, each + (created_at, _id) list newest first
 ============== ================================================ ===================================

@@ -524,6 +524,28 @@ async def test_410_disables_the_endpoint_at_once(store: SQLiteStore, receiver: W
     assert [m["To"] for m in smtp.messages] == ["o@example.org"]
 
 
+async def test_an_owners_notice_that_cannot_be_sent_is_logged(
+    store: SQLiteStore, receiver: WebhookReceiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Nothing listens on the SMTP port: the endpoint is still disabled, and the notice that did
+    # not go out is said so (it was dropped without a word: the audit of 2026-12-05).
+    import socket
+
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    await store.insert_subscription(webhook_sub(receiver.url, owner_email="o@example.org"))
+    delivery = pending("sub_w", "itm_1", "webhook", T0)
+    await store.insert_delivery(delivery)
+    receiver.statuses = [410]
+    async with loopback_client() as client:
+        deliverer = deliverer_for(store, settings_for(smtp_port=port), client, ManualClock(T0), MemoryBus())
+        await deliverer.attempt(await claim(store, delivery.id, T0), item(1))
+    subscription = await store.get_subscription("sub_w")
+    assert subscription is not None and not subscription.active
+    assert "sub_w: the owner's notice was not sent" in caplog.text
+
+
 @pytest.mark.parametrize(
     ("header", "expected"),
     [

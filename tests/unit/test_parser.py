@@ -92,6 +92,9 @@ def test_an_aggregators_entries_name_their_own_publisher() -> None:
         rss, kind="feed", source_id="gn", source_url="https://news.google.example/rss/search?q=x", fetched_at=NOW
     )
     assert [i.publisher for i in items] == ["dawn.example", "tribune.example", None, None, None]
+    # The " - Dawn" the aggregator appends is not the paper's title (its own feed's copy would
+    # match no story key); a suffix that is not the named source's stays.
+    assert [i.title for i in items[:2]] == ["Rail MoU moves", "Rail MoU - Tribune"]
     atom = b"""<feed xmlns="http://www.w3.org/2005/Atom"><title>t</title><id>tag:t</id>
       <entry><id>tag:1</id><title>x</title><link href="https://agg.example/1"/>
         <source><id>tag:k</id><title>Kazinform</title><link href="https://www.inform.example/"/></source></entry>

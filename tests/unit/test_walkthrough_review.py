@@ -231,3 +231,50 @@ def test_a_host_naming_an_address_this_machine_lacks_still_listens_on_the_others
     finally:
         for s in sockets:
             s.close()
+
+
+async def test_a_feed_with_a_sector_score_reads_on_past_many_weak_items(tmp_path: Path) -> None:
+    # 300 newer items weak in energy (strong in transport) hid an older strong energy story:
+    # the feed read 5 store pages and came out empty, and a feed reader follows no cursor
+    # (the audit of 2026-12-05). A feed now reads up to FEED_SCORE_SCANS pages.
+    from datetime import UTC, datetime, timedelta
+
+    from shared.models import ClassifiedItem, SectorScore
+
+    now = datetime(2026, 12, 1, tzinfo=UTC)
+
+    def story(n: int, energy: float) -> ClassifiedItem:
+        return ClassifiedItem(
+            id=f"itm_{n:03d}",
+            source_id="src",
+            source_url="http://s",
+            title=f"Story {n}",
+            published_at=now - timedelta(minutes=n),
+            fetched_at=now,
+            sectors=["transport", "energy"],
+            sector_scores=[
+                SectorScore(id="transport", score=0.99, terms=[]),
+                SectorScore(id="energy", score=energy, terms=[]),
+            ],
+            countries=["PK"],
+            classifier_version="t",
+        )
+
+    runtime = Runtime(load_settings(sqlite_path=tmp_path / "f.sqlite3", api_key="admin-key"), ALL_ROLES)
+    async with runtime_client(runtime) as api:
+        await runtime.store.upsert_items([story(n, 0.3) for n in range(300)] + [story(400, 0.95)])
+        params = {"sector": "energy", "min_score": 0.9}
+        rss = await api.get("/api/v1/events.rss", params=params)
+        assert rss.text.count("<item>") == 1 and "Story 400" in rss.text
+        atom = await api.get("/api/v1/events.atom", params=params)
+        assert atom.text.count("<entry>") == 1
+        # The JSON API says with its cursor that more may follow; following it finds the story.
+        seen: list[str] = []
+        query: dict[str, str | float] = dict(params)
+        for _ in range(20):
+            page = (await api.get("/api/v1/events", params=query)).json()
+            seen += [i["id"] for i in page["items"]]
+            if not page["next_cursor"]:
+                break
+            query["cursor"] = page["next_cursor"]
+        assert seen == ["itm_400"]
