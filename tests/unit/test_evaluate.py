@@ -64,6 +64,39 @@ def test_eval_cli_prints_json_last(capsys: pytest.CaptureFixture[str], tmp_path:
     assert last["results"][0]["items"] == 1 and "macro_f1" in last["results"][0]
 
 
+def test_eval_cli_scores_agreements_and_stages_with_an_operators_registry(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Issue 11: the last JSON line carries agreement_macro_f1 and stage_accuracy; --agreements
+    scores a registry an operator extended (an agreement signed later, with its own terms)."""
+    registry = json.loads((Path(__file__).resolve().parents[2] / "services/classifier/agreements.json").read_text())
+    later = dict(next(a for a in registry["agreements"] if a["area"] == "aviation"))
+    later |= {"id": "aviation-cargo-hub-mou", "title": "MoU on an air cargo hub", "signed_on": "2026-11-20"}
+    later["terms"] = {"en": ["air cargo hub"]}
+    registry["agreements"].append(later)
+    extended = tmp_path / "agreements.json"
+    extended.write_text(json.dumps(registry))
+    record = {
+        "title": "Pakistan and Kazakhstan open the air cargo hub",
+        "text": "The air cargo hub between Pakistan and Kazakhstan was inaugurated in Almaty.",
+        "sectors": ["transport"],
+        "about_pakistan": True,
+        "about_kazakhstan": True,
+        "agreements": ["aviation-cargo-hub-mou"],
+        "stage": "operational",
+    }
+    data = tmp_path / "hub.jsonl"
+    data.write_text(json.dumps(record) + "\n")
+    assert main(["eval", "--no-judge", "--agreements", str(extended), str(data)]) == 0
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["results"][0]
+    assert last["agreement_macro_f1"] == 1.0 and last["stage_accuracy"] == 1.0, last
+    # The shipped registry does not know the agreement: its label cannot be matched.
+    assert main(["eval", "--no-judge", str(data)]) == 0
+    captured = capsys.readouterr()
+    shipped = json.loads(captured.out.strip().splitlines()[-1])["results"][0]
+    assert shipped["agreement_macro_f1"] == 0.0 and "unknown agreement or area 'aviation-cargo-hub-mou'" in captured.err
+
+
 def test_quality_floor_on_labelled_news() -> None:
     """Regression floors, not the targets: the keyword rule alone on the shared dev news and on
     Reuters, and the shipped classifier (with the judge) on the untuned test split of our news.

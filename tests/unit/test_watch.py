@@ -566,3 +566,20 @@ async def test_a_source_made_official_counts_through_its_copies_on_the_next_boar
     await store.update_source("app", {"official": True})
     assert {s.agreement.id: s for s in await w.states()}[RAILWAYS].stage == "underway"
     assert await w.reconcile() == 1
+
+
+@pytest.mark.parametrize(("stall_days", "silence_days", "stalled"), [(90, 60, False), (30, 60, True), (90, 20, True)])
+async def test_the_stall_periods_are_the_operators_settings(
+    store: SQLiteStore, stall_days: int, silence_days: int, stalled: bool
+) -> None:
+    """CORRIDOR_STALL_DAYS and CORRIDOR_SILENCE_DAYS reach the tracker (no test set them before:
+    the audit of 2026-12-05). Planning reported 40 days ago, a re-told signing 25 days ago."""
+    await store.upsert_item(item(1, "planning", 40))
+    await store.upsert_item(item(2, "signed", 25))
+    settings = load_settings(stall_days=stall_days, silence_days=silence_days)
+    tracker = AgreementWatch(
+        store=store, bus=MemoryBus(), registry=load_registry(), settings=settings, clock=lambda: NOW
+    )
+    state = await tracker.state(RAILWAYS)
+    board = next(s for s in await tracker.states() if s.agreement.id == RAILWAYS)
+    assert state.stalled is board.stalled is stalled, (state.stall_reason, board.stall_reason)
