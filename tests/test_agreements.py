@@ -6,6 +6,7 @@ corroboration, its events feed and the iCalendar feeds answer."""
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -195,5 +196,71 @@ async def test_an_agreement_moves_is_announced_once_and_stalls_are_announced(
             stalled = (await client.get("/api/v1/agreements", params={"stalled": True})).json()
             assert RAILWAYS not in {a["id"] for a in stalled}, "it moved: no longer stalled"
             assert len(stalled) == len(runtime.registry.agreements) - 1
+    finally:
+        await runtime.stop()
+
+
+async def test_agreement_alerts_go_by_email_to_digests_and_to_kafka_filtered_by_area(
+    tmp_path: Path, smtp: object
+) -> None:
+    """Same channels as item alerts (issue 11): an immediate email, a daily digest's queued
+    delivery and a kafka-channel alert for the railway stall, and nothing for a subscription
+    to another area (only webhooks were tested before: the audit of 2026-12-05)."""
+    from helpers import SmtpSink
+
+    from shared.envelope import TOPIC_ALERTS
+    from shared.models import Subscription
+    from shared.store.sqlite import SQLiteStore
+
+    assert isinstance(smtp, SmtpSink)
+    db = tmp_path / "mail.sqlite3"
+    store = SQLiteStore(db)
+    await store.start()
+    stalls: list[object] = ["agreement.stalled"]
+    for sub in (
+        Subscription(id="sub_mail", channel="email", email="analyst@example.org", kinds=stalls, areas=["railways"]),
+        Subscription(
+            id="sub_digest",
+            channel="email",
+            email="digest@example.org",
+            kinds=stalls,
+            areas=["railways"],
+            cadence="daily",
+        ),
+        Subscription(id="sub_kafka", channel="kafka", kinds=stalls, agreements=[RAILWAYS]),
+        Subscription(id="sub_other", channel="email", email="other@example.org", kinds=stalls, areas=["aviation"]),
+    ):
+        await store.insert_subscription(sub)  # type: ignore[arg-type]
+    await store.close()
+    settings = load_settings(
+        sqlite_path=db, smtp_port=smtp.port, delivery_sweep_s=0.2, delivery_lease_s=1, stall_check_s=3600
+    )
+    runtime = Runtime(settings, ALL_ROLES)
+    await runtime.start()  # the first check announces every agreement's stall (quiet since signing)
+    try:
+
+        async def emailed() -> bool:
+            return any(m["To"] == "analyst@example.org" for m in smtp.messages)
+
+        await wait_for(emailed, "the stall email")
+
+        async def all_handled() -> bool:
+            deliveries = await runtime.store.list_deliveries(limit=500)
+            return {d.subscription_id for d in deliveries} >= {"sub_mail", "sub_digest", "sub_kafka"}
+
+        await wait_for(all_handled, "the three deliveries")
+        [mail] = [m for m in smtp.messages if m["To"] == "analyst@example.org"]
+        assert "stalled" in mail["Subject"] and "railway" in mail["Subject"].lower(), mail["Subject"]
+        assert mail["List-Unsubscribe"], "an alert email carries its unsubscribe link"
+        deliveries = await runtime.store.list_deliveries(limit=500)
+        by_subscription = {d.subscription_id: d for d in deliveries}
+        assert "sub_other" not in by_subscription, "the aviation subscription gets no railway stall"
+        digest = by_subscription["sub_digest"]
+        assert digest.status == "queued" and digest.digest_period, digest
+        bus = runtime.bus
+        assert isinstance(bus, MemoryBus)
+        alerts = [Envelope.decode(d) for _, d in bus._logs[settings.topic(TOPIC_ALERTS)].messages]
+        kafka = [a for a in alerts if a.payload.get("subscription_id") == "sub_kafka"]
+        assert len(kafka) == 1 and RAILWAYS in json.dumps(kafka[0].payload), kafka
     finally:
         await runtime.stop()
