@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Annotated, Literal, get_args
 from urllib.parse import urlsplit
 
@@ -333,6 +334,13 @@ def _unspaced(text: str) -> bool:
     return any("\u3040" <= ch <= "\u30ff" or "\u3400" <= ch <= "\u4dbf" or "\u4e00" <= ch <= "\u9fff" for ch in text)
 
 
+@lru_cache(maxsize=256)
+def _folded_words(title: str, summary: str) -> str:
+    """An item's folded words joined by single spaces, a space at each end: computed once per item
+    for all the subscriptions with keywords the matcher checks it against (it is the costly part)."""
+    return f" {' '.join(words(f'{title} {summary}'))} "
+
+
 def keyword_in(keyword: str, text: str) -> bool:
     """Whether a subscription's keyword (a word or a phrase) occurs in ``text``: the item's folded
     words joined by single spaces, with a space at each end. Whole words, so "port" is not found in
@@ -406,7 +414,7 @@ class Subscription(_Record):
         if self.languages and (item.language or "") not in self.languages:
             return False
         if self.keywords:
-            text = f" {' '.join(words(f'{item.title} {item.summary}'))} "
+            text = _folded_words(item.title, item.summary)
             if not any(keyword_in(k, text) for k in self.keywords):
                 return False
         if "item" not in self.kinds:
