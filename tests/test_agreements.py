@@ -244,17 +244,30 @@ async def test_agreement_alerts_go_by_email_to_digests_and_to_kafka_filtered_by_
 
         await wait_for(emailed, "the stall email")
 
+        aviation = {a.id for a in runtime.registry.agreements if a.area == "aviation"}
+
         async def all_handled() -> bool:
             deliveries = await runtime.store.list_deliveries(limit=500)
-            return {d.subscription_id for d in deliveries} >= {"sub_mail", "sub_digest", "sub_kafka"}
+            per = {
+                s: [d for d in deliveries if d.subscription_id == s] for s in ("sub_mail", "sub_digest", "sub_kafka")
+            }
+            other = [d for d in deliveries if d.subscription_id == "sub_other"]
+            return all(len(v) == 1 for v in per.values()) and len(other) == len(aviation)
 
-        await wait_for(all_handled, "the three deliveries")
+        await wait_for(all_handled, "one delivery each, and the aviation stalls for the aviation subscription")
         [mail] = [m for m in smtp.messages if m["To"] == "analyst@example.org"]
         assert "stalled" in mail["Subject"] and "railway" in mail["Subject"].lower(), mail["Subject"]
         assert mail["List-Unsubscribe"], "an alert email carries its unsubscribe link"
         deliveries = await runtime.store.list_deliveries(limit=500)
         by_subscription = {d.subscription_id: d for d in deliveries}
-        assert "sub_other" not in by_subscription, "the aviation subscription gets no railway stall"
+        events = await runtime.store.list_agreement_events(limit=500)  # stored before their deliveries
+        stall_of = {e.id: e.agreement_id for e in events if e.kind == "agreement.stalled"}
+        # Each delivery names its event in its item id; the aviation subscription got the
+        # aviation agreements' stalls and no other (every agreement stalled at the first check).
+        other = [d.item_id for d in deliveries if d.subscription_id == "sub_other"]
+        got = {stall_of[e] for e in stall_of if any(e in item_id for item_id in other)}
+        assert aviation and got == aviation, (got, aviation)
+        assert any(stall_of[e] == RAILWAYS for e in stall_of if e in by_subscription["sub_mail"].item_id)
         digest = by_subscription["sub_digest"]
         assert digest.status == "queued" and digest.digest_period, digest
         bus = runtime.bus

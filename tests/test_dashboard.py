@@ -350,8 +350,17 @@ async def seed_review(path: Path) -> None:
             )
         )
     turkish = "İKİ ÜLKE: Kazakistan ve Pakistan demiryolları için anlaştı"
+    # Where the matcher found the term: after a Turkish dotted capital ("İslamabad" for
+    # "islamabad"), and an acronym in capitals (not "It" or the "it" inside "facilities").
+    dotted = "Heyet İslamabad'da görüştü."
+    acronym = "It opened new facilities for IT parks."
     for n, (title, url, snippet, term) in enumerate(
-        [(HOSTILE, "javascript:alert(1)", HOSTILE, "img"), (turkish, "https://news.example/tr", turkish, "demiryol")]
+        [
+            (HOSTILE, "javascript:alert(1)", HOSTILE, "img"),
+            (turkish, "https://news.example/tr", turkish, "demiryol"),
+            (dotted, "https://news.example/tr2", dotted, "islamabad"),
+            (acronym, "https://news.example/it", acronym, "IT"),
+        ]
     ):
         await store.upsert_item(
             ClassifiedItem(
@@ -434,6 +443,7 @@ def review_the_page(page: Page, base: str, artifacts: Path) -> None:
     # The matched term is marked where it stands, after a Turkish "İ" too.
     marks = page.evaluate("[...document.querySelectorAll('#events mark')].map((m) => m.textContent)")
     assert "demiryol" in marks, marks
+    assert "İslamabad" in marks and "IT" in marks and not {"it", "It"} & set(marks), marks
     # Badge text reads on its colour (WCAG AA, 4.5:1).
     ratios = page.evaluate(
         """[...document.querySelectorAll('.badge')].map((b) => {

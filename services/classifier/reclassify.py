@@ -71,17 +71,24 @@ class ReclassifyReport:
 
 
 def _queried(item: ClassifiedItem) -> tuple[object, ...]:
-    """What the events API filters or sorts on and shows as its reasons, as computed by the
-    classifier (scores rounded to :data:`SCORE_DIGITS`); two classifications with equal keys
-    answer every query alike and give the same evidence."""
+    """What the events API filters or sorts on, as computed by the classifier (scores rounded to
+    :data:`SCORE_DIGITS`); two classifications with equal keys answer every query alike."""
     return (
-        sorted((s.id, round(s.score, SCORE_DIGITS), tuple(s.terms)) for s in item.sector_scores),
+        sorted((s.id, round(s.score, SCORE_DIGITS)) for s in item.sector_scores),
         sorted(item.sectors),
         list(item.countries),
         item.bilateral,
-        sorted((a.id, a.via, round(a.score, SCORE_DIGITS), tuple(a.terms)) for a in item.agreements),
+        sorted((a.id, a.via, round(a.score, SCORE_DIGITS)) for a in item.agreements),
         item.stage,
         item.classifier_version,
+    )
+
+
+def _reasons(item: ClassifiedItem) -> tuple[object, ...]:
+    """What the API shows as the reasons for a classification: matched terms and evidence."""
+    return (
+        sorted((s.id, tuple(s.terms)) for s in item.sector_scores),
+        sorted((a.id, tuple(a.terms)) for a in item.agreements),
         sorted((e.kind, e.label, e.term, e.snippet) for e in item.evidence),
     )
 
@@ -108,7 +115,8 @@ async def reclassify(
         for old in page:
             report.items += 1
             new = classifier.classify(RawItem.model_validate(old.model_dump(include=set(RawItem.model_fields))))
-            if _queried(new) == _queried(old):
+            reasons_only = _queried(new) == _queried(old)
+            if reasons_only and _reasons(new) == _reasons(old):
                 continue
             gained = sorted(set(new.sectors) - set(old.sectors))
             lost = sorted(set(old.sectors) - set(new.sectors))
@@ -146,7 +154,8 @@ async def reclassify(
                 # page was read (an edited entry): writing the reclassified older text over it
                 # would take the edit back. The store writes only over the revision read here,
                 # checked and written in one step; a newer one is left.
-                if await store.replace_item_if(_keep_identity(old, new), old.revision, old.content_hash):
+                stored = _keep_identity(old, new, reasons_only=reasons_only)
+                if await store.replace_item_if(stored, old.revision, old.content_hash):
                     report.written += 1
                     change.written = True
                 else:
@@ -157,6 +166,11 @@ async def reclassify(
         after = (page[-1].sort_at, page[-1].id)
 
 
-def _keep_identity(old: ClassifiedItem, new: ClassifiedItem) -> ClassifiedItem:
-    """The new classification with the stored item's own fields (ids and times unchanged)."""
-    return new.model_copy(update={"fetched_at": old.fetched_at, "published_at": old.published_at})
+def _keep_identity(old: ClassifiedItem, new: ClassifiedItem, *, reasons_only: bool = False) -> ClassifiedItem:
+    """The new classification with the stored item's own fields (ids and times unchanged). When
+    only the reasons changed (terms, evidence), the classification time stays too: feeds date an
+    entry's update by it, and nothing they show changed."""
+    kept: dict[str, object] = {"fetched_at": old.fetched_at, "published_at": old.published_at}
+    if reasons_only:
+        kept["classified_at"] = old.classified_at
+    return new.model_copy(update=kept)

@@ -337,14 +337,26 @@ async def test_evidence_alone_is_a_change_reclassify_writes(store: SQLiteStore) 
         )
     )
     assert fresh.stage and {e.kind for e in fresh.evidence} >= {"agreement", "stage"}, fresh.evidence
-    stale = fresh.model_copy(update={"evidence": [e for e in fresh.evidence if e.kind in ("sector", "country")]})
+    long_ago = NOW - timedelta(days=30)
+    stale = fresh.model_copy(
+        update={"evidence": [e for e in fresh.evidence if e.kind in ("sector", "country")], "classified_at": long_ago}
+    )
     await store.upsert_item(stale)
     report = await reclassify(store, classifier, write=True)
     [change] = report.changes
     assert change.rescored and report.written == 1
     stored = await store.get_item("itm_rail")
     assert stored is not None and stored.evidence == fresh.evidence
+    # Nothing a feed shows changed: its entry keeps its date (feeds date updates by classified_at).
+    assert stored.classified_at == long_ago
     assert (await reclassify(store, classifier)).changes == [], "written once: nothing left to change"
+    # A link's terms alone are a change too.
+    [link] = stored.agreements
+    fewer = stored.model_copy(update={"agreements": [link.model_copy(update={"terms": link.terms[:1]})]})
+    await store.upsert_item(fewer)
+    assert len(link.terms) > 1 and len((await reclassify(store, classifier, write=True)).changes) == 1
+    again = await store.get_item("itm_rail")
+    assert again is not None and again.agreements == fresh.agreements
 
 
 async def test_each_change_is_handed_on_once_it_is_written(store: SQLiteStore, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -110,16 +110,14 @@ function termAt(snippet, term) {
   const text = snippet.replace(/İ/g, "I"), t = term.replace(/İ/g, "I");
   const escaped = t.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
   const flags = t.length <= 5 && t === t.toUpperCase() && t !== t.toLowerCase() ? "u" : "iu";
-  const tries = [
-    new RegExp(`(?<!${WORD})${escaped}(?!${WORD})`, flags),
-    new RegExp(`(?<!${WORD})${escaped}`, flags),
-    new RegExp(escaped, "iu"),
-  ];
-  for (const re of tries) {
+  const tries = [`(?<!${WORD})${escaped}(?!${WORD})`, `(?<!${WORD})${escaped}`];
+  for (const pattern of tries) {
+    let re;
+    try { re = new RegExp(pattern, flags); } catch (e) { continue; } // no lookbehind (Safari < 16.4)
     const found = re.exec(text);
     if (found) return found;
   }
-  return null;
+  return new RegExp(escaped, "iu").exec(text);
 }
 
 function marked(snippet, term) {
