@@ -137,6 +137,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     ops = ops_router(
         metrics=runtime.metrics,
         checks={"started": runtime.has_started, "store": runtime.store.ping, "bus": runtime.bus.ping},
+        starting=lambda: not runtime.started and not runtime.failed,
     )
     app.include_router(ops)
 

@@ -36,6 +36,7 @@ import faulthandler
 import importlib.util
 import json
 import logging
+import math
 import os
 import signal
 import socket
@@ -543,15 +544,26 @@ def _config(settings: Settings) -> int:
 
 
 def _port(text: str) -> int:
-    """A TCP port for --port: refused by argparse naming the flag (the setting's error named
-    CORRIDOR_HTTP_PORT, which the user had not set)."""
+    """A TCP port for --port (0: one the system picks): refused by argparse naming the flag (the
+    setting's error named CORRIDOR_HTTP_PORT, which the user had not set)."""
     try:
         port = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 1 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"a port is 1 to 65535, got {port}")
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0 to 65535, got {port}")
     return port
+
+
+def _score(text: str) -> float:
+    """A finite score for --min-score ("nan" passed float() and then broke the JSON request)."""
+    try:
+        score = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(score) or not 0 <= score <= 1000:
+        raise argparse.ArgumentTypeError(f"a score is a number from 0 to 1000 (scores are 0 to 1), got {text}")
+    return score
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -617,7 +629,7 @@ def build_parser() -> argparse.ArgumentParser:
     sadd.add_argument("--sector", action="append", default=[], dest="sectors")
     sadd.add_argument("--country", action="append", default=[], choices=["PK", "KZ"], dest="countries")
     sadd.add_argument("--bilateral-only", action="store_true", help="only items about both countries")
-    sadd.add_argument("--min-score", type=float, help="best score among the wanted sectors, 0 to 1")
+    sadd.add_argument("--min-score", type=_score, help="best score among the wanted sectors, 0 to 1")
     sadd.add_argument(
         "--keyword", action="append", default=[], dest="keywords", help="word or phrase; a final * is a prefix"
     )

@@ -100,7 +100,7 @@ async def demo(settings: Settings) -> int:
     except OSError as exc:
         print(f"error: cannot listen on 127.0.0.1:{settings.http_port}: {exc.strerror or exc}", file=sys.stderr)
         return 1
-    runtime = Runtime(settings, ALL_ROLES)
+    runtime = Runtime(settings, ALL_ROLES, on_failure=stop.set)
     # The feed and the receiver on ports the system picks (free ones), Corridor on its own.
     servers = [
         _server(_feed_app(), 0),
@@ -108,7 +108,10 @@ async def demo(settings: Settings) -> int:
         _server(create_app(runtime), settings.http_port),
     ]
     tasks = [asyncio.create_task(s.serve(sockets=[sock] if s is servers[2] else None)) for s in servers]
-    while not all(s.started for s in servers) and not any(t.done() for t in tasks):  # noqa: ASYNC110 - uvicorn has a flag, not an event
+    # Serving is not started: Corridor answers 503 until its runtime has started (services.app).
+    while not (all(s.started for s in servers) and runtime.started) and not any(t.done() for t in tasks):
+        if stop.is_set():  # the start failed (logged)
+            break
         await asyncio.sleep(0.05)
     if any(t.done() for t in tasks):  # a port in use, say: uvicorn has logged why
         stop.set()

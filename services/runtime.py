@@ -328,9 +328,12 @@ class Runtime:
         """Done-callback of a start run in the background (services.app): a start that failed
         (the store or the bus did not answer within the wait) fails the process, as a crashed
         loop does, so it exits 1; ``start()`` has already closed what it opened."""
-        if task.cancelled() or task.exception() is None:
+        if task.cancelled() or (exc := task.exception()) is None:
             return
-        log.error("start failed: %s", task.exception())
+        if isinstance(exc, Unavailable):  # the store or bus never answered: the reason is enough
+            log.error("start failed: %s", exc)
+        else:  # a bug: its trace, as uvicorn logged it when the start ran before serving
+            log.error("start failed: %s", exc, exc_info=exc)
         self.failed = True
         if self._on_failure is not None:
             self._on_failure()

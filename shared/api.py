@@ -69,8 +69,9 @@ def read_dependency(
     return require_read
 
 
-def ops_router(*, metrics: Metrics, checks: dict[str, Check]) -> APIRouter:
-    """/healthz (the process is up), /readyz (every dependency answers), /metrics (Prometheus)."""
+def ops_router(*, metrics: Metrics, checks: dict[str, Check], starting: Callable[[], bool] | None = None) -> APIRouter:
+    """/healthz (the process is up), /readyz (every dependency answers), /metrics (Prometheus).
+    While ``starting()`` is true, /readyz answers as usual but logs no change of readiness."""
     router = APIRouter(tags=["operations"])
 
     # HEAD too: load balancers and uptime checkers often probe with it (405 before). Kept out of
@@ -83,7 +84,7 @@ def ops_router(*, metrics: Metrics, checks: dict[str, Check]) -> APIRouter:
     last: dict[str, bool] = {}
 
     async def bounded(name: str, check: Check) -> bool:
-        reason = "no answer"
+        reason = "it says not yet"
         try:
             async with asyncio.timeout(READY_CHECK_S):
                 ok = await check()
@@ -91,9 +92,12 @@ def ops_router(*, metrics: Metrics, checks: dict[str, Check]) -> APIRouter:
             ok, reason = False, f"no answer within {READY_CHECK_S:g} s"
         except Exception as exc:  # a failing check means "not ready", never a 500
             ok, reason = False, f"{type(exc).__name__}: {exc}"
-        if last.get(name, True) != ok:  # one line per change of state, not one per probe
-            log.warning("readiness: %s %s", name, "answers again" if ok else f"not ready ({reason})")
-        last[name] = ok
+        # One line per change of state, not one per probe; none while the process is starting
+        # (every start would warn of a store it has not opened yet).
+        if starting is None or not starting():
+            if last.get(name, True) != ok:
+                log.warning("readiness: %s %s", name, "ready again" if ok else f"not ready ({reason})")
+            last[name] = ok
         return ok
 
     @router.get("/readyz")

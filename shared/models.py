@@ -329,30 +329,39 @@ UNSUBSCRIBED = "unsubscribed"
 """A subscription's ``disabled_reason`` once its recipient unsubscribed: no admin can resume it."""
 
 
-def _unspaced(text: str) -> bool:
-    """Han or kana: scripts written without spaces, whose words a tokenizer cannot split."""
-    return any("\u3040" <= ch <= "\u30ff" or "\u3400" <= ch <= "\u4dbf" or "\u4e00" <= ch <= "\u9fff" for ch in text)
+def _substring_script(text: str) -> bool:
+    """Han and kana (written without spaces) and Indic scripts (whose vowel signs the word
+    tokenizer splits words at): keywords in them are matched as substrings, as before."""
+    return any(
+        "\u3040" <= ch <= "\u30ff"
+        or "\u3400" <= ch <= "\u4dbf"
+        or "\u4e00" <= ch <= "\u9fff"
+        or "\u0900" <= ch <= "\u0dff"
+        for ch in text
+    )
 
 
 @lru_cache(maxsize=256)
-def _folded_words(title: str, summary: str) -> str:
-    """An item's folded words joined by single spaces, a space at each end: computed once per item
-    for all the subscriptions with keywords the matcher checks it against (it is the costly part)."""
-    return f" {' '.join(words(f'{title} {summary}'))} "
+def _folded_words(title: str, summary: str) -> tuple[str, str]:
+    """An item's folded words joined by single spaces with a space at each end, and its plain
+    case-folded text: computed once per item for all the subscriptions with keywords the matcher
+    checks it against (folding is the costly part)."""
+    text = f"{title} {summary}"
+    return f" {' '.join(words(text))} ", text.casefold()
 
 
-def keyword_in(keyword: str, text: str) -> bool:
-    """Whether a subscription's keyword (a word or a phrase) occurs in ``text``: the item's folded
-    words joined by single spaces, with a space at each end. Whole words, so "port" is not found in
-    "support" nor "oil" in "soil"; a final ``*`` makes the last word a prefix ("export*": exports,
-    exporters). In Chinese or Japanese, written without spaces, anywhere."""
-    stem = keyword.endswith("*")
+def keyword_in(keyword: str, item_text: tuple[str, str]) -> bool:
+    """Whether a subscription's keyword (a word or a phrase) occurs in an item (``item_text`` from
+    :func:`_folded_words`): where a word starts, case- and accent-insensitive, so "port" is not
+    found in "support" nor "oil" in "soil" (a substring test found both), while an inflected or
+    longer form still is ("Казахстан" in "Казахстана", "Pakistan" in "Pakistani", "railway" in
+    "railways"). A final ``*`` says the same and is accepted. Chinese, Japanese and Indic keywords
+    match anywhere, as before."""
+    folded, plain = item_text
+    if _substring_script(keyword):
+        return keyword.rstrip("*").casefold() in plain
     phrase = " ".join(words(keyword))
-    if not phrase:
-        return False
-    if _unspaced(keyword):
-        return phrase in text
-    return f" {phrase}{'' if stem else ' '}" in text
+    return bool(phrase) and f" {phrase}" in folded
 
 
 class Subscription(_Record):

@@ -86,6 +86,15 @@ def test_a_bad_port_flag_is_named_as_the_flag(capsys: Capsys, argv: list[str]) -
     assert exc.value.code == 2 and "argument --port" in err and "CORRIDOR_HTTP_PORT" not in err, err
 
 
+@pytest.mark.parametrize("value", ["nan", "inf", "-1", "x"])
+def test_a_bad_min_score_is_refused_naming_the_flag(capsys: Capsys, value: str) -> None:
+    # "nan" passed float() and broke the JSON request with a traceback (review of 2026-12-05).
+    with pytest.raises(SystemExit) as exc:
+        main(["subscriptions", "add", "--webhook", "https://hook.example/h", "--min-score", value])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "argument --min-score" in err and "Traceback" not in err, err
+
+
 def test_judge_train_refuses_unreadable_input(capsys: Capsys, tmp_path: Path) -> None:
     out = str(tmp_path / "judge.json")
     _fails(capsys, ["judge", "train", str(tmp_path / "missing.jsonl"), "--out", out], 2, "No such file")

@@ -120,6 +120,9 @@ def test_an_aggregators_entries_name_their_own_publisher() -> None:
         ("Mon, 26 Oct 2026 10:00 AQTT", datetime(2026, 10, 26, 5, tzinfo=UTC)),
         # Almaty was UTC+6 until 1 March 2024.
         ("Thu, 01 Feb 2024 10:00:00 ALMT", datetime(2024, 2, 1, 4, tzinfo=UTC)),
+        # Qyzylorda moved to UTC+5 in December 2018.
+        ("Mon, 01 Jul 2019 12:00:00 QYZT", datetime(2019, 7, 1, 7, tzinfo=UTC)),
+        ("Mon, 02 Jul 2018 12:00:00 QYZT", datetime(2018, 7, 2, 6, tzinfo=UTC)),
         ("Mon, 26 Oct 2026 10:00:00 +0500", datetime(2026, 10, 26, 5, tzinfo=UTC)),
         ("Mon, 26 Oct 2026 10:00:00 EST", datetime(2026, 10, 26, 15, tzinfo=UTC)),
     ],

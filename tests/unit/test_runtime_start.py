@@ -143,3 +143,16 @@ async def test_a_start_that_gives_up_ends_the_served_process_as_failed(
     await asyncio.wait_for(task, 10)  # the server ends by itself
     assert runtime.failed and not runtime.started
     assert not await runtime.store.ping(), "the store opened first was closed again"
+
+
+async def test_a_start_that_crashes_logs_its_trace(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    runtime = _runtime(tmp_path)
+
+    async def bug() -> None:
+        raise AssertionError("a bug in the start")
+
+    runtime.bus.start = bug  # type: ignore[method-assign]
+    task, _, _ = await _serving(runtime)
+    await asyncio.wait_for(task, 10)
+    [failed] = [r for r in caplog.records if r.getMessage().startswith("start failed")]
+    assert runtime.failed and failed.exc_info is not None and "a bug in the start" in failed.getMessage()
