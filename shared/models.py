@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from shared.text import words
+from shared.text import is_indic_script, is_unspaced_script, words
 from shared.timeutil import to_utc_ms, utcnow
 
 Country = Literal["PK", "KZ"]
@@ -329,18 +329,6 @@ UNSUBSCRIBED = "unsubscribed"
 """A subscription's ``disabled_reason`` once its recipient unsubscribed: no admin can resume it."""
 
 
-def _substring_script(text: str) -> bool:
-    """Han and kana (written without spaces) and Indic scripts (whose vowel signs the word
-    tokenizer splits words at): keywords in them are matched as substrings, as before."""
-    return any(
-        "\u3040" <= ch <= "\u30ff"
-        or "\u3400" <= ch <= "\u4dbf"
-        or "\u4e00" <= ch <= "\u9fff"
-        or "\u0900" <= ch <= "\u0dff"
-        for ch in text
-    )
-
-
 @lru_cache(maxsize=256)
 def _folded_words(title: str, summary: str) -> tuple[str, str]:
     """An item's folded words joined by single spaces with a space at each end, and its plain
@@ -358,7 +346,7 @@ def keyword_in(keyword: str, item_text: tuple[str, str]) -> bool:
     "railways"). A final ``*`` says the same and is accepted. Chinese, Japanese and Indic keywords
     match anywhere, as before."""
     folded, plain = item_text
-    if _substring_script(keyword):
+    if is_unspaced_script(keyword) or is_indic_script(keyword):
         return keyword.rstrip("*").casefold() in plain
     phrase = " ".join(words(keyword))
     return bool(phrase) and f" {phrase}" in folded

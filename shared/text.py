@@ -20,6 +20,16 @@ STOPWORDS = frozenset((
 # fmt: on
 
 
+def is_unspaced_script(text: str) -> bool:
+    """Han or kana: scripts written without spaces between words."""
+    return any("\u3040" <= ch <= "\u30ff" or "\u3400" <= ch <= "\u4dbf" or "\u4e00" <= ch <= "\u9fff" for ch in text)
+
+
+def is_indic_script(text: str) -> bool:
+    """Devanagari to Sinhala: scripts whose vowel signs :func:`words` splits words at."""
+    return any("\u0900" <= ch <= "\u0dff" for ch in text)
+
+
 def words(text: str) -> list[str]:
     """Word tokens, case-folded and accent-folded (the one normalisation used for search,
     content hashes and story keys)."""

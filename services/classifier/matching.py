@@ -25,6 +25,8 @@ from typing import Generic, TypeVar
 
 import ahocorasick
 
+from shared.text import is_unspaced_script
+
 SENTENCE_RADIUS = 120
 _ENDS = (".", "!", "?", "؟", "۔", "।")
 _FOLD = str.maketrans({"İ": "i", "ʻ": "'", "ʼ": "'", "‘": "'", "’": "'"})
@@ -40,11 +42,6 @@ def _in_word(ch: str) -> bool:
     """A letter, digit or combining mark: Devanagari vowel signs and the virama, Arabic
     vowel marks are inside a word, not breaks between words."""
     return ch.isalnum() or unicodedata.category(ch).startswith("M")
-
-
-def is_unspaced_script(term: str) -> bool:
-    """Han or kana: scripts written without spaces between words."""
-    return any("\u3040" <= ch <= "\u30ff" or "\u3400" <= ch <= "\u4dbf" or "\u4e00" <= ch <= "\u9fff" for ch in term)
 
 
 def lower(text: str) -> str:
